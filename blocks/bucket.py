@@ -1,0 +1,206 @@
+"""StreamBucket: prefect-aws `S3Bucket` plus the multipart calls stream-ingest needs.
+
+Each method is one S3 call (ListParts/ListMultipartUploads: every page). Provider
+errors become domain errors in `_s3_errors`, the one place that knows S3 error codes.
+Needs s3:CreateMultipartUpload, UploadPart, ListMultipartUploadParts, CompleteMultipart
+Upload, AbortMultipartUpload, ListBucketMultipartUploads, GetObject (HEAD),
+PutObjectTagging on the bucket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
+from prefect_aws.s3 import S3Bucket
+from pydantic import Field
+
+from stream_ingest.errors import BucketMissing, CredentialsRejected, S3Unavailable, UploadGone
+
+# Metadata on every upload we create: the janitor only ever touches uploads of ours.
+CREATED_BY = {"created-by": "stream-ingest"}
+_CREDENTIAL_CODES = {
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "AccessDenied",
+    "ExpiredToken",
+    "InvalidToken",
+}
+
+
+@dataclass(frozen=True)
+class UploadedPart:
+    number: int
+    etag: str
+    size: int
+
+
+@dataclass(frozen=True)
+class PendingUpload:
+    key: str
+    upload_id: str
+    initiated_epoch: float
+
+
+@contextmanager
+def _s3_errors(bucket: str, upload_id: str | None = None) -> Iterator[None]:
+    """Map botocore errors to stream-ingest's domain errors."""
+    try:
+        yield
+    except ClientError as exc:
+        err = exc.response.get("Error", {})
+        code = str(err.get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if code == "NoSuchUpload" and upload_id:
+            raise UploadGone(upload_id) from None
+        if code == "NoSuchBucket":
+            raise BucketMissing(bucket) from None
+        if code in _CREDENTIAL_CODES:
+            raise CredentialsRejected(code) from None
+        if status >= 500 or code in {"SlowDown", "RequestTimeout", "InternalError"}:
+            raise S3Unavailable(f"{code or status} from S3") from None
+        raise
+    except NoCredentialsError:
+        raise CredentialsRejected("no credentials configured") from None
+    except (
+        EndpointConnectionError,
+        ConnectTimeoutError,
+        ReadTimeoutError,
+        ConnectionClosedError,
+    ) as exc:
+        raise S3Unavailable(type(exc).__name__) from None
+
+
+class StreamBucket(S3Bucket):
+    """An S3 bucket that stream-ingest uploads recordings into, part by part.
+
+    Example:
+        ```python
+        from blocks.bucket import StreamBucket
+        bucket = StreamBucket.load("stream-ingest")
+        upload_id = bucket.create_multipart_upload("rec/cam1.mp4")
+        ```
+    """
+
+    _block_type_name = "Stream Bucket"
+    _block_type_slug = "stream-bucket"
+    _description = "S3 bucket with the multipart operations of stream-ingest."
+
+    storage_class: str | None = Field(
+        default=None, description="S3 storage class of new objects (None: the bucket default)."
+    )
+
+    @property
+    def s3(self) -> Any:
+        return self.credentials.get_s3_client()
+
+    def create_multipart_upload(self, key: str) -> str:
+        """Start a multipart upload marked as ours; returns its upload id."""
+        extra = {"StorageClass": self.storage_class} if self.storage_class else {}
+        with _s3_errors(self.bucket_name):
+            resp = self.s3.create_multipart_upload(
+                Bucket=self.bucket_name, Key=key, Metadata=CREATED_BY, **extra
+            )
+        return resp["UploadId"]
+
+    def upload_part(self, key: str, upload_id: str, number: int, body: bytes) -> str:
+        """Upload one part; returns its ETag (quoted, as S3 sends it)."""
+        with _s3_errors(self.bucket_name, upload_id):
+            resp = self.s3.upload_part(
+                Bucket=self.bucket_name, Key=key, UploadId=upload_id, PartNumber=number, Body=body
+            )
+        return resp["ETag"]
+
+    def list_parts(self, key: str, upload_id: str) -> list[UploadedPart]:
+        """Every part S3 holds for the upload. ListParts returns at most 1,000 parts
+        a page, so this follows NextPartNumberMarker to the end."""
+        parts: list[UploadedPart] = []
+        marker = 0
+        while True:
+            with _s3_errors(self.bucket_name, upload_id):
+                resp = self.s3.list_parts(
+                    Bucket=self.bucket_name, Key=key, UploadId=upload_id, PartNumberMarker=marker
+                )
+            parts += [
+                UploadedPart(p["PartNumber"], p["ETag"], p["Size"]) for p in resp.get("Parts", [])
+            ]
+            if not resp.get("IsTruncated"):
+                return parts
+            marker = int(resp["NextPartNumberMarker"])
+
+    def complete_multipart_upload(
+        self, key: str, upload_id: str, parts: list[tuple[int, str]]
+    ) -> str:
+        """Complete with (number, etag) pairs in ascending order; returns the object's ETag."""
+        body = {"Parts": [{"PartNumber": n, "ETag": e} for n, e in sorted(parts)]}
+        with _s3_errors(self.bucket_name, upload_id):
+            resp = self.s3.complete_multipart_upload(
+                Bucket=self.bucket_name, Key=key, UploadId=upload_id, MultipartUpload=body
+            )
+        return resp.get("ETag", "")
+
+    def abort_multipart_upload(self, key: str, upload_id: str) -> None:
+        """Abort the upload; an upload that is already gone is not an error."""
+        try:
+            with _s3_errors(self.bucket_name, upload_id):
+                self.s3.abort_multipart_upload(Bucket=self.bucket_name, Key=key, UploadId=upload_id)
+        except UploadGone:
+            pass
+
+    def list_multipart_uploads(self, prefix: str = "") -> list[PendingUpload]:
+        """Every in-progress upload under `prefix`, following both markers."""
+        out: list[PendingUpload] = []
+        kwargs: dict[str, str] = {"Bucket": self.bucket_name, "Prefix": prefix}
+        while True:
+            with _s3_errors(self.bucket_name):
+                resp = self.s3.list_multipart_uploads(**kwargs)
+            for u in resp.get("Uploads", []):
+                out.append(PendingUpload(u["Key"], u["UploadId"], u["Initiated"].timestamp()))
+            if not resp.get("IsTruncated"):
+                return out
+            kwargs["KeyMarker"] = resp["NextKeyMarker"]
+            kwargs["UploadIdMarker"] = resp["NextUploadIdMarker"]
+
+    def head_object(self, key: str) -> dict[str, Any] | None:
+        """The object's HEAD response, or None if there is no such object."""
+        try:
+            with _s3_errors(self.bucket_name):
+                return self.s3.head_object(Bucket=self.bucket_name, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                return None
+            raise
+
+    def tag_object(self, key: str, tags: dict[str, str]) -> None:
+        """Replace the object's tags."""
+        tagset = [{"Key": k, "Value": v} for k, v in tags.items()]
+        with _s3_errors(self.bucket_name):
+            self.s3.put_object_tagging(Bucket=self.bucket_name, Key=key, Tagging={"TagSet": tagset})
+
+    def object_tags(self, key: str) -> dict[str, str]:
+        with _s3_errors(self.bucket_name):
+            resp = self.s3.get_object_tagging(Bucket=self.bucket_name, Key=key)
+        return {t["Key"]: t["Value"] for t in resp.get("TagSet", [])}
+
+    def check_bucket(self) -> None:
+        """Fail fast with BucketMissing or CredentialsRejected before any upload."""
+        try:
+            with _s3_errors(self.bucket_name):
+                self.s3.head_bucket(Bucket=self.bucket_name)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if code in {"404", "NoSuchBucket", "NotFound"}:
+                raise BucketMissing(self.bucket_name) from None
+            if code in {"403", "Forbidden"}:
+                raise CredentialsRejected("403 Forbidden on HeadBucket") from None
+            raise

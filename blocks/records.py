@@ -1,0 +1,82 @@
+"""The checkpoint's records as typed values, and their Redis hash encoding (pure)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+
+from stream_ingest.states import Status
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class PartRecord:
+    """One uploaded part: S3's etag plus what S3 does not know (offset, sha256)."""
+
+    number: int
+    etag: str
+    offset: int
+    size: int
+    checksum: str
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> PartRecord:
+        return cls(**json.loads(text))
+
+
+@dataclass
+class StreamRecord:
+    """The `stream:{id}:meta` hash. Missing numbers read as their defaults."""
+
+    stream_id: str
+    original_path: str = ""
+    identity: str = ""
+    status: Status = Status.DETECTED
+    s3_bucket: str = ""
+    s3_key: str = ""
+    s3_upload_id: str = ""
+    part_base_bytes: int = 0
+    started_at_utc: str = field(default_factory=utc_now)
+    last_activity_at_utc: str = ""
+    completed_at_utc: str = ""
+    bytes_uploaded: int = 0
+    total_bytes: int = -1
+    parts_count: int = 0
+    reuploaded_parts: int = 0
+    flow_run_id: str = ""
+    error: str = ""
+    sha256: str = ""
+
+    def to_hash(self) -> dict[str, str]:
+        return {f.name: str(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_hash(cls, raw: dict[bytes | str, bytes | str]) -> StreamRecord:
+        data = {
+            (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+            for k, v in raw.items()
+        }
+        kwargs: dict[str, object] = {}
+        for f in fields(cls):
+            if f.name not in data:
+                continue
+            value: object = data[f.name]
+            if f.type == "int":
+                value = int(value)  # type: ignore[arg-type]
+            elif f.name == "status":
+                value = Status(value)
+            kwargs[f.name] = value
+        return cls(**kwargs)  # type: ignore[arg-type]
+
+    def public(self) -> dict[str, object]:
+        """The stable JSON shape of `streams show --json`."""
+        out: dict[str, object] = asdict(self)
+        out["status"] = str(self.status)
+        return out

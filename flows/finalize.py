@@ -1,0 +1,144 @@
+"""Finalize: make the object byte-identical to the file, even when the recorder
+rewrote earlier bytes on close (MP4/MKV muxers patch the file's head).
+
+One pass reads every part of the final plan in order, in a bounded window of
+threads: a part already uploaded is compared with its checksum and uploaded again
+if it changed; a missing or short one is uploaded. The same pass computes the whole
+file's SHA-256. If the file changed during the pass, the stream goes back to
+tailing; otherwise the upload is completed, the object's size and multipart ETag are
+checked, and the SHA-256 is recorded in Redis and as an object tag.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from blocks.records import PartRecord, utc_now
+from flows.reconcile import multipart_etag
+from flows.retry import RETRIES, RETRY_DELAYS, transient_only
+from flows.runtime import StreamContext
+from flows.source import read_range, sha256_hex, snapshot
+from flows.upload import put_part
+from stream_ingest.parts import PartRange, final_plan
+from stream_ingest.states import Status
+
+READ_CHUNK = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Finalized:
+    completed: bool
+    size: int = 0
+    parts: int = 0
+    reuploaded: int = 0
+    sha256: str = ""
+
+
+def _verify(
+    ctx: StreamContext, pr: PartRange, known: PartRecord | None
+) -> tuple[bytes, PartRecord | None]:
+    """Read one planned part; re-upload it unless S3 already holds exactly these bytes."""
+    data = read_range(ctx.path, pr.offset, pr.size)
+    if known and known.size == pr.size and known.checksum == sha256_hex(data):
+        return data, None
+    return data, put_part(ctx, pr.number, data, pr.offset)
+
+
+@task(
+    name="finalize",
+    retries=RETRIES,
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_condition_fn=transient_only,
+    cache_policy=NO_CACHE,
+)
+def finalize(ctx: StreamContext, parts: dict[int, PartRecord]) -> Finalized:
+    """Verify, upload the tail, complete. Returns completed=False if the file changed
+    meanwhile (the caller resumes tailing). Never runs with a part in flight."""
+    log = get_run_logger()
+    rec, store = ctx.record, ctx.store
+    before = snapshot(ctx.path, rec.identity)
+    store.set_status(rec.stream_id, Status.FINALIZING)
+    plan = final_plan(before.size, rec.part_base_bytes)
+    whole = hashlib.sha256()
+    reuploaded = 0
+    window = max(1, ctx.settings.max_parts_in_flight)
+    with ThreadPoolExecutor(window, thread_name_prefix="finalize") as pool:
+        pending: deque[tuple[PartRange, Future[tuple[bytes, PartRecord | None]]]] = deque()
+        for pr in plan:
+            pending.append((pr, pool.submit(_verify, ctx, pr, parts.get(pr.number))))
+            while len(pending) >= window or (pr is plan[-1] and pending):
+                done_pr, fut = pending.popleft()
+                data, uploaded = fut.result()
+                whole.update(data)  # in file order, so this is the file's SHA-256
+                if uploaded is not None:
+                    known = parts.get(done_pr.number)
+                    if known and known.size == done_pr.size:
+                        reuploaded += 1
+                        log.info(
+                            "stream %s: part %d changed on disk; re-uploaded",
+                            rec.stream_id,
+                            done_pr.number,
+                        )
+                    parts[done_pr.number] = uploaded
+    after = snapshot(ctx.path, rec.identity)
+    if (after.size, after.mtime_ns) != (before.size, before.mtime_ns):
+        log.info("stream %s: file changed while finalizing; tailing again", rec.stream_id)
+        store.set_status(rec.stream_id, Status.UPLOADING)
+        return Finalized(completed=False)
+    digest = whole.hexdigest()
+    chosen = [parts[pr.number] for pr in plan]
+    ctx.bucket.complete_multipart_upload(
+        rec.s3_key, rec.s3_upload_id, [(p.number, p.etag) for p in chosen]
+    )
+    head = ctx.bucket.head_object(rec.s3_key) or {}
+    if head.get("ContentLength") != before.size:
+        raise RuntimeError(
+            f"object {rec.s3_key} has {head.get('ContentLength')} bytes, file has {before.size}"
+        )
+    expected = multipart_etag([p.etag for p in chosen])
+    if head.get("ETag") not in (expected, None):
+        raise RuntimeError(f"object {rec.s3_key} ETag {head.get('ETag')} != expected {expected}")
+    mark_completed(ctx, before.size, len(plan), reuploaded, digest)
+    return Finalized(True, before.size, len(plan), reuploaded, digest)
+
+
+def mark_completed(
+    ctx: StreamContext, size: int, nparts: int, reuploaded: int, digest: str
+) -> None:
+    rec, store = ctx.record, ctx.store
+    ctx.bucket.tag_object(rec.s3_key, {"sha256": digest, "stream-id": rec.stream_id})
+    store.set_status(
+        rec.stream_id,
+        Status.COMPLETED,
+        sha256=digest,
+        total_bytes=size,
+        bytes_uploaded=size,
+        parts_count=nparts,
+        reuploaded_parts=rec.reuploaded_parts + reuploaded,
+        completed_at_utc=utc_now(),
+        error="",
+    )
+    store.forget_upload(rec.s3_upload_id)
+
+
+def file_sha256(path: str, size: int) -> str:
+    digest = hashlib.sha256()
+    for offset in range(0, size, READ_CHUNK):
+        digest.update(read_range(path, offset, min(READ_CHUNK, size - offset)))
+    return digest.hexdigest()
+
+
+@task(name="confirm-completed", cache_policy=NO_CACHE)
+def confirm_completed(ctx: StreamContext) -> Finalized:
+    """A crashed run completed the object but not the checkpoint: finish the record."""
+    snap = snapshot(ctx.path, ctx.record.identity)
+    digest = file_sha256(ctx.path, snap.size)
+    nparts = len(ctx.store.parts(ctx.record.stream_id))
+    mark_completed(ctx, snap.size, nparts, 0, digest)
+    return Finalized(True, snap.size, nparts, 0, digest)

@@ -1,0 +1,168 @@
+"""The stream-ingest flow: one growing video file -> one complete S3 object.
+
+open (find-stream, open-upload) -> tail loop (upload-part-k whenever part k's bytes
+exist, several in flight when the file is ahead) -> end of recording (close hint +
+settle, or idle timeout) -> finalize (verify, tail, complete). A terminal source error
+(deleted, shrank, replaced) aborts the upload; anything else leaves the stream
+`failed` and resumable: rerunning the flow picks up from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+
+from blocks.records import PartRecord
+from flows.finalize import Finalized, confirm_completed, finalize
+from flows.lease import LeaseKeeper
+from flows.opening import find_stream, open_upload, record_failure
+from flows.runtime import StreamContext, load_blocks
+from flows.source import snapshot
+from flows.tail import Growth, PartPlanner, stream_ended
+from flows.upload import upload_part
+from stream_ingest.errors import (
+    SourceMissing,
+    SourceNotAFile,
+    SourceShrank,
+    SourceUnreadable,
+    StreamError,
+)
+from stream_ingest.parts import part_size
+from stream_ingest.settings import load_settings
+from stream_ingest.states import Status
+
+
+def run_name() -> str:
+    params = flow_run.parameters or {}
+    name = str(params.get("path") or "").rstrip("/").rsplit("/", 1)[-1]
+    return f"ingest-{name or params.get('stream_id') or 'stream'}"
+
+
+def tail_and_finalize(
+    ctx: StreamContext,
+    parts: dict[int, PartRecord],
+    lease: LeaseKeeper,
+    clock: Callable[[], float] = time.monotonic,
+) -> Finalized:
+    """Upload parts while the file grows; finalize when the recording has ended."""
+    s, rec = ctx.settings, ctx.record
+    planner = PartPlanner(rec.part_base_bytes)
+    planner.done = {k for k, p in parts.items() if p.size == part_size(k, planner.base)}
+    growth = Growth()
+    in_flight: dict[int, Any] = {}
+    while True:
+        lease.check()
+        snap = snapshot(ctx.path, rec.identity)
+        now = clock()
+        growth.observe(snap.size, snap.mtime_ns, now)
+        if snap.size < planner.covered():
+            raise SourceShrank(ctx.path, planner.covered(), snap.size)
+        for pr in planner.ready(snap.size, s.max_parts_in_flight - len(in_flight)):
+            in_flight[pr.number] = upload_part.submit(ctx, pr.number, pr.offset, pr.size)
+            planner.in_flight.add(pr.number)
+        if in_flight:
+            concurrent.futures.wait(
+                [f.wrapped_future for f in in_flight.values()],
+                timeout=s.poll_interval_seconds,
+                return_when=concurrent.futures.FIRST_COMPLETED,
+            )
+            for number, fut in list(in_flight.items()):
+                if fut.state.is_final() or fut.wrapped_future.done():
+                    part = fut.result()  # raises the task's error: never lose a failure
+                    parts[number] = part
+                    planner.done.add(number)
+                    planner.in_flight.discard(number)
+                    del in_flight[number]
+            continue
+        closed = ctx.store.closed_hint(ctx.path, rec.identity) is not None
+        if stream_ended(
+            now=now,
+            last_change=growth.changed_at,
+            closed_hint=closed,
+            settle_seconds=s.settle_seconds,
+            idle_timeout_seconds=s.idle_timeout_seconds,
+        ):
+            result = finalize(ctx, parts)
+            if result.completed:
+                return result
+            planner.done = {k for k, p in parts.items() if p.size == part_size(k, planner.base)}
+            continue
+        time.sleep(s.poll_interval_seconds)
+
+
+def _fail(ctx: StreamContext, exc: BaseException) -> None:
+    """Record the failure in the checkpoint: abort the upload for terminal source
+    errors, keep it (resumable) for everything else."""
+    log = get_run_logger()
+    rec = ctx.record
+    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    try:
+        if isinstance(exc, StreamError) and exc.terminal:
+            if rec.s3_upload_id:
+                ctx.bucket.abort_multipart_upload(rec.s3_key, rec.s3_upload_id)
+                ctx.store.forget_upload(rec.s3_upload_id)
+            ctx.store.set_status(rec.stream_id, Status.ABORTED, error=message)
+            log.error("stream %s aborted: %s", rec.stream_id, message)
+        else:
+            ctx.store.set_status(rec.stream_id, Status.FAILED, error=message)
+            log.error("stream %s failed (resumable): %s", rec.stream_id, message)
+    except Exception as inner:  # Redis or S3 down too: the UI still has the reason
+        log.error("stream %s: could not record failure (%s)", rec.stream_id, inner)
+
+
+@flow(name="stream-ingest", flow_run_name=run_name, log_prints=False)
+def stream_ingest(path: str = "", stream_id: str | None = None) -> dict[str, Any]:
+    """Upload one growing video file to S3 while it is written.
+
+    Args:
+        path: the recording's path (absolute, or relative to the worker's folder).
+        stream_id: resume this stream (its checkpoint names the file when `path` is "").
+    """
+    log = get_run_logger()
+    settings = load_settings()
+    bucket, store = load_blocks(settings)
+    flow_run_id = str(flow_run.id or "")
+    token = flow_run_id or str(uuid.uuid4())
+    try:
+        record, leased = find_stream(store, settings, path, stream_id, token)
+    except (SourceMissing, SourceNotAFile, SourceUnreadable) as exc:
+        sid = stream_id or record_failure(store, path, exc)
+        if stream_id and store.get(stream_id):
+            store.set_status(stream_id, Status.FAILED, error=str(exc))
+        log.error("stream %s: %s", sid, exc)
+        raise
+    if record.status in (Status.COMPLETED, Status.ABORTED):
+        log.info("stream %s is already %s; nothing to do", record.stream_id, record.status)
+        return {**record.public(), "message": f"already {record.status}"}
+    if not leased:
+        message = f"stream {record.stream_id} is being uploaded by another run"
+        log.info("%s; this run ends without touching the upload", message)
+        return {**record.public(), "message": message}
+    ctx = StreamContext(settings, bucket, store, record, token)
+    log.info("stream %s: ingesting %s", record.stream_id, record.original_path)
+    with LeaseKeeper(store, record.stream_id, token, settings.lease_ttl_seconds) as lease:
+        try:
+            parts = open_upload(ctx, flow_run_id)
+            result = (
+                confirm_completed(ctx) if parts is None else tail_and_finalize(ctx, parts, lease)
+            )
+        except BaseException as exc:
+            _fail(ctx, exc)
+            raise
+    log.info(
+        "stream %s completed: s3://%s/%s, %d bytes, %d parts (%d re-uploaded), sha256 %s",
+        record.stream_id,
+        record.s3_bucket,
+        record.s3_key,
+        result.size,
+        result.parts,
+        result.reuploaded,
+        result.sha256,
+    )
+    return store.require(record.stream_id).public()

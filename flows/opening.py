@@ -1,0 +1,157 @@
+"""Opening a stream: find or create its checkpoint, take its lease, then create or
+resume the multipart upload. Each step is a retried Prefect task."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from datetime import UTC, datetime
+from pathlib import PurePath
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from blocks.checkpoints import CheckpointStore
+from blocks.records import PartRecord, StreamRecord
+from flows.reconcile import multipart_etag, reconcile
+from flows.retry import RETRIES, RETRY_DELAYS, transient_only
+from flows.runtime import StreamContext
+from flows.source import check_readable, snapshot
+from stream_ingest.errors import StreamError, UploadGone
+from stream_ingest.keys import object_key
+from stream_ingest.settings import Settings
+from stream_ingest.states import Status
+
+_retried = dict(
+    retries=RETRIES,
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_condition_fn=transient_only,
+    cache_policy=NO_CACHE,
+)
+
+
+def record_failure(store: CheckpointStore, path: str, error: StreamError) -> str:
+    """A stream record for a file that could not even be opened, so that the
+    operator finds the failure in `streams list` as well as in the UI."""
+    record = StreamRecord(stream_id=str(uuid.uuid4()), original_path=path, status=Status.FAILED)
+    record.error = str(error)
+    store.put(record)
+    return record.stream_id
+
+
+@task(name="find-stream", **_retried)
+def find_stream(
+    store: CheckpointStore, settings: Settings, path: str, stream_id: str | None, token: str
+) -> tuple[StreamRecord, bool]:
+    """Look the stream up (by id, or by the file's identity), creating its checkpoint
+    for a new file, and take its lease. Returns (record, whether we hold the lease):
+    False means another live run is uploading it."""
+    record = store.get(stream_id) if stream_id else None
+    path = os.path.abspath(path) if path else (record.original_path if record else "")
+    if record is None or record.status not in (Status.COMPLETED, Status.ABORTED):
+        check_readable(path)
+    if record is None:
+        snap = snapshot(path)
+        fresh = StreamRecord(
+            stream_id=stream_id or str(uuid.uuid4()),
+            original_path=str(path),
+            identity=str(snap.identity),
+            part_base_bytes=settings.part_size_bytes,
+        )
+        sid, _created = store.claim_identity(fresh.identity, fresh)
+        record = store.require(sid)
+    if not record.original_path:
+        store.update(record.stream_id, original_path=path)
+        record.original_path = path
+    if record.status in (Status.COMPLETED, Status.ABORTED):
+        return record, False
+    return record, store.acquire_lease(record.stream_id, token, settings.lease_ttl_seconds)
+
+
+def _new_upload(ctx: StreamContext, flow_run_id: str) -> dict[int, PartRecord]:
+    """Create the multipart upload and its checkpoint; abort the upload again if the
+    checkpoint cannot be written, so no upload is ever left without a record."""
+    rec, bucket, store = ctx.record, ctx.bucket, ctx.store
+    snap = snapshot(rec.original_path, rec.identity or None)
+    if not rec.identity:
+        rec.identity = str(snap.identity)
+    if not rec.part_base_bytes:
+        rec.part_base_bytes = ctx.settings.part_size_bytes
+    started = (
+        datetime.fromisoformat(rec.started_at_utc) if rec.started_at_utc else datetime.now(UTC)
+    )
+    key = rec.s3_key or object_key(
+        ctx.settings.s3_key_template,
+        prefix=bucket.bucket_folder,
+        path=PurePath(rec.original_path),
+        watch_dir=PurePath(os.path.abspath(ctx.settings.watch_dir)),
+        stream_id=rec.stream_id,
+        started=started,
+    )
+    bucket.check_bucket()
+    upload_id = bucket.create_multipart_upload(key)
+    try:
+        store.register_upload(upload_id, rec.stream_id, key)
+        rec.s3_bucket, rec.s3_key, rec.s3_upload_id = bucket.bucket_name, key, upload_id
+        store.replace_parts(rec.stream_id, [])
+        store.update(
+            rec.stream_id,
+            s3_bucket=rec.s3_bucket,
+            s3_key=key,
+            s3_upload_id=upload_id,
+            identity=rec.identity,
+            part_base_bytes=rec.part_base_bytes,
+            total_bytes=-1,
+            error="",
+        )
+        store.set_status(rec.stream_id, Status.UPLOADING, flow_run_id=flow_run_id)
+    except Exception:
+        bucket.abort_multipart_upload(key, upload_id)
+        raise
+    return {}
+
+
+def _finished_meanwhile(ctx: StreamContext) -> bool:
+    """After UploadGone: did a crashed run complete the object before it could mark
+    the stream completed? Proved by size and the multipart ETag of our parts."""
+    rec = ctx.record
+    head = ctx.bucket.head_object(rec.s3_key)
+    parts = ctx.store.parts(rec.stream_id)
+    if head is None or not parts:
+        return False
+    expected = multipart_etag([parts[k].etag for k in sorted(parts)])
+    size = sum(p.size for p in parts.values())
+    return head.get("ETag") == expected and head.get("ContentLength") == size
+
+
+@task(name="open-upload", **_retried)
+def open_upload(ctx: StreamContext, flow_run_id: str) -> dict[int, PartRecord] | None:
+    """Create the stream's multipart upload, or resume it: reconcile the checkpoint
+    with ListParts and keep every part both agree on. Returns the kept parts, or None
+    when a crashed run had in fact completed the object."""
+    log = get_run_logger()
+    rec, store = ctx.record, ctx.store
+    if not rec.s3_upload_id:
+        log.info("stream %s: new multipart upload for %s", rec.stream_id, rec.original_path)
+        return _new_upload(ctx, flow_run_id)
+    snapshot(rec.original_path, rec.identity or None)
+    try:
+        in_s3 = ctx.bucket.list_parts(rec.s3_key, rec.s3_upload_id)
+    except UploadGone:
+        if _finished_meanwhile(ctx):
+            log.info("stream %s: object was completed by an earlier run", rec.stream_id)
+            return None
+        log.warning("stream %s: multipart upload is gone; starting a new one", rec.stream_id)
+        store.forget_upload(rec.s3_upload_id)
+        rec.s3_upload_id = ""
+        return _new_upload(ctx, flow_run_id)
+    kept = reconcile(store.parts(rec.stream_id), in_s3, rec.part_base_bytes)
+    store.replace_parts(rec.stream_id, kept)
+    store.set_status(rec.stream_id, Status.UPLOADING, flow_run_id=flow_run_id, error="")
+    log.info(
+        "stream %s: resuming upload with %d checkpointed parts (%d in S3)",
+        rec.stream_id,
+        len(kept),
+        len(in_s3),
+    )
+    return {p.number: p for p in kept}

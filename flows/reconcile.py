@@ -1,0 +1,38 @@
+"""Pure reconciliation of the Redis checkpoint with what S3 holds.
+
+S3 is the truth for what was uploaded (ListParts); Redis adds what S3 does not know
+(offsets, content checksums). A part survives only if both agree on it and it sits
+where the part plan says it should.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from blocks.bucket import UploadedPart
+from blocks.records import PartRecord
+from stream_ingest.parts import part_offset, part_size
+
+
+def reconcile(
+    checkpoint: dict[int, PartRecord], in_s3: list[UploadedPart], base: int
+) -> list[PartRecord]:
+    """The checkpointed parts S3 also holds with the same etag and size, at their
+    planned offsets. Everything else gets uploaded again."""
+    s3 = {p.number: p for p in in_s3}
+    keep: list[PartRecord] = []
+    for number, rec in sorted(checkpoint.items()):
+        held = s3.get(number)
+        if held is None or held.etag != rec.etag or held.size != rec.size:
+            continue
+        if rec.offset != part_offset(number, base) or rec.size > part_size(number, base):
+            continue
+        keep.append(rec)
+    return keep
+
+
+def multipart_etag(etags: list[str]) -> str:
+    """The ETag S3 gives an object completed from parts with these ETags (MD5 of the
+    concatenated part MD5s, then "-N"); used to prove a completed object is ours."""
+    digest = hashlib.md5(b"".join(bytes.fromhex(e.strip('"')) for e in etags))
+    return f'"{digest.hexdigest()}-{len(etags)}"'

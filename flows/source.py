@@ -1,0 +1,74 @@
+"""Reading the growing source file. Every failure becomes a domain error."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from dataclasses import dataclass
+
+from stream_ingest.errors import (
+    SourceMissing,
+    SourceNotAFile,
+    SourceReplaced,
+    SourceShrank,
+    SourceUnreadable,
+)
+from stream_ingest.identity import FileIdentity
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What one stat of the source said: enough to tell growth and rewrites apart."""
+
+    size: int
+    mtime_ns: int
+    identity: FileIdentity
+
+
+def snapshot(path: str, expect: str | None = None) -> Snapshot:
+    """Stat the source; raise if it is gone, not a file, or (given `expect`) a
+    different file from the one the stream started with."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise SourceMissing(path) from None
+    except OSError as exc:
+        raise SourceUnreadable(path, exc.strerror or str(exc)) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise SourceNotAFile(path)
+    identity = FileIdentity.of_stat(st)
+    if expect and str(identity) != expect:
+        raise SourceReplaced(path)
+    return Snapshot(st.st_size, st.st_mtime_ns, identity)
+
+
+def check_readable(path: str) -> None:
+    try:
+        with open(path, "rb"):
+            pass
+    except FileNotFoundError:
+        raise SourceMissing(path) from None
+    except IsADirectoryError:
+        raise SourceNotAFile(path) from None
+    except OSError as exc:
+        raise SourceUnreadable(path, exc.strerror or str(exc)) from None
+
+
+def read_range(path: str, offset: int, size: int) -> bytes:
+    """Exactly `size` bytes at `offset`, or SourceShrank/SourceMissing."""
+    try:
+        with open(path, "rb") as fh:
+            data = os.pread(fh.fileno(), size, offset) if size else b""
+            while len(data) < size:  # pread may return short on some filesystems
+                more = os.pread(fh.fileno(), size - len(data), offset + len(data))
+                if not more:
+                    raise SourceShrank(path, offset + size, offset + len(data))
+                data += more
+    except FileNotFoundError:
+        raise SourceMissing(path) from None
+    return data
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

@@ -1,0 +1,78 @@
+"""Pure decisions of the tail loop: which parts to upload next, when a stream ended.
+
+Time is passed in (no clock reads here), so "idle for N seconds" is tested with plain
+numbers instead of sleeps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from stream_ingest.parts import MAX_PARTS, PartRange, part_size
+
+
+@dataclass
+class Growth:
+    """Tracks when the source last changed (size or mtime: a head rewrite at close
+    changes mtime only)."""
+
+    size: int = -1
+    mtime_ns: int = -1
+    changed_at: float = 0.0
+
+    def observe(self, size: int, mtime_ns: int, now: float) -> bool:
+        changed = (size, mtime_ns) != (self.size, self.mtime_ns)
+        if changed:
+            self.size, self.mtime_ns, self.changed_at = size, mtime_ns, now
+        return changed
+
+
+@dataclass
+class PartPlanner:
+    """Walks the part plan: the parts that are done, in flight, and next."""
+
+    base: int
+    done: set[int] = field(default_factory=set)
+    in_flight: set[int] = field(default_factory=set)
+
+    def ready(self, size: int, limit: int) -> list[PartRange]:
+        """Up to `limit` full parts that lie within `size` bytes and are neither done
+        nor in flight, lowest numbers first."""
+        out: list[PartRange] = []
+        k, offset = 1, 0
+        while k <= MAX_PARTS and len(out) < limit:
+            n = part_size(k, self.base)
+            if offset + n > size:
+                break
+            if k not in self.done and k not in self.in_flight:
+                out.append(PartRange(k, offset, n))
+            offset += n
+            k += 1
+        return out
+
+    def covered(self) -> int:
+        """Bytes the done and in-flight parts require the file to still have."""
+        top = max(self.done | self.in_flight, default=0)
+        end, offset = 0, 0
+        for k in range(1, top + 1):
+            n = part_size(k, self.base)
+            if k in self.done or k in self.in_flight:
+                end = offset + n
+            offset += n
+        return end
+
+
+def stream_ended(
+    *,
+    now: float,
+    last_change: float,
+    closed_hint: bool,
+    settle_seconds: float,
+    idle_timeout_seconds: float,
+) -> bool:
+    """A recording has ended when the sensor saw it closed and it has not changed for
+    a short settle (a close is only a hint: a crashed recorder closes too, and the
+    file may be reopened), or when it has not changed for the idle timeout (network
+    filesystems never report a close)."""
+    quiet = now - last_change
+    return (closed_hint and quiet >= settle_seconds) or quiet >= idle_timeout_seconds

@@ -1,0 +1,88 @@
+"""S3 key naming: pure functions, no I/O.
+
+Keys are joined with "/" (never os.sep), relative to the watch folder, and can never
+climb out of the prefix with "..". Control characters are percent-encoded because S3
+returns keys in XML 1.0, which cannot carry most of them.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import string
+import unicodedata
+from datetime import datetime
+from pathlib import PurePath
+
+FIELDS = frozenset({"prefix", "relpath", "name", "stem", "ext", "stream_id", "date"})
+MAX_KEY_BYTES = 1024  # S3's limit on a key's UTF-8 length
+
+
+def validate_template(template: str) -> None:
+    """Raise ValueError unless `template` uses only the known fields and names the file."""
+    try:
+        names = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    except ValueError as exc:
+        raise ValueError(f"malformed key template {template!r}: {exc}") from None
+    unknown = names - FIELDS
+    if unknown:
+        raise ValueError(f"unknown field(s) {sorted(unknown)}; use {sorted(FIELDS)}")
+    if not names & {"relpath", "name", "stem", "stream_id"}:
+        raise ValueError("the key template must contain {relpath}, {name}, {stem} or {stream_id}")
+
+
+def relative_posix(path: PurePath, watch_dir: PurePath) -> str:
+    """The file's path below the watch folder with "/" separators, or its bare name
+    when it lies outside the folder. ".." never survives."""
+    try:
+        parts = path.relative_to(watch_dir).parts
+    except ValueError:
+        parts = (path.name,)
+    clean = [p for p in parts if p not in ("", ".", "..", "/")]
+    return "/".join(clean) or "unnamed"
+
+
+def _escape(segment: str) -> str:
+    segment = unicodedata.normalize("NFC", segment)
+    return "".join(f"%{ord(c):02X}" if ord(c) < 0x20 or ord(c) == 0x7F else c for c in segment)
+
+
+def object_key(
+    template: str,
+    *,
+    prefix: str,
+    path: PurePath,
+    watch_dir: PurePath,
+    stream_id: str,
+    started: datetime,
+) -> str:
+    """Render the S3 key of one recording.
+
+    >>> from datetime import datetime, timezone
+    >>> object_key("{prefix}/{relpath}", prefix="rec", path=PurePath("/w/a b/ü.mp4"),
+    ...            watch_dir=PurePath("/w"), stream_id="s", started=datetime.now(timezone.utc))
+    'rec/a b/ü.mp4'
+    """
+    rel = relative_posix(path, watch_dir)
+    name = rel.rsplit("/", 1)[-1]
+    stem, dot, ext = name.rpartition(".")
+    if not stem:
+        stem, ext = name, ""
+    values = {
+        "prefix": prefix.strip("/"),
+        "relpath": rel,
+        "name": name,
+        "stem": stem,
+        "ext": ext if dot else "",
+        "stream_id": stream_id,
+        "date": started.strftime("%Y/%m/%d"),
+    }
+    rendered = template.format(**values)
+    # Normalise: no empty, "." or ".." segments, so a template or a file name can
+    # neither escape the prefix nor produce "a//b" keys.
+    segments = [s for s in rendered.split("/") if s not in ("", ".", "..")]
+    key = "/".join(_escape(s) for s in segments)
+    if not key:
+        raise ValueError(f"template {template!r} renders an empty key for {path}")
+    if len(key.encode()) > MAX_KEY_BYTES:
+        raise ValueError(f"S3 key for {path} is longer than {MAX_KEY_BYTES} bytes")
+    return posixpath.normpath(key)

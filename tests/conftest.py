@@ -1,0 +1,129 @@
+"""Shared fixtures: a private redis-server, a moto S3 server in its own process, and
+one Prefect test harness per session. Nothing here touches the machine's Redis."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+# Before anything imports prefect: a private home, no telemetry, quiet logs.
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="si-prefect-home-"))
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+for name in list(os.environ):
+    if name.startswith("STREAM_INGEST_"):
+        del os.environ[name]
+
+import boto3  # noqa: E402
+import pytest  # noqa: E402
+
+from blocks.checkpoints import CheckpointStore  # noqa: E402
+from stream_ingest.services import MotoServer, RedisServer  # noqa: E402
+
+AWS_KEYS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server  # type: ignore[misc]
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A namespace per test instead of flushing: tests never see each other's keys."""
+    return f"t-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def store(redis_server: RedisServer, namespace: str) -> CheckpointStore:
+    return CheckpointStore.from_url(redis_server.url, namespace)
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    with MotoServer() as server:
+        yield server  # type: ignore[misc]
+
+
+@pytest.fixture
+def s3(moto_server: MotoServer):
+    return boto3.client("s3", endpoint_url=moto_server.url, region_name="us-east-1", **AWS_KEYS)
+
+
+@pytest.fixture
+def bucket_name(s3) -> str:
+    name = f"b-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield
+
+
+@pytest.fixture
+def settings_env(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    redis_server: RedisServer,
+    moto_server: MotoServer,
+    bucket_name: str,
+    namespace: str,
+) -> dict[str, str]:
+    """STREAM_INGEST_* for a test: its own watch folder, bucket and namespace, with
+    the smallest parts and short timeouts so flows finish in seconds."""
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    env = {
+        "STREAM_INGEST_WATCH_DIR": str(watch),
+        "STREAM_INGEST_REDIS_URL": redis_server.url,
+        "STREAM_INGEST_REDIS_NAMESPACE": namespace,
+        "STREAM_INGEST_S3_BUCKET": bucket_name,
+        "STREAM_INGEST_S3_PREFIX": "rec",
+        "STREAM_INGEST_S3_ENDPOINT_URL": moto_server.url,
+        "STREAM_INGEST_AWS_ACCESS_KEY_ID": "testing",
+        "STREAM_INGEST_AWS_SECRET_ACCESS_KEY": "testing",
+        "STREAM_INGEST_PART_SIZE_MIB": "5",
+        "STREAM_INGEST_IDLE_TIMEOUT_SECONDS": "3",
+        "STREAM_INGEST_SETTLE_SECONDS": "0.5",
+        "STREAM_INGEST_POLL_INTERVAL_SECONDS": "0.05",
+        "STREAM_INGEST_LEASE_TTL_SECONDS": "6",
+        "STREAM_INGEST_BUCKET_BLOCK": f"bucket-{namespace}",
+        "STREAM_INGEST_REDIS_BLOCK": f"redis-{namespace}",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+@pytest.fixture
+def registered(prefect_harness: None, settings_env: dict[str, str]):
+    """Settings from settings_env with both blocks saved in the harness server."""
+    from blocks.registration import register_blocks
+    from stream_ingest.settings import load_settings
+
+    settings = load_settings()
+    register_blocks(settings)
+    return settings
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads() -> Iterator[None]:
+    """Fail a test that leaves a non-daemon thread of ours running."""
+    before = set(threading.enumerate())
+    yield
+    leaked = [
+        t
+        for t in set(threading.enumerate()) - before
+        if t.is_alive() and not t.daemon and t.name.startswith(("sensor", "lease", "finalize"))
+    ]
+    assert not leaked, f"threads leaked: {leaked}"
