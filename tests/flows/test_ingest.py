@@ -35,3 +35,64 @@ def test_finished_file_is_uploaded_byte_identically(registered, s3, store, tmp_p
     assert {"Key": "sha256", "Value": result["sha256"]} in tags
     assert store.get(result["stream_id"]).status == "completed"
     assert result["stream_id"] not in store.active_ids()
+
+
+def test_file_growing_in_steps_is_uploaded_byte_identically(registered, s3, store):
+    data = payload(23 * MIB + 777, seed=2)
+    src = Path(registered.watch_dir) / "growing.mkv"
+    src.touch()
+    writer = GrowingWriter(src, data, steps=12, pause=0.15)
+    writer.start()
+
+    result = _ingest(src)
+    writer.join(5)
+
+    assert writer.done.is_set()
+    assert object_bytes(s3, registered.s3_bucket, result["s3_key"]) == data
+    assert result["sha256"] == hashlib.sha256(data).hexdigest()
+    parts = store.parts(result["stream_id"])
+    assert len(parts) == 5  # four full 5 MiB parts while growing, then the tail
+    assert sorted(p.offset for p in parts.values()) == [i * 5 * MIB for i in range(5)]
+
+
+def test_head_rewritten_at_close_is_uploaded_byte_identically(registered, s3, store):
+    data = payload(16 * MIB + 99, seed=3)
+    patch = b"\x00\x00\x00\x20ftypisom-PATCHED-AT-CLOSE"
+    src = Path(registered.watch_dir) / "rewrite.mp4"
+    src.touch()
+    writer = GrowingWriter(src, data, steps=8, pause=0.15, head_patch=patch)
+    writer.start()
+
+    result = _ingest(src)
+    writer.join(5)
+
+    expected = patch + data[len(patch) :]
+    assert object_bytes(s3, registered.s3_bucket, result["s3_key"]) == expected
+    assert result["sha256"] == hashlib.sha256(expected).hexdigest()
+    assert int(result["reuploaded_parts"]) == 1  # part 1 changed on disk after upload
+
+
+@pytest.mark.parametrize("size", [0, 1, 5 * MIB - 1, 5 * MIB, 5 * MIB + 1])
+def test_empty_tiny_and_boundary_sizes(registered, s3, size):
+    data = payload(size, seed=size)
+    src = Path(registered.watch_dir) / f"size-{size}.ts"
+    src.write_bytes(data)
+
+    result = _ingest(src)
+
+    assert result["status"] == "completed"
+    assert object_bytes(s3, registered.s3_bucket, result["s3_key"]) == data
+    assert int(result["total_bytes"]) == size
+
+
+def test_rerun_of_completed_stream_is_a_noop(registered, s3, store):
+    src = Path(registered.watch_dir) / "again.mp4"
+    src.write_bytes(payload(MIB, seed=9))
+    first = _ingest(src)
+
+    second = stream_ingest(path=str(src), stream_id=first["stream_id"])
+    third = _ingest(src)  # by path: same file identity, same stream
+
+    assert second["message"] == "already completed"
+    assert third["stream_id"] == first["stream_id"]
+    assert third["message"] == "already completed"

@@ -1,0 +1,155 @@
+"""Failures end the run with a one-line reason, in the Prefect state and in the
+checkpoint; terminal source errors abort the multipart upload."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from prefect_redis import RedisDatabase
+
+from flows.ingest import stream_ingest
+from stream_ingest.services import free_port
+from tests.flows.helpers import MIB, GrowingWriter, payload
+
+pytestmark = pytest.mark.usefixtures("registered")
+
+
+def _wait_for_parts(store, n: int, timeout: float = 30) -> str:
+    """Wait until some stream has n checkpointed parts; return its id."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for rec in store.list_streams():
+            if len(store.parts(rec.stream_id)) >= n:
+                return rec.stream_id
+        time.sleep(0.05)
+    raise AssertionError(f"no stream reached {n} parts")
+
+
+def _run_in_thread(path: Path) -> tuple[threading.Thread, dict]:
+    out: dict = {}
+
+    def target() -> None:
+        out["state"] = stream_ingest(path=str(path), return_state=True)
+
+    thread = threading.Thread(target=target, name="flow-under-test", daemon=True)
+    thread.start()
+    return thread, out
+
+
+def _uploads(s3, bucket: str) -> list[dict]:
+    return s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+
+
+def test_missing_file_fails_with_reason_in_state_and_checkpoint(registered, store):
+    missing = Path(registered.watch_dir) / "nope.mp4"
+
+    state = stream_ingest(path=str(missing), return_state=True)
+
+    assert state.is_failed()
+    assert "source file not found" in state.message
+    [record] = store.list_streams()
+    assert record.status == "failed"
+    assert record.error == f"source file not found: {missing}"
+
+
+def test_directory_instead_of_file_fails(registered, store):
+    folder = Path(registered.watch_dir) / "folder.mp4"
+    folder.mkdir()
+
+    state = stream_ingest(path=str(folder), return_state=True)
+
+    assert state.is_failed()
+    assert "not a regular file" in state.message
+    assert store.list_streams()[0].error.startswith("source is not a regular file")
+
+
+def test_missing_bucket_fails_without_leaking_an_upload(registered, s3, store, monkeypatch):
+    from blocks.registration import register_blocks
+    from stream_ingest.settings import load_settings
+
+    monkeypatch.setenv("STREAM_INGEST_S3_BUCKET", "no-such-bucket-here")
+    register_blocks(load_settings())
+    src = Path(registered.watch_dir) / "a.mp4"
+    src.write_bytes(b"x" * 100)
+
+    started = time.monotonic()
+    state = stream_ingest(path=str(src), return_state=True)
+
+    assert state.is_failed()
+    assert "S3 bucket does not exist: no-such-bucket-here" in state.message
+    assert time.monotonic() - started < 20  # no retry storm
+    [record] = store.list_streams()
+    assert record.status == "failed" and "bucket does not exist" in record.error
+    assert record.s3_upload_id == ""
+
+
+def test_unreachable_redis_fails_with_clear_reason(registered, monkeypatch):
+    RedisDatabase(host="127.0.0.1", port=free_port()).save("dead-redis", overwrite=True)
+    monkeypatch.setenv("STREAM_INGEST_REDIS_BLOCK", "dead-redis")
+    src = Path(registered.watch_dir) / "a.mp4"
+    src.write_bytes(b"x" * 100)
+
+    state = stream_ingest(path=str(src), return_state=True)
+
+    assert state.is_failed()
+    assert "Redis checkpoint store unavailable" in state.message
+
+
+def test_shrinking_source_aborts_the_upload(registered, s3, store):
+    src = Path(registered.watch_dir) / "shrink.mp4"
+    src.touch()
+    writer = GrowingWriter(src, payload(12 * MIB), steps=6, pause=0.2)
+    writer.start()
+    thread, out = _run_in_thread(src)
+    sid = _wait_for_parts(store, 1)
+    writer.join(10)
+
+    with open(src, "r+b") as fh:
+        fh.truncate(2 * MIB)
+    thread.join(30)
+
+    state = out["state"]
+    assert state.is_failed() and "shrank" in state.message
+    record = store.get(sid)
+    assert record.status == "aborted" and "shrank" in record.error
+    assert _uploads(s3, registered.s3_bucket) == []
+
+
+def test_deleted_source_aborts_the_upload(registered, s3, store):
+    src = Path(registered.watch_dir) / "gone.mp4"
+    src.touch()
+    writer = GrowingWriter(src, payload(8 * MIB), steps=4, pause=0.2)
+    writer.start()
+    thread, out = _run_in_thread(src)
+    sid = _wait_for_parts(store, 1)
+    writer.join(10)
+
+    src.unlink()
+    thread.join(30)
+
+    assert out["state"].is_failed() and "not found" in out["state"].message
+    assert store.get(sid).status == "aborted"
+    assert _uploads(s3, registered.s3_bucket) == []
+
+
+def test_two_runs_for_one_stream_one_uploads_the_other_ends_cleanly(registered, s3, store):
+    src = Path(registered.watch_dir) / "race.mp4"
+    src.touch()
+    writer = GrowingWriter(src, payload(11 * MIB, seed=5), steps=6, pause=0.2)
+    writer.start()
+    thread, out = _run_in_thread(src)
+    sid = _wait_for_parts(store, 1)
+
+    second = stream_ingest(path=str(src), return_state=True)
+    thread.join(60)
+    writer.join(5)
+
+    assert second.is_completed()
+    assert "being uploaded by another run" in second.result()["message"]
+    assert out["state"].is_completed()
+    assert store.get(sid).status == "completed"
+    body = s3.get_object(Bucket=registered.s3_bucket, Key=store.get(sid).s3_key)["Body"].read()
+    assert body == src.read_bytes()

@@ -1,0 +1,98 @@
+"""Crash and resume: a run killed with SIGKILL after k parts, then rerun, uploads only
+the parts that were not checkpointed (UploadPart calls counted in moto's own log)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from flows.ingest import stream_ingest
+from tests.flows.helpers import MIB, GrowingWriter, payload
+
+pytestmark = pytest.mark.usefixtures("registered")
+
+_PUT = re.compile(r'"PUT (\S+) HTTP')
+
+
+def upload_part_calls(log: Path, start: int, upload_id: str) -> list[int]:
+    """Part numbers of the UploadPart requests moto logged after byte `start`."""
+    with open(log, "rb") as fh:
+        fh.seek(start)
+        text = fh.read().decode(errors="replace")
+    out = []
+    for line in text.splitlines():
+        m = _PUT.search(line)
+        query = parse_qs(urlsplit(m.group(1)).query) if m else {}
+        if query.get("uploadId") == [upload_id] and "partNumber" in query:
+            out.append(int(query["partNumber"][0]))
+    return out
+
+
+def _api_url() -> str:
+    from prefect.settings import PREFECT_API_URL
+
+    return str(PREFECT_API_URL.value())
+
+
+def _until(check, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_killed_run_resumes_uploading_only_missing_parts(registered, s3, store, moto_server):
+    data = payload(41 * MIB + 4321, seed=11)
+    src = Path(registered.watch_dir) / "crash.mp4"
+    src.touch()
+    writer = GrowingWriter(src, data, steps=24, pause=0.25)
+    writer.start()
+    code = f"from flows.ingest import stream_ingest; stream_ingest(path={str(src)!r})"
+    child = subprocess.Popen(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PREFECT_API_URL": _api_url()},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        sid = _until(
+            lambda: next(
+                (r.stream_id for r in store.list_streams() if len(store.parts(r.stream_id)) >= 3),
+                None,
+            ),
+            60,
+            "three checkpointed parts",
+        )
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    checkpointed = set(store.parts(sid))
+    writer.join(30)
+    assert writer.done.is_set()
+    _until(lambda: store.lease_holder(sid) is None, 30, "the dead run's lease to expire")
+    record = store.get(sid)
+    assert record.status == "uploading"  # what a crash leaves behind
+    log_start = Path(moto_server.log_path).stat().st_size
+
+    result = stream_ingest(path=str(src), stream_id=sid)
+
+    assert result["status"] == "completed"
+    assert s3.get_object(Bucket=registered.s3_bucket, Key=result["s3_key"])["Body"].read() == data
+    calls = upload_part_calls(Path(moto_server.log_path), log_start, record.s3_upload_id)
+    total_parts = -(-len(data) // (5 * MIB))
+    assert not set(calls) & checkpointed, "a checkpointed part was uploaded again"
+    assert sorted(calls) == sorted(set(range(1, total_parts + 1)) - checkpointed)
+    assert len(checkpointed) >= 3
