@@ -15,6 +15,7 @@ the lease token, so a run that lost its lease can never overwrite a newer checkp
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -53,6 +54,11 @@ if holder and holder ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
+_TAKE_OVER = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+"""
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -87,6 +93,7 @@ class CheckpointStore:
         self._record_part = client.register_script(_RECORD_PART)
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
+        self._take_over = client.register_script(_TAKE_OVER)
 
     @classmethod
     def from_block(cls, block: RedisDatabase, namespace: str = "stream-ingest") -> CheckpointStore:
@@ -141,12 +148,20 @@ class CheckpointStore:
     @_unavailable
     def claim_identity(self, identity: str, record: StreamRecord) -> tuple[str, bool]:
         """Atomically bind a file identity to `record`'s stream (creating it) unless
-        another stream already has it. Returns (stream id, created)."""
-        if self.r.hsetnx(self.identity_key, identity, record.stream_id):
-            self.put(record)
+        another stream already has it. Returns (stream id, created). The binding and
+        the stream's record are written in one transaction, so whoever loses the
+        race finds the winner's record at once."""
+
+        def claim(pipe: redis.client.Pipeline) -> tuple[str, bool]:
+            existing = pipe.hget(self.identity_key, identity)
+            if existing is not None:
+                return existing.decode(), False
+            pipe.multi()
+            pipe.hset(self.identity_key, identity, record.stream_id)
+            self._queue_put(pipe, record)
             return record.stream_id, True
-        existing = self.r.hget(self.identity_key, identity)
-        return (existing.decode() if existing else record.stream_id), False
+
+        return self.r.transaction(claim, self.identity_key, value_from_callable=True)
 
     @_unavailable
     def forget_identity(self, identity: str, stream_id: str) -> None:
@@ -163,17 +178,19 @@ class CheckpointStore:
     def put(self, record: StreamRecord) -> None:
         """Write the whole record and its indexes (used at creation and to rebuild a
         meta hash lost with Redis's data)."""
-        started = time.time()
         with self.r.pipeline(transaction=True) as pipe:
-            pipe.hset(self.meta_key(record.stream_id), mapping=record.to_hash())
-            pipe.zadd(self.all_key, {record.stream_id: started}, nx=True)
-            if record.identity:
-                pipe.hsetnx(self.identity_key, record.identity, record.stream_id)
-            if record.status in ACTIVE:
-                pipe.sadd(self.active_key, record.stream_id)
-            else:
-                pipe.srem(self.active_key, record.stream_id)
+            self._queue_put(pipe, record)
             pipe.execute()
+
+    def _queue_put(self, pipe: redis.client.Pipeline, record: StreamRecord) -> None:
+        pipe.hset(self.meta_key(record.stream_id), mapping=record.to_hash())
+        pipe.zadd(self.all_key, {record.stream_id: time.time()}, nx=True)
+        if record.identity:
+            pipe.hsetnx(self.identity_key, record.identity, record.stream_id)
+        if record.status in ACTIVE:
+            pipe.sadd(self.active_key, record.stream_id)
+        else:
+            pipe.srem(self.active_key, record.stream_id)
 
     @_unavailable
     def get(self, stream_id: str) -> StreamRecord | None:
@@ -243,10 +260,24 @@ class CheckpointStore:
         args = [token, part.number, part.to_json(), part.size, utc_now(), int(lease_ttl * 1000)]
         result = self._record_part(keys=keys, args=args)
         if result == 2:  # the meta hash is gone: Redis restarted without its data
-            self.put(record)
+            self.put(self._rebuilt(record))
             result = self._record_part(keys=keys, args=args)
         if result != 1:
             raise LeaseLost(sid)
+
+    def _rebuilt(self, record: StreamRecord) -> StreamRecord:
+        """The meta hash to restore from the run's copy of the record: progress counted
+        from the parts hash (it may have survived), and status uploading unless the
+        run was finalizing (the run's copy may still say detected or failed, from
+        which the next set_status would be illegal)."""
+        kept = self.parts(record.stream_id)
+        live = Status.FINALIZING if record.status == Status.FINALIZING else Status.UPLOADING
+        return dataclasses.replace(
+            record,
+            status=live,
+            bytes_uploaded=sum(p.size for p in kept.values()),
+            parts_count=len(kept),
+        )
 
     @_unavailable
     def parts(self, stream_id: str) -> dict[int, PartRecord]:
@@ -276,6 +307,12 @@ class CheckpointStore:
     def renew_lease(self, stream_id: str, token: str, ttl: float) -> None:
         if not self.acquire_lease(stream_id, token, ttl):
             raise LeaseLost(stream_id)
+
+    @_unavailable
+    def take_over_lease(self, stream_id: str, holder: str, token: str, ttl: float) -> bool:
+        """Replace `holder`'s lease with ours, only if `holder` still has it."""
+        args = [holder, token, int(ttl * 1000)]
+        return bool(self._take_over(keys=[self.lease_key(stream_id)], args=args))
 
     @_unavailable
     def release_lease(self, stream_id: str, token: str) -> None:

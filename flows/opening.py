@@ -65,7 +65,30 @@ def find_stream(
         record.original_path = path
     if record.status in (Status.COMPLETED, Status.ABORTED):
         return record, False
-    return record, store.acquire_lease(record.stream_id, token, settings.lease_ttl_seconds)
+    ttl = settings.lease_ttl_seconds
+    if store.acquire_lease(record.stream_id, token, ttl):
+        return record, True
+    holder = store.lease_holder(record.stream_id)
+    if holder and _run_is_over(holder):
+        # A crashed run's lease would block a rerun until its TTL ran out.
+        return record, store.take_over_lease(record.stream_id, holder, token, ttl)
+    return record, False
+
+
+def _run_is_over(flow_run_id: str) -> bool:
+    """True if the lease holder is a flow run that Prefect knows has ended."""
+    from prefect.client.orchestration import get_client
+
+    try:
+        run_id = uuid.UUID(flow_run_id)
+    except ValueError:
+        return False
+    try:
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(run_id).state
+    except Exception:  # unknown run, API hiccup: keep the conservative answer
+        return False
+    return state is not None and state.is_final()
 
 
 def _new_upload(ctx: StreamContext, flow_run_id: str) -> dict[int, PartRecord]:

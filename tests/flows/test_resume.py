@@ -52,7 +52,21 @@ def _until(check, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_killed_run_resumes_uploading_only_missing_parts(registered, s3, store, moto_server):
+def _mark_crashed(flow_run_id: str) -> None:
+    """What a worker does when its flow-run process dies."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(flow_run_id, Crashed(message="killed"), force=True)
+
+
+def test_killed_run_resumes_uploading_only_missing_parts(
+    registered, s3, store, moto_server, monkeypatch
+):
+    # A lease far longer than the test: the rerun must take it over from the crashed
+    # run instead of waiting for it to expire.
+    monkeypatch.setenv("STREAM_INGEST_LEASE_TTL_SECONDS", "300")
     data = payload(41 * MIB + 4321, seed=11)
     src = Path(registered.watch_dir) / "crash.mp4"
     src.touch()
@@ -82,9 +96,10 @@ def test_killed_run_resumes_uploading_only_missing_parts(registered, s3, store, 
     checkpointed = set(store.parts(sid))
     writer.join(30)
     assert writer.done.is_set()
-    _until(lambda: store.lease_holder(sid) is None, 30, "the dead run's lease to expire")
     record = store.get(sid)
     assert record.status == "uploading"  # what a crash leaves behind
+    assert store.lease_holder(sid) == record.flow_run_id  # still held by the dead run
+    _mark_crashed(record.flow_run_id)
     log_start = Path(moto_server.log_path).stat().st_size
 
     result = stream_ingest(path=str(src), stream_id=sid)
