@@ -52,6 +52,7 @@ def _verify(
 
 @task(
     name="finalize",
+    task_run_name="finalize",
     retries=RETRIES,
     retry_delay_seconds=RETRY_DELAYS,
     retry_condition_fn=transient_only,
@@ -134,7 +135,7 @@ def file_sha256(path: str, size: int) -> str:
     return digest.hexdigest()
 
 
-@task(name="confirm-completed", cache_policy=NO_CACHE)
+@task(name="confirm-completed", task_run_name="confirm-completed", cache_policy=NO_CACHE)
 def confirm_completed(ctx: StreamContext) -> Finalized:
     """A crashed run completed the object but not the checkpoint: finish the record."""
     snap = snapshot(ctx.path, ctx.record.identity)

@@ -22,6 +22,7 @@ from blocks.records import PartRecord
 from flows.finalize import Finalized, confirm_completed, finalize
 from flows.lease import LeaseKeeper
 from flows.opening import find_stream, open_upload, record_failure
+from flows.report import Reporter
 from flows.runtime import StreamContext, load_blocks
 from flows.source import snapshot
 from flows.tail import Growth, PartPlanner, stream_ended
@@ -48,6 +49,7 @@ def tail_and_finalize(
     ctx: StreamContext,
     parts: dict[int, PartRecord],
     lease: LeaseKeeper,
+    reporter: Reporter,
     clock: Callable[[], float] = time.monotonic,
 ) -> Finalized:
     """Upload parts while the file grows; finalize when the recording has ended."""
@@ -79,6 +81,7 @@ def tail_and_finalize(
                     planner.done.add(number)
                     planner.in_flight.discard(number)
                     del in_flight[number]
+            reporter.progress(sum(p.size for p in parts.values()), snap.size)
             continue
         closed = ctx.store.closed_hint(ctx.path, rec.identity) is not None
         if stream_ended(
@@ -96,7 +99,7 @@ def tail_and_finalize(
         time.sleep(s.poll_interval_seconds)
 
 
-def _fail(ctx: StreamContext, exc: BaseException) -> None:
+def _fail(ctx: StreamContext, exc: BaseException, reporter: Reporter) -> None:
     """Record the failure in the checkpoint: abort the upload for terminal source
     errors, keep it (resumable) for everything else."""
     log = get_run_logger()
@@ -109,9 +112,11 @@ def _fail(ctx: StreamContext, exc: BaseException) -> None:
                 ctx.store.forget_upload(rec.s3_upload_id)
             ctx.store.set_status(rec.stream_id, Status.ABORTED, error=message)
             log.error("stream %s aborted: %s", rec.stream_id, message)
+            reporter.failed(message, aborted=True)
         else:
             ctx.store.set_status(rec.stream_id, Status.FAILED, error=message)
             log.error("stream %s failed (resumable): %s", rec.stream_id, message)
+            reporter.failed(message, aborted=False)
     except Exception as inner:  # Redis or S3 down too: the UI still has the reason
         log.error("stream %s: could not record failure (%s)", rec.stream_id, inner)
 
@@ -146,15 +151,19 @@ def stream_ingest(path: str = "", stream_id: str | None = None) -> dict[str, Any
         return {**record.public(), "message": message}
     ctx = StreamContext(settings, bucket, store, record, token)
     log.info("stream %s: ingesting %s", record.stream_id, record.original_path)
+    reporter = Reporter(record, flow_run_id)
     with LeaseKeeper(store, record.stream_id, token, settings.lease_ttl_seconds) as lease:
         try:
             parts = open_upload(ctx, flow_run_id)
-            result = (
-                confirm_completed(ctx) if parts is None else tail_and_finalize(ctx, parts, lease)
-            )
+            reporter.start()
+            if parts is None:
+                result = confirm_completed(ctx)
+            else:
+                result = tail_and_finalize(ctx, parts, lease, reporter)
         except BaseException as exc:
-            _fail(ctx, exc)
+            _fail(ctx, exc, reporter)
             raise
+    reporter.completed(result.size, result.parts, result.reuploaded, result.sha256)
     log.info(
         "stream %s completed: s3://%s/%s, %d bytes, %d parts (%d re-uploaded), sha256 %s",
         record.stream_id,

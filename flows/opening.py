@@ -39,7 +39,7 @@ def record_failure(store: CheckpointStore, path: str, error: StreamError) -> str
     return record.stream_id
 
 
-@task(name="find-stream", **_retried)
+@task(name="find-stream", task_run_name="find-stream", **_retried)
 def find_stream(
     store: CheckpointStore, settings: Settings, path: str, stream_id: str | None, token: str
 ) -> tuple[StreamRecord, bool]:
@@ -147,7 +147,7 @@ def _finished_meanwhile(ctx: StreamContext) -> bool:
     return head.get("ETag") == expected and head.get("ContentLength") == size
 
 
-@task(name="open-upload", **_retried)
+@task(name="open-upload", task_run_name="open-upload", **_retried)
 def open_upload(ctx: StreamContext, flow_run_id: str) -> dict[int, PartRecord] | None:
     """Create the stream's multipart upload, or resume it: reconcile the checkpoint
     with ListParts and keep every part both agree on. Returns the kept parts, or None

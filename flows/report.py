@@ -1,0 +1,114 @@
+"""What the Prefect UI shows about a stream: the run's tag, a progress artifact, a
+summary table at the end, and events with the stream as their resource.
+
+Reporting never fails a stream: every call to the API is best-effort and logged.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from uuid import UUID
+
+from prefect import get_run_logger
+from prefect.artifacts import (
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.events import emit_event
+
+from blocks.records import StreamRecord
+
+EVENT_PREFIX = "stream-ingest.stream"
+PROGRESS_EVERY_SECONDS = 1.0
+
+
+def stream_resource(record: StreamRecord) -> dict[str, str]:
+    return {
+        "prefect.resource.id": f"stream-ingest.stream.{record.stream_id}",
+        "prefect.resource.name": record.original_path.rsplit("/", 1)[-1] or record.stream_id,
+        "stream-ingest.path": record.original_path,
+    }
+
+
+class Reporter:
+    def __init__(self, record: StreamRecord, flow_run_id: str) -> None:
+        self.record = record
+        self.flow_run_id = flow_run_id
+        self.started = time.monotonic()
+        self._progress_id: UUID | None = None
+        self._last_progress = 0.0
+
+    def _safely(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            get_run_logger().warning("could not %s: %s", what, exc)
+            return None
+
+    def event(self, name: str, **payload: Any) -> None:
+        self._safely(
+            f"emit {name}",
+            emit_event,
+            event=f"{EVENT_PREFIX}.{name}",
+            resource=stream_resource(self.record),
+            payload={"stream_id": self.record.stream_id, "s3_key": self.record.s3_key, **payload},
+        )
+
+    def start(self) -> None:
+        """Tag the run with the stream id, announce the stream, open its progress bar."""
+        self._safely("tag the flow run", self._tag)
+        self.event("started", flow_run_id=self.flow_run_id)
+        self._progress_id = self._safely(
+            "create the progress artifact",
+            create_progress_artifact,
+            progress=0.0,
+            description=f"Bytes of {self.record.original_path} in S3",
+        )
+
+    def _tag(self) -> None:
+        from prefect.client.orchestration import get_client
+
+        if not self.flow_run_id:
+            return
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(UUID(self.flow_run_id))
+            tags = sorted({*run.tags, f"stream:{self.record.stream_id}"})
+            client.update_flow_run(UUID(self.flow_run_id), tags=tags)
+
+    def progress(self, uploaded: int, size: int, force: bool = False) -> None:
+        """Update the progress bar, at most once a second (each update is an API call)."""
+        now = time.monotonic()
+        if self._progress_id is None or (
+            not force and now - self._last_progress < PROGRESS_EVERY_SECONDS
+        ):
+            return
+        self._last_progress = now
+        percent = 100.0 if size == 0 else min(100.0, 100.0 * uploaded / size)
+        self._safely("update progress", update_progress_artifact, self._progress_id, percent)
+
+    def completed(self, size: int, parts: int, reuploaded: int, sha256: str) -> None:
+        seconds = max(time.monotonic() - self.started, 1e-6)
+        rec = self.record
+        self.progress(size, size, force=True)
+        row = {
+            "object": f"s3://{rec.s3_bucket}/{rec.s3_key}",
+            "bytes": size,
+            "parts": parts,
+            "re-uploaded parts": reuploaded,
+            "sha256": sha256,
+            "duration (s)": round(seconds, 2),
+            "MB/s": round(size / seconds / 1e6, 2),
+        }
+        self._safely(
+            "create the summary artifact",
+            create_table_artifact,
+            table=[row],
+            key=f"stream-{rec.stream_id[:8]}",
+            description=f"Summary of stream {rec.stream_id}",
+        )
+        self.event("completed", bytes=size, parts=parts, reuploaded_parts=reuploaded, sha256=sha256)
+
+    def failed(self, message: str, aborted: bool) -> None:
+        self.event("aborted" if aborted else "failed", error=message)
