@@ -1,0 +1,71 @@
+"""Fixtures for the sensor tests: fake Prefect, settings on a private watch folder
+(and the per-test Redis namespace from tests/conftest.py), sensor factories."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from blocks.checkpoints import CheckpointStore
+from sensors.run import Sensor
+from sensors.trigger import StreamTrigger
+from stream_ingest.settings import Settings, load_settings
+from tests.sensors.helpers import FakeEvents, FakePrefect
+
+
+@pytest.fixture
+def prefect() -> FakePrefect:
+    return FakePrefect()
+
+
+@pytest.fixture
+def events() -> FakeEvents:
+    return FakeEvents()
+
+
+@pytest.fixture
+def watch(tmp_path: Path) -> Path:
+    folder = tmp_path / "watch"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def settings(watch: Path, namespace: str) -> Settings:
+    return load_settings(watch_dir=watch, redis_namespace=namespace)
+
+
+@pytest.fixture
+def make_trigger(
+    store: CheckpointStore, settings: Settings, prefect: FakePrefect, events: FakeEvents
+) -> Callable[[], StreamTrigger]:
+    """A StreamTrigger with fresh memory, as after a sensor restart."""
+
+    def make() -> StreamTrigger:
+        return StreamTrigger(
+            store,
+            deployment=settings.deployment,
+            part_base_bytes=settings.part_size_bytes,
+            trigger=prefect,
+            emit=events,
+        )
+
+    return make
+
+
+@pytest.fixture
+def make_sensor(
+    store: CheckpointStore, settings: Settings, prefect: FakePrefect, events: FakeEvents
+) -> Callable[..., Sensor]:
+    def make(**kwargs: Any) -> Sensor:
+        kwargs.setdefault("store", store)
+        kwargs.setdefault("settings", settings)
+        kwargs.setdefault("backoff_initial", 0.05)
+        return Sensor(
+            kwargs.pop("settings"), kwargs.pop("store"), trigger=prefect, emit=events, **kwargs
+        )
+
+    return make

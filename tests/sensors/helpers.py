@@ -1,0 +1,107 @@
+"""Sensor test helpers: a fake Prefect (trigger and events), a polling wait, and a
+sensor running in a named thread that is always joined."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from sensors.prefect_calls import RunRequest
+from sensors.run import Sensor
+
+
+class FakePrefect:
+    """Stands in for `run_deployment`: one run per idempotency key, like Prefect.
+    Exceptions queued in `failures` are raised by the next calls."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.calls: list[RunRequest] = []
+        self.runs: dict[str, str] = {}  # idempotency key -> run id
+        self.failures: list[BaseException] = []
+
+    def __call__(self, request: RunRequest) -> str:
+        with self.lock:
+            self.calls.append(request)
+            if self.failures:
+                raise self.failures.pop(0)
+            return self.runs.setdefault(request.idempotency_key, str(uuid.uuid4()))
+
+    def runs_for(self, path: str | Path) -> list[str]:
+        """Distinct runs created for `path` (repeated keys count once)."""
+        with self.lock:
+            keys = {c.idempotency_key for c in self.calls if c.path == str(path)}
+            return [self.runs[k] for k in keys if k in self.runs]
+
+    def calls_for(self, path: str | Path) -> list[RunRequest]:
+        with self.lock:
+            return [c for c in self.calls if c.path == str(path)]
+
+
+class FakeEvents:
+    """Stands in for `emit_event`; records what would have been sent."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.sent: list[dict[str, Any]] = []
+        self.fail = False
+
+    def __call__(self, **kwargs: Any) -> object:
+        if self.fail:
+            raise RuntimeError("events API down")
+        with self.lock:
+            self.sent.append(kwargs)
+        return None
+
+    def names(self, path: str | Path) -> list[str]:
+        with self.lock:
+            return [e["event"] for e in self.sent if e["resource"]["path"] == str(path)]
+
+
+def wait_until(check: Callable[[], object], what: str, timeout: float = 5.0) -> None:
+    """Poll `check` until it is truthy, failing the test after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@contextlib.contextmanager
+def running(sensor: Sensor, timeout: float = 10.0) -> Iterator[Sensor]:
+    """Run `sensor` in a non-daemon thread until the block ends; it must be caught
+    up on entry and stopped (thread joined) on exit."""
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            sensor.run(stop)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name="sensor-test-run")
+    thread.start()
+    try:
+        wait_until(lambda: sensor.caught_up.is_set() or errors, "the catch-up scan", timeout)
+        if errors:
+            raise errors[0]
+        yield sensor
+    finally:
+        stop.set()
+        thread.join(timeout)
+    assert not thread.is_alive(), "sensor did not stop"
+    if errors:
+        raise errors[0]
+
+
+def write(path: Path, data: bytes = b"\0" * 1024) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path

@@ -1,0 +1,154 @@
+"""run_sensor, the CLI's entry: stop_event in a thread, SIGTERM in a process, and
+configuration errors at start."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from blocks.checkpoints import CheckpointStore
+from sensors.run import run_sensor, stop_on_signals
+from stream_ingest.errors import ConfigurationError
+from stream_ingest.services import RedisServer
+from stream_ingest.settings import Settings, load_settings
+from tests.sensors.helpers import FakeEvents, FakePrefect, wait_until, write
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+def test_stop_event_stops_run_sensor_in_a_thread(
+    watch: Path,
+    settings: Settings,
+    store: CheckpointStore,
+    prefect: FakePrefect,
+    events: FakeEvents,
+) -> None:
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            run_sensor(settings, stop, store=store, trigger=prefect, emit=events)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name="sensor-test-run-sensor")
+    before = signal.getsignal(signal.SIGTERM)
+    thread.start()
+    try:
+        video = write(watch / "a.mp4")
+        wait_until(lambda: prefect.calls_for(video) or errors, "the run")
+    finally:
+        stop.set()
+        started = time.monotonic()
+        thread.join(5)
+    assert not thread.is_alive()
+    assert time.monotonic() - started < 2
+    assert errors == []
+    assert len(prefect.calls_for(video)) == 1
+    # Off the main thread it must not touch signal handlers.
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_missing_watch_folder_is_a_configuration_error(
+    tmp_path: Path, store: CheckpointStore, prefect: FakePrefect, events: FakeEvents
+) -> None:
+    settings = load_settings(watch_dir=tmp_path / "nope")
+    with pytest.raises(ConfigurationError, match="STREAM_INGEST_WATCH_DIR"):
+        run_sensor(settings, threading.Event(), store=store, trigger=prefect, emit=events)
+
+
+def test_default_trigger_needs_the_prefect_api_url(settings: Settings) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    stopped = threading.Event()
+    stopped.set()  # if the check were missing, return at once instead of hanging
+    with (
+        temporary_settings(restore_defaults={PREFECT_API_URL}),
+        pytest.raises(ConfigurationError, match="PREFECT_API_URL"),
+    ):
+        run_sensor(settings, stopped)
+
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from sensors.run import run_sensor, stop_on_signals
+    from stream_ingest.settings import load_settings
+
+    calls = open(sys.argv[1], "a")
+
+    def trigger(request):
+        calls.write(request.path + "\\n")
+        calls.flush()
+        return "run-" + request.stream_id
+
+    run_sensor(load_settings(), trigger=trigger, emit=lambda **_: None)
+    print("run_sensor returned", flush=True)
+    """
+)
+
+
+def test_sigterm_stops_the_sensor_process_cleanly(
+    tmp_path: Path, watch: Path, redis_server: RedisServer, namespace: str
+) -> None:
+    write(watch / "present.mp4")
+    calls = tmp_path / "calls.txt"
+    env = dict(
+        os.environ,
+        STREAM_INGEST_WATCH_DIR=str(watch),
+        STREAM_INGEST_REDIS_URL=redis_server.url,
+        STREAM_INGEST_REDIS_NAMESPACE=namespace,
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, str(calls)],
+        cwd=PROJECT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # The catch-up scan's run means the sensor is up (imports take seconds).
+        wait_until(
+            lambda: (calls.exists() and calls.read_text()) or proc.poll() is not None,
+            "the sensor process to start",
+            timeout=30,
+        )
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "run_sensor returned" in out
+    # run_sensor raises its logger to INFO (Prefect leaves the root at WARNING).
+    assert "sensor watching" in err
+    assert "sensor stopped" in err
+    assert calls.read_text().splitlines() == [str(watch / "present.mp4")]
+
+
+def test_sigint_sets_stop_and_a_second_one_gets_the_old_handler() -> None:
+    signals = (signal.SIGINT, signal.SIGTERM)
+    before = {sig: signal.getsignal(sig) for sig in signals}
+    stop = threading.Event()
+    try:
+        with stop_on_signals(stop):
+            assert all(signal.getsignal(sig) is not before[sig] for sig in signals)
+            signal.raise_signal(signal.SIGINT)
+            assert stop.is_set()
+            # Ctrl-C twice: the second one is the interpreter's again.
+            assert all(signal.getsignal(sig) is before[sig] for sig in signals)
+    except KeyboardInterrupt:
+        pytest.fail("SIGINT was not handled by run_sensor's handler")
+    assert all(signal.getsignal(sig) is before[sig] for sig in signals)

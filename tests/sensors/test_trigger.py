@@ -1,0 +1,284 @@
+"""StreamTrigger against a real (private) Redis: dedupe, crash recovery between claim
+and trigger, hints, and identity release on delete and rename. No observer here:
+events are fed in directly, as the run loop would."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from blocks.checkpoints import CheckpointStore
+from blocks.records import StreamRecord
+from sensors.events import DirGone, FileAppeared, FileClosed, FileGone
+from sensors.trigger import StreamTrigger, TriggerFailed
+from stream_ingest.identity import FileIdentity
+from stream_ingest.settings import Settings
+from stream_ingest.states import Status
+from tests.sensors.helpers import FakeEvents, FakePrefect, write
+
+MakeTrigger = Callable[[], StreamTrigger]
+
+
+def identity(path: Path) -> str:
+    return str(FileIdentity.of_stat(os.stat(path)))
+
+
+def deleted_at(store: CheckpointStore, path: Path) -> bytes | None:
+    return store.r.hget(store.hint_key(str(path)), "deleted_at")
+
+
+def test_new_file_starts_one_run_and_records_it(
+    watch: Path,
+    store: CheckpointStore,
+    settings: Settings,
+    prefect: FakePrefect,
+    events: FakeEvents,
+    make_trigger: MakeTrigger,
+) -> None:
+    video = write(watch / "cam" / "a.mp4")
+    make_trigger().handle(FileAppeared(str(video), "created"))
+
+    [call] = prefect.calls
+    sid = call.stream_id
+    assert call.deployment == "stream-ingest/stream-ingest"
+    assert call.parameters == {"path": str(video), "stream_id": sid}
+    assert call.idempotency_key == f"stream-ingest:{sid}"
+    record = store.require(sid)
+    assert record.status == Status.DETECTED
+    assert record.original_path == str(video)
+    assert record.identity == identity(video)
+    assert record.part_base_bytes == settings.part_size_bytes
+    assert record.flow_run_id == prefect.runs[call.idempotency_key]
+    assert store.stream_for_identity(identity(video)) == sid
+    assert sid in store.active_ids()
+    [sent] = events.sent
+    assert sent["event"] == "stream-ingest.file.detected"
+    assert sent["resource"] == {
+        "prefect.resource.id": f"stream-ingest.file.{identity(video)}",
+        "prefect.resource.name": "a.mp4",
+        "path": str(video),
+    }
+    assert sent["payload"]["stream_id"] == sid
+    assert sent["related"][0]["prefect.resource.id"] == f"prefect.flow-run.{record.flow_run_id}"
+
+
+def test_many_events_and_restarts_give_one_run(
+    watch: Path, prefect: FakePrefect, make_trigger: MakeTrigger
+) -> None:
+    video = write(watch / "a.mkv")
+    for _ in range(3):  # three sensor lifetimes, each with fresh memory
+        trigger = make_trigger()
+        for cause in ("created", "scan", "moved", "closed", "created"):
+            trigger.handle(FileAppeared(str(video), cause))  # type: ignore[arg-type]
+        trigger.handle(FileClosed(str(video)))
+    assert len(prefect.calls) == 1
+
+
+def test_directory_and_vanished_paths_are_skipped(
+    watch: Path, prefect: FakePrefect, make_trigger: MakeTrigger
+) -> None:
+    (watch / "looks-like.mp4").mkdir()
+    trigger = make_trigger()
+    trigger.handle(FileAppeared(str(watch / "looks-like.mp4"), "created"))
+    trigger.handle(FileAppeared(str(watch / "never-there.mp4"), "created"))
+    trigger.handle(FileClosed(str(watch / "never-there.mp4")))
+    assert prefect.calls == []
+
+
+def test_claimed_but_never_triggered_is_triggered_with_the_same_key(
+    watch: Path,
+    store: CheckpointStore,
+    prefect: FakePrefect,
+    make_trigger: MakeTrigger,
+) -> None:
+    """The sensor crashed between claim and trigger: the next one triggers that
+    stream (same stream id, so the same idempotency key and the same run)."""
+    video = write(watch / "a.mp4")
+    crashed = StreamRecord(stream_id="s-1", original_path=str(video), identity=identity(video))
+    assert store.claim_identity(identity(video), crashed) == ("s-1", True)
+    make_trigger().handle(FileAppeared(str(video), "scan"))
+    make_trigger().handle(FileAppeared(str(video), "scan"))
+    assert [c.stream_id for c in prefect.calls] == ["s-1"]
+    assert store.require("s-1").flow_run_id == prefect.runs["stream-ingest:s-1"]
+
+
+def test_trigger_failure_is_retried_without_a_second_stream(
+    watch: Path, store: CheckpointStore, prefect: FakePrefect, make_trigger: MakeTrigger
+) -> None:
+    video = write(watch / "a.mp4")
+    prefect.failures.append(ConnectionRefusedError("api down"))
+    trigger = make_trigger()
+    with pytest.raises(TriggerFailed, match=r"Prefect API unreachable \(ConnectionRefusedError"):
+        trigger.handle(FileAppeared(str(video), "created"))
+    first = prefect.calls[0].stream_id
+    assert store.require(first).flow_run_id == ""
+    trigger.handle(FileAppeared(str(video), "created"))  # the run loop's retry
+    assert [c.stream_id for c in prefect.calls] == [first, first]
+    assert len(prefect.runs_for(video)) == 1
+    assert store.require(first).flow_run_id == prefect.runs[f"stream-ingest:{first}"]
+
+
+def test_identity_without_its_record_is_rebuilt_and_triggered(
+    watch: Path, store: CheckpointStore, prefect: FakePrefect, make_trigger: MakeTrigger
+) -> None:
+    """claim_identity is HSETNX then a separate write of the record: a crash between
+    them leaves an index entry the flow could not open."""
+    video = write(watch / "a.mp4")
+    store.r.hset(store.identity_key, identity(video), "s-orphan")
+    make_trigger().handle(FileAppeared(str(video), "created"))
+    assert [c.stream_id for c in prefect.calls] == ["s-orphan"]
+    record = store.require("s-orphan")
+    assert (record.status, record.original_path) == (Status.DETECTED, str(video))
+
+
+@pytest.mark.parametrize(
+    ("status", "flow_run_id"),
+    [
+        (Status.DETECTED, "run-already"),
+        (Status.UPLOADING, "run-1"),
+        (Status.COMPLETED, "run-1"),
+        (Status.FAILED, "run-1"),
+        (Status.ABORTED, ""),
+    ],
+)
+def test_existing_streams_are_left_alone(
+    watch: Path,
+    store: CheckpointStore,
+    prefect: FakePrefect,
+    make_trigger: MakeTrigger,
+    status: Status,
+    flow_run_id: str,
+) -> None:
+    video = write(watch / "a.mp4")
+    store.put(
+        StreamRecord(
+            stream_id="s-old",
+            original_path=str(video),
+            identity=identity(video),
+            status=status,
+            flow_run_id=flow_run_id,
+        )
+    )
+    make_trigger().handle(FileAppeared(str(video), "scan"))
+    assert prefect.calls == []
+
+
+def test_close_writes_the_hint_for_this_incarnation(
+    watch: Path,
+    store: CheckpointStore,
+    prefect: FakePrefect,
+    events: FakeEvents,
+    make_trigger: MakeTrigger,
+) -> None:
+    video = write(watch / "a.mp4")
+    # Never seen created (the sensor was down): the close still starts its run.
+    make_trigger().handle(FileClosed(str(video)))
+    assert len(prefect.calls) == 1
+    assert store.closed_hint(str(video), identity(video)) is not None
+    assert store.closed_hint(str(video), "0:0") is None
+    assert events.names(video) == ["stream-ingest.file.detected", "stream-ingest.file.closed"]
+
+
+def test_deleted_then_recreated_path_is_a_new_stream(
+    watch: Path,
+    store: CheckpointStore,
+    prefect: FakePrefect,
+    events: FakeEvents,
+    make_trigger: MakeTrigger,
+) -> None:
+    video = write(watch / "a.mp4")
+    trigger = make_trigger()
+    trigger.handle(FileAppeared(str(video), "created"))
+    trigger.handle(FileClosed(str(video)))
+    old_identity, old_sid = identity(video), prefect.calls[0].stream_id
+
+    video.unlink()
+    trigger.handle(FileGone(str(video)))
+    assert deleted_at(store, video) is not None
+    # Released, so that a reused inode number is not taken for the old stream.
+    assert store.stream_for_identity(old_identity) is None
+
+    write(video, b"new take")
+    trigger.handle(FileAppeared(str(video), "created"))
+    assert [c.path for c in prefect.calls] == [str(video), str(video)]
+    new_sid = prefect.calls[1].stream_id
+    assert new_sid != old_sid
+    assert store.stream_for_identity(identity(video)) == new_sid
+    # The old incarnation's hints are gone before the new run starts.
+    assert deleted_at(store, video) is None
+    assert store.closed_hint(str(video), old_identity) is None
+    assert "stream-ingest.file.deleted" in events.names(video)
+
+
+def test_rename_releases_the_old_path_and_starts_the_new_name(
+    watch: Path, store: CheckpointStore, prefect: FakePrefect, make_trigger: MakeTrigger
+) -> None:
+    old, new = watch / "take.mp4", watch / "final.mp4"
+    write(old)
+    make_trigger().handle(FileAppeared(str(old), "created"))
+    old.rename(new)
+    # A fresh sensor (no memory of the old path) still finds the stream through
+    # the identity at the new name.
+    trigger = make_trigger()
+    trigger.handle(FileGone(str(old), moved_to=str(new)))
+    trigger.handle(FileAppeared(str(new), "moved"))
+    assert [c.path for c in prefect.calls] == [str(old), str(new)]
+    assert store.stream_for_identity(identity(new)) == prefect.calls[1].stream_id
+    assert deleted_at(store, old) is not None
+
+
+def test_rename_does_not_release_another_paths_stream(
+    watch: Path, store: CheckpointStore, make_trigger: MakeTrigger
+) -> None:
+    video = write(watch / "a.mp4")
+    other = StreamRecord(stream_id="s-other", original_path="/elsewhere/b.mp4")
+    store.claim_identity(identity(video), other)
+    make_trigger().handle(FileGone(str(watch / "unrelated.mp4"), moved_to=str(video)))
+    assert store.stream_for_identity(identity(video)) == "s-other"
+
+
+def test_file_replaced_by_a_rename_over_it_is_a_new_stream(
+    watch: Path, store: CheckpointStore, prefect: FakePrefect, make_trigger: MakeTrigger
+) -> None:
+    """Atomic replace (write a temp file, rename it over the video): no delete event
+    for the old file, only a new identity at the same path."""
+    video = write(watch / "a.mp4")
+    trigger = make_trigger()
+    trigger.handle(FileAppeared(str(video), "created"))
+    old_identity = identity(video)
+    os.replace(write(watch / "a.mp4.tmp", b"replacement"), video)
+    trigger.handle(FileAppeared(str(video), "moved"))
+    assert len(prefect.calls) == 2
+    assert store.stream_for_identity(old_identity) is None
+    assert store.stream_for_identity(identity(video)) == prefect.calls[1].stream_id
+
+
+def test_directory_gone_releases_the_files_under_it(
+    watch: Path, store: CheckpointStore, make_trigger: MakeTrigger
+) -> None:
+    inside, beside = write(watch / "cam1" / "a.mp4"), write(watch / "cam10" / "b.mp4")
+    trigger = make_trigger()
+    for video in (inside, beside):
+        trigger.handle(FileAppeared(str(video), "created"))
+    trigger.handle(DirGone(str(watch / "cam1")))
+    assert store.stream_for_identity(identity(inside)) is None
+    assert store.stream_for_identity(identity(beside)) is not None
+
+
+def test_event_failures_are_logged_not_fatal(
+    watch: Path,
+    prefect: FakePrefect,
+    events: FakeEvents,
+    make_trigger: MakeTrigger,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    events.fail = True
+    video = write(watch / "a.mp4")
+    with caplog.at_level(logging.WARNING, logger="stream_ingest.sensor"):
+        make_trigger().handle(FileAppeared(str(video), "created"))
+    assert len(prefect.calls) == 1
+    assert "could not emit stream-ingest.file.detected" in caplog.text
