@@ -1,8 +1,9 @@
 """S3 key naming: pure functions, no I/O.
 
 Keys are joined with "/" (never os.sep), relative to the watch folder, and can never
-climb out of the prefix with "..". Control characters are percent-encoded because S3
-returns keys in XML 1.0, which cannot carry most of them.
+climb out of the prefix with "..". Control characters (C0 and C1) are percent-encoded
+because S3 returns keys in XML 1.0, which cannot carry most of them; so is each byte of
+a file name that is not UTF-8 (a key must be valid UTF-8).
 """
 
 from __future__ import annotations
@@ -41,9 +42,20 @@ def relative_posix(path: PurePath, watch_dir: PurePath) -> str:
     return "/".join(clean) or "unnamed"
 
 
+def _escape_char(c: str) -> str:
+    code = ord(c)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8 (os.fsdecode's surrogateescape)
+        return f"%{code - 0xDC00:02X}"
+    if unicodedata.category(c) in ("Cc", "Cs") or c in "\ufffe\uffff":
+        # C0/C1 controls, lone surrogates and U+FFFE/U+FFFF: not XML 1.0 characters (or
+        # invisible); a surrogate would also make the key invalid UTF-8.
+        return "".join(f"%{b:02X}" for b in c.encode("utf-8", "surrogatepass"))
+    return c
+
+
 def _escape(segment: str) -> str:
     segment = unicodedata.normalize("NFC", segment)
-    return "".join(f"%{ord(c):02X}" if ord(c) < 0x20 or ord(c) == 0x7F else c for c in segment)
+    return "".join(map(_escape_char, segment))
 
 
 def object_key(

@@ -69,6 +69,17 @@ class Settings(BaseSettings):
     def _prefix(cls, value: str) -> str:
         return value.strip("/")
 
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        # An empty variable (docker-compose's `${VAR:-}`) means unset, i.e. AWS; boto3
+        # would otherwise fail at the first upload with "Invalid endpoint".
+        if not value or not value.strip():
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https:// (or be empty for AWS)")
+        return value.strip()
+
     @field_validator("video_extensions", mode="before")
     @classmethod
     def _extensions(cls, value: object) -> object:
@@ -79,7 +90,9 @@ class Settings(BaseSettings):
     @field_validator("ignore_patterns", mode="before")
     @classmethod
     def _patterns(cls, value: object) -> object:
-        return tuple(v for v in value.split(",") if v) if isinstance(value, str) else value
+        if isinstance(value, str):  # ".*, *.tmp" from the environment: strip each one
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        return value
 
     @cached_property
     def part_size_bytes(self) -> int:

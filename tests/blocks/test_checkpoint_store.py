@@ -1,0 +1,382 @@
+"""CheckpointStore against a private redis-server (one namespace per test)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+
+import pytest
+
+from blocks.checkpoints import CheckpointStore
+from blocks.records import PartRecord, StreamRecord
+from stream_ingest.errors import CheckpointUnavailable, LeaseLost, StreamNotFound
+from stream_ingest.services import RedisServer
+from stream_ingest.states import IllegalTransition, Status
+
+
+def new_record(**values: object) -> StreamRecord:
+    values.setdefault("stream_id", uuid.uuid4().hex)
+    values.setdefault("original_path", "/w/cam.mp4")
+    values.setdefault("identity", f"1:{uuid.uuid4().int % 10**9}")
+    values.setdefault("s3_key", "rec/cam.mp4")
+    return StreamRecord(**values)  # type: ignore[arg-type]
+
+
+def part(n: int, size: int, etag: str = "") -> PartRecord:
+    return PartRecord(n, etag or f'"etag-{n}-{size}"', (n - 1) * 100, size, f"sum-{n}")
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 3.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.02)
+    return check()
+
+
+def raw_meta(store: CheckpointStore, sid: str) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in store.r.hgetall(store.meta_key(sid)).items()}
+
+
+# -- streams -----------------------------------------------------------------
+
+
+def test_put_and_get_round_trip(store: CheckpointStore) -> None:
+    record = new_record(total_bytes=-1, part_base_bytes=5 << 20)
+    store.put(record)
+    assert store.get(record.stream_id) == record
+    assert store.require(record.stream_id) == record
+    assert store.stream_for_identity(record.identity) == record.stream_id
+    assert record.stream_id in store.active_ids()
+    assert store.get("nope") is None
+    with pytest.raises(StreamNotFound):
+        store.require("nope")
+
+
+def race_claims(
+    store: CheckpointStore, identity: str, n: int = 8
+) -> list[tuple[str, bool, object]]:
+    """`n` threads claim one identity at once; each returns (stream id, created, the
+    record it finds right after)."""
+    barrier = threading.Barrier(n)
+    results: list[tuple[str, bool, object]] = []
+    lock = threading.Lock()
+
+    def claim() -> None:
+        record = new_record(identity=identity)
+        barrier.wait()
+        sid, created = store.claim_identity(identity, record)
+        got = store.get(sid)  # whoever lost must find the winner's stream at once
+        with lock:
+            results.append((sid, created, got))
+
+    threads = [threading.Thread(target=claim) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_claim_identity_is_atomic(store: CheckpointStore) -> None:
+    for _round in range(10):
+        identity = f"42:{uuid.uuid4().int % 10**9}"
+        results = race_claims(store, identity)
+        assert len(results) == 8
+        winners = [sid for sid, created, _ in results if created]
+        assert len(winners) == 1, results
+        assert {sid for sid, _, _ in results} == set(winners)
+        for _sid, _created, got in results:
+            assert isinstance(got, StreamRecord) and got.stream_id == winners[0]
+            assert got.identity == identity
+        assert store.stream_for_identity(identity) == winners[0]
+    assert len(store.list_streams()) == 10  # only the winners' streams exist
+
+
+def test_claim_of_a_claimed_identity_returns_the_owner(store: CheckpointStore) -> None:
+    first = new_record(identity="7:7")
+    assert store.claim_identity("7:7", first) == (first.stream_id, True)
+    second = new_record(identity="7:7")
+    assert store.claim_identity("7:7", second) == (first.stream_id, False)
+    assert store.get(second.stream_id) is None
+    store.forget_identity("7:7", second.stream_id)  # not its owner: no effect
+    assert store.stream_for_identity("7:7") == first.stream_id
+    store.forget_identity("7:7", first.stream_id)
+    assert store.stream_for_identity("7:7") is None
+    assert store.claim_identity("7:7", second) == (second.stream_id, True)
+
+
+def test_set_status_enforces_transitions_and_keeps_the_active_set(
+    store: CheckpointStore,
+) -> None:
+    record = new_record()
+    sid = record.stream_id
+    store.put(record)
+    assert sid in store.active_ids()
+    with pytest.raises(IllegalTransition):
+        store.set_status(sid, Status.COMPLETED)  # detected -> completed
+    assert store.require(sid).status is Status.DETECTED
+
+    assert store.set_status(sid, Status.UPLOADING, flow_run_id="run-1") is Status.UPLOADING
+    got = store.require(sid)
+    assert (got.status, got.flow_run_id) == (Status.UPLOADING, "run-1")
+    assert got.last_activity_at_utc
+    assert sid in store.active_ids()
+
+    store.set_status(sid, Status.FAILED, error="S3 unavailable")
+    assert sid not in store.active_ids()
+    assert store.require(sid).error == "S3 unavailable"
+    store.set_status(sid, Status.UPLOADING, error="")
+    assert sid in store.active_ids()
+    store.set_status(sid, Status.FINALIZING)
+    store.set_status(sid, Status.COMPLETED, sha256="abc", total_bytes=10)
+    got = store.require(sid)
+    assert (got.status, got.sha256, got.total_bytes) == (Status.COMPLETED, "abc", 10)
+    assert sid not in store.active_ids()
+
+    with pytest.raises(IllegalTransition):
+        store.set_status(sid, Status.UPLOADING, error="must not be written")
+    assert store.require(sid).status is Status.COMPLETED
+    assert store.require(sid).error == ""
+    with pytest.raises(StreamNotFound):
+        store.set_status("missing", Status.UPLOADING)
+
+
+def test_abort_leaves_the_active_set(store: CheckpointStore) -> None:
+    record = new_record()
+    store.put(record)
+    store.set_status(record.stream_id, Status.ABORTED, error="source deleted")
+    assert record.stream_id not in store.active_ids()
+    with pytest.raises(IllegalTransition):
+        store.set_status(record.stream_id, Status.FAILED)
+
+
+def test_update_sets_fields_but_never_the_status(store: CheckpointStore) -> None:
+    record = new_record()
+    store.put(record)
+    store.update(record.stream_id, total_bytes=99, s3_upload_id="up-1")
+    got = store.require(record.stream_id)
+    assert (got.total_bytes, got.s3_upload_id) == (99, "up-1")
+    with pytest.raises(ValueError, match="set_status"):
+        store.update(record.stream_id, status="completed")
+    assert store.require(record.stream_id).status is Status.DETECTED
+
+
+def test_list_streams_with_and_without_a_status(store: CheckpointStore) -> None:
+    ids = [f"{c}-{uuid.uuid4().hex[:6]}" for c in "abc"]
+    for sid in ids:
+        store.put(new_record(stream_id=sid))
+    store.set_status(ids[1], Status.FAILED)
+    store.set_status(ids[2], Status.UPLOADING)
+    assert [r.stream_id for r in store.list_streams()] == ids
+    assert [r.stream_id for r in store.list_streams(Status.FAILED)] == [ids[1]]
+    assert [r.stream_id for r in store.list_streams(Status.UPLOADING)] == [ids[2]]
+    assert [r.stream_id for r in store.list_streams(Status.DETECTED)] == [ids[0]]
+    assert store.list_streams(Status.COMPLETED) == []
+
+
+def test_namespaces_do_not_see_each_other(store: CheckpointStore, redis_server) -> None:
+    other = CheckpointStore.from_url(redis_server.url, store.ns + "-other")
+    store.put(new_record(identity="9:9"))
+    assert other.list_streams() == []
+    assert other.stream_for_identity("9:9") is None
+
+
+# -- parts -------------------------------------------------------------------
+
+
+def test_record_part_is_fenced_by_the_lease(store: CheckpointStore) -> None:
+    record = new_record()
+    store.put(record)
+    assert store.acquire_lease(record.stream_id, "owner", 30)
+    with pytest.raises(LeaseLost):
+        store.record_part(record, "intruder", part(1, 100), 30)
+    assert store.parts(record.stream_id) == {}
+    meta = store.require(record.stream_id)
+    assert (meta.bytes_uploaded, meta.parts_count) == (0, 0)
+    assert store.lease_holder(record.stream_id) == "owner"
+
+    store.record_part(record, "owner", part(1, 100), 30)
+    assert store.parts(record.stream_id) == {1: part(1, 100)}
+    assert store.require(record.stream_id).bytes_uploaded == 100
+
+
+def test_record_part_counts_a_rerecorded_part_once(store: CheckpointStore) -> None:
+    record = new_record()
+    sid = record.stream_id
+    store.put(record)
+    store.acquire_lease(sid, "tok", 30)
+    store.record_part(record, "tok", part(1, 100), 30)
+    store.record_part(record, "tok", part(2, 50), 30)
+    store.record_part(record, "tok", part(1, 70, etag='"re-uploaded"'), 30)
+    meta = store.require(sid)
+    assert (meta.bytes_uploaded, meta.parts_count) == (120, 2)
+    assert store.parts(sid)[1] == part(1, 70, etag='"re-uploaded"')
+    assert meta.last_activity_at_utc
+
+
+def test_record_part_without_a_lease_takes_it(store: CheckpointStore) -> None:
+    # Redis restarted without its data: nobody holds the lease, the writer takes it.
+    record = new_record()
+    store.put(record)
+    store.record_part(record, "tok", part(1, 10), 30)
+    assert store.lease_holder(record.stream_id) == "tok"
+    assert 0 < store.r.pttl(store.lease_key(record.stream_id)) <= 30_000
+
+
+def test_record_part_rebuilds_a_deleted_meta_hash(store: CheckpointStore) -> None:
+    record = new_record(s3_upload_id="up-1", part_base_bytes=5 << 20)
+    sid = record.stream_id
+    store.put(record)
+    store.acquire_lease(sid, "tok", 30)
+    store.set_status(sid, Status.UPLOADING)
+    store.record_part(record, "tok", part(1, 10), 30)
+    store.record_part(record, "tok", part(2, 20), 30)
+    store.r.delete(store.meta_key(sid))
+    assert store.get(sid) is None
+
+    # `record` is the run's copy from when it started: status detected, no bytes yet.
+    store.record_part(record, "tok", part(3, 30), 30)
+    rebuilt = store.require(sid)
+    assert (rebuilt.original_path, rebuilt.s3_key, rebuilt.s3_upload_id) == (
+        record.original_path,
+        record.s3_key,
+        "up-1",
+    )
+    assert rebuilt.bytes_uploaded == 60 == sum(p.size for p in store.parts(sid).values())
+    assert rebuilt.parts_count == 3
+    # A part is being recorded, so the stream is uploading, and can finish normally.
+    assert rebuilt.status is Status.UPLOADING
+    assert sid in store.active_ids()
+    store.set_status(sid, Status.FINALIZING)
+    store.set_status(sid, Status.COMPLETED)
+
+
+def test_replace_parts(store: CheckpointStore) -> None:
+    record = new_record()
+    sid = record.stream_id
+    store.put(record)
+    for n, size in ((1, 10), (2, 20), (3, 30)):
+        store.record_part(record, "tok", part(n, size), 30)
+    store.replace_parts(sid, [part(1, 10), part(3, 30)])
+    assert set(store.parts(sid)) == {1, 3}
+    meta = store.require(sid)
+    assert (meta.bytes_uploaded, meta.parts_count) == (40, 2)
+    store.replace_parts(sid, [])
+    assert store.parts(sid) == {}
+    assert store.require(sid).bytes_uploaded == 0
+
+
+# -- lease -------------------------------------------------------------------
+
+
+def test_lease_acquire_renew_release(store: CheckpointStore) -> None:
+    sid = "s-lease"
+    assert store.lease_holder(sid) is None
+    assert store.acquire_lease(sid, "a", 30)
+    assert store.acquire_lease(sid, "a", 30)  # re-entrant for its holder
+    assert not store.acquire_lease(sid, "b", 30)
+    store.renew_lease(sid, "a", 30)
+    with pytest.raises(LeaseLost):
+        store.renew_lease(sid, "b", 30)
+    store.release_lease(sid, "b")  # not the holder: no effect
+    assert store.lease_holder(sid) == "a"
+    store.release_lease(sid, "a")
+    assert store.lease_holder(sid) is None
+    assert store.acquire_lease(sid, "b", 30)
+    assert store.lease_holder(sid) == "b"
+
+
+def test_lease_expires_and_renewal_extends_it(store: CheckpointStore) -> None:
+    sid = "s-ttl"
+    assert store.acquire_lease(sid, "a", 0.3)
+    assert 0 < store.r.pttl(store.lease_key(sid)) <= 300
+    store.renew_lease(sid, "a", 5)
+    assert store.r.pttl(store.lease_key(sid)) > 1000
+    assert store.acquire_lease(sid, "a", 0.3)  # shorten it again
+    assert wait_until(lambda: store.lease_holder(sid) is None, timeout=3)
+    assert store.acquire_lease(sid, "b", 30)  # expired: anyone may take it
+    assert not store.acquire_lease(sid, "a", 30)
+    with pytest.raises(LeaseLost):
+        store.renew_lease(sid, "a", 30)
+    assert store.lease_holder(sid) == "b"
+
+
+def test_take_over_lease_only_from_the_named_holder(store: CheckpointStore) -> None:
+    sid = "s-take-over"
+    assert not store.take_over_lease(sid, "crashed", "rerun", 30)  # nobody holds it
+    assert store.lease_holder(sid) is None
+    assert store.acquire_lease(sid, "crashed", 30)
+    assert not store.take_over_lease(sid, "someone-else", "rerun", 30)
+    assert store.lease_holder(sid) == "crashed"
+    assert store.take_over_lease(sid, "crashed", "rerun", 5)
+    assert store.lease_holder(sid) == "rerun"
+    assert 0 < store.r.pttl(store.lease_key(sid)) <= 5000
+    with pytest.raises(LeaseLost):
+        store.renew_lease(sid, "crashed", 30)
+
+
+# -- uploads and hints -----------------------------------------------------------
+
+
+def test_upload_registry(store: CheckpointStore) -> None:
+    store.register_upload("up-1", "s1", "rec/a.mp4")
+    store.register_upload("up-2", "s2", "rec/b.mp4")
+    uploads = store.uploads()
+    assert set(uploads) == {"up-1", "up-2"}
+    assert uploads["up-1"]["stream_id"] == "s1" and uploads["up-1"]["key"] == "rec/a.mp4"
+    assert abs(uploads["up-1"]["created"] - time.time()) < 60
+    store.forget_upload("up-1")
+    assert set(store.uploads()) == {"up-2"}
+
+
+def test_closed_hint_only_for_the_matching_identity(store: CheckpointStore) -> None:
+    path = "/w/cam 1/a.mp4"
+    assert store.closed_hint(path, "1:2") is None
+    before = time.time()
+    store.hint_closed(path, "1:2")
+    at = store.closed_hint(path, "1:2")
+    assert at is not None and before - 1 <= at <= time.time() + 1
+    assert store.closed_hint(path, "1:3") is None  # another incarnation of the path
+    assert store.closed_hint("/w/cam 1/b.mp4", "1:2") is None
+    store.hint_deleted(path)
+    assert store.closed_hint(path, "1:2") == at
+    store.hint_closed(path, "1:3")  # a new incarnation closed: the old hint is replaced
+    assert store.closed_hint(path, "1:2") is None
+    assert store.closed_hint(path, "1:3") is not None
+    store.clear_hints(path)
+    assert store.closed_hint(path, "1:3") is None
+
+
+# -- Redis down ------------------------------------------------------------------
+
+
+def test_a_stopped_redis_raises_checkpoint_unavailable() -> None:
+    server = RedisServer().start()
+    try:
+        store = CheckpointStore.from_url(server.url, "down")
+        record = new_record()
+        store.put(record)
+        store.ping()
+    finally:
+        server.stop()
+    calls: list[Callable[[], object]] = [
+        store.ping,
+        lambda: store.get(record.stream_id),
+        lambda: store.put(record),
+        lambda: store.claim_identity("1:1", new_record()),
+        lambda: store.set_status(record.stream_id, Status.UPLOADING),
+        lambda: store.record_part(record, "tok", part(1, 1), 30),
+        lambda: store.acquire_lease(record.stream_id, "tok", 30),
+        lambda: store.list_streams(),
+        lambda: store.closed_hint("/w/a.mp4", "1:1"),
+    ]
+    started = time.monotonic()
+    for call in calls:
+        with pytest.raises(CheckpointUnavailable) as info:
+            call()
+        assert info.value.transient
+    assert time.monotonic() - started < 10

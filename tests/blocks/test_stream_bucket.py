@@ -1,0 +1,298 @@
+"""StreamBucket against moto's S3 server in its own process (over HTTP)."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from botocore.exceptions import (
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
+from prefect_aws import AwsClientParameters, AwsCredentials, MinIOCredentials
+
+from blocks.bucket import CREATED_BY, StreamBucket, _s3_errors
+from blocks.registration import build_blocks
+from flows.reconcile import multipart_etag
+from stream_ingest.errors import (
+    BucketMissing,
+    CredentialsRejected,
+    S3Unavailable,
+    UploadGone,
+)
+from stream_ingest.services import MotoServer, free_port
+from stream_ingest.settings import load_settings
+
+MIB = 1024 * 1024
+
+
+def md5_etag(data: bytes) -> str:
+    return '"' + hashlib.md5(data).hexdigest() + '"'
+
+
+def settings_for(endpoint: str, bucket: str, **over: object):
+    values: dict[str, object] = dict(
+        s3_endpoint_url=endpoint,
+        s3_bucket=bucket,
+        s3_prefix="rec",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    values.update(over)
+    return load_settings(**values)
+
+
+@pytest.fixture(params=["build_blocks", "minio"])
+def bucket(
+    request: pytest.FixtureRequest, moto_server: MotoServer, bucket_name: str
+) -> StreamBucket:
+    """The bucket block both ways a user builds it: from the settings, and by hand
+    with MinIO credentials pointing at the endpoint."""
+    if request.param == "build_blocks":
+        block, _redis = build_blocks(settings_for(moto_server.url, bucket_name))
+        return block
+    credentials = MinIOCredentials(
+        minio_root_user="testing",
+        minio_root_password="testing",
+        aws_client_parameters={"endpoint_url": moto_server.url},
+    )
+    return StreamBucket(bucket_name=bucket_name, credentials=credentials)
+
+
+@pytest.fixture
+def fast_bucket(moto_server: MotoServer, bucket_name: str) -> StreamBucket:
+    return build_blocks(settings_for(moto_server.url, bucket_name))[0]
+
+
+def key() -> str:
+    return f"rec/{uuid.uuid4().hex[:8]}/cam 1.mp4"
+
+
+# -- the multipart calls ----------------------------------------------------------
+
+
+def test_multipart_upload_round_trip(bucket: StreamBucket, s3, bucket_name: str) -> None:
+    k = key()
+    bucket.check_bucket()
+    upload_id = bucket.create_multipart_upload(k)
+    assert upload_id
+    pending = {(u.key, u.upload_id) for u in bucket.list_multipart_uploads("rec/")}
+    assert (k, upload_id) in pending
+    (listed,) = [u for u in bucket.list_multipart_uploads("rec/") if u.upload_id == upload_id]
+    assert listed.initiated_epoch > 0  # moto reports a fixed date, so only its type here
+
+    first, last = b"\x01" * (5 * MIB), b"tail bytes"
+    e1 = bucket.upload_part(k, upload_id, 1, first)
+    e2 = bucket.upload_part(k, upload_id, 2, last)
+    assert (e1, e2) == (md5_etag(first), md5_etag(last))
+    parts = bucket.list_parts(k, upload_id)
+    assert [(p.number, p.etag, p.size) for p in parts] == [(1, e1, len(first)), (2, e2, len(last))]
+
+    etag = bucket.complete_multipart_upload(k, upload_id, [(2, e2), (1, e1)])  # any order
+    assert etag == multipart_etag([e1, e2])  # what finalize uses to prove the object is ours
+    head = bucket.head_object(k)
+    assert head is not None
+    assert head["ContentLength"] == len(first) + len(last)
+    assert head["ETag"] == multipart_etag([e1, e2])
+    assert head["Metadata"] == CREATED_BY == {"created-by": "stream-ingest"}
+    body = s3.get_object(Bucket=bucket_name, Key=k)["Body"].read()
+    assert body == first + last
+    assert upload_id not in {u.upload_id for u in bucket.list_multipart_uploads()}
+
+    bucket.tag_object(k, {"sha256": hashlib.sha256(body).hexdigest(), "stream-id": "s1"})
+    assert bucket.object_tags(k) == {"sha256": hashlib.sha256(body).hexdigest(), "stream-id": "s1"}
+    assert bucket.head_object(k + ".missing") is None
+
+
+def test_reuploading_a_part_replaces_it(bucket: StreamBucket) -> None:
+    k = key()
+    upload_id = bucket.create_multipart_upload(k)
+    bucket.upload_part(k, upload_id, 1, b"old head")
+    etag = bucket.upload_part(k, upload_id, 1, b"new head!")
+    assert [(p.number, p.etag, p.size) for p in bucket.list_parts(k, upload_id)] == [(1, etag, 9)]
+    bucket.abort_multipart_upload(k, upload_id)
+
+
+def test_list_multipart_uploads_filters_by_prefix(bucket: StreamBucket) -> None:
+    ours = bucket.create_multipart_upload("rec/a.mp4")
+    theirs = bucket.create_multipart_upload("other-app/b.bin")
+    assert {u.upload_id for u in bucket.list_multipart_uploads("rec/")} == {ours}
+    assert {u.upload_id for u in bucket.list_multipart_uploads()} == {ours, theirs}
+
+
+def test_abort_and_what_a_gone_upload_looks_like(bucket: StreamBucket) -> None:
+    k = key()
+    upload_id = bucket.create_multipart_upload(k)
+    bucket.upload_part(k, upload_id, 1, b"x")
+    bucket.abort_multipart_upload(k, upload_id)
+    assert upload_id not in {u.upload_id for u in bucket.list_multipart_uploads()}
+    bucket.abort_multipart_upload(k, upload_id)  # already gone: not an error
+    bucket.abort_multipart_upload(k, "never-existed")
+    with pytest.raises(UploadGone) as info:
+        bucket.list_parts(k, upload_id)
+    assert info.value.upload_id == upload_id
+    assert not info.value.transient
+    # (moto answers UploadPart and CompleteMultipartUpload on an aborted upload with a
+    # 500 instead of S3's NoSuchUpload, so their mapping is checked in
+    # test_s3_error_mapping instead.)
+    assert bucket.head_object(k) is None
+
+
+def test_list_parts_follows_pages_past_1000_parts(
+    fast_bucket: StreamBucket, s3, bucket_name: str
+) -> None:
+    # moto, like S3, accepts small non-final parts until completion.
+    k = key()
+    upload_id = fast_bucket.create_multipart_upload(k)
+    numbers = range(1, 1006)
+
+    def upload(n: int) -> tuple[int, str]:
+        return n, fast_bucket.upload_part(k, upload_id, n, n.to_bytes(2, "big") * (n % 3 + 1))
+
+    with ThreadPoolExecutor(16) as pool:
+        etags = dict(pool.map(upload, numbers))
+    first_page = s3.list_parts(Bucket=bucket_name, Key=k, UploadId=upload_id)
+    assert first_page["IsTruncated"] and len(first_page["Parts"]) == 1000  # really paged
+
+    parts = fast_bucket.list_parts(k, upload_id)
+    assert [p.number for p in parts] == list(numbers)
+    assert {p.number: p.etag for p in parts} == etags
+    assert all(p.size == 2 * (p.number % 3 + 1) for p in parts)
+    fast_bucket.abort_multipart_upload(k, upload_id)
+
+
+# -- failures ---------------------------------------------------------------------
+
+
+def test_missing_bucket(moto_server: MotoServer) -> None:
+    block = build_blocks(settings_for(moto_server.url, f"missing-{uuid.uuid4().hex[:8]}"))[0]
+    with pytest.raises(BucketMissing) as info:
+        block.check_bucket()
+    assert info.value.bucket == block.bucket_name
+    assert not info.value.transient
+    with pytest.raises(BucketMissing):
+        block.create_multipart_upload("rec/a.mp4")
+    with pytest.raises(BucketMissing):
+        block.list_multipart_uploads()
+
+
+class AuthMotoServer(MotoServer):
+    """moto with request authentication on: unknown access keys are refused."""
+
+    name = "moto-auth"
+
+    def env(self) -> dict[str, str]:
+        return {**super().env(), "INITIAL_NO_AUTH_ACTION_COUNT": "0"}
+
+
+@pytest.fixture(scope="module")
+def auth_moto() -> Iterator[MotoServer]:
+    with AuthMotoServer() as server:
+        yield server  # type: ignore[misc]
+
+
+def test_rejected_credentials(auth_moto: MotoServer) -> None:
+    block = build_blocks(settings_for(auth_moto.url, "any-bucket", aws_access_key_id="AKIAWRONG"))[
+        0
+    ]
+    with pytest.raises(CredentialsRejected) as info:
+        block.create_multipart_upload("rec/a.mp4")
+    assert info.value.code == "InvalidAccessKeyId"
+    assert not info.value.transient
+    with pytest.raises(CredentialsRejected):  # HEAD: a bare 403 without an error code
+        block.check_bucket()
+    with pytest.raises(CredentialsRejected):
+        block.list_multipart_uploads()
+
+
+def test_unreachable_endpoint_is_s3_unavailable_quickly(bucket_name: str) -> None:
+    port = free_port()  # nothing listens there
+    credentials = AwsCredentials(
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+        aws_client_parameters=AwsClientParameters(
+            endpoint_url=f"http://127.0.0.1:{port}",
+            config={"connect_timeout": 1, "read_timeout": 2, "retries": {"max_attempts": 1}},
+        ),
+    )
+    block = StreamBucket(bucket_name=bucket_name, credentials=credentials)
+    started = time.monotonic()
+    with pytest.raises(S3Unavailable) as info:
+        block.check_bucket()
+    assert info.value.transient
+    with pytest.raises(S3Unavailable):
+        block.create_multipart_upload("rec/a.mp4")
+    with pytest.raises(S3Unavailable):
+        block.list_parts("rec/a.mp4", "upload")
+    assert time.monotonic() - started < 10
+
+
+def test_unreachable_endpoint_with_the_registered_config(bucket_name: str) -> None:
+    block = build_blocks(settings_for(f"http://127.0.0.1:{free_port()}", bucket_name))[0]
+    started = time.monotonic()
+    with pytest.raises(S3Unavailable):
+        block.check_bucket()
+    assert time.monotonic() - started < 20
+
+
+def client_error(code: str, status: int, operation: str = "UploadPart") -> ClientError:
+    return ClientError(
+        {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        operation,
+    )
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "expected"),
+    [
+        ("InvalidAccessKeyId", 403, CredentialsRejected),
+        ("SignatureDoesNotMatch", 403, CredentialsRejected),
+        ("AccessDenied", 403, CredentialsRejected),
+        ("ExpiredToken", 400, CredentialsRejected),
+        ("ServiceUnavailable", 503, S3Unavailable),
+        ("SlowDown", 503, S3Unavailable),
+        ("InternalError", 500, S3Unavailable),
+        ("RequestTimeout", 400, S3Unavailable),
+        ("", 502, S3Unavailable),
+        ("NoSuchUpload", 404, UploadGone),
+        ("NoSuchBucket", 404, BucketMissing),
+    ],
+)
+def test_s3_error_mapping(code: str, status: int, expected: type[Exception]) -> None:
+    with pytest.raises(expected) as info, _s3_errors("bkt", "upload-123"):
+        raise client_error(code, status)
+    if expected is UploadGone:
+        assert info.value.upload_id == "upload-123"  # type: ignore[attr-defined]
+    if expected is BucketMissing:
+        assert info.value.bucket == "bkt"  # type: ignore[attr-defined]
+    if expected is CredentialsRejected:
+        assert info.value.code == code  # type: ignore[attr-defined]
+
+
+def test_unknown_client_errors_pass_through() -> None:
+    with pytest.raises(ClientError), _s3_errors("bkt", "u"):
+        raise client_error("InvalidPart", 400)
+    with pytest.raises(ClientError), _s3_errors("bkt"):  # NoSuchUpload needs an upload
+        raise client_error("NoSuchUpload", 404)
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (NoCredentialsError(), CredentialsRejected),
+        (EndpointConnectionError(endpoint_url="http://x"), S3Unavailable),
+        (ConnectTimeoutError(endpoint_url="http://x"), S3Unavailable),
+        (ReadTimeoutError(endpoint_url="http://x"), S3Unavailable),
+    ],
+)
+def test_transport_error_mapping(error: Exception, expected: type[Exception]) -> None:
+    with pytest.raises(expected), _s3_errors("bkt"):
+        raise error

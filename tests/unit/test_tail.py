@@ -1,0 +1,140 @@
+"""Tail-loop decisions with plain numbers as the clock: no sleeps."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flows.tail import Growth, PartPlanner, stream_ended
+from stream_ingest.parts import MIB, MIN_PART, PartRange, full_parts, part_range
+
+BASE = MIN_PART
+
+
+def test_ready_waits_for_a_whole_part() -> None:
+    planner = PartPlanner(BASE)
+    assert planner.ready(0, 4) == []
+    assert planner.ready(BASE - 1, 4) == []
+    assert planner.ready(BASE, 4) == [PartRange(1, 0, BASE)]
+    assert planner.ready(3 * BASE + 1, 4) == [part_range(k, BASE) for k in (1, 2, 3)]
+
+
+def test_ready_respects_the_limit_and_skips_done_and_in_flight() -> None:
+    planner = PartPlanner(BASE, done={1, 3}, in_flight={2})
+    size = 10 * BASE
+    assert planner.ready(size, 2) == [part_range(4, BASE), part_range(5, BASE)]
+    assert planner.ready(size, 0) == []
+    assert [p.number for p in planner.ready(size, 100)] == list(range(4, 11))
+
+
+@settings(deadline=None)
+@given(
+    size=st.integers(0, 40 * BASE),
+    limit=st.integers(0, 12),
+    done=st.sets(st.integers(1, 45)),
+    in_flight=st.sets(st.integers(1, 45)),
+)
+def test_ready_is_the_lowest_full_parts_not_yet_taken(
+    size: int, limit: int, done: set[int], in_flight: set[int]
+) -> None:
+    planner = PartPlanner(BASE, done=set(done), in_flight=set(in_flight))
+    expected = [p for p in full_parts(size, BASE) if p.number not in done | in_flight][:limit]
+    assert planner.ready(size, limit) == expected
+
+
+def test_covered() -> None:
+    assert PartPlanner(BASE).covered() == 0
+    assert PartPlanner(BASE, done={1, 2}).covered() == 2 * BASE
+    assert PartPlanner(BASE, done={1}, in_flight={3}).covered() == part_range(3, BASE).end
+
+
+@settings(deadline=None)
+@given(taken=st.sets(st.integers(1, 2000), max_size=20), split=st.integers(0, 20))
+def test_covered_is_the_end_of_the_highest_taken_part(taken: set[int], split: int) -> None:
+    ordered = sorted(taken)
+    planner = PartPlanner(BASE, done=set(ordered[:split]), in_flight=set(ordered[split:]))
+    expected = part_range(max(taken), BASE).end if taken else 0
+    assert planner.covered() == expected
+
+
+def ended(now: float, last: float, closed: bool, settle: float = 1.0, idle: float = 30.0) -> bool:
+    return stream_ended(
+        now=now,
+        last_change=last,
+        closed_hint=closed,
+        settle_seconds=settle,
+        idle_timeout_seconds=idle,
+    )
+
+
+def test_a_close_hint_needs_a_settle_of_no_growth() -> None:
+    assert not ended(100.0, 100.0, closed=True)
+    assert not ended(100.9, 100.0, closed=True)
+    assert ended(101.0, 100.0, closed=True)
+    assert not ended(101.0, 100.0, closed=False)  # no hint: only the idle timeout ends it
+
+
+def test_idle_timeout_ends_a_stream_without_a_close() -> None:
+    assert not ended(129.9, 100.0, closed=False)
+    assert ended(130.0, 100.0, closed=False)
+    assert ended(130.0, 100.0, closed=True, settle=60.0)
+
+
+@given(
+    quiet=st.floats(0, 1000, allow_nan=False),
+    settle=st.floats(0, 100, allow_nan=False),
+    idle=st.floats(0.001, 500, allow_nan=False),
+    closed=st.booleans(),
+)
+def test_stream_ended_rule(quiet: float, settle: float, idle: float, closed: bool) -> None:
+    now = 1000.0 + quiet
+    elapsed = now - 1000.0  # the same float arithmetic as the function
+    assert ended(now, 1000.0, closed, settle, idle) == (
+        (closed and elapsed >= settle) or elapsed >= idle
+    )
+
+
+def test_growth_resets_the_quiet_time() -> None:
+    growth = Growth()
+    clock = 0.0
+    assert growth.observe(10 * MIB, 1, clock)  # the first look is a change
+    for clock in (0.3, 0.6, 0.9):
+        assert not growth.observe(10 * MIB, 1, clock)
+    assert growth.changed_at == 0.0
+    assert ended(1.0, growth.changed_at, closed=True)
+    assert growth.observe(11 * MIB, 2, 0.95)  # it grew after all
+    assert not ended(1.0, growth.changed_at, closed=True)
+    assert not ended(1.9, growth.changed_at, closed=True)
+    assert ended(1.95, growth.changed_at, closed=True)
+
+
+def test_growth_counts_an_mtime_only_change() -> None:
+    # A muxer rewriting the head at close changes mtime, not size.
+    growth = Growth()
+    growth.observe(100, 1_000, 5.0)
+    assert growth.observe(100, 2_000, 7.0)
+    assert (growth.size, growth.mtime_ns, growth.changed_at) == (100, 2_000, 7.0)
+    assert not growth.observe(100, 2_000, 9.0)
+    assert growth.changed_at == 7.0
+
+
+def test_growth_counts_a_shrink_as_a_change() -> None:
+    growth = Growth()
+    growth.observe(100, 1, 0.0)
+    assert growth.observe(50, 1, 1.0)
+    assert growth.changed_at == 1.0
+
+
+@pytest.mark.parametrize("limit", [1, 3])
+def test_the_planner_walks_the_plan_in_order(limit: int) -> None:
+    planner = PartPlanner(BASE)
+    size, seen = 7 * BASE + 5, []
+    while batch := planner.ready(size, limit):
+        assert len(batch) <= limit
+        seen += batch
+        planner.in_flight |= {p.number for p in batch}
+        planner.done |= planner.in_flight
+        planner.in_flight.clear()
+    assert seen == full_parts(size, BASE)
+    assert planner.covered() == 7 * BASE
