@@ -50,6 +50,7 @@ class StreamRecord:
     total_bytes: int = -1
     parts_count: int = 0
     reuploaded_parts: int = 0
+    failures: int = 0  # failed runs since the last success (bounds automated reruns)
     flow_run_id: str = ""
     error: str = ""
     sha256: str = ""

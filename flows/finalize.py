@@ -124,6 +124,7 @@ def mark_completed(
         reuploaded_parts=rec.reuploaded_parts + reuploaded,
         completed_at_utc=utc_now(),
         error="",
+        failures=0,
     )
     store.forget_upload(rec.s3_upload_id)
 

@@ -114,7 +114,8 @@ def _fail(ctx: StreamContext, exc: BaseException, reporter: Reporter) -> None:
             log.error("stream %s aborted: %s", rec.stream_id, message)
             reporter.failed(message, aborted=True)
         else:
-            ctx.store.set_status(rec.stream_id, Status.FAILED, error=message)
+            rec.failures += 1
+            ctx.store.set_status(rec.stream_id, Status.FAILED, error=message, failures=rec.failures)
             log.error("stream %s failed (resumable): %s", rec.stream_id, message)
             reporter.failed(message, aborted=False)
     except Exception as inner:  # Redis or S3 down too: the UI still has the reason
@@ -132,6 +133,10 @@ def stream_ingest(path: str = "", stream_id: str | None = None) -> dict[str, Any
     log = get_run_logger()
     settings = load_settings()
     bucket, store = load_blocks(settings)
+    # Redis down at the start is configuration or an outage, not a hiccup: fail now
+    # with the reason (the client already retried for a few seconds) instead of
+    # letting every task's retries stretch it into a minute-long storm.
+    store.ping()
     flow_run_id = str(flow_run.id or "")
     token = flow_run_id or str(uuid.uuid4())
     try:

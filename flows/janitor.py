@@ -81,10 +81,12 @@ def plan_streams(
     stale_seconds: float,
 ) -> list[Action]:
     """Pure: active streams whose run is over (Prefect says so) or that hold no lease
-    and made no progress for `stale_seconds`."""
+    and made no progress for `stale_seconds`. A `detected` stream only counts once
+    its run is over: before that it is waiting for a worker, with no lease yet (its
+    run failed before the checkpoint could say so, e.g. Redis was down)."""
     actions = []
     for sid, rec in records.items():
-        if rec.status not in (Status.UPLOADING, Status.FINALIZING):
+        if rec.status not in ACTIVE:
             continue
         if rec.flow_run_id and rec.flow_run_id in ended_runs:
             actions.append(
@@ -95,7 +97,11 @@ def plan_streams(
                     f"flow run {rec.flow_run_id} ended without finishing",
                 )
             )
-        elif sid not in leased and now - _epoch(rec.last_activity_at_utc) > stale_seconds:
+        elif (
+            rec.status != Status.DETECTED
+            and sid not in leased
+            and now - _epoch(rec.last_activity_at_utc) > stale_seconds
+        ):
             actions.append(Action("mark-failed", sid, str(rec.status), "lease lost, no progress"))
     return actions
 

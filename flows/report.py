@@ -25,10 +25,14 @@ PROGRESS_EVERY_SECONDS = 1.0
 
 
 def stream_resource(record: StreamRecord) -> dict[str, str]:
+    """The stream as an event resource. `stream-ingest.failures` lets an automation
+    rerun a failed stream a bounded number of times (automations/)."""
     return {
         "prefect.resource.id": f"stream-ingest.stream.{record.stream_id}",
         "prefect.resource.name": record.original_path.rsplit("/", 1)[-1] or record.stream_id,
         "stream-ingest.path": record.original_path,
+        "stream-ingest.stream-id": record.stream_id,
+        "stream-ingest.failures": str(record.failures),
     }
 
 

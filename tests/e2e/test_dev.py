@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from stream_ingest.services import free_port
-from tests.e2e.conftest import BIN, ROOT, until
+from tests.e2e.stack import BIN, ROOT, until
 
 
 def descendants(pid: int) -> set[int]:

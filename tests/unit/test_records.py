@@ -30,6 +30,7 @@ stream_records = st.builds(
     total_bytes=ints,
     parts_count=ints,
     reuploaded_parts=ints,
+    failures=ints,
     flow_run_id=text,
     error=text,
     sha256=text,

@@ -1,0 +1,162 @@
+"""The product as an operator runs it, for end-to-end tests: `prefect server start`,
+the work pool, `stream-ingest blocks register`, `prefect deploy --all`, a worker and
+the sensor, each a real process started with the README's commands. The test talks
+to them over HTTP only (Prefect's REST API, the way the UI does)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from stream_ingest.services import PrefectServer, Service
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def run_cli(args: list[str], env: dict[str, str], timeout: float = 120) -> str:
+    result = subprocess.run(
+        args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert result.returncode == 0, f"{args} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def until(check: Callable[[], object], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except Exception as exc:  # server still starting, object not there yet
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+def product_env(
+    workdir: Path, redis_url: str, s3_url: str, bucket: str, namespace: str
+) -> dict[str, str]:
+    """Environment for the product's processes: fresh Prefect home, the test's bucket,
+    namespace and watch folder, fast worker polling, small parts."""
+    watch = workdir / "watch"
+    watch.mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "STREAM_INGEST_"))}
+    env.update(
+        PATH=f"{BIN}:{env.get('PATH', '')}",
+        PREFECT_HOME=str(workdir / "prefect-home"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_WORKER_QUERY_SECONDS="1",
+        STREAM_INGEST_WATCH_DIR=str(watch),
+        STREAM_INGEST_REDIS_URL=redis_url,
+        STREAM_INGEST_REDIS_NAMESPACE=namespace,
+        STREAM_INGEST_S3_BUCKET=bucket,
+        STREAM_INGEST_S3_PREFIX="e2e",
+        STREAM_INGEST_S3_ENDPOINT_URL=s3_url,
+        STREAM_INGEST_AWS_ACCESS_KEY_ID="testing",
+        STREAM_INGEST_AWS_SECRET_ACCESS_KEY="testing",
+        STREAM_INGEST_PART_SIZE_MIB="5",
+        STREAM_INGEST_IDLE_TIMEOUT_SECONDS="5",
+        STREAM_INGEST_SETTLE_SECONDS="0.5",
+    )
+    return env
+
+
+class Proc(Service):
+    """A long-running command of the product (worker, sensor) with its own env."""
+
+    def __init__(self, name: str, cmd: list[str], env: dict[str, str], workdir: str) -> None:
+        self.name, self._cmd, self._env = name, cmd, env
+        super().__init__(port=0, workdir=workdir)
+
+    def command(self) -> list[str]:
+        return self._cmd
+
+    def env(self) -> dict[str, str]:
+        return self._env
+
+    def ready(self) -> bool:
+        return True
+
+
+class Stack:
+    """Server, pool, blocks, deployments, worker and sensor, started in README order."""
+
+    def __init__(self, env: dict[str, str], workdir: Path) -> None:
+        self.env = dict(env)
+        self.workdir = workdir
+        self.server = PrefectServer(workdir=str(workdir / "server"))
+        self.worker: Proc | None = None
+        self.sensor: Proc | None = None
+
+    @property
+    def api(self) -> str:
+        return self.server.api_url
+
+    @property
+    def watch_dir(self) -> Path:
+        return Path(self.env["STREAM_INGEST_WATCH_DIR"])
+
+    def __enter__(self) -> Stack:
+        Path(self.server.workdir).mkdir(parents=True, exist_ok=True)
+        self.server.start()
+        try:
+            self.env["PREFECT_API_URL"] = self.api
+            prefect = str(BIN / "prefect")
+            run_cli([prefect, "work-pool", "create", "video-ingest", "--type", "process"], self.env)
+            run_cli([str(BIN / "stream-ingest"), "blocks", "register"], self.env)
+            run_cli([prefect, "--no-prompt", "deploy", "--all"], self.env)
+            workdir = str(self.workdir)
+            self.worker = Proc(
+                "worker", [prefect, "worker", "start", "--pool", "video-ingest"], self.env, workdir
+            )
+            self.worker.start()
+            self.sensor = Proc("sensor", [str(BIN / "stream-ingest"), "sensor"], self.env, workdir)
+            self.sensor.start()
+            time.sleep(1)  # let the sensor's observer start before files appear
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for proc in (self.sensor, self.worker, self.server):
+            if proc is not None:
+                proc.stop()
+
+    # -- Prefect REST API, as the UI uses it ----------------------------------------
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        resp = httpx.post(f"{self.api}{path}", json=body, timeout=15)
+        resp.raise_for_status()
+        return resp.json() if resp.content else None
+
+    def get(self, path: str) -> Any:
+        resp = httpx.get(f"{self.api}{path}", timeout=15)
+        resp.raise_for_status()
+        return resp.json()
+
+    def flow_runs(self, deployment: str = "stream-ingest") -> list[dict[str, Any]]:
+        body = {"deployments": {"name": {"any_": [deployment]}}, "sort": "EXPECTED_START_TIME_ASC"}
+        return self.post("/flow_runs/filter", body)
+
+    def run_for(self, file_name: str) -> dict[str, Any] | None:
+        """The stream-ingest run of a file, by the name the flow gives its runs."""
+        runs = [r for r in self.flow_runs() if r["name"] == f"ingest-{file_name}"]
+        return runs[-1] if runs else None
+
+    def wait_for_state(self, run_id: str, state: str, timeout: float = 120) -> dict[str, Any]:
+        def reached() -> dict[str, Any] | None:
+            run = self.get(f"/flow_runs/{run_id}")
+            return run if run["state_type"] == state else None
+
+        return until(reached, timeout, f"flow run {run_id} to be {state}")
