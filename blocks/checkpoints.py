@@ -265,6 +265,14 @@ class CheckpointStore:
         if result != 1:
             raise LeaseLost(sid)
 
+    def restore(self, record: StreamRecord) -> bool:
+        """Rebuild the meta hash from the run's copy of `record` if Redis lost it
+        (restarted without its data); True if it had to."""
+        if self.get(record.stream_id) is not None:
+            return False
+        self.put(self._rebuilt(record))
+        return True
+
     def _rebuilt(self, record: StreamRecord) -> StreamRecord:
         """The meta hash to restore from the run's copy of the record: progress counted
         from the parts hash (it may have survived), and status uploading unless the

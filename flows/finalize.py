@@ -64,6 +64,10 @@ def finalize(ctx: StreamContext, parts: dict[int, PartRecord]) -> Finalized:
     log = get_run_logger()
     rec, store = ctx.record, ctx.store
     before = snapshot(ctx.path, rec.identity)
+    # Redis may have restarted empty since the last part was recorded: without its
+    # record the stream could only start over, with a new upload and every part again.
+    if store.restore(rec):
+        log.warning("stream %s: checkpoint was lost; rebuilt it from this run", rec.stream_id)
     store.set_status(rec.stream_id, Status.FINALIZING)
     plan = final_plan(before.size, rec.part_base_bytes)
     whole = hashlib.sha256()
@@ -94,6 +98,8 @@ def finalize(ctx: StreamContext, parts: dict[int, PartRecord]) -> Finalized:
         return Finalized(completed=False)
     digest = whole.hexdigest()
     chosen = [parts[pr.number] for pr in plan]
+    # A run frozen past its TTL must not complete what its successor now owns.
+    store.renew_lease(rec.stream_id, ctx.token, ctx.settings.lease_ttl_seconds)
     ctx.bucket.complete_multipart_upload(
         rec.s3_key, rec.s3_upload_id, [(p.number, p.etag) for p in chosen]
     )

@@ -28,6 +28,8 @@ from flows.source import snapshot
 from flows.tail import Growth, PartPlanner, stream_ended
 from flows.upload import upload_part
 from stream_ingest.errors import (
+    CheckpointUnavailable,
+    LeaseLost,
     SourceMissing,
     SourceNotAFile,
     SourceShrank,
@@ -83,7 +85,10 @@ def tail_and_finalize(
                     del in_flight[number]
             reporter.progress(sum(p.size for p in parts.values()), snap.size)
             continue
-        closed = ctx.store.closed_hint(ctx.path, rec.identity) is not None
+        try:
+            closed = ctx.store.closed_hint(ctx.path, rec.identity) is not None
+        except CheckpointUnavailable:  # a Redis blip is no reason to fail: the tasks
+            closed = False  # retry their own writes, and idle timeout still ends the stream
         if stream_ended(
             now=now,
             last_change=growth.changed_at,
@@ -105,6 +110,9 @@ def _fail(ctx: StreamContext, exc: BaseException, reporter: Reporter) -> None:
     log = get_run_logger()
     rec = ctx.record
     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, LeaseLost):  # the stream is another live run's now: not ours to fail
+        log.error("stream %s: %s", rec.stream_id, message)
+        return
     try:
         if isinstance(exc, StreamError) and exc.terminal:
             if rec.s3_upload_id:

@@ -48,9 +48,10 @@ def find_stream(
     False means another live run is uploading it."""
     record = store.get(stream_id) if stream_id else None
     path = os.path.abspath(path) if path else (record.original_path if record else "")
-    if record is None or record.status not in (Status.COMPLETED, Status.ABORTED):
-        check_readable(path)
     if record is None:
+        # A known stream's source is checked once its lease is held (open-upload),
+        # so that a missing file aborts the upload under the lease.
+        check_readable(path)
         snap = snapshot(path)
         fresh = StreamRecord(
             stream_id=stream_id or str(uuid.uuid4()),
@@ -154,6 +155,7 @@ def open_upload(ctx: StreamContext, flow_run_id: str) -> dict[int, PartRecord] |
     when a crashed run had in fact completed the object."""
     log = get_run_logger()
     rec, store = ctx.record, ctx.store
+    check_readable(rec.original_path)
     if not rec.s3_upload_id:
         log.info("stream %s: new multipart upload for %s", rec.stream_id, rec.original_path)
         return _new_upload(ctx, flow_run_id)

@@ -255,6 +255,26 @@ def test_record_part_rebuilds_a_deleted_meta_hash(store: CheckpointStore) -> Non
     store.set_status(sid, Status.COMPLETED)
 
 
+def test_restore_rebuilds_only_a_lost_meta_hash(store: CheckpointStore) -> None:
+    record = new_record(s3_upload_id="up-1", part_base_bytes=5 << 20)
+    sid = record.stream_id
+    store.put(record)
+    store.set_status(sid, Status.UPLOADING, error="kept")
+    assert store.restore(record) is False
+    assert store.require(sid).error == "kept"  # an existing record is left alone
+
+    store.r.delete(*store.r.keys(f"{store.ns}:*"))  # Redis restarted without its data
+    assert store.restore(record) is True
+    rebuilt = store.require(sid)
+    assert (rebuilt.status, rebuilt.s3_upload_id, rebuilt.bytes_uploaded) == (
+        Status.UPLOADING,
+        "up-1",
+        0,
+    )
+    assert store.stream_for_identity(record.identity) == sid
+    store.set_status(sid, Status.FINALIZING)  # finalize can go on from here
+
+
 def test_replace_parts(store: CheckpointStore) -> None:
     record = new_record()
     sid = record.stream_id

@@ -1,13 +1,21 @@
-"""Helpers for flow tests: writers that grow a file the way a recorder does."""
+"""Helpers for flow and fault tests: writers that grow a file the way a recorder does,
+waits, and the flow run in a thread or in a process of its own (to kill -9)."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+from blocks.checkpoints import CheckpointStore
 
 MIB = 1024 * 1024
+T = TypeVar("T")
 
 
 def payload(size: int, seed: int = 0) -> bytes:
@@ -21,12 +29,22 @@ def payload(size: int, seed: int = 0) -> bytes:
 
 class GrowingWriter(threading.Thread):
     """Appends `data` in `steps` chunks through one open handle, `pause` seconds apart,
-    then optionally rewrites the first bytes (as MP4/MKV muxers do on close)."""
+    then optionally rewrites the first bytes (as MP4/MKV muxers do on close), closes
+    the file and calls `on_done`."""
 
-    def __init__(self, path: Path, data: bytes, steps: int, pause: float, head_patch: bytes = b""):
+    def __init__(
+        self,
+        path: Path,
+        data: bytes,
+        steps: int,
+        pause: float,
+        head_patch: bytes = b"",
+        on_done: Callable[[], None] | None = None,
+    ):
         super().__init__(name="writer", daemon=True)
         self.path, self.data, self.steps, self.pause = path, data, steps, pause
         self.head_patch = head_patch
+        self.on_done = on_done  # e.g. the sensor's close hint
         self.done = threading.Event()
 
     def run(self) -> None:
@@ -41,8 +59,84 @@ class GrowingWriter(threading.Thread):
                 fh.seek(0)
                 fh.write(self.head_patch)
                 fh.flush()
+        if self.on_done:
+            self.on_done()
         self.done.set()
 
 
 def object_bytes(s3, bucket: str, key: str) -> bytes:
     return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def until(check: Callable[[], T | None], timeout: float, what: str) -> T:
+    """Poll `check` until it returns something truthy, and return that."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def wait_for_parts(store: CheckpointStore, n: int, timeout: float = 60) -> str:
+    """Wait until some stream has n checkpointed parts; return its id."""
+    return until(
+        lambda: next(
+            (r.stream_id for r in store.list_streams() if len(store.parts(r.stream_id)) >= n),
+            None,
+        ),
+        timeout,
+        f"a stream with {n} checkpointed parts",
+    )
+
+
+def run_in_thread(path: Path, stream_id: str | None = None) -> tuple[threading.Thread, dict]:
+    """Run the flow in a daemon thread; `out["state"]` is its final state."""
+    from flows.ingest import stream_ingest
+
+    out: dict = {}
+
+    def target() -> None:
+        out["state"] = stream_ingest(path=str(path), stream_id=stream_id, return_state=True)
+
+    thread = threading.Thread(target=target, name="flow-under-test", daemon=True)
+    thread.start()
+    return thread, out
+
+
+def api_url() -> str:
+    from prefect.settings import PREFECT_API_URL
+
+    return str(PREFECT_API_URL.value())
+
+
+def start_flow_process(
+    path: Path, stream_id: str | None = None, log: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """The flow in its own process (as a process worker runs it), so that a test can
+    kill -9 it. It talks to the test's Prefect API and sees the test's environment."""
+    code = (
+        "from flows.ingest import stream_ingest; "
+        f"stream_ingest(path={str(path)!r}, stream_id={stream_id!r})"
+    )
+    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - the child owns it
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PREFECT_API_URL": api_url()},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    finally:
+        if log:
+            out.close()  # type: ignore[union-attr]
+
+
+def mark_crashed(flow_run_id: str) -> None:
+    """What a worker does when its flow-run process dies."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(flow_run_id, Crashed(message="killed"), force=True)

@@ -3,7 +3,6 @@ checkpoint; terminal source errors abort the multipart upload."""
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
@@ -12,31 +11,9 @@ from prefect_redis import RedisDatabase
 
 from flows.ingest import stream_ingest
 from stream_ingest.services import free_port
-from tests.flows.helpers import MIB, GrowingWriter, payload
+from tests.flows.helpers import MIB, GrowingWriter, payload, run_in_thread, wait_for_parts
 
 pytestmark = pytest.mark.usefixtures("registered")
-
-
-def _wait_for_parts(store, n: int, timeout: float = 30) -> str:
-    """Wait until some stream has n checkpointed parts; return its id."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for rec in store.list_streams():
-            if len(store.parts(rec.stream_id)) >= n:
-                return rec.stream_id
-        time.sleep(0.05)
-    raise AssertionError(f"no stream reached {n} parts")
-
-
-def _run_in_thread(path: Path) -> tuple[threading.Thread, dict]:
-    out: dict = {}
-
-    def target() -> None:
-        out["state"] = stream_ingest(path=str(path), return_state=True)
-
-    thread = threading.Thread(target=target, name="flow-under-test", daemon=True)
-    thread.start()
-    return thread, out
 
 
 def _uploads(s3, bucket: str) -> list[dict]:
@@ -92,10 +69,12 @@ def test_unreachable_redis_fails_with_clear_reason(registered, monkeypatch):
     src = Path(registered.watch_dir) / "a.mp4"
     src.write_bytes(b"x" * 100)
 
+    started = time.monotonic()
     state = stream_ingest(path=str(src), return_state=True)
 
     assert state.is_failed()
     assert "Redis checkpoint store unavailable" in state.message
+    assert time.monotonic() - started < 20  # the client's own retries, no task retries
 
 
 def test_shrinking_source_aborts_the_upload(registered, s3, store):
@@ -103,8 +82,8 @@ def test_shrinking_source_aborts_the_upload(registered, s3, store):
     src.touch()
     writer = GrowingWriter(src, payload(12 * MIB), steps=6, pause=0.2)
     writer.start()
-    thread, out = _run_in_thread(src)
-    sid = _wait_for_parts(store, 1)
+    thread, out = run_in_thread(src)
+    sid = wait_for_parts(store, 1)
     writer.join(10)
 
     with open(src, "r+b") as fh:
@@ -123,8 +102,8 @@ def test_deleted_source_aborts_the_upload(registered, s3, store):
     src.touch()
     writer = GrowingWriter(src, payload(8 * MIB), steps=4, pause=0.2)
     writer.start()
-    thread, out = _run_in_thread(src)
-    sid = _wait_for_parts(store, 1)
+    thread, out = run_in_thread(src)
+    sid = wait_for_parts(store, 1)
     writer.join(10)
 
     src.unlink()
@@ -140,8 +119,8 @@ def test_two_runs_for_one_stream_one_uploads_the_other_ends_cleanly(registered, 
     src.touch()
     writer = GrowingWriter(src, payload(11 * MIB, seed=5), steps=6, pause=0.2)
     writer.start()
-    thread, out = _run_in_thread(src)
-    sid = _wait_for_parts(store, 1)
+    thread, out = run_in_thread(src)
+    sid = wait_for_parts(store, 1)
 
     second = stream_ingest(path=str(src), return_state=True)
     thread.join(60)

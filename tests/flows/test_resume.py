@@ -3,19 +3,22 @@ the parts that were not checkpointed (UploadPart calls counted in moto's own log
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from flows.ingest import stream_ingest
-from tests.flows.helpers import MIB, GrowingWriter, payload
+from tests.flows.helpers import (
+    MIB,
+    GrowingWriter,
+    mark_crashed,
+    payload,
+    start_flow_process,
+    wait_for_parts,
+)
 
 pytestmark = pytest.mark.usefixtures("registered")
 
@@ -36,31 +39,6 @@ def upload_part_calls(log: Path, start: int, upload_id: str) -> list[int]:
     return out
 
 
-def _api_url() -> str:
-    from prefect.settings import PREFECT_API_URL
-
-    return str(PREFECT_API_URL.value())
-
-
-def _until(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _mark_crashed(flow_run_id: str) -> None:
-    """What a worker does when its flow-run process dies."""
-    from prefect.client.orchestration import get_client
-    from prefect.states import Crashed
-
-    with get_client(sync_client=True) as client:
-        client.set_flow_run_state(flow_run_id, Crashed(message="killed"), force=True)
-
-
 def test_killed_run_resumes_uploading_only_missing_parts(
     registered, s3, store, moto_server, monkeypatch
 ):
@@ -72,22 +50,9 @@ def test_killed_run_resumes_uploading_only_missing_parts(
     src.touch()
     writer = GrowingWriter(src, data, steps=24, pause=0.25)
     writer.start()
-    code = f"from flows.ingest import stream_ingest; stream_ingest(path={str(src)!r})"
-    child = subprocess.Popen(
-        [sys.executable, "-c", code],
-        env={**os.environ, "PREFECT_API_URL": _api_url()},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    child = start_flow_process(src)
     try:
-        sid = _until(
-            lambda: next(
-                (r.stream_id for r in store.list_streams() if len(store.parts(r.stream_id)) >= 3),
-                None,
-            ),
-            60,
-            "three checkpointed parts",
-        )
+        sid = wait_for_parts(store, 3)
         child.send_signal(signal.SIGKILL)
         child.wait(10)
     finally:
@@ -99,7 +64,7 @@ def test_killed_run_resumes_uploading_only_missing_parts(
     record = store.get(sid)
     assert record.status == "uploading"  # what a crash leaves behind
     assert store.lease_holder(sid) == record.flow_run_id  # still held by the dead run
-    _mark_crashed(record.flow_run_id)
+    mark_crashed(record.flow_run_id)
     log_start = Path(moto_server.log_path).stat().st_size
 
     result = stream_ingest(path=str(src), stream_id=sid)
