@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Every benchmark, one JSON line each on stdout (progress on stderr):
+#   ./bench.sh            full sizes (64 MiB..2 GiB; about 15 minutes here)
+#   ./bench.sh --quick    small sizes (a few minutes)
+#   ./bench.sh --only latency,throughput,overhead,many
+set -euo pipefail
+source "$(dirname "$0")/scripts/bootstrap.sh"
+exec uv run python -m benchmarks "$@"

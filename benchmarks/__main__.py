@@ -1,0 +1,125 @@
+"""Run the benchmarks: `./bench.sh [--quick] [--only latency,throughput,overhead,many]`.
+
+Every benchmark prints one JSON line on stdout (progress goes to stderr), preceded
+by one `environment` line. Servers (redis-server, moto, Prefect, the counting
+proxy) are private child processes on free ports, stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from importlib import metadata
+
+from benchmarks.common import emit, log
+from stream_ingest.services import redis_server_binary
+
+ALL = ("throughput", "latency", "overhead", "many")
+
+
+@dataclass(frozen=True)
+class Plan:
+    latency_sizes_mib: tuple[int, ...]
+    write_rate_mb_s: float
+    throughput_mib: int
+    throughput_repeat: int
+    overhead_parts: int
+    many_streams: int
+    many_size_mib: int
+    many_rate_mb_s: float
+
+
+FULL = Plan((64, 512, 2048), 50.0, 1024, 3, 48, 20, 128, 5.0)
+QUICK = Plan((64,), 50.0, 256, 1, 12, 20, 16, 5.0)
+
+
+def environment(quick: bool) -> dict[str, object]:
+    with open("/proc/meminfo") as fh:
+        mem_kib = int(fh.readline().split()[1])
+    redis_version = subprocess.run(
+        [redis_server_binary(), "--version"], capture_output=True, text=True, check=False
+    ).stdout.split()[2:3]
+    return {
+        "bench": "environment",
+        "date_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "mode": "quick" if quick else "full",
+        "cpus": os.cpu_count(),
+        "mem_gib": round(mem_kib / 1024 / 1024, 1),
+        "python": platform.python_version(),
+        "versions": {
+            **{p: metadata.version(p) for p in ("prefect", "boto3", "moto", "redis")},
+            "redis-server": "".join(redis_version).removeprefix("v="),
+        },
+        # The machine may be shared: a busy neighbour slows the CPU-heavier side more.
+        "loadavg_1m": os.getloadavg()[0],
+        "s3": "moto server, own process, in memory, HTTP on 127.0.0.1",
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes (a few minutes)")
+    parser.add_argument("--only", default=",".join(ALL), help=f"comma list of {ALL}")
+    parser.add_argument("--repeat", type=int, help="throughput repeats (median is reported)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="STREAM_INGEST_X=V",
+        help="a setting for every flow (experiments; the defaults are what is measured)",
+    )
+    args = parser.parse_args(argv)
+    chosen = [b.strip() for b in args.only.split(",") if b.strip()]
+    unknown = set(chosen) - set(ALL)
+    if unknown:
+        parser.error(f"unknown benchmark(s): {sorted(unknown)}")
+    plan = QUICK if args.quick else FULL
+    overrides = dict(kv.split("=", 1) for kv in args.set)
+    if any(not k.startswith("STREAM_INGEST_") for k in overrides):
+        parser.error("--set takes STREAM_INGEST_* variables only")
+    # `timeout` and CI send SIGTERM: unwind like Ctrl-C so the servers are stopped.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # STREAM_INGEST_* from the caller's shell would change what is measured.
+    for name in [n for n in os.environ if n.startswith(("STREAM_INGEST_", "PREFECT_"))]:
+        del os.environ[name]
+
+    from benchmarks import latency, many, overhead, throughput
+    from benchmarks.stack import Stack
+
+    env_line = environment(args.quick)
+    if overrides:
+        env_line["overrides"] = overrides
+    emit(env_line)
+    started = time.monotonic()
+
+    def report(result: dict[str, object]) -> None:
+        emit({**result, "loadavg_1m_after": os.getloadavg()[0]})
+
+    with Stack(overrides) as stack:
+        log(f"servers up in {time.monotonic() - started:.0f} s (work dir {stack.workdir})")
+        for name in chosen:
+            if name == "throughput":
+                report(
+                    throughput.run(
+                        stack, plan.throughput_mib, args.repeat or plan.throughput_repeat
+                    )
+                )
+            elif name == "latency":
+                report(latency.run(stack, list(plan.latency_sizes_mib), plan.write_rate_mb_s))
+            elif name == "overhead":
+                report(overhead.run(stack, plan.overhead_parts))
+            elif name == "many":
+                report(many.run(stack, plan.many_streams, plan.many_size_mib, plan.many_rate_mb_s))
+    log(f"done in {time.monotonic() - started:.0f} s; load average {os.getloadavg()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""Many streams on one worker: N recordings growing at once.
+
+This runs the product the way the README deploys it: `prefect deploy` of
+prefect.yaml's stream-ingest deployment to a process work pool and one `prefect
+worker start`, which starts one flow-run process per recording. The worker and
+the flow runs talk to Prefect through the counting proxy (separate channels), so
+API calls are counted, websocket events included.
+
+Phases: trigger N runs and wait until every stream is open (cold start, with its
+counters per stream); then N writers grow the files at once; the aggregate rate is
+all bytes over writers' start -> last stream completed (its completed_at_utc).
+Redis round trips, Prefect API calls and CPU from the writers' start to the end of
+the last run are divided by all parts. The benchmark itself polls S3 and the Prefect API directly, never
+Redis or the proxy, so it adds nothing to those counts (except the writers' close
+hints, one HSET per stream, which is what the sensor does).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import datetime
+from typing import Any
+
+from benchmarks.common import (
+    MB,
+    MIB,
+    RssSampler,
+    check_object,
+    cpu_seconds,
+    log,
+    ratio,
+    tree_cpu_seconds,
+)
+from benchmarks.stack import Stack, pid_of
+from benchmarks.writer import SteadyWriter, identity_of
+
+BIN = os.path.dirname(sys.executable)
+POOL = "video-ingest"  # prefect.yaml's pool, on the benchmark's private server
+IDLE_TIMEOUT = 3600
+
+
+def _cli(args: list[str], env: dict[str, str]) -> None:
+    subprocess.run(
+        [os.path.join(BIN, "prefect"), *args], env=env, check=True, capture_output=True, timeout=300
+    )
+
+
+def _wait_runs_final(run_ids: list[Any], timeout: float) -> list[str]:
+    """Every run's final state type, polling one filtered read a second."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    flt = FlowRunFilter(id=FlowRunFilterId(any_=run_ids))
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            states = [r.state for r in client.read_flow_runs(flow_run_filter=flt)]
+            if len(states) == len(run_ids) and all(s and s.is_final() for s in states):
+                return [s.type.value for s in states if s is not None]
+            time.sleep(1)
+    raise TimeoutError("flow runs did not finish")
+
+
+def _open_all(stack: Stack, paths: list[str], timeout: float = 900) -> tuple[dict, int]:
+    """Trigger one run per path (as the sensor does) and wait until every stream's
+    multipart upload exists (polled in S3, so that the benchmark adds nothing to
+    the Redis counts). A run that ends before that (the worker could not submit it,
+    e.g. SQLite "database is locked" under the burst) is triggered again, as an
+    operator's `streams rerun` would, and counted. Returns (run id by path, runs
+    triggered again)."""
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+
+    flows_api = {"env": {"PREFECT_API_URL": stack.proxy.api_url("flows")}}
+
+    def trigger(path: str) -> Any:
+        run = run_deployment(
+            "stream-ingest/stream-ingest",
+            parameters={"path": path},
+            timeout=0,
+            job_variables=flows_api,
+        )
+        return run.id
+
+    runs = {p: trigger(p) for p in paths}
+    s3, again = stack.s3(), 0
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            uploads = s3.list_multipart_uploads(Bucket=stack.bucket).get("Uploads", [])
+            keys = {u["Key"] for u in uploads}
+            waiting = [p for p in paths if stack.key_for(p) not in keys]
+            if not waiting:
+                return runs, again
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(waiting)} streams never opened")
+            for p in waiting:
+                state = client.read_flow_run(runs[p]).state
+                if state is not None and state.is_final():
+                    log(f"many: run for {p} ended {state.type.value} before opening; again")
+                    runs[p], again = trigger(p), again + 1
+            time.sleep(1)
+
+
+def run(stack: Stack, streams: int, size_mib: int, rate_mb_s: float) -> dict[str, Any]:
+    env = {**os.environ, **stack.env(), "PYTHONPATH": os.getcwd()}
+    _cli(["work-pool", "create", POOL, "--type", "process", "--overwrite"], env)
+    _cli(["--no-prompt", "deploy", "--name", "stream-ingest"], env)
+    worker_env = {
+        **env,
+        **stack.env(stack.proxy.api_url("worker")),
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        # The writers start only once every stream is open, and opening 20 flow-run
+        # processes takes minutes on 2 cores: streams opened first would otherwise
+        # end by idle timeout before their file grows. Every file gets a close hint.
+        "STREAM_INGEST_IDLE_TIMEOUT_SECONDS": str(IDLE_TIMEOUT),
+    }
+    worker_log = open(os.path.join(stack.workdir, "worker.log"), "ab")  # noqa: SIM115
+    worker = subprocess.Popen(
+        [os.path.join(BIN, "prefect"), "worker", "start", "--pool", POOL],
+        env=worker_env,
+        stdout=worker_log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        return _measure(stack, worker.pid, streams, size_mib * MIB, rate_mb_s * MB)
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        worker_log.close()
+
+
+class Snapshot:
+    """Redis, Prefect API and CPU counters at one moment."""
+
+    def __init__(self, stack: Stack, rss: RssSampler) -> None:
+        self.redis = stack.redis_stats()
+        self.api = stack.proxy.counts()
+        self.cpu_flows = rss.cpu()
+        self.cpu_moto = cpu_seconds(pid_of(stack.moto))
+        self.cpu_prefect = tree_cpu_seconds(pid_of(stack.prefect))
+
+    def since(self, before: Snapshot, per: int) -> dict[str, Any]:
+        """Each counter's growth since `before`, divided by `per` (parts or streams)."""
+        trips, cmds = self.redis.since(before.redis)
+        api = self.api - before.api
+        flows = {k.split(" ", 1)[1]: v for k, v in api.items() if k.startswith("flows ")}
+        logs = flows.pop("log-records", 0)
+        top = sorted(flows.items(), key=lambda kv: -kv[1])[:10]
+        return {
+            "redis_round_trips": ratio(trips, per),
+            "redis_commands": ratio(sum(cmds.values()), per),
+            "redis_commands_top": {k: round(v / per, 2) for k, v in cmds.most_common(6)},
+            "prefect_api_calls": ratio(sum(flows.values()), per),
+            "prefect_api_calls_top": {k: round(v / per, 2) for k, v in top},
+            "prefect_log_records": ratio(logs, per),
+            "worker_api_calls": ratio(
+                sum(v for k, v in api.items() if k.startswith("worker ")), per
+            ),
+            "cpu_s_flow_runs": round((self.cpu_flows - before.cpu_flows) / per, 3),
+            "cpu_s_moto": round((self.cpu_moto - before.cpu_moto) / per, 3),
+            "cpu_s_prefect_server": round((self.cpu_prefect - before.cpu_prefect) / per, 3),
+        }
+
+
+def _measure(stack: Stack, worker_pid: int, streams: int, size: int, rate: float) -> dict:
+    store = stack.store()
+    paths = [os.path.join(stack.watch_dir, f"cam-{i:02d}.mkv") for i in range(streams)]
+    writers = [SteadyWriter(p, size, rate, on_close=store.hint_closed) for p in paths]
+    rss = RssSampler(worker_pid)
+    rss.start()
+    at_trigger = Snapshot(stack, rss)
+    t_trigger = time.monotonic()
+    runs, again = _open_all(stack, paths)
+    at_open = Snapshot(stack, rss)
+    t_open = time.monotonic()
+    log(f"many: {streams} streams open after {t_open - t_trigger:.1f} s; writing")
+    for w in writers:
+        w.start()
+    states = _wait_runs_final(list(runs.values()), timeout=1800)
+    time.sleep(2)  # let the last runs' log and event batches reach the proxy
+    at_end = Snapshot(stack, rss)
+    rss.stop()
+    for w in writers:
+        if w.error:
+            raise w.error
+    records = [store.require(store.stream_for_identity(identity_of(p)) or "?") for p in paths]
+    for p in paths:
+        check_object(stack, stack.key_for(p), size)
+    parts = sum(r.parts_count for r in records)
+    # Completed = the stream's completed_at_utc (after complete, HEAD check and tag),
+    # so these latencies include those two calls. Wall clock, like Redis's stamps.
+    done = [datetime.fromisoformat(r.completed_at_utc).timestamp() for r in records]
+    t_write = min(w.closed_wall - (w.closed_at - w.started_at) for w in writers)
+    latencies = [d - w.closed_wall for d, w in zip(done, writers, strict=True)]
+    total = streams * size
+    stack.drop_objects()
+    for p in paths:
+        stack.remove_file(p)
+    return {
+        "bench": "many_streams",
+        "streams": streams,
+        "size_mib_each": size // MIB,
+        "write_rate_mb_s_each": round(rate / MB, 1),
+        "offered_mb_s": round(total / (max(w.closed_wall for w in writers) - t_write) / MB, 1),
+        "aggregate_mb_s": round(total / (max(done) - t_write) / MB, 1),
+        "close_to_object_s_p50": round(statistics.median(latencies), 2),
+        "close_to_object_s_max": round(max(latencies), 2),
+        "cold_start_trigger_to_all_open_s": round(t_open - t_trigger, 1),
+        "run_states": dict(Counter(states)),
+        "runs_triggered_again": again,
+        "parts": parts,
+        "peak_rss_mib_worker_tree": round(rss.peak / MIB),
+        "peak_rss_mib_one_process": round(rss.peak_one / MIB),
+        "peak_processes": rss.peak_procs,
+        # Writers start -> every run final: the per-part cost of streaming.
+        "per_part_while_streaming": at_end.since(at_open, parts),
+        # Trigger -> every stream open: what starting a stream costs.
+        "per_stream_opening": at_open.since(at_trigger, streams),
+        "idle_timeout_seconds": IDLE_TIMEOUT,
+    }

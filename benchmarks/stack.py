@@ -1,0 +1,198 @@
+"""The servers every benchmark runs against, each in its own process: a private
+redis-server, moto's S3 server, a Prefect server and the counting API proxy.
+
+The benchmark process itself only drives writers, polls and runs boto3; the
+stream-ingest flows run in other processes (benchmarks.host, or a real worker).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import urllib.request
+import uuid
+from collections import Counter
+from typing import Any
+
+import boto3
+import redis
+
+from stream_ingest.services import MotoServer, PrefectServer, RedisServer, Service
+
+AWS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+
+
+def pid_of(service: Service) -> int:
+    assert service.proc is not None, f"{service.name} is not running"
+    return service.proc.pid
+
+
+class CountingProxy(Service):
+    """benchmarks.proxy in front of the Prefect server (see that module for why)."""
+
+    name = "proxy"
+
+    def __init__(self, upstream: str, workdir: str) -> None:
+        super().__init__(workdir=workdir)
+        self.upstream = upstream
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "benchmarks.proxy",
+            "--port",
+            str(self.port),
+            "--upstream",
+            self.upstream,
+        ]
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "PYTHONPATH": os.getcwd()}
+
+    def api_url(self, channel: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{channel}/api"
+
+    def counts(self) -> Counter[str]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/__counts", timeout=10) as r:
+            return Counter(json.loads(r.read()))
+
+
+class Stack:
+    """Start with `with Stack() as stack:`; `env` is what flow processes need."""
+
+    def __init__(self, overrides: dict[str, str] | None = None) -> None:
+        self.overrides = dict(overrides or {})
+        self.workdir = tempfile.mkdtemp(prefix="si-bench-")
+        self.redis = RedisServer(workdir=self._dir("redis"))
+        self.moto = MotoServer(workdir=self._dir("moto"))
+        self.prefect = PrefectServer(workdir=self._dir("prefect"))
+        self.proxy = CountingProxy(self.prefect.url, self._dir("proxy"))
+        self.bucket = "bench"
+        self.namespace = f"bench-{uuid.uuid4().hex[:8]}"
+        self.watch_dir = self._dir("watch")
+        self._services: list[Service] = []
+        self._stats_client: redis.Redis | None = None
+
+    def _dir(self, name: str) -> str:
+        path = os.path.join(self.workdir, name)
+        os.makedirs(path, exist_ok=True)
+        return path
+
+    def __enter__(self) -> Stack:
+        try:
+            for svc in (self.redis, self.moto, self.prefect, self.proxy):
+                svc.start()
+                self._services.append(svc)
+            self.s3().create_bucket(Bucket=self.bucket)
+            os.environ.update(self.env())
+            from blocks.registration import register_blocks
+            from stream_ingest.settings import load_settings
+
+            register_blocks(load_settings())
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, et: object, *exc: object) -> None:
+        for svc in reversed(self._services):
+            svc.stop()
+        if et is None:  # keep the servers' and hosts' logs when something failed
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def env(self, api_url: str | None = None, **overrides: str) -> dict[str, str]:
+        """Prefect and STREAM_INGEST_* variables, product defaults except where the
+        benchmark must differ (endpoints, credentials, namespace)."""
+        env = {
+            "PREFECT_HOME": self._dir("home"),
+            "PREFECT_API_URL": api_url or self.prefect.api_url,
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "STREAM_INGEST_WATCH_DIR": self.watch_dir,
+            "STREAM_INGEST_REDIS_URL": self.redis.url,
+            "STREAM_INGEST_REDIS_NAMESPACE": self.namespace,
+            "STREAM_INGEST_S3_BUCKET": self.bucket,
+            "STREAM_INGEST_S3_PREFIX": "bench",
+            "STREAM_INGEST_S3_ENDPOINT_URL": self.moto.url,
+            "STREAM_INGEST_AWS_ACCESS_KEY_ID": AWS["aws_access_key_id"],
+            "STREAM_INGEST_AWS_SECRET_ACCESS_KEY": AWS["aws_secret_access_key"],
+        }
+        env.update(self.overrides)
+        env.update(overrides)
+        return env
+
+    def s3(self, **config: Any) -> Any:
+        """A plain boto3 client with boto3's defaults: what a user would write."""
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.moto.url,
+            region_name="us-east-1",
+            config=Config(**config) if config else None,
+            **AWS,
+        )
+
+    def store(self) -> Any:
+        from blocks.checkpoints import CheckpointStore
+
+        return CheckpointStore.from_url(self.redis.url, self.namespace)
+
+    def key_for(self, path: str) -> str:
+        return "bench/" + os.path.relpath(path, self.watch_dir)
+
+    def redis_stats(self) -> RedisStats:
+        # One long-lived connection: its handshake is not in any delta.
+        if self._stats_client is None:
+            self._stats_client = redis.Redis.from_url(self.redis.url)
+        return RedisStats.take(self._stats_client)
+
+    def remove_file(self, path: str) -> None:
+        """Delete a source file the way the sensor handles a delete: unbind its
+        identity, since the next file may get the same inode (and would otherwise be
+        taken for the finished stream, a documented limit of identity = inode)."""
+        from stream_ingest.identity import FileIdentity
+
+        identity = str(FileIdentity.of_stat(os.stat(path)))
+        store = self.store()
+        sid = store.stream_for_identity(identity)
+        if sid:
+            store.forget_identity(identity, sid)
+        os.unlink(path)
+
+    def drop_objects(self) -> None:
+        """Free moto's memory between measurements (it keeps every object in RAM)."""
+        s3 = self.s3()
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket):
+            for obj in page.get("Contents", []):
+                s3.delete_object(Bucket=self.bucket, Key=obj["Key"])
+
+
+class RedisStats:
+    """One INFO snapshot. Round trips are the server's socket reads
+    (total_reads_processed): a pipeline or a Lua script is one read, while
+    commandstats also counts every command a script runs and each command in a
+    pipeline. The snapshot's own INFO is subtracted from both."""
+
+    def __init__(self, reads: int, commands: Counter[str]) -> None:
+        self.reads, self.commands = reads, commands
+
+    @classmethod
+    def take(cls, r: redis.Redis) -> RedisStats:
+        info = r.info("all")
+        commands = Counter(
+            {
+                k.removeprefix("cmdstat_"): int(v["calls"])
+                for k, v in info.items()
+                if k.startswith("cmdstat_") and k != "cmdstat_info"
+            }
+        )
+        return cls(int(info["total_reads_processed"]), commands)
+
+    def since(self, before: RedisStats) -> tuple[int, Counter[str]]:
+        """(round trips, commands by name) between `before` and this snapshot."""
+        # -1: this snapshot's own INFO was read before the counter was reported.
+        return self.reads - before.reads - 1, self.commands - before.commands
