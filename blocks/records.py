@@ -22,6 +22,7 @@ class PartRecord:
     offset: int
     size: int
     checksum: str
+    crc32: str = ""  # S3's checksum of the part, sent back at completion
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from blocks.bucket import UploadedPart
 from blocks.records import PartRecord, utc_now
 from flows.reconcile import multipart_etag
 from flows.retry import RETRIES, RETRY_DELAYS, transient_only
@@ -101,7 +102,9 @@ def finalize(ctx: StreamContext, parts: dict[int, PartRecord]) -> Finalized:
     # A run frozen past its TTL must not complete what its successor now owns.
     store.renew_lease(rec.stream_id, ctx.token, ctx.settings.lease_ttl_seconds)
     ctx.bucket.complete_multipart_upload(
-        rec.s3_key, rec.s3_upload_id, [(p.number, p.etag) for p in chosen]
+        rec.s3_key,
+        rec.s3_upload_id,
+        [UploadedPart(p.number, p.etag, p.size, p.crc32) for p in chosen],
     )
     head = ctx.bucket.head_object(rec.s3_key) or {}
     if head.get("ContentLength") != before.size:

@@ -77,7 +77,7 @@ def tail_and_finalize(
                 return_when=concurrent.futures.FIRST_COMPLETED,
             )
             for number, fut in list(in_flight.items()):
-                if fut.state.is_final() or fut.wrapped_future.done():
+                if fut.wrapped_future.done():  # (fut.state would be an API read per call)
                     part = fut.result()  # raises the task's error: never lose a failure
                     parts[number] = part
                     planner.done.add(number)

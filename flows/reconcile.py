@@ -7,6 +7,7 @@ where the part plan says it should.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 from blocks.bucket import UploadedPart
@@ -27,7 +28,8 @@ def reconcile(
             continue
         if rec.offset != part_offset(number, base) or rec.size > part_size(number, base):
             continue
-        keep.append(rec)
+        # S3's checksum wins (a checkpoint written before checksums were kept has none).
+        keep.append(dataclasses.replace(rec, crc32=held.crc32) if held.crc32 else rec)
     return keep
 
 

@@ -21,7 +21,8 @@ from prefect.events import emit_event
 from blocks.records import StreamRecord
 
 EVENT_PREFIX = "stream-ingest.stream"
-PROGRESS_EVERY_SECONDS = 1.0
+# Each update is an API call and an event: one per second per stream was 1-2 per part.
+PROGRESS_EVERY_SECONDS = 3.0
 
 
 def stream_resource(record: StreamRecord) -> dict[str, str]:
@@ -82,7 +83,7 @@ class Reporter:
             client.update_flow_run(UUID(self.flow_run_id), tags=tags)
 
     def progress(self, uploaded: int, size: int, force: bool = False) -> None:
-        """Update the progress bar, at most once a second (each update is an API call)."""
+        """Update the progress bar, at most every PROGRESS_EVERY_SECONDS."""
         now = time.monotonic()
         if self._progress_id is None or (
             not force and now - self._last_progress < PROGRESS_EVERY_SECONDS

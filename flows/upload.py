@@ -15,8 +15,8 @@ def put_part(ctx: StreamContext, number: int, data: bytes, offset: int) -> PartR
     """Upload `data` as part `number` and record it with the stream's progress in
     one atomic, lease-fenced checkpoint write."""
     rec = ctx.record
-    etag = ctx.bucket.upload_part(rec.s3_key, rec.s3_upload_id, number, data)
-    part = PartRecord(number, etag, offset, len(data), sha256_hex(data))
+    held = ctx.bucket.upload_part(rec.s3_key, rec.s3_upload_id, number, data)
+    part = PartRecord(number, held.etag, offset, len(data), sha256_hex(data), held.crc32)
     ctx.store.record_part(rec, ctx.token, part, ctx.settings.lease_ttl_seconds)
     return part
 

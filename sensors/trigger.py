@@ -149,6 +149,10 @@ class StreamTrigger:
         except Exception as exc:
             raise TriggerFailed(exc) from exc
         self.store.update(sid, flow_run_id=run_id)
+        if cause == "moved":
+            # Renamed into place (`x.mp4.part` -> `x.mp4`): written already, and no
+            # close-after-write will follow, so the flow need not wait its idle timeout.
+            self.store.hint_closed(path, identity)
         log.info("%s: new recording (%s); stream %s, flow run %s", path, cause, sid, run_id)
         self._emit(
             "detected",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import time
 import uuid
+import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -35,6 +37,10 @@ MIB = 1024 * 1024
 
 def md5_etag(data: bytes) -> str:
     return '"' + hashlib.md5(data).hexdigest() + '"'
+
+
+def crc32_b64(data: bytes) -> str:
+    return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
 
 
 def settings_for(endpoint: str, bucket: str, **over: object):
@@ -89,13 +95,15 @@ def test_multipart_upload_round_trip(bucket: StreamBucket, s3, bucket_name: str)
     assert listed.initiated_epoch > 0  # moto reports a fixed date, so only its type here
 
     first, last = b"\x01" * (5 * MIB), b"tail bytes"
-    e1 = bucket.upload_part(k, upload_id, 1, first)
-    e2 = bucket.upload_part(k, upload_id, 2, last)
+    p1 = bucket.upload_part(k, upload_id, 1, first)
+    p2 = bucket.upload_part(k, upload_id, 2, last)
+    e1, e2 = p1.etag, p2.etag
     assert (e1, e2) == (md5_etag(first), md5_etag(last))
-    parts = bucket.list_parts(k, upload_id)
+    assert (p1.crc32, p2.crc32) == (crc32_b64(first), crc32_b64(last))  # S3 checked them
+    parts = bucket.list_parts(k, upload_id)  # (moto's ListParts leaves out checksums)
     assert [(p.number, p.etag, p.size) for p in parts] == [(1, e1, len(first)), (2, e2, len(last))]
 
-    etag = bucket.complete_multipart_upload(k, upload_id, [(2, e2), (1, e1)])  # any order
+    etag = bucket.complete_multipart_upload(k, upload_id, [p2, p1])  # any order
     assert etag == multipart_etag([e1, e2])  # what finalize uses to prove the object is ours
     head = bucket.head_object(k)
     assert head is not None
@@ -115,8 +123,9 @@ def test_reuploading_a_part_replaces_it(bucket: StreamBucket) -> None:
     k = key()
     upload_id = bucket.create_multipart_upload(k)
     bucket.upload_part(k, upload_id, 1, b"old head")
-    etag = bucket.upload_part(k, upload_id, 1, b"new head!")
-    assert [(p.number, p.etag, p.size) for p in bucket.list_parts(k, upload_id)] == [(1, etag, 9)]
+    new = bucket.upload_part(k, upload_id, 1, b"new head!")
+    listed = [(p.number, p.etag, p.size) for p in bucket.list_parts(k, upload_id)]
+    assert listed == [(1, new.etag, 9)] and new.crc32 == crc32_b64(b"new head!")
     bucket.abort_multipart_upload(k, upload_id)
 
 
@@ -154,7 +163,7 @@ def test_list_parts_follows_pages_past_1000_parts(
     numbers = range(1, 1006)
 
     def upload(n: int) -> tuple[int, str]:
-        return n, fast_bucket.upload_part(k, upload_id, n, n.to_bytes(2, "big") * (n % 3 + 1))
+        return n, fast_bucket.upload_part(k, upload_id, n, n.to_bytes(2, "big") * (n % 3 + 1)).etag
 
     with ThreadPoolExecutor(16) as pool:
         etags = dict(pool.map(upload, numbers))

@@ -35,7 +35,7 @@ LOSER = "being uploaded by another run"
 
 
 def _logs(paths: list[Path]) -> list[str]:
-    return [p.read_text(errors="replace") for p in paths]
+    return [p.read_text(errors="replace") if p.exists() else "" for p in paths]
 
 
 def test_two_processes_start_together_on_a_new_file(
@@ -84,8 +84,16 @@ def test_two_reruns_of_a_crashed_stream_race_for_its_lease(
     upload_id = store.require(sid).s3_upload_id
     before = proxy.parts_reached_s3(upload_id)
     mark = proxy.mark()
+    # Hold the winner at its first S3 call (resuming lists the parts) until the other
+    # run has looked: a busy machine may start one process seconds after the other,
+    # and a finished file would otherwise let the first finish before the race.
+    gate = proxy.add("ListParts", "hold", times=1)
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
     procs = [start_flow_process(src, stream_id=sid, log=log) for log in logs]
+    try:
+        until(lambda: any(LOSER in t for t in _logs(logs)), 180, "one run to stand back")
+    finally:
+        gate.release()
     codes = [p.wait(240) for p in procs]
 
     assert codes == [0, 0], _logs(logs)

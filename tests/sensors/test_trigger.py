@@ -183,6 +183,19 @@ def test_close_writes_the_hint_for_this_incarnation(
     assert events.names(video) == ["stream-ingest.file.detected", "stream-ingest.file.closed"]
 
 
+def test_a_file_renamed_into_place_is_hinted_closed_at_once(
+    watch: Path, store: CheckpointStore, prefect: FakePrefect, make_trigger: MakeTrigger
+) -> None:
+    renamed, created = write(watch / "done.mp4"), write(watch / "live.mp4")
+    trigger = make_trigger()
+    trigger.handle(FileAppeared(str(renamed), "moved"))
+    trigger.handle(FileAppeared(str(created), "created"))
+
+    assert len(prefect.calls) == 2
+    assert store.closed_hint(str(renamed), identity(renamed)) is not None
+    assert store.closed_hint(str(created), identity(created)) is None  # may still grow
+
+
 def test_deleted_then_recreated_path_is_a_new_stream(
     watch: Path,
     store: CheckpointStore,

@@ -40,6 +40,13 @@ def test_parts_both_sides_agree_on_are_kept_in_order() -> None:
     assert reconcile(cp, [held(cp[2]), held(cp[1]), held(cp[3])], BASE) == [cp[1], cp[2], cp[3]]
 
 
+def test_s3s_checksum_is_kept_and_fills_a_checkpoint_without_one() -> None:
+    cp = {1: rec(1), 2: rec(2, crc32="AAAAAg==")}
+    kept = reconcile(cp, [held(cp[1], crc32="AAAAAQ=="), held(cp[2], crc32="AAAAAg==")], BASE)
+    assert [p.crc32 for p in kept] == ["AAAAAQ==", "AAAAAg=="]
+    assert kept[0] == PartRecord(1, cp[1].etag, cp[1].offset, cp[1].size, "sha1", "AAAAAQ==")
+
+
 def test_a_part_missing_from_s3_is_dropped() -> None:
     cp = {1: rec(1), 2: rec(2)}
     assert reconcile(cp, [held(cp[1])], BASE) == [cp[1]]
