@@ -26,7 +26,7 @@ import pytest
 from blocks.checkpoints import CheckpointStore
 from tests.e2e.relay import Relay
 from tests.e2e.stack import BIN, ROOT, Stack, product_env, run_cli, until
-from tests.flows.test_resume import upload_part_calls
+from tests.flows.helpers import upload_part_calls
 
 MIB = 1024 * 1024
 SECRET = "e2e-Secret-Value-42"  # moto accepts any key; it must never reach a log

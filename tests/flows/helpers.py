@@ -4,6 +4,7 @@ waits, and the flow run in a thread or in a process of its own (to kill -9)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -11,6 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import parse_qs, urlsplit
 
 from blocks.checkpoints import CheckpointStore
 
@@ -140,3 +142,20 @@ def mark_crashed(flow_run_id: str) -> None:
 
     with get_client(sync_client=True) as client:
         client.set_flow_run_state(flow_run_id, Crashed(message="killed"), force=True)
+
+
+_PUT = re.compile(r'"PUT (\S+) HTTP')
+
+
+def upload_part_calls(log: Path, start: int, upload_id: str) -> list[int]:
+    """Part numbers of the UploadPart requests moto logged after byte `start`."""
+    with open(log, "rb") as fh:
+        fh.seek(start)
+        text = fh.read().decode(errors="replace")
+    out = []
+    for line in text.splitlines():
+        m = _PUT.search(line)
+        query = parse_qs(urlsplit(m.group(1)).query) if m else {}
+        if query.get("uploadId") == [upload_id] and "partNumber" in query:
+            out.append(int(query["partNumber"][0]))
+    return out

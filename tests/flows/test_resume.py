@@ -3,10 +3,8 @@ the parts that were not checkpointed (UploadPart calls counted in moto's own log
 
 from __future__ import annotations
 
-import re
 import signal
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -17,26 +15,11 @@ from tests.flows.helpers import (
     mark_crashed,
     payload,
     start_flow_process,
+    upload_part_calls,
     wait_for_parts,
 )
 
 pytestmark = pytest.mark.usefixtures("registered")
-
-_PUT = re.compile(r'"PUT (\S+) HTTP')
-
-
-def upload_part_calls(log: Path, start: int, upload_id: str) -> list[int]:
-    """Part numbers of the UploadPart requests moto logged after byte `start`."""
-    with open(log, "rb") as fh:
-        fh.seek(start)
-        text = fh.read().decode(errors="replace")
-    out = []
-    for line in text.splitlines():
-        m = _PUT.search(line)
-        query = parse_qs(urlsplit(m.group(1)).query) if m else {}
-        if query.get("uploadId") == [upload_id] and "partNumber" in query:
-            out.append(int(query["partNumber"][0]))
-    return out
 
 
 def test_killed_run_resumes_uploading_only_missing_parts(
