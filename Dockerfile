@@ -29,6 +29,8 @@ COPY stream_ingest ./stream_ingest
 COPY blocks ./blocks
 COPY flows ./flows
 COPY sensors ./sensors
+COPY cli ./cli
+COPY devstack ./devstack
 COPY prefect.yaml ./prefect.yaml
 RUN uv sync --frozen --no-dev
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from importlib import metadata
 
 from benchmarks.common import emit, log
-from stream_ingest.services import redis_server_binary
+from devstack.services import redis_server_binary
 
 ALL = ("throughput", "latency", "overhead", "many")
 

@@ -11,9 +11,9 @@ Every ingest reply carries `completed`: time.monotonic() when the flow's
 CompleteMultipartUpload returned, i.e. when the object exists.
 
 Commands:
-  {"cmd": "ingest", "path": P, "env": {...}, "instrument": bool}
-      run the flow on P (env: STREAM_INGEST_* overrides for this run); with
-      `instrument`, also time each part's pieces (see `Probe`).
+  {"cmd": "ingest", "path": P, "options": {...}, "instrument": bool}
+      run the flow on P (options: IngestConfig fields to change for this run, saved
+      as a block of their own); with `instrument`, also time each part's pieces.
   {"cmd": "raw_parts", "path": P, "part_size": N, "count": K, "in_flight": 1}
       upload K parts of P with plain boto3 upload_part calls (same client config
       as the StreamBucket block), no Prefect, no Redis: the floor for the flow.
@@ -35,6 +35,7 @@ _reply = os.fdopen(os.dup(1), "w", buffering=1)
 os.dup2(2, 1)  # anything printed by libraries lands on stderr, not in our replies
 
 import flows.upload as upload_mod  # noqa: E402
+from benchmarks.stack import configure  # noqa: E402
 from blocks.bucket import StreamBucket  # noqa: E402
 from blocks.checkpoints import CheckpointStore  # noqa: E402
 from flows import finalize as finalize_mod  # noqa: E402
@@ -160,22 +161,18 @@ StreamBucket.complete_multipart_upload = _recording_complete  # type: ignore[met
 
 
 def ingest(cmd: dict[str, Any]) -> dict[str, Any]:
-    saved = {k: os.environ.get(k) for k in cmd.get("env", {})}
-    os.environ.update(cmd.get("env", {}))
+    config = None
+    if cmd.get("options"):
+        config = "bench-" + "-".join(f"{k}-{v}" for k, v in sorted(cmd["options"].items()))
+        config = config.replace("_", "-").replace(".", "-").lower()
+        configure(config, **cmd["options"])
     if cmd.get("instrument"):
         PROBE.install()
     PROBE.reset()
     _completed.clear()
-    try:
-        started = time.monotonic()
-        result = stream_ingest(path=cmd["path"])
-        ended = time.monotonic()
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    started = time.monotonic()
+    result = stream_ingest(path=cmd["path"], config=config)
+    ended = time.monotonic()
     if result.get("status") != "completed" or result.get("message"):
         # e.g. "already completed": the run did not upload, so its timing is void.
         raise RuntimeError(f"flow did not upload: {result.get('message') or result['status']}")

@@ -36,8 +36,9 @@ from benchmarks.common import (
     ratio,
     tree_cpu_seconds,
 )
-from benchmarks.stack import Stack, pid_of
+from benchmarks.stack import Stack, configure, pid_of
 from benchmarks.writer import SteadyWriter, identity_of
+from devstack.services import wait_for
 
 BIN = os.path.dirname(sys.executable)
 POOL = "video-ingest"  # prefect.yaml's pool, on the benchmark's private server
@@ -56,14 +57,15 @@ def _wait_runs_final(run_ids: list[Any], timeout: float) -> list[str]:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     flt = FlowRunFilter(id=FlowRunFilterId(any_=run_ids))
-    deadline = time.monotonic() + timeout
+
+    def final() -> list[str] | None:
+        states = [r.state for r in client.read_flow_runs(flow_run_filter=flt)]
+        if len(states) == len(run_ids) and all(s and s.is_final() for s in states):
+            return [s.type.value for s in states if s is not None]
+        return None
+
     with get_client(sync_client=True) as client:
-        while time.monotonic() < deadline:
-            states = [r.state for r in client.read_flow_runs(flow_run_filter=flt)]
-            if len(states) == len(run_ids) and all(s and s.is_final() for s in states):
-                return [s.type.value for s in states if s is not None]
-            time.sleep(1)
-    raise TimeoutError("flow runs did not finish")
+        return wait_for(final, timeout, "the flow runs to finish", interval=1)
 
 
 def _open_all(stack: Stack, paths: list[str], timeout: float = 900) -> tuple[dict, int]:
@@ -115,11 +117,11 @@ def run(stack: Stack, streams: int, size_mib: int, rate_mb_s: float) -> dict[str
         **env,
         **stack.env(stack.proxy.api_url("worker")),
         "PREFECT_WORKER_QUERY_SECONDS": "1",
-        # The writers start only once every stream is open, and opening 20 flow-run
-        # processes takes minutes on 2 cores: streams opened first would otherwise
-        # end by idle timeout before their file grows. Every file gets a close hint.
-        "STREAM_INGEST_IDLE_TIMEOUT_SECONDS": str(IDLE_TIMEOUT),
     }
+    # The writers start only once every stream is open, and opening 20 flow-run
+    # processes takes minutes on 2 cores: streams opened first would otherwise end by
+    # idle timeout before their file grows. Every file gets a close hint.
+    configure(idle_timeout_seconds=IDLE_TIMEOUT)
     worker_log = open(os.path.join(stack.workdir, "worker.log"), "ab")  # noqa: SIM115
     worker = subprocess.Popen(
         [os.path.join(BIN, "prefect"), "worker", "start", "--pool", POOL],

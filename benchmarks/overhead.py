@@ -32,8 +32,8 @@ def one_mode(
 ) -> dict:
     part = load_settings().part_size_bytes
     stack.store().hint_closed(path, identity_of(path))
-    env = {"STREAM_INGEST_MAX_PARTS_IN_FLIGHT": str(in_flight)}
-    flow = host.call({"cmd": "ingest", "path": path, "env": env, "instrument": True})
+    options = {"max_parts_in_flight": in_flight}
+    flow = host.call({"cmd": "ingest", "path": path, "options": options, "instrument": True})
     probe = flow["probe"]
     stack.drop_objects()
     raw = host.call(

@@ -20,7 +20,7 @@ from typing import Any
 import boto3
 import redis
 
-from stream_ingest.services import MotoServer, PrefectServer, RedisServer, Service
+from devstack.services import MotoServer, PrefectServer, RedisServer, Service
 
 AWS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
@@ -59,6 +59,17 @@ class CountingProxy(Service):
     def counts(self) -> Counter[str]:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/__counts", timeout=10) as r:
             return Counter(json.loads(r.read()))
+
+
+def configure(name: str | None = None, **options: Any) -> None:
+    """Save the IngestConfig block with `options` changed, as `name` (default: the
+    registered one): how a benchmark varies a setting once the blocks exist."""
+    from blocks.config import load_config
+
+    config = load_config()
+    for field, value in options.items():
+        setattr(config, field, value)
+    config.save(name or config._block_document_name, overwrite=True)
 
 
 class Stack:

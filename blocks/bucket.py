@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import (
@@ -23,9 +22,9 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 from prefect_aws.s3 import S3Bucket
-from pydantic import Field
 
 from stream_ingest.errors import BucketMissing, CredentialsRejected, S3Unavailable, UploadGone
+from stream_ingest.records import PendingUpload, UploadedPart
 
 # Metadata on every upload we create: the janitor only ever touches uploads of ours.
 CREATED_BY = {"created-by": "stream-ingest"}
@@ -40,21 +39,6 @@ _CREDENTIAL_CODES = {
     "ExpiredToken",
     "InvalidToken",
 }
-
-
-@dataclass(frozen=True)
-class UploadedPart:
-    number: int
-    etag: str
-    size: int
-    crc32: str = ""  # S3's base64 CRC32 of the part ("" for uploads made without one)
-
-
-@dataclass(frozen=True)
-class PendingUpload:
-    key: str
-    upload_id: str
-    initiated_epoch: float
 
 
 @contextmanager
@@ -101,24 +85,18 @@ class StreamBucket(S3Bucket):
     _block_type_slug = "stream-bucket"
     _description = "S3 bucket with the multipart operations of stream-ingest."
 
-    storage_class: str | None = Field(
-        default=None, description="S3 storage class of new objects (None: the bucket default)."
-    )
-
     @property
     def s3(self) -> Any:
         return self.credentials.get_s3_client()
 
     def create_multipart_upload(self, key: str) -> str:
         """Start a multipart upload marked as ours; returns its upload id."""
-        extra = {"StorageClass": self.storage_class} if self.storage_class else {}
         with _s3_errors(self.bucket_name):
             resp = self.s3.create_multipart_upload(
                 Bucket=self.bucket_name,
                 Key=key,
                 Metadata=CREATED_BY,
                 ChecksumAlgorithm=CHECKSUM,
-                **extra,
             )
         return resp["UploadId"]
 
@@ -210,11 +188,6 @@ class StreamBucket(S3Bucket):
         tagset = [{"Key": k, "Value": v} for k, v in tags.items()]
         with _s3_errors(self.bucket_name):
             self.s3.put_object_tagging(Bucket=self.bucket_name, Key=key, Tagging={"TagSet": tagset})
-
-    def object_tags(self, key: str) -> dict[str, str]:
-        with _s3_errors(self.bucket_name):
-            resp = self.s3.get_object_tagging(Bucket=self.bucket_name, Key=key)
-        return {t["Key"]: t["Value"] for t in resp.get("TagSet", [])}
 
     def check_bucket(self) -> None:
         """Fail fast with BucketMissing or CredentialsRejected before any upload."""

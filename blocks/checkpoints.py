@@ -1,4 +1,5 @@
-"""CheckpointStore: the only module that talks to Redis. It owns the schema.
+"""CheckpointStore: the block that holds stream-ingest's state in Redis, and the only
+module that talks to Redis. It owns the schema.
 
 Keys, all under the namespace `ns` (default "stream-ingest"):
   {ns}:stream:{id}:meta     hash   StreamRecord fields
@@ -8,9 +9,15 @@ Keys, all under the namespace `ns` (default "stream-ingest"):
   {ns}:streams:all          zset   every id, scored by start time (for listing)
   {ns}:streams:by-identity  hash   file identity "dev:ino" -> stream id
   {ns}:uploads              hash   upload id -> {stream_id, key, created} (janitor)
-  {ns}:hint:{sha1(path)}    hash   sensor hints: closed_at, closed_identity, deleted_at
+  {ns}:hint:{sha1(path)}    hash   sensor hints: closed_at, closed_identity
 A part's record and the stream's progress change in one Lua script that first checks
 the lease token, so a run that lost its lease can never overwrite a newer checkpoint.
+Claims and status changes are optimistic transactions (WATCH, MULTI, EXEC).
+
+Redis permissions (ACL) for the flow, the sensor, the janitor and the CLI, on keys
+`{ns}:*`: GET SET DEL EXISTS HGET HSET HSETNX HGETALL HDEL HINCRBY HLEN SADD SREM
+SMEMBERS ZADD ZRANGE WATCH MULTI EXEC UNWATCH EVALSHA EVAL SCRIPT PING
+(`stream-ingest doctor` tries them).
 """
 
 from __future__ import annotations
@@ -24,14 +31,27 @@ from collections.abc import Callable, Iterable
 from typing import Any, ParamSpec, TypeVar
 
 import redis
+from prefect.blocks.core import Block
 from prefect_redis import RedisDatabase
+from prefect_redis.connection import redis_from_url
+from pydantic import Field, PrivateAttr
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
-from blocks.records import PartRecord, StreamRecord, utc_now
 from stream_ingest.errors import CheckpointUnavailable, LeaseLost, StreamNotFound
+from stream_ingest.records import PartRecord, StreamRecord, utc_now
 from stream_ingest.states import ACTIVE, Status, transition
 
 P = ParamSpec("P")
 T = TypeVar("T")
+# Fail in seconds, not minutes, when Redis is down: two quick retries of a dropped
+# connection (a restart), then CheckpointUnavailable and the task's retry policy.
+_CLIENT_OPTIONS: dict[str, Any] = {
+    "socket_timeout": 10,
+    "socket_connect_timeout": 5,
+    "health_check_interval": 15,
+    "retry": Retry(ExponentialBackoff(cap=1.0, base=0.1), retries=2),
+}
 
 _RECORD_PART = """
 local holder = redis.call('GET', KEYS[1])
@@ -84,66 +104,100 @@ def _unavailable(fn: Callable[P, T]) -> Callable[P, T]:
     return wrapper
 
 
-class CheckpointStore:
-    """Stream checkpoints in Redis. Build with `from_block` or `from_url`."""
+class CheckpointStore(Block):
+    """Stream checkpoints in Redis, under one key namespace.
 
-    def __init__(self, client: redis.Redis, namespace: str = "stream-ingest") -> None:
-        self.r = client
-        self.ns = namespace
-        self._record_part = client.register_script(_RECORD_PART)
-        self._renew = client.register_script(_RENEW)
-        self._release = client.register_script(_RELEASE)
-        self._take_over = client.register_script(_TAKE_OVER)
+    Example:
+        ```python
+        from blocks.checkpoints import CheckpointStore
+        store = CheckpointStore.load("stream-ingest")
+        print([r.stream_id for r in store.list_streams()])
+        ```
+    """
 
-    @classmethod
-    def from_block(cls, block: RedisDatabase, namespace: str = "stream-ingest") -> CheckpointStore:
-        client = block.get_client()
-        # Fail in seconds, not minutes, when Redis is down, so the task retry logic
-        # (not a hung socket) decides what happens next.
-        client.connection_pool.connection_kwargs.update(
-            socket_timeout=10, socket_connect_timeout=5, health_check_interval=15
-        )
-        return cls(client, namespace)
+    _block_type_name = "Checkpoint Store"
+    _block_type_slug = "checkpoint-store"
+    _description = "Redis checkpoints of stream-ingest: streams, parts, leases, sensor hints."
+
+    redis: RedisDatabase = Field(description="The Redis server that holds the checkpoints.")
+    namespace: str = Field(
+        "stream-ingest",
+        min_length=1,
+        pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="Prefix of every key, so several installations can share one Redis.",
+    )
+    _client: redis.Redis | None = PrivateAttr(default=None)
+    _scripts: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     @classmethod
     def from_url(cls, url: str, namespace: str = "stream-ingest") -> CheckpointStore:
-        return cls(
-            redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5), namespace
-        )
+        return cls(redis=RedisDatabase.from_connection_string(url), namespace=namespace)
+
+    @property
+    def redis_client(self) -> redis.Redis:
+        """One client per store, built with the options above."""
+        if self._client is None:
+            db = self.redis
+            if db.connection_url is not None:
+                self._client = redis_from_url(
+                    db.connection_url.get_secret_value(), **_CLIENT_OPTIONS
+                )
+            else:
+                self._client = redis.Redis(
+                    host=db.host,
+                    port=db.port,
+                    db=db.db,
+                    username=db.username.get_secret_value() if db.username else None,
+                    password=db.password.get_secret_value() if db.password else None,
+                    ssl=db.ssl,
+                    **_CLIENT_OPTIONS,
+                )
+        return self._client
+
+    def same_place(self, other: CheckpointStore) -> bool:
+        """Whether `other` reaches the same keys (ignoring clients already built)."""
+        return self.namespace == other.namespace and self.redis.model_dump(
+            mode="json", context={"include_secrets": True}
+        ) == other.redis.model_dump(mode="json", context={"include_secrets": True})
+
+    def _script(self, name: str, source: str) -> Any:
+        if name not in self._scripts:
+            self._scripts[name] = self.redis_client.register_script(source)
+        return self._scripts[name]
 
     # -- keys ---------------------------------------------------------------
     def meta_key(self, sid: str) -> str:
-        return f"{self.ns}:stream:{sid}:meta"
+        return f"{self.namespace}:stream:{sid}:meta"
 
     def parts_key(self, sid: str) -> str:
-        return f"{self.ns}:stream:{sid}:parts"
+        return f"{self.namespace}:stream:{sid}:parts"
 
     def lease_key(self, sid: str) -> str:
-        return f"{self.ns}:stream:{sid}:lease"
+        return f"{self.namespace}:stream:{sid}:lease"
 
     def hint_key(self, path: str) -> str:
-        return f"{self.ns}:hint:{hashlib.sha1(path.encode()).hexdigest()}"
+        return f"{self.namespace}:hint:{hashlib.sha1(path.encode()).hexdigest()}"
 
     @property
     def active_key(self) -> str:
-        return f"{self.ns}:streams:active"
+        return f"{self.namespace}:streams:active"
 
     @property
     def all_key(self) -> str:
-        return f"{self.ns}:streams:all"
+        return f"{self.namespace}:streams:all"
 
     @property
     def identity_key(self) -> str:
-        return f"{self.ns}:streams:by-identity"
+        return f"{self.namespace}:streams:by-identity"
 
     @property
     def uploads_key(self) -> str:
-        return f"{self.ns}:uploads"
+        return f"{self.namespace}:uploads"
 
     # -- streams ------------------------------------------------------------
     @_unavailable
     def ping(self) -> None:
-        self.r.ping()
+        self.redis_client.ping()
 
     @_unavailable
     def claim_identity(self, identity: str, record: StreamRecord) -> tuple[str, bool]:
@@ -161,24 +215,24 @@ class CheckpointStore:
             self._queue_put(pipe, record)
             return record.stream_id, True
 
-        return self.r.transaction(claim, self.identity_key, value_from_callable=True)
+        return self.redis_client.transaction(claim, self.identity_key, value_from_callable=True)
 
     @_unavailable
     def forget_identity(self, identity: str, stream_id: str) -> None:
         """Unbind an identity (its file was deleted), if it still points at stream_id."""
-        if self.r.hget(self.identity_key, identity) == stream_id.encode():
-            self.r.hdel(self.identity_key, identity)
+        if self.redis_client.hget(self.identity_key, identity) == stream_id.encode():
+            self.redis_client.hdel(self.identity_key, identity)
 
     @_unavailable
     def stream_for_identity(self, identity: str) -> str | None:
-        sid = self.r.hget(self.identity_key, identity)
+        sid = self.redis_client.hget(self.identity_key, identity)
         return sid.decode() if sid else None
 
     @_unavailable
     def put(self, record: StreamRecord) -> None:
         """Write the whole record and its indexes (used at creation and to rebuild a
         meta hash lost with Redis's data)."""
-        with self.r.pipeline(transaction=True) as pipe:
+        with self.redis_client.pipeline(transaction=True) as pipe:
             self._queue_put(pipe, record)
             pipe.execute()
 
@@ -194,7 +248,7 @@ class CheckpointStore:
 
     @_unavailable
     def get(self, stream_id: str) -> StreamRecord | None:
-        raw = self.r.hgetall(self.meta_key(stream_id))
+        raw = self.redis_client.hgetall(self.meta_key(stream_id))
         return StreamRecord.from_hash(raw) if raw else None
 
     def require(self, stream_id: str) -> StreamRecord:
@@ -208,7 +262,9 @@ class CheckpointStore:
         """Set fields other than status (use `set_status` for that)."""
         if "status" in values:
             raise ValueError("use set_status to change a stream's status")
-        self.r.hset(self.meta_key(stream_id), mapping={k: str(v) for k, v in values.items()})
+        self.redis_client.hset(
+            self.meta_key(stream_id), mapping={k: str(v) for k, v in values.items()}
+        )
 
     @_unavailable
     def set_status(self, stream_id: str, status: Status, **values: object) -> Status:
@@ -230,23 +286,28 @@ class CheckpointStore:
             else:
                 pipe.srem(self.active_key, stream_id)
 
-        self.r.transaction(apply, meta)
+        self.redis_client.transaction(apply, meta)
         return status
 
     @_unavailable
     def list_streams(self, status: Status | None = None) -> list[StreamRecord]:
         """Every stream, oldest first, optionally only those with `status`."""
-        ids = [i.decode() for i in self.r.zrange(self.all_key, 0, -1)]
-        with self.r.pipeline(transaction=False) as pipe:
+        ids = [i.decode() for i in self.redis_client.zrange(self.all_key, 0, -1)]
+        return [r for r in self.streams(ids) if status is None or r.status == status]
+
+    @_unavailable
+    def active_streams(self) -> list[StreamRecord]:
+        """The detected, uploading and finalizing streams (the janitor's work list)."""
+        return self.streams(sorted(m.decode() for m in self.redis_client.smembers(self.active_key)))
+
+    @_unavailable
+    def streams(self, ids: Iterable[str]) -> list[StreamRecord]:
+        """The records of `ids` that exist, in one round trip."""
+        with self.redis_client.pipeline(transaction=False) as pipe:
             for sid in ids:
                 pipe.hgetall(self.meta_key(sid))
             raws = pipe.execute()
-        records = [StreamRecord.from_hash(raw) for raw in raws if raw]
-        return [r for r in records if status is None or r.status == status]
-
-    @_unavailable
-    def active_ids(self) -> set[str]:
-        return {m.decode() for m in self.r.smembers(self.active_key)}
+        return [StreamRecord.from_hash(raw) for raw in raws if raw]
 
     # -- parts ----------------------------------------------------------------
     @_unavailable
@@ -258,10 +319,10 @@ class CheckpointStore:
         sid = record.stream_id
         keys = [self.lease_key(sid), self.parts_key(sid), self.meta_key(sid)]
         args = [token, part.number, part.to_json(), part.size, utc_now(), int(lease_ttl * 1000)]
-        result = self._record_part(keys=keys, args=args)
+        result = self._script("record_part", _RECORD_PART)(keys=keys, args=args)
         if result == 2:  # the meta hash is gone: Redis restarted without its data
             self.put(self._rebuilt(record))
-            result = self._record_part(keys=keys, args=args)
+            result = self._script("record_part", _RECORD_PART)(keys=keys, args=args)
         if result != 1:
             raise LeaseLost(sid)
 
@@ -289,14 +350,14 @@ class CheckpointStore:
 
     @_unavailable
     def parts(self, stream_id: str) -> dict[int, PartRecord]:
-        raw = self.r.hgetall(self.parts_key(stream_id))
+        raw = self.redis_client.hgetall(self.parts_key(stream_id))
         return {int(k): PartRecord.from_json(v) for k, v in raw.items()}
 
     @_unavailable
     def replace_parts(self, stream_id: str, parts: Iterable[PartRecord]) -> None:
         """Make the parts hash exactly `parts` (after reconciling with S3)."""
         parts = list(parts)
-        with self.r.pipeline(transaction=True) as pipe:
+        with self.redis_client.pipeline(transaction=True) as pipe:
             pipe.delete(self.parts_key(stream_id))
             if parts:
                 pipe.hset(self.parts_key(stream_id), mapping={p.number: p.to_json() for p in parts})
@@ -310,7 +371,11 @@ class CheckpointStore:
     @_unavailable
     def acquire_lease(self, stream_id: str, token: str, ttl: float) -> bool:
         """Take the stream's lease, or keep it if `token` already holds it."""
-        return bool(self._renew(keys=[self.lease_key(stream_id)], args=[token, int(ttl * 1000)]))
+        return bool(
+            self._script("renew", _RENEW)(
+                keys=[self.lease_key(stream_id)], args=[token, int(ttl * 1000)]
+            )
+        )
 
     def renew_lease(self, stream_id: str, token: str, ttl: float) -> None:
         if not self.acquire_lease(stream_id, token, ttl):
@@ -320,50 +385,51 @@ class CheckpointStore:
     def take_over_lease(self, stream_id: str, holder: str, token: str, ttl: float) -> bool:
         """Replace `holder`'s lease with ours, only if `holder` still has it."""
         args = [holder, token, int(ttl * 1000)]
-        return bool(self._take_over(keys=[self.lease_key(stream_id)], args=args))
+        return bool(
+            self._script("take_over", _TAKE_OVER)(keys=[self.lease_key(stream_id)], args=args)
+        )
 
     @_unavailable
     def release_lease(self, stream_id: str, token: str) -> None:
-        self._release(keys=[self.lease_key(stream_id)], args=[token])
+        self._script("release", _RELEASE)(keys=[self.lease_key(stream_id)], args=[token])
 
     @_unavailable
     def lease_holder(self, stream_id: str) -> str | None:
-        holder = self.r.get(self.lease_key(stream_id))
+        holder = self.redis_client.get(self.lease_key(stream_id))
         return holder.decode() if holder else None
 
     # -- uploads registry (for the janitor) -----------------------------------
     @_unavailable
     def register_upload(self, upload_id: str, stream_id: str, key: str) -> None:
         value = json.dumps({"stream_id": stream_id, "key": key, "created": time.time()})
-        self.r.hset(self.uploads_key, upload_id, value)
+        self.redis_client.hset(self.uploads_key, upload_id, value)
 
     @_unavailable
     def forget_upload(self, upload_id: str) -> None:
-        self.r.hdel(self.uploads_key, upload_id)
+        self.redis_client.hdel(self.uploads_key, upload_id)
 
     @_unavailable
     def uploads(self) -> dict[str, dict[str, Any]]:
-        return {k.decode(): json.loads(v) for k, v in self.r.hgetall(self.uploads_key).items()}
+        return {
+            k.decode(): json.loads(v)
+            for k, v in self.redis_client.hgetall(self.uploads_key).items()
+        }
 
     # -- sensor hints ---------------------------------------------------------
     @_unavailable
     def hint_closed(self, path: str, identity: str) -> None:
-        self.r.hset(
+        self.redis_client.hset(
             self.hint_key(path), mapping={"closed_at": time.time(), "closed_identity": identity}
         )
 
     @_unavailable
-    def hint_deleted(self, path: str) -> None:
-        self.r.hset(self.hint_key(path), mapping={"deleted_at": time.time()})
-
-    @_unavailable
     def clear_hints(self, path: str) -> None:
-        self.r.delete(self.hint_key(path))
+        self.redis_client.delete(self.hint_key(path))
 
     @_unavailable
     def closed_hint(self, path: str, identity: str) -> float | None:
         """When the sensor saw this incarnation of `path` closed after writing, if it did."""
-        raw = self.r.hgetall(self.hint_key(path))
+        raw = self.redis_client.hgetall(self.hint_key(path))
         if raw.get(b"closed_identity", b"").decode() != identity:
             return None
         return float(raw[b"closed_at"])

@@ -1,4 +1,13 @@
-"""Build the two blocks from the settings and save them: `stream-ingest blocks register`."""
+"""`stream-ingest blocks register`: register the block types and save the blocks from
+the seed settings, all under one name (the settings' `config_block`):
+
+  ingest-config/NAME     the options, and references to the two below
+  stream-bucket/NAME     bucket and credentials (aws-credentials nested in it)
+  checkpoint-store/NAME  the namespace, and a reference to redis-database/NAME
+
+Saving again overwrites them: the environment wins at registration time, the blocks
+at run time.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +15,9 @@ from prefect_aws import AwsClientParameters, AwsCredentials
 from prefect_redis import RedisDatabase
 
 from blocks.bucket import StreamBucket
+from blocks.checkpoints import CheckpointStore
+from blocks.config import IngestConfig
+from stream_ingest.options import OPTION_FIELDS
 from stream_ingest.settings import Settings
 
 # botocore: retry throttling and 5xx itself (standard mode), fail fast on a dead
@@ -18,7 +30,8 @@ BOTO_CONFIG = {
 }
 
 
-def build_blocks(settings: Settings) -> tuple[StreamBucket, RedisDatabase]:
+def build_config(settings: Settings) -> IngestConfig:
+    """The blocks the settings describe, unsaved."""
     params = AwsClientParameters(endpoint_url=settings.s3_endpoint_url, config=BOTO_CONFIG)
     credentials = AwsCredentials(
         aws_access_key_id=(
@@ -28,23 +41,42 @@ def build_blocks(settings: Settings) -> tuple[StreamBucket, RedisDatabase]:
         region_name=settings.aws_region,
         aws_client_parameters=params,
     )
-    bucket = StreamBucket(
-        bucket_name=settings.s3_bucket, credentials=credentials, bucket_folder=settings.s3_prefix
+    # The key prefix lives in the IngestConfig (s3_prefix) with the key template, so
+    # the S3Bucket's own folder stays empty.
+    bucket = StreamBucket(bucket_name=settings.s3_bucket, credentials=credentials)
+    checkpoints = CheckpointStore(
+        redis=RedisDatabase.from_connection_string(settings.redis_url),
+        namespace=settings.redis_namespace,
     )
-    redis_block = RedisDatabase(connection_url=settings.redis_url)
-    return bucket, redis_block
+    return IngestConfig(
+        bucket=bucket,
+        checkpoints=checkpoints,
+        **settings.model_dump(include=set(OPTION_FIELDS)),
+    )
 
 
 def register_blocks(settings: Settings) -> list[str]:
-    """Register the block types and create or update both block documents.
+    """Register the block types and save every block under `settings.config_block`.
     Returns a line per block for the CLI to print (no secrets)."""
-    bucket, redis_block = build_blocks(settings)
-    StreamBucket.register_type_and_schema()
-    RedisDatabase.register_type_and_schema()
-    bucket.save(settings.bucket_block, overwrite=True)
-    redis_block.save(settings.redis_block, overwrite=True)
+    name = settings.config_block
+    config = build_config(settings)
+    for block_type in (StreamBucket, RedisDatabase, CheckpointStore, IngestConfig):
+        block_type.register_type_and_schema()
+    # Saved one by one, so the config refers to named blocks an operator can edit.
+    config.bucket.save(name, overwrite=True)
+    config.checkpoints.redis.save(name, overwrite=True)
+    config.checkpoints.save(name, overwrite=True)
+    config.save(name, overwrite=True)
+    endpoint = f" at {settings.s3_endpoint_url}" if settings.s3_endpoint_url else ""
     return [
-        f"stream-bucket/{settings.bucket_block}: s3://{settings.s3_bucket}/{settings.s3_prefix}"
-        + (f" at {settings.s3_endpoint_url}" if settings.s3_endpoint_url else ""),
-        f"redis-database/{settings.redis_block}: namespace {settings.redis_namespace}",
+        f"stream-bucket/{name}: s3://{settings.s3_bucket}{endpoint}",
+        f"redis-database/{name}: {_redis_where(config.checkpoints.redis)}",
+        f"checkpoint-store/{name}: namespace {settings.redis_namespace}",
+        f"ingest-config/{name}: prefix {settings.s3_prefix!r}, watch {settings.watch_dir}",
     ]
+
+
+def _redis_where(db: RedisDatabase) -> str:
+    if db.connection_url is not None:  # Sentinel: the URL may carry a password
+        return "sentinel (connection URL)"
+    return f"{db.host}:{db.port}/{db.db}"

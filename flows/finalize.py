@@ -13,20 +13,19 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 
-from blocks.bucket import UploadedPart
-from blocks.records import PartRecord, utc_now
-from flows.reconcile import multipart_etag
-from flows.retry import RETRIES, RETRY_DELAYS, transient_only
+from flows.retry import RETRIED
 from flows.runtime import StreamContext
 from flows.source import read_range, sha256_hex, snapshot
 from flows.upload import put_part
 from stream_ingest.parts import PartRange, final_plan
+from stream_ingest.reconcile import multipart_etag
+from stream_ingest.records import PartRecord, UploadedPart, utc_now
 from stream_ingest.states import Status
 
 READ_CHUNK = 8 * 1024 * 1024
@@ -34,7 +33,11 @@ READ_CHUNK = 8 * 1024 * 1024
 
 @dataclass(frozen=True)
 class Finalized:
+    """What finalize did. `uploaded` is every part S3 now holds for the upload (the
+    caller's, plus what finalize uploaded), also when it went back to tailing."""
+
     completed: bool
+    uploaded: dict[int, PartRecord] = field(default_factory=dict)
     size: int = 0
     parts: int = 0
     reuploaded: int = 0
@@ -51,15 +54,8 @@ def _verify(
     return data, put_part(ctx, pr.number, data, pr.offset)
 
 
-@task(
-    name="finalize",
-    task_run_name="finalize",
-    retries=RETRIES,
-    retry_delay_seconds=RETRY_DELAYS,
-    retry_condition_fn=transient_only,
-    cache_policy=NO_CACHE,
-)
-def finalize(ctx: StreamContext, parts: dict[int, PartRecord]) -> Finalized:
+@task(name="finalize", task_run_name="finalize", **RETRIED)
+def finalize(ctx: StreamContext, known: Mapping[int, PartRecord]) -> Finalized:
     """Verify, upload the tail, complete. Returns completed=False if the file changed
     meanwhile (the caller resumes tailing). Never runs with a part in flight."""
     log = get_run_logger()
@@ -71,9 +67,10 @@ def finalize(ctx: StreamContext, parts: dict[int, PartRecord]) -> Finalized:
         log.warning("stream %s: checkpoint was lost; rebuilt it from this run", rec.stream_id)
     store.set_status(rec.stream_id, Status.FINALIZING)
     plan = final_plan(before.size, rec.part_base_bytes)
+    parts = dict(known)
     whole = hashlib.sha256()
     reuploaded = 0
-    window = max(1, ctx.settings.max_parts_in_flight)
+    window = max(1, ctx.config.max_parts_in_flight)
     with ThreadPoolExecutor(window, thread_name_prefix="finalize") as pool:
         pending: deque[tuple[PartRange, Future[tuple[bytes, PartRecord | None]]]] = deque()
         for pr in plan:
@@ -83,8 +80,8 @@ def finalize(ctx: StreamContext, parts: dict[int, PartRecord]) -> Finalized:
                 data, uploaded = fut.result()
                 whole.update(data)  # in file order, so this is the file's SHA-256
                 if uploaded is not None:
-                    known = parts.get(done_pr.number)
-                    if known and known.size == done_pr.size:
+                    earlier = parts.get(done_pr.number)
+                    if earlier and earlier.size == done_pr.size:
                         reuploaded += 1
                         log.info(
                             "stream %s: part %d changed on disk; re-uploaded",
@@ -96,11 +93,11 @@ def finalize(ctx: StreamContext, parts: dict[int, PartRecord]) -> Finalized:
     if (after.size, after.mtime_ns) != (before.size, before.mtime_ns):
         log.info("stream %s: file changed while finalizing; tailing again", rec.stream_id)
         store.set_status(rec.stream_id, Status.UPLOADING)
-        return Finalized(completed=False)
+        return Finalized(completed=False, uploaded=parts)
     digest = whole.hexdigest()
     chosen = [parts[pr.number] for pr in plan]
     # A run frozen past its TTL must not complete what its successor now owns.
-    store.renew_lease(rec.stream_id, ctx.token, ctx.settings.lease_ttl_seconds)
+    store.renew_lease(rec.stream_id, ctx.token, ctx.config.lease_ttl_seconds)
     ctx.bucket.complete_multipart_upload(
         rec.s3_key,
         rec.s3_upload_id,
@@ -115,7 +112,7 @@ def finalize(ctx: StreamContext, parts: dict[int, PartRecord]) -> Finalized:
     if head.get("ETag") not in (expected, None):
         raise RuntimeError(f"object {rec.s3_key} ETag {head.get('ETag')} != expected {expected}")
     mark_completed(ctx, before.size, len(plan), reuploaded, digest)
-    return Finalized(True, before.size, len(plan), reuploaded, digest)
+    return Finalized(True, parts, before.size, len(plan), reuploaded, digest)
 
 
 def mark_completed(
@@ -145,11 +142,11 @@ def file_sha256(path: str, size: int) -> str:
     return digest.hexdigest()
 
 
-@task(name="confirm-completed", task_run_name="confirm-completed", cache_policy=NO_CACHE)
+@task(name="confirm-completed", task_run_name="confirm-completed", **RETRIED)
 def confirm_completed(ctx: StreamContext) -> Finalized:
     """A crashed run completed the object but not the checkpoint: finish the record."""
     snap = snapshot(ctx.path, ctx.record.identity)
     digest = file_sha256(ctx.path, snap.size)
-    nparts = len(ctx.store.parts(ctx.record.stream_id))
-    mark_completed(ctx, snap.size, nparts, 0, digest)
-    return Finalized(True, snap.size, nparts, 0, digest)
+    parts = ctx.store.parts(ctx.record.stream_id)
+    mark_completed(ctx, snap.size, len(parts), 0, digest)
+    return Finalized(True, parts, snap.size, len(parts), 0, digest)

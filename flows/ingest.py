@@ -18,14 +18,13 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from blocks.records import PartRecord
+from blocks.config import load_config
 from flows.finalize import Finalized, confirm_completed, finalize
 from flows.lease import LeaseKeeper
 from flows.opening import find_stream, open_upload, record_failure
 from flows.report import Reporter
-from flows.runtime import StreamContext, load_blocks
+from flows.runtime import StreamContext
 from flows.source import snapshot
-from flows.tail import Growth, PartPlanner, stream_ended
 from flows.upload import upload_part
 from stream_ingest.errors import (
     CheckpointUnavailable,
@@ -36,9 +35,10 @@ from stream_ingest.errors import (
     SourceUnreadable,
     StreamError,
 )
-from stream_ingest.parts import part_size
-from stream_ingest.settings import load_settings
-from stream_ingest.states import Status
+from stream_ingest.records import PartRecord
+from stream_ingest.settings import config_block_name
+from stream_ingest.states import TERMINAL, Status
+from stream_ingest.tail import Growth, PartPlanner, stream_ended
 
 
 def run_name() -> str:
@@ -55,9 +55,10 @@ def tail_and_finalize(
     clock: Callable[[], float] = time.monotonic,
 ) -> Finalized:
     """Upload parts while the file grows; finalize when the recording has ended."""
-    s, rec = ctx.settings, ctx.record
+    s, rec = ctx.config, ctx.record
+    parts = dict(parts)
     planner = PartPlanner(rec.part_base_bytes)
-    planner.done = {k for k, p in parts.items() if p.size == part_size(k, planner.base)}
+    planner.settle(parts)
     growth = Growth()
     in_flight: dict[int, Any] = {}
     while True:
@@ -99,7 +100,8 @@ def tail_and_finalize(
             result = finalize(ctx, parts)
             if result.completed:
                 return result
-            planner.done = {k for k, p in parts.items() if p.size == part_size(k, planner.base)}
+            parts = dict(result.uploaded)
+            planner.settle(parts)
             continue
         time.sleep(s.poll_interval_seconds)
 
@@ -122,8 +124,10 @@ def _fail(ctx: StreamContext, exc: BaseException, reporter: Reporter) -> None:
             log.error("stream %s aborted: %s", rec.stream_id, message)
             reporter.failed(message, aborted=True)
         else:
-            rec.failures += 1
-            ctx.store.set_status(rec.stream_id, Status.FAILED, error=message, failures=rec.failures)
+            # Counted on the stored record: this run's copy may predate other failures.
+            stored = ctx.store.get(rec.stream_id) or rec
+            failures = stored.failures + 1
+            ctx.store.set_status(rec.stream_id, Status.FAILED, error=message, failures=failures)
             log.error("stream %s failed (resumable): %s", rec.stream_id, message)
             reporter.failed(message, aborted=False)
     except Exception as inner:  # Redis or S3 down too: the UI still has the reason
@@ -131,16 +135,21 @@ def _fail(ctx: StreamContext, exc: BaseException, reporter: Reporter) -> None:
 
 
 @flow(name="stream-ingest", flow_run_name=run_name, log_prints=False)
-def stream_ingest(path: str = "", stream_id: str | None = None) -> dict[str, Any]:
+def stream_ingest(
+    path: str = "", stream_id: str | None = None, config: str | None = None
+) -> dict[str, Any]:
     """Upload one growing video file to S3 while it is written.
 
     Args:
         path: the recording's path (absolute, or relative to the worker's folder).
         stream_id: resume this stream (its checkpoint names the file when `path` is "").
+        config: the IngestConfig block to use (default: STREAM_INGEST_CONFIG_BLOCK of
+            the worker, else "stream-ingest"); the sensor passes its own.
     """
     log = get_run_logger()
-    settings = load_settings()
-    bucket, store = load_blocks(settings)
+    config = config or config_block_name()
+    cfg = load_config(config)
+    store = cfg.checkpoints
     # Redis down at the start is configuration or an outage, not a hiccup: fail now
     # with the reason (the client already retried for a few seconds) instead of
     # letting every task's retries stretch it into a minute-long storm.
@@ -148,31 +157,33 @@ def stream_ingest(path: str = "", stream_id: str | None = None) -> dict[str, Any
     flow_run_id = str(flow_run.id or "")
     token = flow_run_id or str(uuid.uuid4())
     try:
-        record, leased = find_stream(store, settings, path, stream_id, token)
+        record, leased = find_stream(cfg, path, stream_id, token)
     except (SourceMissing, SourceNotAFile, SourceUnreadable) as exc:
         sid = stream_id or record_failure(store, path, exc)
         if stream_id and store.get(stream_id):
             store.set_status(stream_id, Status.FAILED, error=str(exc))
         log.error("stream %s: %s", sid, exc)
         raise
-    if record.status in (Status.COMPLETED, Status.ABORTED):
+    if record.status in TERMINAL:
         log.info("stream %s is already %s; nothing to do", record.stream_id, record.status)
         return {**record.public(), "message": f"already {record.status}"}
     if not leased:
         message = f"stream {record.stream_id} is being uploaded by another run"
         log.info("%s; this run ends without touching the upload", message)
         return {**record.public(), "message": message}
-    ctx = StreamContext(settings, bucket, store, record, token)
+    ctx = StreamContext(cfg, record, token)
     log.info("stream %s: ingesting %s", record.stream_id, record.original_path)
-    reporter = Reporter(record, flow_run_id)
-    with LeaseKeeper(store, record.stream_id, token, settings.lease_ttl_seconds) as lease:
+    reporter = Reporter(record, flow_run_id, config)
+    with LeaseKeeper(store, record.stream_id, token, cfg.lease_ttl_seconds) as lease:
         try:
-            parts = open_upload(ctx, flow_run_id)
+            opened = open_upload(ctx, flow_run_id)
+            ctx = ctx.with_record(opened.record)
+            reporter.record = opened.record  # events name the object from here on
             reporter.start()
-            if parts is None:
+            if opened.parts is None:
                 result = confirm_completed(ctx)
             else:
-                result = tail_and_finalize(ctx, parts, lease, reporter)
+                result = tail_and_finalize(ctx, opened.parts, lease, reporter)
         except BaseException as exc:
             _fail(ctx, exc, reporter)
             raise
@@ -180,8 +191,8 @@ def stream_ingest(path: str = "", stream_id: str | None = None) -> dict[str, Any
     log.info(
         "stream %s completed: s3://%s/%s, %d bytes, %d parts (%d re-uploaded), sha256 %s",
         record.stream_id,
-        record.s3_bucket,
-        record.s3_key,
+        ctx.record.s3_bucket,
+        ctx.record.s3_key,
         result.size,
         result.parts,
         result.reuploaded,

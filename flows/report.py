@@ -18,17 +18,19 @@ from prefect.artifacts import (
 )
 from prefect.events import emit_event
 
-from blocks.records import StreamRecord
+from stream_ingest.records import StreamRecord
 
 EVENT_PREFIX = "stream-ingest.stream"
 # Each update is an API call and an event: one per second per stream was 1-2 per part.
 PROGRESS_EVERY_SECONDS = 3.0
 
 
-def stream_resource(record: StreamRecord) -> dict[str, str]:
+def stream_resource(record: StreamRecord, config: str) -> dict[str, str]:
     """The stream as an event resource. `stream-ingest.failures` lets an automation
-    rerun a failed stream a bounded number of times (automations/)."""
+    rerun a failed stream a bounded number of times, with the same config block
+    (automations/)."""
     return {
+        "stream-ingest.config": config,
         "prefect.resource.id": f"stream-ingest.stream.{record.stream_id}",
         "prefect.resource.name": record.original_path.rsplit("/", 1)[-1] or record.stream_id,
         "stream-ingest.path": record.original_path,
@@ -38,8 +40,9 @@ def stream_resource(record: StreamRecord) -> dict[str, str]:
 
 
 class Reporter:
-    def __init__(self, record: StreamRecord, flow_run_id: str) -> None:
+    def __init__(self, record: StreamRecord, flow_run_id: str, config: str) -> None:
         self.record = record
+        self.config = config
         self.flow_run_id = flow_run_id
         self.started = time.monotonic()
         self._progress_id: UUID | None = None
@@ -57,7 +60,7 @@ class Reporter:
             f"emit {name}",
             emit_event,
             event=f"{EVENT_PREFIX}.{name}",
-            resource=stream_resource(self.record),
+            resource=stream_resource(self.record, self.config),
             payload={"stream_id": self.record.stream_id, "s3_key": self.record.s3_key, **payload},
         )
 

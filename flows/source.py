@@ -31,7 +31,7 @@ def snapshot(path: str, expect: str | None = None) -> Snapshot:
     different file from the one the stream started with."""
     try:
         st = os.stat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         raise SourceMissing(path) from None
     except OSError as exc:
         raise SourceUnreadable(path, exc.strerror or str(exc)) from None
@@ -41,6 +41,14 @@ def snapshot(path: str, expect: str | None = None) -> Snapshot:
     if expect and str(identity) != expect:
         raise SourceReplaced(path)
     return Snapshot(st.st_size, st.st_mtime_ns, identity)
+
+
+def identity_of(path: str) -> str | None:
+    """The identity of the regular file at `path`, or None if there is none now."""
+    try:
+        return str(snapshot(path).identity)
+    except (SourceMissing, SourceNotAFile):
+        return None
 
 
 def check_readable(path: str) -> None:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
-from blocks.records import PartRecord
-from flows.retry import RETRIES, RETRY_DELAYS, transient_only
+from flows.retry import RETRIED
 from flows.runtime import StreamContext
 from flows.source import read_range, sha256_hex
+from stream_ingest.records import PartRecord
 
 
 def put_part(ctx: StreamContext, number: int, data: bytes, offset: int) -> PartRecord:
@@ -17,18 +16,11 @@ def put_part(ctx: StreamContext, number: int, data: bytes, offset: int) -> PartR
     rec = ctx.record
     held = ctx.bucket.upload_part(rec.s3_key, rec.s3_upload_id, number, data)
     part = PartRecord(number, held.etag, offset, len(data), sha256_hex(data), held.crc32)
-    ctx.store.record_part(rec, ctx.token, part, ctx.settings.lease_ttl_seconds)
+    ctx.store.record_part(rec, ctx.token, part, ctx.config.lease_ttl_seconds)
     return part
 
 
-@task(
-    name="upload-part",
-    task_run_name="upload-part-{number}",
-    retries=RETRIES,
-    retry_delay_seconds=RETRY_DELAYS,
-    retry_condition_fn=transient_only,
-    cache_policy=NO_CACHE,
-)
+@task(name="upload-part", task_run_name="upload-part-{number}", **RETRIED)
 def upload_part(ctx: StreamContext, number: int, offset: int, size: int) -> PartRecord:
     """Upload part `number`: bytes [offset, offset+size) of the source."""
     return put_part(ctx, number, read_range(ctx.path, offset, size), offset)

@@ -8,4 +8,4 @@ if ! command -v uv >/dev/null 2>&1; then
   command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet --user uv \
     || python3 -m pip install --quiet uv
 fi
-uv sync --frozen --quiet
+uv sync --frozen --quiet --extra devstack

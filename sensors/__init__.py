@@ -12,32 +12,34 @@ Design
     just created; dedupe makes that idempotent.
 
 Dedupe: one run per file incarnation, however many events and restarts. The
-incarnation is the file identity "dev:ino". `CheckpointStore.claim_identity`
-(HSETNX) lets one event create the stream; the run is created with the idempotency
-key `stream-ingest:{stream_id}`, so a claim whose trigger was interrupted is
-triggered again safely. Deleting or renaming a file releases its identity (inode
-numbers are reused), and a rename starts a new stream for the new name.
+incarnation is the file identity "dev:ino". `CheckpointStore.claim_identity` (an
+optimistic WATCH/MULTI/EXEC transaction) lets one event create the stream; the run is
+created with the idempotency key `stream-ingest:{stream_id}`, so a claim whose trigger
+was interrupted is triggered again safely. Deleting or renaming a file releases its
+identity (inode numbers are reused), and a rename starts a new stream for the new name.
+
+Configuration: the IngestConfig block (`--config`, default "stream-ingest"), reloaded
+every 10 s; `--watch DIR` overrides its watch folder for this host. Runs get the
+block's name as their `config` parameter, so the flow reads the same block.
 
 What it creates
-    Redis (through CheckpointStore, under the namespace STREAM_INGEST_REDIS_NAMESPACE):
-    `stream:{id}:meta` (status detected, flow_run_id), `streams:all`,
-    `streams:active`, `streams:by-identity`, and `hint:{sha1(path)}` (closed and
-    deleted hints for the flow).
-    Prefect: flow runs of STREAM_INGEST_DEPLOYMENT with parameters {path, stream_id};
-    events `stream-ingest.file.detected|closed|deleted` on resource
+    Redis (through the block's CheckpointStore, under its namespace):
+    `stream:{id}:meta` (status detected, flow_run_id, watch_dir), `streams:all`,
+    `streams:active`, `streams:by-identity`, and `hint:{sha1(path)}` (close hints).
+    Prefect: flow runs of the block's deployment with parameters {path, stream_id,
+    config}; events `stream-ingest.file.detected|closed|deleted` on resource
     `stream-ingest.file.{dev:ino}`, related to the flow run.
 
 Permissions it needs
     Read and list the watch folder (stat only; it never opens a file), and an inotify
-    watch per subfolder (fs.inotify.max_user_watches). Redis: read and write keys
-    under its namespace (HSETNX, HSET, HGET(ALL), HDEL, DEL, SADD/SREM, ZADD). Prefect
-    API: read deployments, create flow runs, write events (no work pool access).
+    watch per subfolder (fs.inotify.max_user_watches). Redis: the commands listed in
+    blocks/checkpoints.py, on keys under its namespace. Prefect API: read blocks and
+    deployments, create flow runs, write events (no work pool access).
 
-Entry point: `run_sensor(settings, stop_event=None)`; `stream-ingest sensor`.
+Entry point: `run_sensor(config, watch)`; `stream-ingest sensor [--watch DIR]`.
 """
 
 from sensors.events import DirGone, FileAppeared, FileClosed, FileFilter, FileGone, SensorEvent
-from sensors.prefect_calls import RunRequest
 from sensors.run import Sensor, run_sensor
 
 __all__ = [
@@ -46,7 +48,6 @@ __all__ = [
     "FileClosed",
     "FileFilter",
     "FileGone",
-    "RunRequest",
     "Sensor",
     "SensorEvent",
     "run_sensor",

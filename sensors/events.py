@@ -13,7 +13,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path, PurePath
 from typing import Literal
 
-from stream_ingest.settings import Settings
+from stream_ingest.options import IngestOptions
 
 # Why a file is being looked at: the first three come from watchdog, "scan" from the
 # catch-up scan, "closed" from a close-after-write of a file we never saw appear.
@@ -74,12 +74,12 @@ class FileFilter:
     ignore_patterns: tuple[str, ...] = ()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> FileFilter:
+    def of(cls, options: IngestOptions, root: PurePath) -> FileFilter:
         return cls(
-            watch_dir=watch_root(settings),
-            extensions=frozenset(e.lower() for e in settings.video_extensions),
+            watch_dir=root,
+            extensions=frozenset(e.lower() for e in options.video_extensions),
             # Lower-cased like the extensions: "*.TMP" from a Windows share is a temp file too.
-            ignore_patterns=tuple(p.lower() for p in settings.ignore_patterns),
+            ignore_patterns=tuple(p.lower() for p in options.ignore_patterns),
         )
 
     def wants(self, path: str | PurePath) -> bool:
@@ -98,8 +98,8 @@ class FileFilter:
         return not any(fnmatchcase(name, pattern) for pattern in self.ignore_patterns)
 
 
-def watch_root(settings: Settings) -> Path:
+def watch_root(folder: str | os.PathLike[str]) -> Path:
     """The watch folder as an absolute path, made the way the flow makes it
     (`os.path.abspath`: ".." folded, symlinks kept), so that the paths the sensor
     passes and the S3 keys the flow derives from them agree."""
-    return Path(os.path.abspath(settings.watch_dir))
+    return Path(os.path.abspath(folder))

@@ -7,28 +7,9 @@ process that injects its own callables never loads Prefect's client.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Protocol
 
-from stream_ingest.errors import ConfigurationError
-
-
-@dataclass(frozen=True)
-class RunRequest:
-    """One flow run the sensor asks for: the flow's parameters and the key that makes
-    asking twice return the same run."""
-
-    deployment: str
-    path: str
-    stream_id: str
-
-    @property
-    def parameters(self) -> dict[str, str]:
-        return {"path": self.path, "stream_id": self.stream_id}
-
-    @property
-    def idempotency_key(self) -> str:
-        return f"stream-ingest:{self.stream_id}"
+from flows.runs import RunRequest, create_stream_run
 
 
 class TriggerFn(Protocol):
@@ -51,21 +32,8 @@ class EmitFn(Protocol):
 
 
 def run_deployment_trigger(request: RunRequest) -> str:
-    """The default trigger: `run_deployment` without waiting for the run.
-
-    A repeated idempotency key makes Prefect return the run it already created, which
-    is what makes a retry after a crash between claim and trigger safe.
-    """
-    from prefect.deployments import run_deployment
-
-    run = run_deployment(
-        name=request.deployment,
-        parameters=request.parameters,
-        idempotency_key=request.idempotency_key,
-        timeout=0,
-        as_subflow=False,  # never nest under a flow run the caller happens to be in
-    )
-    return str(run.id)
+    """The default trigger: create the run (or find it, by its idempotency key)."""
+    return create_stream_run(request).id
 
 
 def prefect_emit(
@@ -80,18 +48,6 @@ def prefect_emit(
     from prefect.events import emit_event
 
     return emit_event(event=event, resource=resource, payload=payload, related=related)
-
-
-def require_api_url() -> None:
-    """Without PREFECT_API_URL, Prefect's client starts a throwaway ephemeral server:
-    runs would land where no worker looks. Fail at start instead."""
-    from prefect.settings import get_current_settings
-
-    if not get_current_settings().api.url:
-        raise ConfigurationError(
-            "PREFECT_API_URL is not set: the sensor needs the Prefect API that the "
-            "workers use (e.g. http://127.0.0.1:4200/api)"
-        )
 
 
 def describe_prefect_error(exc: BaseException) -> str:

@@ -1,7 +1,7 @@
 """The sensor's loop: observer -> queue -> StreamTrigger, with catch-up scans,
 retries that never drop an event, and a clean stop on SIGINT/SIGTERM.
 
-`run_sensor(settings)` is what `stream-ingest sensor` calls.
+`run_sensor(config, watch)` is what `stream-ingest sensor` calls.
 """
 
 from __future__ import annotations
@@ -12,55 +12,70 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 
 from blocks.checkpoints import CheckpointStore
+from blocks.config import IngestConfig, load_config
 from sensors.events import FileFilter, SensorEvent, watch_root
 from sensors.prefect_calls import (
     EmitFn,
     TriggerFn,
     prefect_emit,
-    require_api_url,
     run_deployment_trigger,
 )
 from sensors.trigger import StreamTrigger, TriggerFailed
 from sensors.watcher import EVENT_TYPES, EnqueueHandler, make_observer, scan
 from stream_ingest.errors import CheckpointUnavailable, ConfigurationError
-from stream_ingest.settings import Settings
+from stream_ingest.options import IngestOptions
+from stream_ingest.settings import DEFAULT_CONFIG_BLOCK, config_block_name
 
 log = logging.getLogger("stream_ingest.sensor")
 
-_REDIS_PREFIX = "Redis checkpoint store unavailable: "
+
+Reload = Callable[[], IngestConfig]
 
 
 class Sensor:
     """One watch folder, one queue, one processing loop (in the thread that calls
-    `run`). Build it, then `run(stop)` until `stop` is set."""
+    `run`). Build it, then `run(stop)` until `stop` is set.
+
+    `options` and `store` come from the IngestConfig block; `reload` (if given) is
+    called every `reload_seconds` to pick up changes saved in the UI: extensions,
+    ignore patterns, deployment and checkpoint store apply at once; a new watch folder
+    or observer kind needs a restart, which the log says."""
 
     def __init__(
         self,
-        settings: Settings,
+        options: IngestOptions,
         store: CheckpointStore,
         *,
+        config: str = DEFAULT_CONFIG_BLOCK,
+        watch: str | None = None,
         trigger: TriggerFn = run_deployment_trigger,
         emit: EmitFn = prefect_emit,
+        reload: Reload | None = None,
+        reload_seconds: float = 10.0,
         rescan_seconds: float | None = 300.0,
         poll_seconds: float = 1.0,
         backoff_initial: float = 1.0,
         backoff_max: float = 30.0,
     ) -> None:
-        self.settings = settings
-        self.root = watch_root(settings)
-        self.wanted = FileFilter.from_settings(settings)
-        self.events: queue.Queue[SensorEvent] = queue.Queue()
+        self.options = options
+        self.watch = watch  # --watch: this host's folder, whatever the block says
+        self.root = watch_root(watch or options.watch_dir)
+        self.handler = EnqueueHandler(queue.Queue(), FileFilter.of(options, self.root))
+        self.events: queue.Queue[SensorEvent] = self.handler.events
         self.trigger = StreamTrigger(
             store,
-            deployment=settings.deployment,
-            part_base_bytes=settings.part_size_bytes,
+            deployment=options.deployment,
+            config=config,
+            watch_dir=str(self.root),
             trigger=trigger,
             emit=emit,
         )
+        self.reload = reload
+        self.reload_seconds = reload_seconds
         # Rescans recover what inotify can drop (queue overflow, files written into
         # a new subfolder before its watch existed); the in-memory map keeps them cheap.
         self.rescan_seconds = rescan_seconds
@@ -71,29 +86,38 @@ class Sensor:
         # was in the folder at start has its run (tests and health checks wait on it).
         self.caught_up = threading.Event()
 
+    @property
+    def wanted(self) -> FileFilter:
+        return self.handler.wanted
+
     def run(self, stop: threading.Event) -> None:
         if not self.root.is_dir():
             raise ConfigurationError(
-                f"watch folder {self.root} does not exist (STREAM_INGEST_WATCH_DIR)"
+                f"watch folder {self.root} does not exist (--watch, or watch_dir in the "
+                "IngestConfig block)"
             )
-        observer = make_observer(self.settings.use_polling, self.poll_seconds)
-        handler = EnqueueHandler(self.events, self.wanted)
-        observer.schedule(handler, str(self.root), recursive=True, event_filter=EVENT_TYPES)
+        observer = make_observer(self.options.use_polling, self.poll_seconds)
+        observer.schedule(self.handler, str(self.root), recursive=True, event_filter=EVENT_TYPES)
         with observer:
-            kind = "polling" if self.settings.use_polling else "inotify"
+            kind = "polling" if self.options.use_polling else "inotify"
             log.info(
                 "sensor watching %s (%s) for deployment %s",
                 self.root,
                 kind,
-                self.settings.deployment,
+                self.options.deployment,
             )
             # The observer is already running, so nothing created during the scan is
             # missed; files reported twice are deduped by their identity.
             self._scan(stop, "catch-up")
             self.caught_up.set()
             next_scan = _next(self.rescan_seconds)
+            next_reload = _next(self.reload_seconds if self.reload else None)
             while not stop.is_set():
-                if time.monotonic() >= next_scan:
+                now = time.monotonic()
+                if now >= next_reload:
+                    self._reload()
+                    next_reload = _next(self.reload_seconds)
+                if now >= next_scan:
                     self._scan(stop, "periodic")
                     next_scan = _next(self.rescan_seconds)
                 try:
@@ -108,6 +132,28 @@ class Sensor:
             # (the flow falls back to its idle timeout and its own stat).
             log.warning("sensor stopped with %d events unprocessed", pending)
         log.info("sensor stopped")
+
+    def _reload(self) -> None:
+        """Apply the block's current options; keep the old ones if it cannot be read."""
+        assert self.reload is not None
+        try:
+            config = self.reload()
+        except Exception as exc:
+            log.warning("could not reload the IngestConfig block (%s); keeping the last", exc)
+            return
+        new = config.options()
+        if new != self.options:
+            log.info("IngestConfig changed; applying it")
+            if not self.watch and watch_root(new.watch_dir) != self.root:
+                log.warning("watch_dir is now %s: restart the sensor to watch it", new.watch_dir)
+            if new.use_polling != self.options.use_polling:
+                log.warning("use_polling changed: restart the sensor to apply it")
+            self.handler.wanted = FileFilter.of(new, self.root)
+            self.trigger.deployment = new.deployment
+            self.options = new
+        if not config.checkpoints.same_place(self.trigger.store):
+            log.info("checkpoint store changed; using namespace %s", config.checkpoints.namespace)
+            self.trigger.store = config.checkpoints
 
     def _check_root(self) -> None:
         """A deleted or unmounted watch folder ends its inotify watch for good: stop
@@ -136,7 +182,7 @@ class Sensor:
                 self.trigger.handle(event)
                 return True
             except CheckpointUnavailable as exc:
-                reason = f"Redis unreachable ({str(exc).removeprefix(_REDIS_PREFIX)})"
+                reason = f"Redis unreachable ({exc.detail})"
             except TriggerFailed as exc:
                 reason = exc.reason
             except Exception:
@@ -182,36 +228,36 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
 
 
 def run_sensor(
-    settings: Settings,
+    config: str | None = None,
+    watch: str | None = None,
     stop_event: threading.Event | None = None,
     *,
-    store: CheckpointStore | None = None,
-    trigger: TriggerFn | None = None,
-    emit: EmitFn | None = None,
-    rescan_seconds: float | None = 300.0,
+    trigger: TriggerFn = run_deployment_trigger,
+    emit: EmitFn = prefect_emit,
+    load: Callable[[str], IngestConfig] = load_config,
 ) -> None:
     """Run the sensor until SIGINT/SIGTERM (main thread) or `stop_event` is set.
 
-    Blocks. Builds the CheckpointStore from `settings.redis_url`; `trigger` and `emit`
-    default to Prefect's `run_deployment` and `emit_event`. Raises ConfigurationError
-    if the watch folder is missing or (with the default trigger) PREFECT_API_URL is unset.
+    Blocks. Loads the IngestConfig block `config` with `load` (and reloads it while
+    running); `watch` overrides its watch folder for this host. Raises
+    ConfigurationError if the block or the watch folder is missing, or PREFECT_API_URL
+    is unset. `trigger` and `emit` default to Prefect's run_deployment and emit_event.
     """
     stop = stop_event or threading.Event()
     # Prefect's logging setup leaves the root logger at WARNING; the sensor's INFO
     # lines (what it started, when it stopped) are its operator's main output.
     if log.level == logging.NOTSET:
         log.setLevel(logging.INFO)
-    if trigger is None:
-        require_api_url()
-    store = store or CheckpointStore.from_url(
-        settings.redis_url.get_secret_value(), settings.redis_namespace
-    )
+    name = config or config_block_name()
+    block = load(name)
     sensor = Sensor(
-        settings,
-        store,
-        trigger=trigger or run_deployment_trigger,
-        emit=emit or prefect_emit,
-        rescan_seconds=rescan_seconds,
+        block.options(),
+        block.checkpoints,
+        config=name,
+        watch=watch,
+        trigger=trigger,
+        emit=emit,
+        reload=lambda: load(name),
     )
     with stop_on_signals(stop):
         sensor.run(stop)

@@ -1,9 +1,10 @@
 """Turning sensor events into at most one flow run per file incarnation, plus the
 close and delete hints the flow reads.
 
-Dedupe has two layers. Redis: `claim_identity` is an HSETNX of the file identity
-("dev:ino"), so only the first sensor event for an incarnation, across restarts and
-sensors, creates a stream. Prefect: the run is created with the idempotency key
+Dedupe has two layers. Redis: `claim_identity` binds the file identity ("dev:ino") to
+a new stream in one optimistic transaction (WATCH the identity index, MULTI, EXEC), so
+only the first sensor event for an incarnation, across restarts and sensors, creates
+a stream. Prefect: the run is created with the idempotency key
 `stream-ingest:{stream_id}`, so re-triggering a claimed stream that never got its run
 (a crash between claim and trigger) returns the same run instead of a second one.
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, replace
@@ -23,10 +23,11 @@ from pathlib import PurePath
 from typing import Any
 
 from blocks.checkpoints import CheckpointStore
-from blocks.records import StreamRecord
+from flows.runs import RunRequest
+from flows.source import identity_of
 from sensors.events import Cause, DirGone, FileAppeared, FileClosed, FileGone, SensorEvent
-from sensors.prefect_calls import EmitFn, RunRequest, TriggerFn, describe_prefect_error
-from stream_ingest.identity import FileIdentity
+from sensors.prefect_calls import EmitFn, TriggerFn, describe_prefect_error
+from stream_ingest.records import StreamRecord
 from stream_ingest.states import Status
 
 log = logging.getLogger("stream_ingest.sensor")
@@ -59,14 +60,16 @@ class StreamTrigger:
         store: CheckpointStore,
         *,
         deployment: str,
-        part_base_bytes: int,
+        config: str,
+        watch_dir: str,
         trigger: TriggerFn,
         emit: EmitFn,
         memory: int = 10_000,
     ) -> None:
         self.store = store
         self.deployment = deployment
-        self.part_base_bytes = part_base_bytes
+        self.config = config  # the IngestConfig block the runs load
+        self.watch_dir = watch_dir
         self.trigger = trigger
         self.emit = emit
         # path -> Seen, least recently used first. It saves Redis round trips for
@@ -93,7 +96,7 @@ class StreamTrigger:
     def appeared(self, path: str, cause: Cause) -> str | None:
         """Start a run for this incarnation of `path` unless one exists; return its
         identity (None if it is no longer a regular file)."""
-        identity = _identity(path)
+        identity = identity_of(path)
         if identity is None:
             return None
         known = self.seen.get(path)
@@ -108,8 +111,8 @@ class StreamTrigger:
             stream_id=str(uuid.uuid4()),
             original_path=path,
             identity=identity,
+            watch_dir=self.watch_dir,
             status=Status.DETECTED,
-            part_base_bytes=self.part_base_bytes,
         )
         sid, created = self.store.claim_identity(identity, fresh)
         if created:
@@ -143,7 +146,7 @@ class StreamTrigger:
         return True
 
     def _start(self, path: str, sid: str, identity: str, cause: Cause) -> None:
-        request = RunRequest(self.deployment, path, sid)
+        request = RunRequest.first(self.deployment, path, sid, self.config)
         try:
             run_id = self.trigger(request)
         except Exception as exc:
@@ -179,7 +182,6 @@ class StreamTrigger:
         identity, sid = (known.identity, known.stream_id) if known else (None, None)
         if identity is None and moved_to:
             identity, sid = self._owner_after_move(path, moved_to)
-        self.store.hint_deleted(path)
         if identity and sid:
             # Free the identity: the kernel reuses inode numbers, and a new file with
             # this one must not be taken for the old stream.
@@ -191,7 +193,7 @@ class StreamTrigger:
     def _owner_after_move(self, path: str, moved_to: str) -> tuple[str | None, str | None]:
         """A renamed file keeps its inode: read the identity at the new path and take
         the stream only if it was this path's."""
-        identity = _identity(moved_to)
+        identity = identity_of(moved_to)
         sid = self.store.stream_for_identity(identity) if identity else None
         record = self.store.get(sid) if sid else None
         if record is None or record.original_path != path:
@@ -248,12 +250,3 @@ class StreamTrigger:
                 type(exc).__name__,
                 exc,
             )
-
-
-def _identity(path: str) -> str | None:
-    """The identity of a regular file at `path`, or None if there is none now."""
-    try:
-        st = os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    return str(FileIdentity.of_stat(st)) if stat.S_ISREG(st.st_mode) else None

@@ -72,6 +72,7 @@ class S3Unavailable(StreamError):
 
     def __init__(self, detail: str) -> None:
         super().__init__(f"S3 unavailable: {detail}")
+        self.detail = detail
 
 
 class CheckpointUnavailable(StreamError):
@@ -79,6 +80,7 @@ class CheckpointUnavailable(StreamError):
 
     def __init__(self, detail: str) -> None:
         super().__init__(f"Redis checkpoint store unavailable: {detail}")
+        self.detail = detail
 
 
 class LeaseLost(StreamError):

@@ -19,10 +19,5 @@ class FileIdentity:
         return f"{self.device}:{self.inode}"
 
     @classmethod
-    def parse(cls, text: str) -> FileIdentity:
-        device, _, inode = text.partition(":")
-        return cls(int(device), int(inode))
-
-    @classmethod
     def of_stat(cls, st: os.stat_result) -> FileIdentity:
         return cls(st.st_dev, st.st_ino)

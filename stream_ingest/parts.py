@@ -56,10 +56,6 @@ def part_offset(k: int, base: int = 8 * MIB) -> int:
     return offset
 
 
-def part_range(k: int, base: int = 8 * MIB) -> PartRange:
-    return PartRange(k, part_offset(k, base), part_size(k, base))
-
-
 def full_parts(size: int, base: int = 8 * MIB) -> list[PartRange]:
     """Every full part that lies entirely within the first `size` bytes."""
     out: list[PartRange] = []

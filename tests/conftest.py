@@ -22,7 +22,7 @@ import boto3  # noqa: E402
 import pytest  # noqa: E402
 
 from blocks.checkpoints import CheckpointStore  # noqa: E402
-from stream_ingest.services import MotoServer, RedisServer  # noqa: E402
+from devstack.services import MotoServer, RedisServer  # noqa: E402
 
 AWS_KEYS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
@@ -97,8 +97,8 @@ def settings_env(
         "STREAM_INGEST_SETTLE_SECONDS": "0.5",
         "STREAM_INGEST_POLL_INTERVAL_SECONDS": "0.05",
         "STREAM_INGEST_LEASE_TTL_SECONDS": "6",
-        "STREAM_INGEST_BUCKET_BLOCK": f"bucket-{namespace}",
-        "STREAM_INGEST_REDIS_BLOCK": f"redis-{namespace}",
+        # Blocks of their own per test; the flow finds them through this variable.
+        "STREAM_INGEST_CONFIG_BLOCK": f"cfg-{namespace.lower()}",
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -107,7 +107,7 @@ def settings_env(
 
 @pytest.fixture
 def registered(prefect_harness: None, settings_env: dict[str, str]):
-    """Settings from settings_env with both blocks saved in the harness server."""
+    """Settings from settings_env, saved as the test's blocks in the harness server."""
     from blocks.registration import register_blocks
     from stream_ingest.settings import load_settings
 
@@ -116,14 +116,28 @@ def registered(prefect_harness: None, settings_env: dict[str, str]):
     return settings
 
 
+def edit_config(**changes: object) -> None:
+    """Change the test's IngestConfig block the way an operator does in the UI."""
+    from blocks.config import load_config
+
+    config = load_config()
+    for name, value in changes.items():
+        setattr(config, name, value)
+    config.save(config._block_document_name, overwrite=True)
+
+
 @pytest.fixture(autouse=True)
 def no_leaked_threads() -> Iterator[None]:
-    """Fail a test that leaves a non-daemon thread of ours running."""
+    """Fail a test that leaves a thread of ours running, daemon or not (the lease
+    keeper is a daemon: a leaked one would keep renewing a lease forever)."""
     before = set(threading.enumerate())
     yield
-    leaked = [
+    ours = [
         t
         for t in set(threading.enumerate()) - before
-        if t.is_alive() and not t.daemon and t.name.startswith(("sensor", "lease", "finalize"))
+        if t.name.startswith(("sensor", "lease", "finalize"))
     ]
+    for thread in ours:  # a thread told to stop may need a moment to finish
+        thread.join(timeout=5)
+    leaked = [t for t in ours if t.is_alive()]
     assert not leaked, f"threads leaked: {leaked}"

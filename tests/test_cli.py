@@ -1,25 +1,23 @@
-"""`stream-ingest streams ...` against a private redis-server: the JSON shapes scripts
-rely on, the human table, filters, and clear errors."""
+"""`stream-ingest` against the test Prefect server and a private redis-server: the JSON
+shapes scripts rely on, the human tables, filters, `doctor`, and clear errors."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+from prefect_redis import RedisDatabase
 
-from blocks.records import StreamRecord
-from stream_ingest.cli import main
+from blocks.checkpoints import CheckpointStore
+from cli.main import main
+from devstack.services import free_port
+from stream_ingest.records import StreamRecord
 from stream_ingest.states import Status
+from tests.conftest import edit_config
 
 
 @pytest.fixture
-def cli_env(monkeypatch: pytest.MonkeyPatch, redis_server, namespace) -> None:
-    monkeypatch.setenv("STREAM_INGEST_REDIS_URL", redis_server.url)
-    monkeypatch.setenv("STREAM_INGEST_REDIS_NAMESPACE", namespace)
-
-
-@pytest.fixture
-def three(store, cli_env) -> list[StreamRecord]:
+def three(store, registered) -> list[StreamRecord]:
     records = [
         StreamRecord(stream_id="s-done", original_path="/rec/a.mp4", status=Status.COMPLETED),
         StreamRecord(
@@ -61,23 +59,32 @@ def test_list_filters_by_status(three, capsys) -> None:
 
 def test_human_list_is_a_table_with_a_header(three, capsys) -> None:
     _, out, _ = _run(capsys, "streams", "list")
-    lines = out.splitlines()
+    lines = [line for line in out.splitlines() if line.strip()]
 
     assert lines[0].split()[:4] == ["STREAM_ID", "STATUS", "BYTES_UPLOADED", "PARTS_COUNT"]
     assert len(lines) == 4
     assert "s-fail" in lines[2] and "failed" in lines[2] and "boom" in lines[2]
 
 
-def test_empty_list_says_so(cli_env, capsys) -> None:
+def test_human_show_lists_every_field(three, capsys) -> None:
+    code, out, _ = _run(capsys, "streams", "show", "s-fail")
+
+    assert code == 0
+    rows = dict(line.strip().partition(" ")[::2] for line in out.splitlines() if line.strip())
+    assert rows["status"].strip() == "failed" and rows["error"].strip() == "boom"
+    assert rows["original_path"].strip() == "/rec/b.mkv"
+
+
+def test_empty_list_says_so(registered, capsys) -> None:
     assert _run(capsys, "streams", "list") == (0, "no streams\n", "")
     assert json.loads(_run(capsys, "streams", "list", "--json")[1]) == []
 
 
-def test_show_of_an_unknown_stream_fails_with_a_message(cli_env, capsys) -> None:
+def test_show_of_an_unknown_stream_fails_with_a_message(registered, capsys) -> None:
     code, _, err = _run(capsys, "streams", "show", "nope")
 
     assert code == 1
-    assert err.strip() == "no stream with id nope"
+    assert err.strip() == "stream-ingest: no stream with id nope"
 
 
 def test_rerun_of_a_completed_stream_is_a_noop_that_says_so(three, capsys) -> None:
@@ -87,27 +94,36 @@ def test_rerun_of_a_completed_stream_is_a_noop_that_says_so(three, capsys) -> No
     assert out.strip() == "s-done: already completed; nothing to rerun"
 
 
-def test_rerun_needs_an_id_or_failed(cli_env, capsys) -> None:
-    code, _, err = _run(capsys, "streams", "rerun")
+@pytest.mark.parametrize("args", [[], ["s-fail", "--failed"]])
+def test_rerun_needs_an_id_or_failed(registered, capsys, args) -> None:
+    code, _, err = _run(capsys, "streams", "rerun", *args)
 
     assert code == 2 and "give a stream id or --failed" in err
 
 
-def test_bad_setting_is_named_and_nothing_runs(monkeypatch, capsys) -> None:
+def test_config_option_and_variable_pick_the_block(registered, capsys, monkeypatch) -> None:
+    code, _, err = _run(capsys, "--config", "no-such-config", "streams", "list")
+    assert code == 1 and "ingest-config/no-such-config not found" in err
+    assert "stream-ingest blocks register" in err
+    monkeypatch.setenv("STREAM_INGEST_CONFIG_BLOCK", "another-missing")
+    code, _, err = _run(capsys, "streams", "list")
+    assert code == 1 and "ingest-config/another-missing not found" in err
+
+
+def test_bad_setting_is_named_and_nothing_is_saved(registered, monkeypatch, capsys) -> None:
     monkeypatch.setenv("STREAM_INGEST_PART_SIZE_MIB", "3")
     monkeypatch.setenv("STREAM_INGEST_AWS_SECRET_ACCESS_KEY", "very-secret-value")
 
-    code, out, err = _run(capsys, "streams", "list")
+    code, out, err = _run(capsys, "blocks", "register")
 
     assert code == 2 and out == ""
     assert err.startswith("stream-ingest: invalid settings: STREAM_INGEST_PART_SIZE_MIB")
     assert "very-secret-value" not in err
 
 
-def test_unreachable_redis_is_one_line_not_a_traceback(monkeypatch, capsys) -> None:
-    from stream_ingest.services import free_port
-
-    monkeypatch.setenv("STREAM_INGEST_REDIS_URL", f"redis://:hunter2@127.0.0.1:{free_port()}/0")
+def test_unreachable_redis_is_one_line_not_a_traceback(registered, capsys) -> None:
+    dead = RedisDatabase.from_connection_string(f"redis://:hunter2@127.0.0.1:{free_port()}/0")
+    edit_config(checkpoints=CheckpointStore(redis=dead, namespace="x"))
 
     code, _, err = _run(capsys, "streams", "list")
 
@@ -115,3 +131,48 @@ def test_unreachable_redis_is_one_line_not_a_traceback(monkeypatch, capsys) -> N
     assert err.startswith("stream-ingest: Redis checkpoint store unavailable")
     assert len(err.strip().splitlines()) == 1
     assert "hunter2" not in err
+
+
+def _doctor(capsys) -> tuple[int, dict[str, list[str]]]:
+    code, out, _ = _run(capsys, "doctor")
+    lines: dict[str, list[str]] = {}
+    for line in out.splitlines():
+        mark, rest = line.split(None, 1)
+        name = rest[:17].strip()
+        lines.setdefault(name, []).append(f"{mark} {rest[17:].strip()}")
+    return code, lines
+
+
+def test_doctor_checks_each_part_in_one_line(registered, capsys) -> None:
+    """The test stack has no deployments and a Redis without persistence: doctor says
+    exactly that, and exits non-zero."""
+    code, lines = _doctor(capsys)
+
+    assert code == 1
+    for ok in ("settings", "credentials", "bucket", "redis", "redis permissions"):
+        assert lines[ok][0].startswith("ok"), lines[ok]
+    assert (
+        lines["prefect server"][0].startswith("ok") and "version 3." in lines["prefect server"][0]
+    )
+    assert lines["watch folder"][0].startswith("ok")
+    assert lines["redis persistence"][0].startswith("FAIL")
+    assert lines["deployment"] and all(d.startswith("FAIL") for d in lines["deployment"])
+    assert "multipart upload, part and abort allowed" in lines["bucket"][0]
+
+
+def test_doctor_names_a_missing_bucket_and_folder(registered, capsys) -> None:
+    """Edited the way an operator would: the bucket block, and the config's folder."""
+    from blocks.bucket import StreamBucket
+
+    config_bucket = registered.s3_bucket
+    edit_config(watch_dir="/no/such/folder")
+    bucket = StreamBucket.load(registered.config_block)
+    bucket.bucket_name = "no-such-bucket-anywhere"
+    bucket.save(registered.config_block, overwrite=True)
+
+    code, lines = _doctor(capsys)
+
+    assert code == 1
+    assert lines["bucket"][0].startswith("FAIL") and "no-such-bucket-anywhere" in lines["bucket"][0]
+    assert lines["watch folder"][0].startswith("FAIL")
+    assert config_bucket not in lines["bucket"][0]

@@ -2,7 +2,7 @@
 
 There is no Docker engine here, so both files are parsed, and every command they run
 is checked in-process against the real CLI parsers: `stream-ingest` through
-`stream_ingest.cli.parser()`, `prefect` through Prefect's own cyclopts app.
+`cli.main.parser()`, `prefect` through Prefect's own cyclopts app.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import pytest
 import yaml
 from packaging.specifiers import SpecifierSet
 
-from stream_ingest import cli
 from stream_ingest.settings import ENV_PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,12 +140,25 @@ def volume_mounts(service: dict[str, Any]) -> list[tuple[str, str]]:
     return mounts
 
 
-def run_stream_ingest(tokens: list[str]) -> Any:
+def run_stream_ingest(tokens: list[str]) -> tuple[str, dict[str, Any]]:
+    """Parse a `stream-ingest ...` command with its own typer app (no execution):
+    returns 'cli.main.function' of the command and its parameters."""
+    import typer
+    from typer.exceptions import TyperException
+
+    from cli.main import app
+
     assert tokens[0] == "stream-ingest", tokens
+    ctx = None
     try:
-        return cli.parser().parse_args(tokens[1:])
-    except SystemExit as exc:
-        pytest.fail(f"not a stream-ingest command: {shlex.join(tokens)} (exit {exc.code})")
+        ctx = typer.main.get_command(app).make_context("stream-ingest", list(tokens[1:]))
+        while hasattr(ctx.command, "resolve_command"):  # a group: descend
+            rest = [*getattr(ctx, "_protected_args", ()), *ctx.args]
+            name, sub, rest = ctx.command.resolve_command(ctx, rest)
+            ctx = sub.make_context(name, rest, parent=ctx)
+    except (TyperException, typer.Exit, IndexError) as exc:
+        pytest.fail(f"not a stream-ingest command: {shlex.join(tokens)} ({exc!r})")
+    return f"cli.main.{ctx.command.callback.__name__}", dict(ctx.params)
 
 
 def run_prefect(tokens: list[str]) -> tuple[str, dict[str, Any]]:
@@ -170,8 +182,7 @@ def run_prefect(tokens: list[str]) -> tuple[str, dict[str, Any]]:
 def check_command(tokens: list[str]) -> tuple[str, dict[str, Any]]:
     """Any command the images run: returns (what it runs, its arguments)."""
     if tokens[0] == "stream-ingest":
-        args = run_stream_ingest(tokens)
-        return f"stream_ingest.cli.{args.func.__name__}", vars(args)
+        return run_stream_ingest(tokens)
     if tokens[0] == "prefect":
         return run_prefect(tokens)
     pytest.fail(f"unknown program in {shlex.join(tokens)}")
@@ -222,7 +233,7 @@ def test_prefect_yaml_leaves_the_code_where_deploy_runs(prefect_yaml: dict[str, 
 
 
 def test_dev_uses_the_same_work_pool(deployment: dict[str, Any]) -> None:
-    from stream_ingest import dev
+    from devstack import dev
 
     assert deployment["work_pool"]["name"] == dev.WORK_POOL
 
@@ -293,12 +304,20 @@ def test_data_volumes_are_mounted_where_the_images_keep_data(services: dict[str,
 # --- docker-compose.yml: the app services ---------------------------------------------
 
 
-def test_app_services_share_one_environment(
+def test_only_setup_reads_the_seed_settings(
     compose: dict[str, Any], services: dict[str, Any]
 ) -> None:
-    shared = compose["x-stream-ingest-env"]
-    for name in APP_SERVICES:
+    """The worker and the sensor get the Prefect API only: everything else (and every
+    secret) reaches them through the IngestConfig block that setup saves."""
+    shared = compose["x-prefect-env"]
+    for name in ("worker", "sensor"):
         assert services[name]["environment"] == shared, name
+    setup = app_env(services, "setup")
+    assert {k: str(v) for k, v in shared.items()} == {k: setup[k] for k in shared}
+    assert {k for k in setup if k.startswith(ENV_PREFIX)} >= {
+        "STREAM_INGEST_WATCH_DIR",
+        "STREAM_INGEST_AWS_SECRET_ACCESS_KEY",
+    }
     assert shared["PREFECT_API_URL"] == "http://prefect-server:4200/api"
     assert str(shared["PREFECT_WORKER_QUERY_SECONDS"]) == "2"
 
@@ -316,10 +335,9 @@ def test_app_services_are_built_from_the_dockerfile(services: dict[str, Any]) ->
 def test_worker_and_sensor_see_recordings_at_the_watch_dir(services: dict[str, Any]) -> None:
     mounts = {name: dict(volume_mounts(services[name])) for name in ("worker", "sensor")}
     assert mounts["worker"] == mounts["sensor"], "worker and sensor must share the mount"
-    watch = {name: app_env(services, name)["STREAM_INGEST_WATCH_DIR"] for name in mounts}
-    assert watch["worker"] == watch["sensor"]
-    assert PurePosixPath(watch["worker"]).is_absolute()
-    assert mounts["worker"].get("recordings") == watch["worker"]
+    watch = app_env(services, "setup")["STREAM_INGEST_WATCH_DIR"]  # saved into the block
+    assert PurePosixPath(watch).is_absolute()
+    assert mounts["worker"].get("recordings") == watch
 
 
 def test_every_stream_ingest_variable_is_a_setting(services: dict[str, Any]) -> None:
@@ -341,21 +359,21 @@ def test_every_stream_ingest_variable_is_a_setting(services: dict[str, Any]) -> 
 def test_compose_environment_loads_as_valid_settings(
     services: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    env = {k: interpolate(v) for k, v in app_env(services, "sensor").items()}
+    env = {k: interpolate(v) for k, v in app_env(services, "setup").items()}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     from stream_ingest.settings import load_settings
 
     settings = load_settings()
-    assert settings.watch_dir == Path("/recordings")
+    assert settings.watch_dir == "/recordings"
     assert settings.s3_bucket == "recordings"
     assert settings.aws_access_key_id is not None
     assert settings.aws_secret_access_key is not None
 
 
 def test_service_addresses_point_at_compose_services(services: dict[str, Any]) -> None:
-    env = app_env(services, "worker")
-    api = urlsplit(env["PREFECT_API_URL"])
+    env = app_env(services, "setup")
+    api = urlsplit(app_env(services, "worker")["PREFECT_API_URL"])
     assert (api.hostname, api.port, api.path) == ("prefect-server", 4200, "/api")
     assert "4200:4200" in services["prefect-server"]["ports"]
     redis = urlsplit(env["STREAM_INGEST_REDIS_URL"])
@@ -366,7 +384,7 @@ def test_service_addresses_point_at_compose_services(services: dict[str, Any]) -
 
 
 def test_s3_credentials_are_minios(services: dict[str, Any]) -> None:
-    env = app_env(services, "worker")
+    env = app_env(services, "setup")
     for service in ("minio", "minio-init"):
         minio = app_env(services, service)
         assert env["STREAM_INGEST_AWS_ACCESS_KEY_ID"] == minio["MINIO_ROOT_USER"]
@@ -379,7 +397,7 @@ def test_minio_init_creates_the_configured_bucket(services: dict[str, Any]) -> N
     init = services["minio-init"]
     script = init["command"][0] if isinstance(init["command"], list) else init["command"]
     commands = script_commands([*init["entrypoint"][:2], script])
-    bucket = app_env(services, "worker")["STREAM_INGEST_S3_BUCKET"]
+    bucket = app_env(services, "setup")["STREAM_INGEST_S3_BUCKET"]
     assert commands[0][:4] == ["mc", "alias", "set", "local"]
     assert urlsplit(commands[0][4]).hostname == "minio"
     assert ["mc", "mb", "--ignore-existing", f"local/{bucket}"] in commands
@@ -417,7 +435,7 @@ def test_setup_creates_the_pool_registers_blocks_and_deploys(
     commands = [check_command(c) for c in script_commands(services["setup"]["command"])]
     assert [what for what, _ in commands] == [
         "prefect.cli.work_pool.create",
-        "stream_ingest.cli.cmd_blocks_register",
+        "cli.main.blocks_register",
         "prefect.cli.deploy._commands.deploy",
     ]
     pool = commands[0][1]
@@ -440,7 +458,7 @@ def test_worker_polls_the_deployments_pool(
 
 def test_sensor_runs_the_sensor(services: dict[str, Any]) -> None:
     (command,) = script_commands(services["sensor"]["command"])
-    assert check_command(command)[0] == "stream_ingest.cli.cmd_sensor"
+    assert check_command(command)[0] == "cli.main.sensor"
 
 
 # --- Dockerfile ----------------------------------------------------------------------
@@ -487,7 +505,7 @@ def test_dockerfile_copies_the_project(
 ) -> None:
     copies = _copies(dockerfile)
     packages = pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]
-    assert set(packages) == {"stream_ingest", "blocks", "flows", "sensors"}
+    assert set(packages) == {"stream_ingest", "blocks", "flows", "sensors", "cli", "devstack"}
     for name in [*packages, "pyproject.toml", "uv.lock", "README.md", "prefect.yaml"]:
         assert (ROOT / name).exists(), name
         assert copies.get(name) == f"/app/{name}", f"{name} is not copied to /app/{name}"
@@ -514,4 +532,4 @@ def test_dockerfile_default_command_is_the_sensor(
     entry = [json.loads(a) for k, a in dockerfile if k == "ENTRYPOINT"]
     command = (entry[-1] if entry else []) + cmd
     assert command[0] in pyproject["project"]["scripts"], "not a console script of the project"
-    assert check_command(command)[0] == "stream_ingest.cli.cmd_sensor"
+    assert check_command(command)[0] == "cli.main.sensor"

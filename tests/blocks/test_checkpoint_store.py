@@ -10,9 +10,9 @@ from collections.abc import Callable
 import pytest
 
 from blocks.checkpoints import CheckpointStore
-from blocks.records import PartRecord, StreamRecord
+from devstack.services import RedisServer, wait_for
 from stream_ingest.errors import CheckpointUnavailable, LeaseLost, StreamNotFound
-from stream_ingest.services import RedisServer
+from stream_ingest.records import PartRecord, StreamRecord
 from stream_ingest.states import IllegalTransition, Status
 
 
@@ -28,17 +28,10 @@ def part(n: int, size: int, etag: str = "") -> PartRecord:
     return PartRecord(n, etag or f'"etag-{n}-{size}"', (n - 1) * 100, size, f"sum-{n}")
 
 
-def wait_until(check: Callable[[], bool], timeout: float = 3.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.02)
-    return check()
-
-
 def raw_meta(store: CheckpointStore, sid: str) -> dict[str, str]:
-    return {k.decode(): v.decode() for k, v in store.r.hgetall(store.meta_key(sid)).items()}
+    return {
+        k.decode(): v.decode() for k, v in store.redis_client.hgetall(store.meta_key(sid)).items()
+    }
 
 
 # -- streams -----------------------------------------------------------------
@@ -50,7 +43,7 @@ def test_put_and_get_round_trip(store: CheckpointStore) -> None:
     assert store.get(record.stream_id) == record
     assert store.require(record.stream_id) == record
     assert store.stream_for_identity(record.identity) == record.stream_id
-    assert record.stream_id in store.active_ids()
+    assert record.stream_id in {r.stream_id for r in store.active_streams()}
     assert store.get("nope") is None
     with pytest.raises(StreamNotFound):
         store.require("nope")
@@ -115,7 +108,7 @@ def test_set_status_enforces_transitions_and_keeps_the_active_set(
     record = new_record()
     sid = record.stream_id
     store.put(record)
-    assert sid in store.active_ids()
+    assert sid in {r.stream_id for r in store.active_streams()}
     with pytest.raises(IllegalTransition):
         store.set_status(sid, Status.COMPLETED)  # detected -> completed
     assert store.require(sid).status is Status.DETECTED
@@ -124,18 +117,18 @@ def test_set_status_enforces_transitions_and_keeps_the_active_set(
     got = store.require(sid)
     assert (got.status, got.flow_run_id) == (Status.UPLOADING, "run-1")
     assert got.last_activity_at_utc
-    assert sid in store.active_ids()
+    assert sid in {r.stream_id for r in store.active_streams()}
 
     store.set_status(sid, Status.FAILED, error="S3 unavailable")
-    assert sid not in store.active_ids()
+    assert sid not in {r.stream_id for r in store.active_streams()}
     assert store.require(sid).error == "S3 unavailable"
     store.set_status(sid, Status.UPLOADING, error="")
-    assert sid in store.active_ids()
+    assert sid in {r.stream_id for r in store.active_streams()}
     store.set_status(sid, Status.FINALIZING)
     store.set_status(sid, Status.COMPLETED, sha256="abc", total_bytes=10)
     got = store.require(sid)
     assert (got.status, got.sha256, got.total_bytes) == (Status.COMPLETED, "abc", 10)
-    assert sid not in store.active_ids()
+    assert sid not in {r.stream_id for r in store.active_streams()}
 
     with pytest.raises(IllegalTransition):
         store.set_status(sid, Status.UPLOADING, error="must not be written")
@@ -149,7 +142,7 @@ def test_abort_leaves_the_active_set(store: CheckpointStore) -> None:
     record = new_record()
     store.put(record)
     store.set_status(record.stream_id, Status.ABORTED, error="source deleted")
-    assert record.stream_id not in store.active_ids()
+    assert record.stream_id not in {r.stream_id for r in store.active_streams()}
     with pytest.raises(IllegalTransition):
         store.set_status(record.stream_id, Status.FAILED)
 
@@ -179,7 +172,7 @@ def test_list_streams_with_and_without_a_status(store: CheckpointStore) -> None:
 
 
 def test_namespaces_do_not_see_each_other(store: CheckpointStore, redis_server) -> None:
-    other = CheckpointStore.from_url(redis_server.url, store.ns + "-other")
+    other = CheckpointStore.from_url(redis_server.url, store.namespace + "-other")
     store.put(new_record(identity="9:9"))
     assert other.list_streams() == []
     assert other.stream_for_identity("9:9") is None
@@ -224,7 +217,7 @@ def test_record_part_without_a_lease_takes_it(store: CheckpointStore) -> None:
     store.put(record)
     store.record_part(record, "tok", part(1, 10), 30)
     assert store.lease_holder(record.stream_id) == "tok"
-    assert 0 < store.r.pttl(store.lease_key(record.stream_id)) <= 30_000
+    assert 0 < store.redis_client.pttl(store.lease_key(record.stream_id)) <= 30_000
 
 
 def test_record_part_rebuilds_a_deleted_meta_hash(store: CheckpointStore) -> None:
@@ -235,7 +228,7 @@ def test_record_part_rebuilds_a_deleted_meta_hash(store: CheckpointStore) -> Non
     store.set_status(sid, Status.UPLOADING)
     store.record_part(record, "tok", part(1, 10), 30)
     store.record_part(record, "tok", part(2, 20), 30)
-    store.r.delete(store.meta_key(sid))
+    store.redis_client.delete(store.meta_key(sid))
     assert store.get(sid) is None
 
     # `record` is the run's copy from when it started: status detected, no bytes yet.
@@ -250,7 +243,7 @@ def test_record_part_rebuilds_a_deleted_meta_hash(store: CheckpointStore) -> Non
     assert rebuilt.parts_count == 3
     # A part is being recorded, so the stream is uploading, and can finish normally.
     assert rebuilt.status is Status.UPLOADING
-    assert sid in store.active_ids()
+    assert sid in {r.stream_id for r in store.active_streams()}
     store.set_status(sid, Status.FINALIZING)
     store.set_status(sid, Status.COMPLETED)
 
@@ -263,7 +256,9 @@ def test_restore_rebuilds_only_a_lost_meta_hash(store: CheckpointStore) -> None:
     assert store.restore(record) is False
     assert store.require(sid).error == "kept"  # an existing record is left alone
 
-    store.r.delete(*store.r.keys(f"{store.ns}:*"))  # Redis restarted without its data
+    store.redis_client.delete(
+        *store.redis_client.keys(f"{store.namespace}:*")
+    )  # Redis restarted without its data
     assert store.restore(record) is True
     rebuilt = store.require(sid)
     assert (rebuilt.status, rebuilt.s3_upload_id, rebuilt.bytes_uploaded) == (
@@ -313,11 +308,11 @@ def test_lease_acquire_renew_release(store: CheckpointStore) -> None:
 def test_lease_expires_and_renewal_extends_it(store: CheckpointStore) -> None:
     sid = "s-ttl"
     assert store.acquire_lease(sid, "a", 0.3)
-    assert 0 < store.r.pttl(store.lease_key(sid)) <= 300
+    assert 0 < store.redis_client.pttl(store.lease_key(sid)) <= 300
     store.renew_lease(sid, "a", 5)
-    assert store.r.pttl(store.lease_key(sid)) > 1000
+    assert store.redis_client.pttl(store.lease_key(sid)) > 1000
     assert store.acquire_lease(sid, "a", 0.3)  # shorten it again
-    assert wait_until(lambda: store.lease_holder(sid) is None, timeout=3)
+    wait_for(lambda: store.lease_holder(sid) is None, 3, "the lease to expire")
     assert store.acquire_lease(sid, "b", 30)  # expired: anyone may take it
     assert not store.acquire_lease(sid, "a", 30)
     with pytest.raises(LeaseLost):
@@ -334,7 +329,7 @@ def test_take_over_lease_only_from_the_named_holder(store: CheckpointStore) -> N
     assert store.lease_holder(sid) == "crashed"
     assert store.take_over_lease(sid, "crashed", "rerun", 5)
     assert store.lease_holder(sid) == "rerun"
-    assert 0 < store.r.pttl(store.lease_key(sid)) <= 5000
+    assert 0 < store.redis_client.pttl(store.lease_key(sid)) <= 5000
     with pytest.raises(LeaseLost):
         store.renew_lease(sid, "crashed", 30)
 
@@ -362,8 +357,6 @@ def test_closed_hint_only_for_the_matching_identity(store: CheckpointStore) -> N
     assert at is not None and before - 1 <= at <= time.time() + 1
     assert store.closed_hint(path, "1:3") is None  # another incarnation of the path
     assert store.closed_hint("/w/cam 1/b.mp4", "1:2") is None
-    store.hint_deleted(path)
-    assert store.closed_hint(path, "1:2") == at
     store.hint_closed(path, "1:3")  # a new incarnation closed: the old hint is replaced
     assert store.closed_hint(path, "1:2") is None
     assert store.closed_hint(path, "1:3") is not None

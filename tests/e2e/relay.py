@@ -9,7 +9,7 @@ import selectors
 import socket
 import threading
 
-from stream_ingest.services import free_port
+from devstack.services import free_port
 
 
 class Relay:

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from stream_ingest.services import PrefectServer, Service
+from devstack.services import PrefectServer, Service, T, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -29,19 +29,17 @@ def run_cli(args: list[str], env: dict[str, str], timeout: float = 120) -> str:
     return result.stdout
 
 
-def until(check: Callable[[], object], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except Exception as exc:  # server still starting, object not there yet
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+def run_cli_status(args: list[str], env: dict[str, str], timeout: float = 120) -> tuple[int, str]:
+    """Exit code and output (stdout and stderr) of a command of the product."""
+    result = subprocess.run(
+        args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    return result.returncode, result.stdout + result.stderr
+
+
+def until(check: Callable[[], T], timeout: float, what: str) -> T:
+    """Wait on a real process over HTTP: an error (still starting) is "not yet"."""
+    return wait_for(check, timeout, what, interval=0.2, errors=(Exception,))
 
 
 def product_env(
@@ -139,6 +137,13 @@ class Stack:
         resp = httpx.post(f"{self.api}{path}", json=body, timeout=15)
         resp.raise_for_status()
         return resp.json() if resp.content else None
+
+    def patch(self, path: str, body: dict[str, Any]) -> None:
+        httpx.patch(f"{self.api}{path}", json=body, timeout=15).raise_for_status()
+
+    @property
+    def config(self) -> str:
+        return self.env.get("STREAM_INGEST_CONFIG_BLOCK", "stream-ingest")
 
     def get(self, path: str) -> Any:
         resp = httpx.get(f"{self.api}{path}", timeout=15)

@@ -3,6 +3,7 @@ SIGTERM stops every process it started."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -16,7 +17,7 @@ import boto3
 import httpx
 import pytest
 
-from stream_ingest.services import free_port
+from devstack.services import free_port
 from tests.e2e.stack import BIN, ROOT, until
 
 
@@ -107,6 +108,40 @@ def test_dev_runs_everything_and_stops_it_all(tmp_path: Path):
             "the object in S3",
         )
         assert body == data
+
+        # A second terminal in the same folder, with nothing exported, finds the stack
+        # (prefect.toml written by dev) and its Redis (through the config block).
+        pointer = tmp_path / "prefect.toml"
+        assert pointer.exists()
+        listed = until(
+            lambda: [
+                r
+                for r in json.loads(
+                    subprocess.run(
+                        [str(BIN / "stream-ingest"), "streams", "list", "--json"],
+                        cwd=tmp_path,
+                        env=env,
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                        timeout=60,
+                    ).stdout
+                )
+                if r["status"] == "completed"
+            ],
+            60,
+            "the completed stream in `streams list`",
+        )
+        assert [r["original_path"] for r in listed] == [str(watch / "take 1.mkv")]
+        runs = subprocess.run(
+            [str(BIN / "prefect"), "flow-run", "ls"],
+            cwd=tmp_path,
+            env={**env, "COLUMNS": "250"},  # a wide table: run names in full
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert runs.returncode == 0 and "ingest-take 1.mkv" in runs.stdout, runs.stderr
         started = descendants(dev.pid)
         assert len(started) >= 5  # prefect server, redis, moto, worker, sensor
 
@@ -117,6 +152,7 @@ def test_dev_runs_everything_and_stops_it_all(tmp_path: Path):
             dev.kill()
     reader.join(5)
     assert "stopped everything it started" in "".join(lines)
+    assert not (tmp_path / "prefect.toml").exists()
     leftover = (
         until(lambda: not any(alive(p) for p in started) or None, 20, "every child to exit")
         if started

@@ -187,7 +187,7 @@ def test_retry_from_the_ui_resumes_without_reuploading_checkpointed_parts(
 
 
 def test_rerun_failed_creates_one_run_per_failed_stream(ops: Ops) -> None:
-    from blocks.records import StreamRecord
+    from stream_ingest.records import StreamRecord
     from stream_ingest.states import Status
 
     stack, store = ops.stack, ops.store
@@ -247,6 +247,7 @@ def test_example_automation_reruns_a_failed_stream_a_bounded_number_of_times(ops
         stack_delete(stack, f"/flow_runs/{r['id']}")  # it would run a minute from now
     [rerun] = created
     assert rerun["parameters"]["path"] == "/rec/auto-first.mp4"
+    assert rerun["parameters"]["config"] == "stream-ingest"
     assert rerun["state_type"] == "SCHEDULED"
     start = datetime.fromisoformat(rerun["expected_start_time"])
     assert start - datetime.now(UTC) > timedelta(seconds=20)  # schedule_after: a minute
@@ -267,6 +268,7 @@ emit_event(
         "prefect.resource.id": "stream-ingest.stream.{sid}",
         "stream-ingest.stream-id": "{sid}",
         "stream-ingest.path": "/rec/{sid}.mp4",
+        "stream-ingest.config": "stream-ingest",
         "stream-ingest.failures": "{failures}",
     }},
     related=[{{"prefect.resource.id": "prefect.deployment.{deployment_id}",

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import edit_config
 from tests.faults.conftest import (
     check_object,
     close_hint,
@@ -73,7 +74,7 @@ def test_two_reruns_of_a_crashed_stream_race_for_its_lease(
 ):
     # A lease far longer than the test: only the take-over of a crashed run's lease
     # (compare-and-set in Redis) lets a rerun in, and only one of them.
-    monkeypatch.setenv("STREAM_INGEST_LEASE_TTL_SECONDS", "300")
+    edit_config(lease_ttl_seconds=300)
     data = payload(5 * PART + 3, seed=72)
     src = watch / "reruns.mp4"
     writer = recorder(store, src, data, steps=14)
@@ -111,7 +112,7 @@ def test_two_reruns_of_a_crashed_stream_race_for_its_lease(
 def test_run_frozen_past_its_lease_wakes_while_its_successor_uploads(
     registered, s3, store, proxy, watch, tmp_path, monkeypatch, request
 ):
-    monkeypatch.setenv("STREAM_INGEST_MAX_PARTS_IN_FLIGHT", "1")
+    edit_config(max_parts_in_flight=1)
     data = payload(6 * PART + 11, seed=73)
     src = watch / "frozen.mp4"
     held = proxy.add("UploadPart", "hold", part=3, times=1)

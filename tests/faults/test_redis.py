@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from tests.conftest import edit_config
 from tests.faults.conftest import (
     check_object,
     close_hint,
@@ -65,7 +66,7 @@ def test_redis_down_while_a_part_is_checkpointed(
     registered, s3, store, proxy, watch, request, monkeypatch, redis_server
 ):
     # One part at a time, so that part 3 is the only one that meets the outage.
-    monkeypatch.setenv("STREAM_INGEST_MAX_PARTS_IN_FLIGHT", "1")
+    edit_config(max_parts_in_flight=1)
     data = payload(6 * PART + 17, seed=52)
     src = watch / "redis-part.mp4"
     held = proxy.add("UploadPart", "hold", part=3, times=1)

@@ -12,8 +12,9 @@ from uuid import UUID
 import pytest
 
 from flows.ingest import stream_ingest
+from flows.runs import RunRequest
 from sensors.events import FileAppeared, FileClosed
-from sensors.prefect_calls import RunRequest, run_deployment_trigger
+from sensors.prefect_calls import run_deployment_trigger
 from tests.faults.conftest import check_object, report, reuploads
 from tests.flows.helpers import MIB, GrowingWriter, payload, until, wait_for_parts
 from tests.sensors.helpers import FakeEvents, running
@@ -82,7 +83,14 @@ def test_replayed_events_and_sensor_restarts_give_one_run(
     def sensor():
         from sensors.run import Sensor
 
-        return Sensor(registered, store, trigger=trigger, emit=FakeEvents(), backoff_initial=0.1)
+        return Sensor(
+            registered,
+            store,
+            config=registered.config_block,
+            trigger=trigger,
+            emit=FakeEvents(),
+            backoff_initial=0.1,
+        )
 
     data = payload(5 * 5 * MIB + 4242, seed=81)
     src = watch / "replayed.mp4"

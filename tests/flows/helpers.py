@@ -15,6 +15,7 @@ from typing import TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from blocks.checkpoints import CheckpointStore
+from devstack.services import wait_for as until
 
 MIB = 1024 * 1024
 T = TypeVar("T")
@@ -68,17 +69,6 @@ class GrowingWriter(threading.Thread):
 
 def object_bytes(s3, bucket: str, key: str) -> bytes:
     return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-
-
-def until(check: Callable[[], T | None], timeout: float, what: str) -> T:
-    """Poll `check` until it returns something truthy, and return that."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def wait_for_parts(store: CheckpointStore, n: int, timeout: float = 60) -> str:

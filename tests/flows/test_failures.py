@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 from prefect_redis import RedisDatabase
 
+from blocks.checkpoints import CheckpointStore
+from blocks.config import load_config
+from devstack.services import free_port
 from flows.ingest import stream_ingest
-from stream_ingest.services import free_port
 from tests.flows.helpers import MIB, GrowingWriter, payload, run_in_thread, wait_for_parts
 
 pytestmark = pytest.mark.usefixtures("registered")
@@ -63,14 +65,17 @@ def test_missing_bucket_fails_without_leaking_an_upload(registered, s3, store, m
     assert record.s3_upload_id == ""
 
 
-def test_unreachable_redis_fails_with_clear_reason(registered, monkeypatch):
-    RedisDatabase(host="127.0.0.1", port=free_port()).save("dead-redis", overwrite=True)
-    monkeypatch.setenv("STREAM_INGEST_REDIS_BLOCK", "dead-redis")
+def test_unreachable_redis_fails_with_clear_reason(registered):
+    config = load_config()
+    config.checkpoints = CheckpointStore(
+        redis=RedisDatabase(host="127.0.0.1", port=free_port()), namespace="dead"
+    )
+    config.save("dead-redis", overwrite=True)
     src = Path(registered.watch_dir) / "a.mp4"
     src.write_bytes(b"x" * 100)
 
     started = time.monotonic()
-    state = stream_ingest(path=str(src), return_state=True)
+    state = stream_ingest(path=str(src), config="dead-redis", return_state=True)
 
     assert state.is_failed()
     assert "Redis checkpoint store unavailable" in state.message

@@ -34,7 +34,7 @@ def test_finished_file_is_uploaded_byte_identically(registered, s3, store, tmp_p
     tags = s3.get_object_tagging(Bucket=registered.s3_bucket, Key=result["s3_key"])["TagSet"]
     assert {"Key": "sha256", "Value": result["sha256"]} in tags
     assert store.get(result["stream_id"]).status == "completed"
-    assert result["stream_id"] not in store.active_ids()
+    assert result["stream_id"] not in {r.stream_id for r in store.active_streams()}
 
 
 def test_file_growing_in_steps_is_uploaded_byte_identically(registered, s3, store):

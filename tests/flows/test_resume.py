@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from flows.ingest import stream_ingest
+from tests.conftest import edit_config
 from tests.flows.helpers import (
     MIB,
     GrowingWriter,
@@ -27,7 +28,7 @@ def test_killed_run_resumes_uploading_only_missing_parts(
 ):
     # A lease far longer than the test: the rerun must take it over from the crashed
     # run instead of waiting for it to expire.
-    monkeypatch.setenv("STREAM_INGEST_LEASE_TTL_SECONDS", "300")
+    edit_config(lease_ttl_seconds=300)
     data = payload(41 * MIB + 4321, seed=11)
     src = Path(registered.watch_dir) / "crash.mp4"
     src.touch()

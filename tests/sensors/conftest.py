@@ -34,8 +34,10 @@ def watch(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def settings(watch: Path, namespace: str) -> Settings:
-    return load_settings(watch_dir=watch, redis_namespace=namespace)
+def settings(watch: Path, namespace: str, redis_server) -> Settings:
+    return load_settings(
+        watch_dir=str(watch), redis_namespace=namespace, redis_url=redis_server.url
+    )
 
 
 @pytest.fixture
@@ -48,7 +50,8 @@ def make_trigger(
         return StreamTrigger(
             store,
             deployment=settings.deployment,
-            part_base_bytes=settings.part_size_bytes,
+            config=settings.config_block,
+            watch_dir=settings.watch_dir,
             trigger=prefect,
             emit=events,
         )

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from sensors.prefect_calls import RunRequest
+from devstack.services import wait_for
+from flows.runs import RunRequest
 from sensors.run import Sensor
 
 
@@ -64,13 +64,8 @@ class FakeEvents:
 
 
 def wait_until(check: Callable[[], object], what: str, timeout: float = 5.0) -> None:
-    """Poll `check` until it is truthy, failing the test after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    """Wait for the sensor (a thread of this process) to have done `what`."""
+    wait_for(check, timeout, what, interval=0.02)
 
 
 @contextlib.contextmanager

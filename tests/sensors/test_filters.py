@@ -1,9 +1,10 @@
-"""The pure path filter and the handler that turns watchdog events into sensor
-events (no observer, no I/O)."""
+"""The pure path filter, the handler that turns watchdog events into sensor events,
+and the event types a real observer delivers."""
 
 from __future__ import annotations
 
 import queue
+import time
 from pathlib import PurePath
 
 import pytest
@@ -20,15 +21,25 @@ from watchdog.events import (
     FileModifiedEvent,
     FileMovedEvent,
     FileOpenedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
 )
 from watchdog.observers.polling import PollingObserver
 
-from sensors.events import DirGone, FileAppeared, FileClosed, FileFilter, FileGone, SensorEvent
-from sensors.watcher import EnqueueHandler, make_observer
+from sensors.events import (
+    DirGone,
+    FileAppeared,
+    FileClosed,
+    FileFilter,
+    FileGone,
+    SensorEvent,
+    watch_root,
+)
+from sensors.watcher import EVENT_TYPES, EnqueueHandler, make_observer
 from stream_ingest.settings import load_settings
 
 ROOT = PurePath("/rec")
-DEFAULT = FileFilter.from_settings(load_settings(watch_dir="/rec"))
+DEFAULT = FileFilter.of(load_settings(), watch_root("/rec"))
 
 
 @pytest.mark.parametrize(
@@ -80,7 +91,7 @@ def test_settings_patterns_and_extensions_are_case_insensitive() -> None:
     settings = load_settings(
         watch_dir="/rec", video_extensions="MP4, mkv", ignore_patterns="*-PARTIAL.*,tmp_*"
     )
-    f = FileFilter.from_settings(settings)
+    f = FileFilter.of(settings, watch_root(settings.watch_dir))
     assert f.extensions == {".mp4", ".mkv"}
     assert f.wants("/rec/a.MKV")
     assert not f.wants("/rec/a.mov")
@@ -168,6 +179,42 @@ def test_make_observer_picks_polling_or_native() -> None:
 
 
 def test_watch_folder_is_made_absolute_like_the_flow_does() -> None:
-    f = FileFilter.from_settings(load_settings(watch_dir="/rec/cam/.."))
+    f = FileFilter.of(load_settings(), watch_root("/rec/cam/.."))
     assert f.watch_dir == PurePath("/rec")
     assert f.wants("/rec/a.mp4")
+
+
+class Recorder(FileSystemEventHandler):
+    """Records every event the observer delivers, before any filtering of ours."""
+
+    def __init__(self) -> None:
+        self.seen: list[FileSystemEvent] = []
+
+    def dispatch(self, event: FileSystemEvent) -> None:
+        self.seen.append(event)
+
+
+def test_the_observer_delivers_only_the_event_types_the_sensor_uses(tmp_path) -> None:
+    """EVENT_TYPES narrows the inotify mask: a recorder's every write (IN_MODIFY), opens
+    and a reader's close never reach Python; create, close-after-write, move and
+    delete do."""
+    recorder = Recorder()
+    observer = make_observer(use_polling=False)
+    observer.schedule(recorder, str(tmp_path), recursive=True, event_filter=EVENT_TYPES)
+    path = tmp_path / "a.mp4"
+    with observer:
+        with open(path, "wb") as fh:
+            for _ in range(20):
+                fh.write(b"x" * 1000)
+                fh.flush()
+        path.read_bytes()  # a reader: opened, closed without writing
+        path.rename(tmp_path / "b.mp4")
+        (tmp_path / "b.mp4").unlink()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not any(
+            isinstance(e, FileDeletedEvent) for e in recorder.seen
+        ):
+            time.sleep(0.05)
+    kinds = {type(e) for e in recorder.seen}
+    assert {FileCreatedEvent, FileClosedEvent, FileMovedEvent, FileDeletedEvent} <= kinds
+    assert kinds <= set(EVENT_TYPES), kinds - set(EVENT_TYPES)

@@ -13,9 +13,9 @@ import httpx
 import pytest
 
 from blocks.checkpoints import CheckpointStore
+from devstack.services import RedisServer
 from sensors.events import FileAppeared
 from sensors.run import Sensor
-from stream_ingest.services import RedisServer
 from stream_ingest.settings import Settings
 from tests.sensors.helpers import FakeEvents, FakePrefect, running, wait_until, write
 

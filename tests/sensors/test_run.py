@@ -15,13 +15,20 @@ from pathlib import Path
 import pytest
 
 from blocks.checkpoints import CheckpointStore
+from blocks.registration import build_config
+from devstack.services import RedisServer
 from sensors.run import run_sensor, stop_on_signals
 from stream_ingest.errors import ConfigurationError
-from stream_ingest.services import RedisServer
 from stream_ingest.settings import Settings, load_settings
 from tests.sensors.helpers import FakeEvents, FakePrefect, wait_until, write
 
 PROJECT = Path(__file__).resolve().parents[2]
+
+
+def loader(settings: Settings):
+    """A stand-in for loading the IngestConfig block: the same block, unsaved."""
+    config = build_config(settings)
+    return lambda name: config
 
 
 def test_stop_event_stops_run_sensor_in_a_thread(
@@ -36,7 +43,7 @@ def test_stop_event_stops_run_sensor_in_a_thread(
 
     def target() -> None:
         try:
-            run_sensor(settings, stop, store=store, trigger=prefect, emit=events)
+            run_sensor(stop_event=stop, trigger=prefect, emit=events, load=loader(settings))
         except BaseException as exc:
             errors.append(exc)
 
@@ -61,9 +68,11 @@ def test_stop_event_stops_run_sensor_in_a_thread(
 def test_missing_watch_folder_is_a_configuration_error(
     tmp_path: Path, store: CheckpointStore, prefect: FakePrefect, events: FakeEvents
 ) -> None:
-    settings = load_settings(watch_dir=tmp_path / "nope")
-    with pytest.raises(ConfigurationError, match="STREAM_INGEST_WATCH_DIR"):
-        run_sensor(settings, threading.Event(), store=store, trigger=prefect, emit=events)
+    settings = load_settings(watch_dir=str(tmp_path / "nope"))
+    with pytest.raises(ConfigurationError, match=r"watch folder .*nope does not exist"):
+        run_sensor(
+            stop_event=threading.Event(), trigger=prefect, emit=events, load=loader(settings)
+        )
 
 
 def test_default_trigger_needs_the_prefect_api_url(settings: Settings) -> None:
@@ -75,12 +84,13 @@ def test_default_trigger_needs_the_prefect_api_url(settings: Settings) -> None:
         temporary_settings(restore_defaults={PREFECT_API_URL}),
         pytest.raises(ConfigurationError, match="PREFECT_API_URL"),
     ):
-        run_sensor(settings, stopped)
+        run_sensor(stop_event=stopped)
 
 
 SCRIPT = textwrap.dedent(
     """
     import sys
+    from blocks.registration import build_config
     from sensors.run import run_sensor, stop_on_signals
     from stream_ingest.settings import load_settings
 
@@ -91,7 +101,8 @@ SCRIPT = textwrap.dedent(
         calls.flush()
         return "run-" + request.stream_id
 
-    run_sensor(load_settings(), trigger=trigger, emit=lambda **_: None)
+    config = build_config(load_settings())
+    run_sensor(trigger=trigger, emit=lambda **_: None, load=lambda name: config)
     print("run_sensor returned", flush=True)
     """
 )

@@ -9,11 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from blocks.checkpoints import CheckpointStore
-from blocks.records import StreamRecord
 from sensors.events import FileAppeared
 from sensors.run import Sensor
 from stream_ingest.errors import ConfigurationError
 from stream_ingest.identity import FileIdentity
+from stream_ingest.records import StreamRecord
 from stream_ingest.settings import Settings, load_settings
 from stream_ingest.states import Status
 from tests.sensors.helpers import FakePrefect, running, wait_until, write
@@ -104,24 +104,27 @@ def test_close_after_write_sets_the_hint(
         # Still open: created is not closed, and a reader's close is no hint.
         with open(video, "rb") as reader:
             reader.read(10)
+        # The sensor handles events in order: once a file created after the reader's
+        # close has its run, that close has been seen (and must have left no hint).
+        marker = write(watch / "marker.mp4")
+        wait_until(lambda: prefect.calls_for(marker), "the run for a later file")
         assert store.closed_hint(str(video), identity(video)) is None
         out.close()
         wait_until(lambda: store.closed_hint(str(video), identity(video)), "the close hint")
     assert len(prefect.calls_for(video)) == 1
 
 
-def test_delete_sets_the_hint_and_recreating_triggers_again(
+def test_delete_releases_the_identity_and_recreating_triggers_again(
     watch: Path, store: CheckpointStore, prefect: FakePrefect, make_sensor: MakeSensor
 ) -> None:
     video = watch / "a.mp4"
-    hint = store.hint_key(str(video))
     with running(make_sensor()):
         write(video)
         wait_until(lambda: prefect.calls_for(video), "the first run")
         old_identity = identity(video)
+        assert store.stream_for_identity(old_identity) is not None
         video.unlink()
-        wait_until(lambda: store.r.hget(hint, "deleted_at"), "the delete hint")
-        assert store.stream_for_identity(old_identity) is None
+        wait_until(lambda: store.stream_for_identity(old_identity) is None, "the release")
         write(video, b"second take")
         wait_until(lambda: len(prefect.calls_for(video)) == 2, "the second run")
         first, second = prefect.calls_for(video)
@@ -230,3 +233,44 @@ class _Discard:
 
     def qsize(self) -> int:
         return 0
+
+
+def test_a_changed_config_block_applies_without_a_restart(
+    watch: Path,
+    settings,
+    store: CheckpointStore,
+    prefect: FakePrefect,
+    make_sensor: MakeSensor,
+) -> None:
+    """What an edit in the UI's Blocks page does to a running sensor: new extensions,
+    deployment and checkpoint namespace apply at the next reload."""
+    from blocks.registration import build_config
+
+    current = {"config": build_config(settings)}
+    sensor = make_sensor(reload=lambda: current["config"], reload_seconds=0.1)
+    with running(sensor):
+        early = write(watch / "early.xyz")
+        first = write(watch / "first.mp4")
+        wait_until(lambda: prefect.calls_for(first), "the run for an .mp4")
+        reloads = {"n": 0}
+        original = sensor.reload
+        sensor.reload = lambda: (reloads.__setitem__("n", reloads["n"] + 1), original())[1]
+        wait_until(lambda: reloads["n"] >= 2, "two reloads")
+        assert sensor.trigger.store is store  # the same place: its client is kept
+        edited = settings.model_copy(
+            update={
+                "video_extensions": (".mp4", ".xyz"),
+                "deployment": "stream-ingest/edited",
+                "redis_namespace": store.namespace + "-edited",
+            }
+        )
+        current["config"] = build_config(edited)
+        wait_until(lambda: sensor.options.deployment == "stream-ingest/edited", "the reload")
+        later = write(watch / "later.xyz")
+        wait_until(lambda: prefect.calls_for(later), "the run for an .xyz")
+    assert not prefect.calls_for(early)  # written before the edit: not a recording then
+    [call] = prefect.calls_for(later)
+    assert call.deployment == "stream-ingest/edited"
+    moved = current["config"].checkpoints
+    assert moved.namespace == store.namespace + "-edited"
+    assert moved.get(call.stream_id) is not None and store.get(call.stream_id) is None

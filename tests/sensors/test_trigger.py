@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from blocks.checkpoints import CheckpointStore
-from blocks.records import StreamRecord
 from sensors.events import DirGone, FileAppeared, FileClosed, FileGone
 from sensors.trigger import StreamTrigger, TriggerFailed
 from stream_ingest.identity import FileIdentity
+from stream_ingest.records import StreamRecord
 from stream_ingest.settings import Settings
 from stream_ingest.states import Status
 from tests.sensors.helpers import FakeEvents, FakePrefect, write
@@ -25,10 +25,6 @@ MakeTrigger = Callable[[], StreamTrigger]
 
 def identity(path: Path) -> str:
     return str(FileIdentity.of_stat(os.stat(path)))
-
-
-def deleted_at(store: CheckpointStore, path: Path) -> bytes | None:
-    return store.r.hget(store.hint_key(str(path)), "deleted_at")
 
 
 def test_new_file_starts_one_run_and_records_it(
@@ -45,16 +41,17 @@ def test_new_file_starts_one_run_and_records_it(
     [call] = prefect.calls
     sid = call.stream_id
     assert call.deployment == "stream-ingest/stream-ingest"
-    assert call.parameters == {"path": str(video), "stream_id": sid}
+    assert call.parameters == {"path": str(video), "stream_id": sid, "config": "stream-ingest"}
     assert call.idempotency_key == f"stream-ingest:{sid}"
     record = store.require(sid)
     assert record.status == Status.DETECTED
     assert record.original_path == str(video)
     assert record.identity == identity(video)
-    assert record.part_base_bytes == settings.part_size_bytes
+    assert record.watch_dir == str(watch)  # the flow's keys are relative to it
+    assert record.part_base_bytes == 0  # chosen by the flow, from the block, at upload
     assert record.flow_run_id == prefect.runs[call.idempotency_key]
     assert store.stream_for_identity(identity(video)) == sid
-    assert sid in store.active_ids()
+    assert sid in {r.stream_id for r in store.active_streams()}
     [sent] = events.sent
     assert sent["event"] == "stream-ingest.file.detected"
     assert sent["resource"] == {
@@ -128,7 +125,7 @@ def test_identity_without_its_record_is_rebuilt_and_triggered(
     """claim_identity is HSETNX then a separate write of the record: a crash between
     them leaves an index entry the flow could not open."""
     video = write(watch / "a.mp4")
-    store.r.hset(store.identity_key, identity(video), "s-orphan")
+    store.redis_client.hset(store.identity_key, identity(video), "s-orphan")
     make_trigger().handle(FileAppeared(str(video), "created"))
     assert [c.stream_id for c in prefect.calls] == ["s-orphan"]
     record = store.require("s-orphan")
@@ -211,7 +208,6 @@ def test_deleted_then_recreated_path_is_a_new_stream(
 
     video.unlink()
     trigger.handle(FileGone(str(video)))
-    assert deleted_at(store, video) is not None
     # Released, so that a reused inode number is not taken for the old stream.
     assert store.stream_for_identity(old_identity) is None
 
@@ -222,7 +218,7 @@ def test_deleted_then_recreated_path_is_a_new_stream(
     assert new_sid != old_sid
     assert store.stream_for_identity(identity(video)) == new_sid
     # The old incarnation's hints are gone before the new run starts.
-    assert deleted_at(store, video) is None
+    assert store.redis_client.exists(store.hint_key(str(video))) == 0
     assert store.closed_hint(str(video), old_identity) is None
     assert "stream-ingest.file.deleted" in events.names(video)
 
@@ -241,7 +237,7 @@ def test_rename_releases_the_old_path_and_starts_the_new_name(
     trigger.handle(FileAppeared(str(new), "moved"))
     assert [c.path for c in prefect.calls] == [str(old), str(new)]
     assert store.stream_for_identity(identity(new)) == prefect.calls[1].stream_id
-    assert deleted_at(store, old) is not None
+    assert store.stream_for_identity(identity(new)) != prefect.calls[0].stream_id
 
 
 def test_rename_does_not_release_another_paths_stream(

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from blocks.bucket import PendingUpload
-from blocks.records import StreamRecord
-from flows.janitor import plan_streams, plan_uploads
+from stream_ingest.janitor_plan import plan_streams, plan_uploads
+from stream_ingest.records import PendingUpload, StreamRecord
 from stream_ingest.states import Status
 
 NOW = 1_000_000.0
@@ -40,6 +39,14 @@ def test_only_registered_uploads_past_the_ttl_are_candidates() -> None:
 
     assert _targets(actions) == ["ours-old"]
     assert actions[0].reason == "no stream record"
+
+
+def test_our_record_of_the_creation_wins_over_an_old_initiated_date() -> None:
+    """moto reports every upload as initiated in 2010; a clock-skewed server may too."""
+    registry = {"young": {"stream_id": "gone", "created": NOW - 5}, "old": {"stream_id": "gone"}}
+    pending = _pending("young", "old", initiated=0.0)
+
+    assert _targets(plan_uploads(pending, registry, {}, set(), NOW, TTL)) == ["old"]
 
 
 def test_a_leased_stream_keeps_its_upload_whatever_its_age_or_status() -> None:

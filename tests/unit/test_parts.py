@@ -18,7 +18,6 @@ from stream_ingest.parts import (
     final_plan,
     full_parts,
     part_offset,
-    part_range,
     part_size,
 )
 
@@ -103,13 +102,6 @@ def test_part_offset_matches_a_brute_force_sum(base: int, k: int) -> None:
     assert part_offset(k, base) == sum(part_size(j, base) for j in range(1, k))
 
 
-@given(base=bases, k=numbers)
-def test_part_range_agrees_with_offset_and_size(base: int, k: int) -> None:
-    pr = part_range(k, base)
-    assert pr == PartRange(k, part_offset(k, base), part_size(k, base))
-    assert pr.end == pr.offset + pr.size
-
-
 @settings(max_examples=60, deadline=None)
 @given(size=sizes, base=st.sampled_from([MIN_PART, 8 * MIB, 64 * MIB]))
 def test_full_parts_are_contiguous_and_the_next_would_not_fit(size: int, base: int) -> None:
@@ -149,7 +141,7 @@ def _check_plan(size: int, base: int) -> list[PartRange]:
     assert [p.number for p in plan] == list(range(1, len(plan) + 1))
     assert len(plan) <= MAX_PARTS
     for p in plan[:-1]:  # every part but the last is a full planned part
-        assert p == part_range(p.number, base)
+        assert p == PartRange(p.number, part_offset(p.number, base), part_size(p.number, base))
     last = plan[-1]
     assert last.offset == part_offset(last.number, base)
     assert last.size <= part_size(last.number, base)

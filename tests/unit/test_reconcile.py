@@ -8,10 +8,9 @@ import hashlib
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blocks.bucket import UploadedPart
-from blocks.records import PartRecord
-from flows.reconcile import multipart_etag, reconcile
-from stream_ingest.parts import MIN_PART, part_offset, part_range
+from stream_ingest.parts import MIN_PART, part_offset, part_size
+from stream_ingest.reconcile import multipart_etag, reconcile
+from stream_ingest.records import PartRecord, UploadedPart
 
 BASE = MIN_PART
 
@@ -21,9 +20,12 @@ def etag(n: int, salt: str = "") -> str:
 
 
 def rec(n: int, **over: object) -> PartRecord:
-    pr = part_range(n, BASE)
     values: dict[str, object] = dict(
-        number=n, etag=etag(n), offset=pr.offset, size=pr.size, checksum=f"sha{n}"
+        number=n,
+        etag=etag(n),
+        offset=part_offset(n, BASE),
+        size=part_size(n, BASE),
+        checksum=f"sha{n}",
     )
     values.update(over)
     return PartRecord(**values)  # type: ignore[arg-type]

@@ -7,7 +7,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from blocks.records import PartRecord, StreamRecord
+from stream_ingest.records import PartRecord, StreamRecord
 from stream_ingest.states import Status
 
 text = st.text(max_size=40)

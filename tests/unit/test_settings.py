@@ -3,12 +3,11 @@ secret."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from stream_ingest.keys import validate_template
-from stream_ingest.settings import DEFAULT_EXTENSIONS, SettingsError, load_settings
+from stream_ingest.options import DEFAULT_EXTENSIONS
+from stream_ingest.settings import SettingsError, load_settings
 
 AWS_SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"
 REDIS_PASSWORD = "hunter2-redis-pw"
@@ -21,7 +20,7 @@ def test_defaults_load(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.video_extensions == DEFAULT_EXTENSIONS
     assert s.s3_key_template == "{prefix}/{relpath}"
     validate_template(s.s3_key_template)
-    assert s.watch_dir == Path("recordings")
+    assert s.watch_dir == "recordings"
 
 
 def test_values_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -33,7 +32,7 @@ def test_values_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
     assert s.part_size_bytes == 5 * 1024 * 1024
     assert s.idle_timeout_seconds == 2.5
     assert s.s3_prefix == "rec/cams"
-    assert s.watch_dir == Path("/data/in")
+    assert s.watch_dir == "/data/in"
 
 
 def test_overrides_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

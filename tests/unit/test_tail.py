@@ -6,10 +6,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flows.tail import Growth, PartPlanner, stream_ended
-from stream_ingest.parts import MIB, MIN_PART, PartRange, full_parts, part_range
+from stream_ingest.parts import MIB, MIN_PART, PartRange, full_parts, part_size
+from stream_ingest.records import PartRecord
+from stream_ingest.tail import Growth, PartPlanner, stream_ended
 
 BASE = MIN_PART
+
+
+def part(k: int) -> PartRange:
+    """Part k counted out by hand: the sizes of the parts before it, added up."""
+    return PartRange(k, sum(part_size(j, BASE) for j in range(1, k)), part_size(k, BASE))
 
 
 def test_ready_waits_for_a_whole_part() -> None:
@@ -17,13 +23,13 @@ def test_ready_waits_for_a_whole_part() -> None:
     assert planner.ready(0, 4) == []
     assert planner.ready(BASE - 1, 4) == []
     assert planner.ready(BASE, 4) == [PartRange(1, 0, BASE)]
-    assert planner.ready(3 * BASE + 1, 4) == [part_range(k, BASE) for k in (1, 2, 3)]
+    assert planner.ready(3 * BASE + 1, 4) == [part(k) for k in (1, 2, 3)]
 
 
 def test_ready_respects_the_limit_and_skips_done_and_in_flight() -> None:
     planner = PartPlanner(BASE, done={1, 3}, in_flight={2})
     size = 10 * BASE
-    assert planner.ready(size, 2) == [part_range(4, BASE), part_range(5, BASE)]
+    assert planner.ready(size, 2) == [part(4), part(5)]
     assert planner.ready(size, 0) == []
     assert [p.number for p in planner.ready(size, 100)] == list(range(4, 11))
 
@@ -39,14 +45,23 @@ def test_ready_is_the_lowest_full_parts_not_yet_taken(
     size: int, limit: int, done: set[int], in_flight: set[int]
 ) -> None:
     planner = PartPlanner(BASE, done=set(done), in_flight=set(in_flight))
-    expected = [p for p in full_parts(size, BASE) if p.number not in done | in_flight][:limit]
-    assert planner.ready(size, limit) == expected
+    ready = planner.ready(size, limit)
+    numbers = [p.number for p in ready]
+    assert len(ready) <= limit
+    assert numbers == sorted(numbers) and not set(numbers) & (done | in_flight)
+    assert all(p == part(p.number) and p.end <= size for p in ready)
+    # Nothing lower was skipped: every free part below the last one returned is in it.
+    free_below = {k for k in range(1, max(numbers, default=0)) if k not in done | in_flight}
+    assert free_below <= set(numbers)
+    if len(ready) < limit:  # fewer than asked: no other free full part fits
+        fits = {k for k in range(1, 46) if part(k).end <= size}
+        assert fits - done - in_flight == set(numbers)
 
 
 def test_covered() -> None:
     assert PartPlanner(BASE).covered() == 0
     assert PartPlanner(BASE, done={1, 2}).covered() == 2 * BASE
-    assert PartPlanner(BASE, done={1}, in_flight={3}).covered() == part_range(3, BASE).end
+    assert PartPlanner(BASE, done={1}, in_flight={3}).covered() == part(3).end
 
 
 @settings(deadline=None)
@@ -54,7 +69,7 @@ def test_covered() -> None:
 def test_covered_is_the_end_of_the_highest_taken_part(taken: set[int], split: int) -> None:
     ordered = sorted(taken)
     planner = PartPlanner(BASE, done=set(ordered[:split]), in_flight=set(ordered[split:]))
-    expected = part_range(max(taken), BASE).end if taken else 0
+    expected = part(max(taken)).end if taken else 0
     assert planner.covered() == expected
 
 
@@ -83,16 +98,32 @@ def test_idle_timeout_ends_a_stream_without_a_close() -> None:
 
 @given(
     quiet=st.floats(0, 1000, allow_nan=False),
+    more=st.floats(0, 1000, allow_nan=False),
     settle=st.floats(0, 100, allow_nan=False),
     idle=st.floats(0.001, 500, allow_nan=False),
-    closed=st.booleans(),
 )
-def test_stream_ended_rule(quiet: float, settle: float, idle: float, closed: bool) -> None:
-    now = 1000.0 + quiet
-    elapsed = now - 1000.0  # the same float arithmetic as the function
-    assert ended(now, 1000.0, closed, settle, idle) == (
-        (closed and elapsed >= settle) or elapsed >= idle
+def test_stream_ended_properties(quiet: float, more: float, settle: float, idle: float) -> None:
+    # Longer quiet never un-ends a stream, and a close hint never makes it end later.
+    for closed in (False, True):
+        if ended(1000.0 + quiet, 1000.0, closed, settle, idle):
+            assert ended(1000.0 + quiet + more, 1000.0, closed, settle, idle)
+    if ended(1000.0 + quiet, 1000.0, False, settle, idle):
+        assert ended(1000.0 + quiet, 1000.0, True, settle, idle)
+    # Nothing ends while the file is still changing, unless settle is zero.
+    if settle > 0:
+        assert not ended(1000.0, 1000.0, True, settle, idle)
+
+
+def test_settle_resumes_the_full_parts_only() -> None:
+    planner = PartPlanner(BASE, done={9})
+    planner.settle(
+        {
+            1: PartRecord(1, "e1", 0, BASE, "c"),
+            2: PartRecord(2, "e2", BASE, BASE, "c"),
+            3: PartRecord(3, "e3", 2 * BASE, 17, "c"),  # finalize's short last part
+        }
     )
+    assert planner.done == {1, 2}
 
 
 def test_growth_resets_the_quiet_time() -> None:

@@ -1,4 +1,5 @@
-"""The checkpoint's records as typed values, and their Redis hash encoding (pure)."""
+"""The checkpoint's records and what S3 reports, as typed values, and their Redis
+hash encoding (pure)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,25 @@ from stream_ingest.states import Status
 
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class UploadedPart:
+    """A part as S3 holds it (UploadPart's answer, or one entry of ListParts)."""
+
+    number: int
+    etag: str
+    size: int
+    crc32: str = ""  # S3's base64 CRC32 of the part ("" for uploads made without one)
+
+
+@dataclass(frozen=True)
+class PendingUpload:
+    """One in-progress multipart upload (ListMultipartUploads)."""
+
+    key: str
+    upload_id: str
+    initiated_epoch: float
 
 
 @dataclass(frozen=True)
@@ -32,12 +52,14 @@ class PartRecord:
         return cls(**json.loads(text))
 
 
-@dataclass
+@dataclass(frozen=True)
 class StreamRecord:
-    """The `stream:{id}:meta` hash. Missing numbers read as their defaults."""
+    """The `stream:{id}:meta` hash. Missing numbers read as their defaults. Frozen: a
+    change is a new value (`dataclasses.replace`) that the flow writes and keeps."""
 
     stream_id: str
     original_path: str = ""
+    watch_dir: str = ""  # the folder the path was found in: keys are relative to it
     identity: str = ""
     status: Status = Status.DETECTED
     s3_bucket: str = ""

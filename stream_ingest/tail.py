@@ -6,9 +6,11 @@ numbers instead of sleeps.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from stream_ingest.parts import MAX_PARTS, PartRange, part_size
+from stream_ingest.parts import PartRange, full_parts, part_offset, part_size
+from stream_ingest.records import PartRecord
 
 
 @dataclass
@@ -38,28 +40,18 @@ class PartPlanner:
     def ready(self, size: int, limit: int) -> list[PartRange]:
         """Up to `limit` full parts that lie within `size` bytes and are neither done
         nor in flight, lowest numbers first."""
-        out: list[PartRange] = []
-        k, offset = 1, 0
-        while k <= MAX_PARTS and len(out) < limit:
-            n = part_size(k, self.base)
-            if offset + n > size:
-                break
-            if k not in self.done and k not in self.in_flight:
-                out.append(PartRange(k, offset, n))
-            offset += n
-            k += 1
-        return out
+        taken = self.done | self.in_flight
+        return [p for p in full_parts(size, self.base) if p.number not in taken][:limit]
 
     def covered(self) -> int:
         """Bytes the done and in-flight parts require the file to still have."""
         top = max(self.done | self.in_flight, default=0)
-        end, offset = 0, 0
-        for k in range(1, top + 1):
-            n = part_size(k, self.base)
-            if k in self.done or k in self.in_flight:
-                end = offset + n
-            offset += n
-        return end
+        return part_offset(top, self.base) + part_size(top, self.base) if top else 0
+
+    def settle(self, parts: Mapping[int, PartRecord]) -> None:
+        """Count as done exactly the full parts in `parts` (a short last part uploaded
+        by finalize is uploaded again once the file has grown past it)."""
+        self.done = {k for k, p in parts.items() if p.size == part_size(k, self.base)}
 
 
 def stream_ended(

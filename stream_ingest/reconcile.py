@@ -10,9 +10,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 
-from blocks.bucket import UploadedPart
-from blocks.records import PartRecord
 from stream_ingest.parts import part_offset, part_size
+from stream_ingest.records import PartRecord, UploadedPart
 
 
 def reconcile(

@@ -5,11 +5,14 @@ PREFECT_API_URL is set, a private Redis unless STREAM_INGEST_REDIS_URL is set, a
 S3 server (in memory) unless STREAM_INGEST_S3_ENDPOINT_URL or AWS credentials are
 set. Then it registers the blocks, deploys prefect.yaml to the `video-ingest` pool,
 starts a worker and the sensor, and on Ctrl-C or SIGTERM stops everything it started.
+
+While it runs, `prefect.toml` in the folder it was started from points Prefect's
+settings at its API, so `stream-ingest streams list` and `prefect flow-run ls` in a
+second terminal find the stack by themselves (devstack/pointer.py).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import signal
@@ -18,7 +21,8 @@ import sys
 import threading
 from pathlib import Path
 
-from stream_ingest.services import MotoServer, PrefectServer, RedisServer, Service, free_port
+from devstack.pointer import StackPointer
+from devstack.services import MotoServer, PrefectServer, RedisServer, Service, free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 WORK_POOL = "video-ingest"
@@ -74,13 +78,21 @@ def _create_bucket(settings: object) -> None:
     client.create_bucket(Bucket=s.s3_bucket)
 
 
-def run_dev(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
+def run_dev(
+    watch: str | None,
+    state_dir: str,
+    prefect_port: int,
+    config: str,
+    stop: threading.Event | None = None,
+) -> int:
     """Start the stack, wait for a signal (or `stop`), stop what we started."""
     stop = stop or threading.Event()
-    state = Path(args.state_dir).resolve()
+    state = Path(state_dir).resolve()
     state.mkdir(parents=True, exist_ok=True)
-    if args.watch:
-        os.environ["STREAM_INGEST_WATCH_DIR"] = str(Path(args.watch).resolve())
+    pointer = StackPointer(Path.cwd())
+    pointer.check_free()
+    if watch:
+        os.environ["STREAM_INGEST_WATCH_DIR"] = str(Path(watch).resolve())
     os.environ.setdefault("STREAM_INGEST_WATCH_DIR", str(Path("recordings").resolve()))
     Path(os.environ["STREAM_INGEST_WATCH_DIR"]).mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -92,11 +104,12 @@ def run_dev(args: argparse.Namespace, stop: threading.Event | None = None) -> in
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
     try:
-        _start_services(args, state, started)
+        _start_services(prefect_port, state, started)
+        pointer.write(os.environ["PREFECT_API_URL"])
         from blocks.registration import register_blocks
         from stream_ingest.settings import load_settings
 
-        settings = load_settings()
+        settings = load_settings(config_block=config)
         if os.environ.get("STREAM_INGEST_DEV_MOTO") == "1":
             _create_bucket(settings)
         for line in register_blocks(settings):
@@ -120,7 +133,9 @@ def run_dev(args: argparse.Namespace, stop: threading.Event | None = None) -> in
             str(state),
         )
         started.append(worker.start())
-        sensor = Child("sensor", [sys.executable, "-m", "stream_ingest.cli", "sensor"], str(state))
+        sensor = Child(
+            "sensor", [sys.executable, "-m", "cli.main", "--config", config, "sensor"], str(state)
+        )
         started.append(sensor.start())
         _say(f"watching {settings.watch_dir}")
         _say(f"Prefect UI: {os.environ['PREFECT_API_URL'].removesuffix('/api')}")
@@ -129,6 +144,7 @@ def run_dev(args: argparse.Namespace, stop: threading.Event | None = None) -> in
             f"{settings.s3_endpoint_url or 'AWS'}"
         )
         _say(f"logs: {state}; press Ctrl-C to stop")
+        _say(f"in another terminal here: {pointer.hint()}")
         while not stop.wait(1):
             dead = [c for c in started if c.proc and c.proc.poll() is not None]
             if dead:
@@ -136,14 +152,15 @@ def run_dev(args: argparse.Namespace, stop: threading.Event | None = None) -> in
                 return 1
         return 0
     finally:
+        pointer.remove()
         for service in reversed(started):
             service.stop()
         _say("stopped everything it started")
 
 
-def _start_services(args: argparse.Namespace, state: Path, started: list[Service]) -> None:
+def _start_services(prefect_port: int, state: Path, started: list[Service]) -> None:
     if not os.environ.get("PREFECT_API_URL"):
-        port = args.prefect_port if args.prefect_port else free_port()
+        port = prefect_port or free_port()
         prefect = PrefectServer(port=port, workdir=str(state / "prefect"))
         Path(prefect.workdir).mkdir(exist_ok=True)
         _say(f"starting Prefect server (SQLite in {prefect.workdir}) on port {port}")

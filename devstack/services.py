@@ -14,8 +14,12 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -39,17 +43,31 @@ def redis_server_binary() -> str:
     return str(bundled)
 
 
-def wait_for(check: object, timeout: float, what: str) -> None:
+def wait_for(
+    check: Callable[[], T],
+    timeout: float,
+    what: str,
+    *,
+    interval: float = 0.05,
+    errors: tuple[type[BaseException], ...] = (),
+) -> T:
+    """Poll `check` until it returns something truthy, and return that; `errors` are
+    taken as "not yet" (a server still starting). The one polling helper of the
+    project: services, tests and benchmarks all wait with it."""
     deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
+    last: object = None
+    while True:
         try:
-            if check():  # type: ignore[operator]
-                return
-        except Exception as exc:
+            value = check()
+        except errors as exc:
             last = exc
-        time.sleep(0.1)
-    raise TimeoutError(f"{what} did not come up within {timeout:.0f} s ({last})")
+        else:
+            if value:
+                return value
+            last = value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what} (last: {last!r})")
+        time.sleep(interval)
 
 
 def _port_open(port: int) -> bool:
@@ -95,7 +113,13 @@ class Service:
         )
         log.close()
         try:
-            wait_for(lambda: self.proc.poll() is None and self.ready(), timeout, self.name)
+            wait_for(
+                lambda: self.proc.poll() is None and self.ready(),
+                timeout,
+                self.name,
+                interval=0.1,
+                errors=(Exception,),
+            )
         except TimeoutError:
             self.stop()
             tail = Path(self.log_path).read_text(errors="replace")[-2000:]

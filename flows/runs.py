@@ -1,0 +1,93 @@
+"""The Prefect API calls about stream runs, in one place: create a run of the
+stream-ingest deployment (the sensor and `streams rerun` both do), and ask whether
+runs are over (a rerun taking over a lease, the janitor).
+
+Prefect is imported inside the functions: the sensor imports this module without
+loading Prefect's client until it triggers its first run.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """One flow run of a stream: the flow's parameters and the key that makes asking
+    twice return the same run."""
+
+    deployment: str
+    path: str
+    stream_id: str
+    config: str
+    idempotency_key: str
+    tags: tuple[str, ...] = ()
+
+    @classmethod
+    def first(cls, deployment: str, path: str, stream_id: str, config: str) -> RunRequest:
+        """The sensor's request: a repeated key makes Prefect return the run it already
+        created, which makes a retry after a crash between claim and trigger safe."""
+        return cls(deployment, path, stream_id, config, f"stream-ingest:{stream_id}")
+
+    @classmethod
+    def rerun(cls, deployment: str, path: str, stream_id: str, config: str) -> RunRequest:
+        """A new key per rerun: Prefect returns the old (failed) run for a repeated key."""
+        key = f"rerun:{stream_id}:{uuid.uuid4()}"
+        return cls(deployment, path, stream_id, config, key, ("rerun",))
+
+    @property
+    def parameters(self) -> dict[str, str]:
+        return {"path": self.path, "stream_id": self.stream_id, "config": self.config}
+
+
+@dataclass(frozen=True)
+class CreatedRun:
+    id: str
+    name: str
+
+
+def create_stream_run(request: RunRequest) -> CreatedRun:
+    """Create the flow run without waiting for it, tagged with its stream."""
+    from prefect.deployments import run_deployment
+
+    run = run_deployment(
+        name=request.deployment,
+        parameters=request.parameters,
+        idempotency_key=request.idempotency_key,
+        tags=[f"stream:{request.stream_id}", *request.tags],
+        timeout=0,
+        as_subflow=False,  # never nest under a flow run the caller happens to be in
+    )
+    return CreatedRun(str(run.id), run.name)
+
+
+def ended_runs(run_ids: Iterable[str]) -> set[str]:
+    """The runs among `run_ids` that Prefect reports in a final state."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    ids = [_uuid(r) for r in run_ids]
+    ids = [i for i in ids if i is not None]
+    if not ids:
+        return set()
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
+    return {str(r.id) for r in runs if r.state is not None and r.state.is_final()}
+
+
+def run_is_over(flow_run_id: str) -> bool:
+    """True if `flow_run_id` is a run that Prefect knows has ended; False when unsure
+    (not a run id, an API hiccup): the conservative answer for a lease take-over."""
+    try:
+        return flow_run_id in ended_runs([flow_run_id])
+    except Exception:
+        return False
+
+
+def _uuid(text: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        return None

@@ -1,0 +1,103 @@
+"""Pure decisions of the janitor: which uploads to abort, which streams to fail.
+
+The janitor flow (flows/janitor.py) gathers the facts (S3's pending uploads, the
+uploads registry, the streams, their leases, which runs Prefect reports over) and
+acts on what these functions return.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from stream_ingest.records import PendingUpload, StreamRecord
+from stream_ingest.states import ACTIVE, TERMINAL, Status
+
+# A stream with no lease and no progress for this long has lost its run.
+STALE_AFTER_LEASES = 2
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: str  # "abort-upload" | "mark-failed"
+    stream_id: str
+    target: str  # upload id or stream status
+    reason: str
+
+
+def plan_uploads(
+    pending: list[PendingUpload],
+    registry: dict[str, dict[str, Any]],
+    records: dict[str, StreamRecord],
+    leased: set[str],
+    now: float,
+    ttl_seconds: float,
+) -> list[Action]:
+    """Pure: which uploads to abort. Ours (in the registry), older than the TTL, and
+    not the current upload of a stream that is live (leased) or resumable."""
+    actions = []
+    for up in pending:
+        mine = registry.get(up.upload_id)
+        # The later of S3's Initiated and our own record of the creation: a server
+        # whose clock (or whose emulator: moto says 2010) is off never makes a fresh
+        # upload look old.
+        created = max(up.initiated_epoch, float(mine.get("created", 0))) if mine else 0.0
+        if mine is None or now - created < ttl_seconds:
+            continue
+        sid = str(mine.get("stream_id", ""))
+        record = records.get(sid)
+        if sid in leased:
+            continue
+        owned = (
+            record is not None
+            and record.s3_upload_id == up.upload_id
+            and record.status not in TERMINAL
+        )
+        if owned and record.status != Status.FAILED:
+            continue  # an active stream between runs: the next rule handles it first
+        if owned:
+            reason = "failed stream past the upload TTL"
+        elif record is None:
+            reason = "no stream record"
+        else:
+            reason = f"stream is {record.status} with upload {record.s3_upload_id[:12] or 'none'}"
+        actions.append(Action("abort-upload", sid, up.upload_id, reason))
+    return actions
+
+
+def plan_streams(
+    records: dict[str, StreamRecord],
+    leased: set[str],
+    ended_runs: set[str],
+    now: float,
+    stale_seconds: float,
+) -> list[Action]:
+    """Pure: active streams whose run is over (Prefect says so) or that hold no lease
+    and made no progress for `stale_seconds`. A `detected` stream only counts once
+    its run is over: before that it is waiting for a worker, with no lease yet (its
+    run failed before the checkpoint could say so, e.g. Redis was down)."""
+    actions = []
+    for sid, rec in records.items():
+        if rec.status not in ACTIVE:
+            continue
+        if rec.flow_run_id and rec.flow_run_id in ended_runs:
+            actions.append(
+                Action(
+                    "mark-failed",
+                    sid,
+                    str(rec.status),
+                    f"flow run {rec.flow_run_id} ended without finishing",
+                )
+            )
+        elif (
+            rec.status != Status.DETECTED
+            and sid not in leased
+            and now - _epoch(rec.last_activity_at_utc) > stale_seconds
+        ):
+            actions.append(Action("mark-failed", sid, str(rec.status), "lease lost, no progress"))
+    return actions
+
+
+def _epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp() if iso else 0.0

@@ -1,0 +1,106 @@
+"""What every component must agree on: the watch folder, key naming, part size,
+timeouts, which files are recordings. Pure pydantic, no I/O.
+
+The same fields are the `IngestConfig` block's (blocks/config.py), the one source every
+component reads at run time, and the seed `Settings` (settings.py) that
+`stream-ingest blocks register` saves into it from `STREAM_INGEST_*` variables.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import NoDecode
+
+from stream_ingest.keys import validate_template
+from stream_ingest.parts import MIB
+
+DEFAULT_EXTENSIONS = (".mp4", ".mkv", ".mov", ".ts", ".m2ts", ".flv", ".webm", ".avi")
+DEFAULT_IGNORE = (".*", "*.tmp", "*.part", "*.crdownload", "*~")
+
+
+class IngestOptions(BaseModel):
+    watch_dir: str = Field(
+        "recordings", min_length=1, description="Folder the recorders write into (recursive)."
+    )
+    s3_prefix: str = Field("recordings", description="Key prefix; '' for the bucket root.")
+    s3_key_template: str = Field(
+        "{prefix}/{relpath}",
+        description="S3 key of a recording; fields prefix relpath name stem ext stream_id date.",
+    )
+    part_size_mib: int = Field(
+        8, ge=5, le=5 * 1024, description="Base part size in MiB (S3's minimum is 5)."
+    )
+    max_parts_in_flight: int = Field(
+        4, ge=1, le=64, description="Parallel part uploads per stream (memory: size x this)."
+    )
+    idle_timeout_seconds: float = Field(
+        30.0, gt=0, description="No growth for this long ends a recording."
+    )
+    settle_seconds: float = Field(
+        1.0, ge=0, description="After a close hint, no growth for this long ends it."
+    )
+    poll_interval_seconds: float = Field(
+        0.2, gt=0, le=10, description="How often a run looks at its file."
+    )
+    lease_ttl_seconds: float = Field(
+        30.0, ge=2, description="One uploader per stream; renewed every third of this."
+    )
+    video_extensions: Annotated[tuple[str, ...], NoDecode] = Field(
+        DEFAULT_EXTENSIONS, description="Extensions of recordings (case-insensitive)."
+    )
+    ignore_patterns: Annotated[tuple[str, ...], NoDecode] = Field(
+        DEFAULT_IGNORE, description="File name patterns the sensor ignores."
+    )
+    use_polling: bool = Field(False, description="Poll the folder instead of inotify.")
+    upload_ttl_hours: float = Field(
+        24.0, gt=0, description="Janitor: age after which an orphaned upload of ours is aborted."
+    )
+    deployment: str = Field(
+        "stream-ingest/stream-ingest",
+        pattern=r"^[^/]+/[^/]+$",
+        description="Deployment the sensor and reruns trigger (flow/deployment).",
+    )
+
+    @field_validator("watch_dir", mode="before")
+    @classmethod
+    def _folder(cls, value: object) -> object:
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+    @field_validator("s3_key_template")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        validate_template(value)
+        return value
+
+    @field_validator("s3_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        return value.strip("/")
+
+    @field_validator("video_extensions", mode="before")
+    @classmethod
+    def _extensions(cls, value: object) -> object:
+        if isinstance(value, str):  # "mp4,.mkv" from the environment
+            value = [v for v in value.replace(" ", "").split(",") if v]
+        return tuple(v.lower() if v.startswith(".") else f".{v.lower()}" for v in value)
+
+    @field_validator("ignore_patterns", mode="before")
+    @classmethod
+    def _patterns(cls, value: object) -> object:
+        if isinstance(value, str):  # ".*, *.tmp" from the environment: strip each one
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        return value
+
+    @property
+    def part_size_bytes(self) -> int:
+        return self.part_size_mib * MIB
+
+    def options(self) -> IngestOptions:
+        """Just the shared fields (of a subclass: the block or the seed settings)."""
+        return IngestOptions.model_validate(self.model_dump(include=set(OPTION_FIELDS)))
+
+
+OPTION_FIELDS = tuple(IngestOptions.model_fields)
