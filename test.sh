@@ -3,6 +3,6 @@
 # and fault injection.
 set -euo pipefail
 source "$(dirname "$0")/scripts/bootstrap.sh"
-scripts/ensure-chromium.sh
+scripts/ensure-test-tools.sh
 uv run ruff check .
 exec uv run pytest -q "$@"

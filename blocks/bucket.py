@@ -4,7 +4,8 @@ Each method is one S3 call (ListParts/ListMultipartUploads: every page). Provide
 errors become domain errors in `_s3_errors`, the one place that knows S3 error codes.
 Needs s3:CreateMultipartUpload, UploadPart, ListMultipartUploadParts, CompleteMultipart
 Upload, AbortMultipartUpload, ListBucketMultipartUploads, GetObject (HEAD),
-PutObjectTagging on the bucket.
+PutObjectTagging on the bucket. What S3 errors mean (retry or not) is decided by one
+table, `stream_ingest.errors.s3_error`.
 """
 
 from __future__ import annotations
@@ -23,22 +24,23 @@ from botocore.exceptions import (
 )
 from prefect_aws.s3 import S3Bucket
 
-from stream_ingest.errors import BucketMissing, CredentialsRejected, S3Unavailable, UploadGone
+from stream_ingest.errors import (
+    BucketMissing,
+    CredentialsRejected,
+    S3Rejected,
+    S3Unavailable,
+    UploadGone,
+    s3_error,
+)
 from stream_ingest.records import PendingUpload, UploadedPart
 
+NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
 # Metadata on every upload we create: the janitor only ever touches uploads of ours.
 CREATED_BY = {"created-by": "stream-ingest"}
 # Part checksums S3 verifies on upload and combines at completion (what s3transfer
 # uses too). Without an algorithm, moto computes a whole-object CRC64 at completion,
 # re-reading the object: 2-4x slower completes (benchmarks/).
 CHECKSUM = "CRC32"
-_CREDENTIAL_CODES = {
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "AccessDenied",
-    "ExpiredToken",
-    "InvalidToken",
-}
 
 
 @contextmanager
@@ -50,15 +52,7 @@ def _s3_errors(bucket: str, upload_id: str | None = None) -> Iterator[None]:
         err = exc.response.get("Error", {})
         code = str(err.get("Code", ""))
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        if code == "NoSuchUpload" and upload_id:
-            raise UploadGone(upload_id) from None
-        if code == "NoSuchBucket":
-            raise BucketMissing(bucket) from None
-        if code in _CREDENTIAL_CODES:
-            raise CredentialsRejected(code) from None
-        if status >= 500 or code in {"SlowDown", "RequestTimeout", "InternalError"}:
-            raise S3Unavailable(f"{code or status} from S3") from None
-        raise
+        raise s3_error(code, status, bucket, upload_id) from None
     except NoCredentialsError:
         raise CredentialsRejected("no credentials configured") from None
     except (
@@ -178,8 +172,8 @@ class StreamBucket(S3Bucket):
         try:
             with _s3_errors(self.bucket_name):
                 return self.s3.head_object(Bucket=self.bucket_name, Key=key)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+        except S3Rejected as exc:
+            if exc.code in NOT_FOUND:
                 return None
             raise
 
@@ -194,10 +188,11 @@ class StreamBucket(S3Bucket):
         try:
             with _s3_errors(self.bucket_name):
                 self.s3.head_bucket(Bucket=self.bucket_name)
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code")
-            if code in {"404", "NoSuchBucket", "NotFound"}:
+        except S3Rejected as exc:  # HEAD answers carry only the status
+            if exc.code in NOT_FOUND:
                 raise BucketMissing(self.bucket_name) from None
-            if code in {"403", "Forbidden"}:
+            raise
+        except CredentialsRejected as exc:
+            if exc.code in ("403", "Forbidden"):
                 raise CredentialsRejected("403 Forbidden on HeadBucket") from None
             raise

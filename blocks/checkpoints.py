@@ -26,6 +26,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, ParamSpec, TypeVar
@@ -51,6 +52,9 @@ _CLIENT_OPTIONS: dict[str, Any] = {
     "socket_connect_timeout": 5,
     "health_check_interval": 15,
     "retry": Retry(ExponentialBackoff(cap=1.0, base=0.1), retries=2),
+    # File names may hold bytes that are not UTF-8 (os.fsdecode's surrogates): store
+    # the bytes themselves instead of failing to encode them.
+    "encoding_errors": "surrogateescape",
 }
 
 _RECORD_PART = """
@@ -176,7 +180,7 @@ class CheckpointStore(Block):
         return f"{self.namespace}:stream:{sid}:lease"
 
     def hint_key(self, path: str) -> str:
-        return f"{self.namespace}:hint:{hashlib.sha1(path.encode()).hexdigest()}"
+        return f"{self.namespace}:hint:{hashlib.sha1(os.fsencode(path)).hexdigest()}"
 
     @property
     def active_key(self) -> str:

@@ -11,11 +11,13 @@ checked, and the SHA-256 is recorded in Redis and as an object tag.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections import deque
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from prefect import get_run_logger, task
 
@@ -23,6 +25,7 @@ from flows.retry import RETRIED
 from flows.runtime import StreamContext
 from flows.source import read_range, sha256_hex, snapshot
 from flows.upload import put_part
+from stream_ingest.errors import StreamNotFound, UploadGone
 from stream_ingest.parts import PartRange, final_plan
 from stream_ingest.reconcile import multipart_etag
 from stream_ingest.records import PartRecord, UploadedPart, utc_now
@@ -65,7 +68,14 @@ def finalize(ctx: StreamContext, known: Mapping[int, PartRecord]) -> Finalized:
     # record the stream could only start over, with a new upload and every part again.
     if store.restore(rec):
         log.warning("stream %s: checkpoint was lost; rebuilt it from this run", rec.stream_id)
-    store.set_status(rec.stream_id, Status.FINALIZING)
+    try:
+        store.set_status(rec.stream_id, Status.FINALIZING)
+    except StreamNotFound:  # lost again since the restore above
+        store.restore(dataclasses.replace(rec, status=Status.FINALIZING))
+    # From here the run's copy says finalizing, so a record rebuilt after Redis lost it
+    # (record_part, restore) can still move on to completed.
+    ctx = ctx.with_record(dataclasses.replace(rec, status=Status.FINALIZING))
+    rec = ctx.record
     plan = final_plan(before.size, rec.part_base_bytes)
     parts = dict(known)
     whole = hashlib.sha256()
@@ -98,17 +108,24 @@ def finalize(ctx: StreamContext, known: Mapping[int, PartRecord]) -> Finalized:
     chosen = [parts[pr.number] for pr in plan]
     # A run frozen past its TTL must not complete what its successor now owns.
     store.renew_lease(rec.stream_id, ctx.token, ctx.config.lease_ttl_seconds)
-    ctx.bucket.complete_multipart_upload(
-        rec.s3_key,
-        rec.s3_upload_id,
-        [UploadedPart(p.number, p.etag, p.size, p.crc32) for p in chosen],
-    )
+    expected = multipart_etag([p.etag for p in chosen])
+    try:
+        ctx.bucket.complete_multipart_upload(
+            rec.s3_key,
+            rec.s3_upload_id,
+            [UploadedPart(p.number, p.etag, p.size, p.crc32) for p in chosen],
+        )
+    except UploadGone:
+        # A retry after a completion whose answer was lost: the upload is gone because
+        # the object exists. It is ours if it has our parts' multipart ETag.
+        if (ctx.bucket.head_object(rec.s3_key) or {}).get("ETag") != expected:
+            raise
+        log.info("stream %s: the upload was completed by this run's earlier try", rec.stream_id)
     head = ctx.bucket.head_object(rec.s3_key) or {}
     if head.get("ContentLength") != before.size:
         raise RuntimeError(
             f"object {rec.s3_key} has {head.get('ContentLength')} bytes, file has {before.size}"
         )
-    expected = multipart_etag([p.etag for p in chosen])
     if head.get("ETag") not in (expected, None):
         raise RuntimeError(f"object {rec.s3_key} ETag {head.get('ETag')} != expected {expected}")
     mark_completed(ctx, before.size, len(plan), reuploaded, digest)
@@ -120,18 +137,22 @@ def mark_completed(
 ) -> None:
     rec, store = ctx.record, ctx.store
     ctx.bucket.tag_object(rec.s3_key, {"sha256": digest, "stream-id": rec.stream_id})
-    store.set_status(
-        rec.stream_id,
-        Status.COMPLETED,
-        sha256=digest,
-        total_bytes=size,
-        bytes_uploaded=size,
-        parts_count=nparts,
-        reuploaded_parts=rec.reuploaded_parts + reuploaded,
-        completed_at_utc=utc_now(),
-        error="",
-        failures=0,
-    )
+    fields: dict[str, Any] = {
+        "sha256": digest,
+        "total_bytes": size,
+        "bytes_uploaded": size,
+        "parts_count": nparts,
+        "reuploaded_parts": rec.reuploaded_parts + reuploaded,
+        "completed_at_utc": utc_now(),
+        "error": "",
+        "failures": 0,
+    }
+    try:
+        store.set_status(rec.stream_id, Status.COMPLETED, **fields)
+    except StreamNotFound:
+        # Redis lost the stream after the object was completed: the run's copy,
+        # completed, is the record (the object exists; nothing is uploaded again).
+        store.put(dataclasses.replace(rec, status=Status.COMPLETED, **fields))
     store.forget_upload(rec.s3_upload_id)
 
 

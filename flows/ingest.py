@@ -18,7 +18,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from blocks.config import load_config
+from blocks.config import IngestConfig, load_config
 from flows.finalize import Finalized, confirm_completed, finalize
 from flows.lease import LeaseKeeper
 from flows.opening import find_stream, open_upload, record_failure
@@ -26,11 +26,13 @@ from flows.report import Reporter
 from flows.runtime import StreamContext
 from flows.source import snapshot
 from flows.upload import upload_part
+from flows.writers import Writers, WriterWatch
 from stream_ingest.errors import (
     CheckpointUnavailable,
     LeaseLost,
     SourceMissing,
     SourceNotAFile,
+    SourceOutsideFolder,
     SourceShrank,
     SourceUnreadable,
     StreamError,
@@ -38,7 +40,7 @@ from stream_ingest.errors import (
 from stream_ingest.records import PartRecord
 from stream_ingest.settings import config_block_name
 from stream_ingest.states import TERMINAL, Status
-from stream_ingest.tail import Growth, PartPlanner, stream_ended
+from stream_ingest.tail import Growth, PartPlanner, WriterState, stream_ended
 
 
 def run_name() -> str:
@@ -55,11 +57,14 @@ def tail_and_finalize(
     clock: Callable[[], float] = time.monotonic,
 ) -> Finalized:
     """Upload parts while the file grows; finalize when the recording has ended."""
+    log = get_run_logger()
     s, rec = ctx.config, ctx.record
     parts = dict(parts)
     planner = PartPlanner(rec.part_base_bytes)
     planner.settle(parts)
     growth = Growth()
+    writers = WriterWatch(ctx.path, s.detect_writers)
+    stalled_logged = False
     in_flight: dict[int, Any] = {}
     while True:
         lease.check()
@@ -90,13 +95,25 @@ def tail_and_finalize(
             closed = ctx.store.closed_hint(ctx.path, rec.identity) is not None
         except CheckpointUnavailable:  # a Redis blip is no reason to fail: the tasks
             closed = False  # retry their own writes, and idle timeout still ends the stream
+        quiet = now - growth.changed_at
+        # Only a quiet file can have ended: ask the OS about its writers then.
+        seen = writers.look(now) if quiet >= s.settle_seconds else None
+        state = seen.state if seen else WriterState.UNKNOWN
+        if seen and state == WriterState.WRITING and quiet >= s.idle_timeout_seconds:
+            if not stalled_logged:
+                log.info("%s: no growth for %.0f s, but %s: waiting", ctx.path, quiet, seen.reason)
+            stalled_logged = True
+        elif quiet < s.settle_seconds:
+            stalled_logged = False
         if stream_ended(
             now=now,
             last_change=growth.changed_at,
             closed_hint=closed,
+            writers=state,
             settle_seconds=s.settle_seconds,
             idle_timeout_seconds=s.idle_timeout_seconds,
         ):
+            log.info("%s: recording ended: %s", ctx.path, _why_ended(seen, closed, quiet, s))
             result = finalize(ctx, parts)
             if result.completed:
                 return result
@@ -104,6 +121,16 @@ def tail_and_finalize(
             planner.settle(parts)
             continue
         time.sleep(s.poll_interval_seconds)
+
+
+def _why_ended(seen: Writers | None, closed: bool, quiet: float, config: IngestConfig) -> str:
+    """The log line's reason: what the OS said, or which guess applied and why."""
+    if seen and seen.state == WriterState.CLOSED:
+        return f"{seen.reason}, unchanged for {quiet:.1f} s"
+    why = seen.reason if seen else "not looked up"
+    if closed and quiet >= config.settle_seconds:
+        return f"closed after writing and settled {quiet:.1f} s (writers unknown: {why})"
+    return f"idle timeout, unchanged for {quiet:.0f} s (writers unknown: {why})"
 
 
 def _fail(ctx: StreamContext, exc: BaseException, reporter: Reporter) -> None:
@@ -158,7 +185,7 @@ def stream_ingest(
     token = flow_run_id or str(uuid.uuid4())
     try:
         record, leased = find_stream(cfg, path, stream_id, token)
-    except (SourceMissing, SourceNotAFile, SourceUnreadable) as exc:
+    except (SourceMissing, SourceNotAFile, SourceUnreadable, SourceOutsideFolder) as exc:
         sid = stream_id or record_failure(store, path, exc)
         if stream_id and store.get(stream_id):
             store.set_status(stream_id, Status.FAILED, error=str(exc))

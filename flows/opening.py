@@ -17,7 +17,7 @@ from blocks.config import IngestConfig
 from flows.retry import RETRIED
 from flows.runs import run_is_over
 from flows.runtime import StreamContext
-from flows.source import check_readable, snapshot
+from flows.source import check_inside, check_readable, snapshot
 from stream_ingest.errors import StreamError, UploadGone
 from stream_ingest.keys import object_key
 from stream_ingest.reconcile import multipart_etag, reconcile
@@ -57,6 +57,7 @@ def find_stream(
     if record is None:
         # A known stream's source is checked once its lease is held (open-upload),
         # so that a missing file aborts the upload under the lease.
+        check_inside(path, config.watch_dir, config.follow_symlinks)
         check_readable(path)
         snap = snapshot(path)
         fresh = StreamRecord(
@@ -144,6 +145,8 @@ def open_upload(ctx: StreamContext, flow_run_id: str) -> Opened:
     with ListParts and keep every part both agree on."""
     log = get_run_logger()
     rec, store = ctx.record, ctx.store
+    folder = rec.watch_dir or ctx.config.watch_dir
+    check_inside(rec.original_path, folder, ctx.config.follow_symlinks)
     check_readable(rec.original_path)
     if not rec.s3_upload_id:
         log.info("stream %s: new multipart upload for %s", rec.stream_id, rec.original_path)

@@ -1,5 +1,5 @@
 """The retry policy of every stream task: transient failures are retried with
-exponential backoff, never bad input, bad credentials or a missing bucket (no retry
+exponential backoff, never bad input, a permanent S3 refusal or a bug (no retry
 storms). Tasks take it as `@task(name=..., **RETRIED)`."""
 
 from __future__ import annotations
@@ -15,15 +15,21 @@ RETRIES = 5
 RETRY_DELAYS = exponential_backoff(backoff_factor=1)(RETRIES)  # 1, 2, 4, 8, 16 s
 
 
+def is_transient(exc: BaseException) -> bool:
+    """Worth retrying: our errors marked transient (S3 5xx and throttling, timeouts,
+    Redis unreachable), and dropped or timed-out connections. Everything else (a
+    permanent S3 refusal, bad input, a bug) fails at once with its one line."""
+    if isinstance(exc, StreamError):
+        return exc.transient
+    return isinstance(exc, ConnectionError | TimeoutError)
+
+
 def transient_only(task: Any, task_run: Any, state: Any) -> bool:
-    """Prefect retry_condition_fn: retry only errors marked transient, or errors we do
-    not know (an unexpected OSError, say), at most RETRIES times."""
+    """Prefect retry_condition_fn: retry only transient errors (at most RETRIES)."""
     try:
         state.result()
-    except StreamError as exc:
-        return exc.transient
-    except Exception:
-        return True
+    except Exception as exc:
+        return is_transient(exc)
     return False
 
 

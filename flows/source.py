@@ -10,11 +10,13 @@ from dataclasses import dataclass
 from stream_ingest.errors import (
     SourceMissing,
     SourceNotAFile,
+    SourceOutsideFolder,
     SourceReplaced,
     SourceShrank,
     SourceUnreadable,
 )
 from stream_ingest.identity import FileIdentity
+from stream_ingest.keys import printable
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,20 @@ def identity_of(path: str) -> str | None:
         return str(snapshot(path).identity)
     except (SourceMissing, SourceNotAFile):
         return None
+
+
+def outside_target(path: str, folder: str) -> str | None:
+    """Where `path` really is when a symlink (the file, or a folder on the way) takes
+    it out of `folder`; None when it stays inside."""
+    real, root = os.path.realpath(path), os.path.realpath(folder)
+    return None if real == root or real.startswith(root.rstrip("/") + "/") else real
+
+
+def check_inside(path: str, folder: str, follow_symlinks: bool) -> None:
+    """Raise SourceOutsideFolder unless `path` is inside `folder` (or following is on)."""
+    target = None if follow_symlinks else outside_target(path, folder)
+    if target is not None:
+        raise SourceOutsideFolder(printable(path), printable(target))
 
 
 def check_readable(path: str) -> None:

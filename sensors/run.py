@@ -72,6 +72,7 @@ class Sensor:
             config=config,
             watch_dir=str(self.root),
             trigger=trigger,
+            follow_symlinks=options.follow_symlinks,
             emit=emit,
         )
         self.reload = reload
@@ -150,6 +151,7 @@ class Sensor:
                 log.warning("use_polling changed: restart the sensor to apply it")
             self.handler.wanted = FileFilter.of(new, self.root)
             self.trigger.deployment = new.deployment
+            self.trigger.follow_symlinks = new.follow_symlinks
             self.options = new
         if not config.checkpoints.same_place(self.trigger.store):
             log.info("checkpoint store changed; using namespace %s", config.checkpoints.namespace)

@@ -24,9 +24,10 @@ from typing import Any
 
 from blocks.checkpoints import CheckpointStore
 from flows.runs import RunRequest
-from flows.source import identity_of
+from flows.source import identity_of, outside_target
 from sensors.events import Cause, DirGone, FileAppeared, FileClosed, FileGone, SensorEvent
 from sensors.prefect_calls import EmitFn, TriggerFn, describe_prefect_error
+from stream_ingest.keys import is_text, printable
 from stream_ingest.records import StreamRecord
 from stream_ingest.states import Status
 
@@ -63,6 +64,7 @@ class StreamTrigger:
         config: str,
         watch_dir: str,
         trigger: TriggerFn,
+        follow_symlinks: bool = False,
         emit: EmitFn,
         memory: int = 10_000,
     ) -> None:
@@ -70,6 +72,8 @@ class StreamTrigger:
         self.deployment = deployment
         self.config = config  # the IngestConfig block the runs load
         self.watch_dir = watch_dir
+        self.follow_symlinks = follow_symlinks
+        self.skipped: set[str] = set()  # symlinks out of the folder, logged once
         self.trigger = trigger
         self.emit = emit
         # path -> Seen, least recently used first. It saves Redis round trips for
@@ -96,6 +100,8 @@ class StreamTrigger:
     def appeared(self, path: str, cause: Cause) -> str | None:
         """Start a run for this incarnation of `path` unless one exists; return its
         identity (None if it is no longer a regular file)."""
+        if self._outside(path):
+            return None
         identity = identity_of(path)
         if identity is None:
             return None
@@ -146,7 +152,9 @@ class StreamTrigger:
         return True
 
     def _start(self, path: str, sid: str, identity: str, cause: Cause) -> None:
-        request = RunRequest.first(self.deployment, path, sid, self.config)
+        # A name with bytes that are not UTF-8 cannot travel in JSON parameters: the
+        # run then takes the path from the stream's record.
+        request = RunRequest.first(self.deployment, path if is_text(path) else "", sid, self.config)
         try:
             run_id = self.trigger(request)
         except Exception as exc:
@@ -201,6 +209,18 @@ class StreamTrigger:
         return identity, sid
 
     # -- helpers --------------------------------------------------------------
+    def _outside(self, path: str) -> bool:
+        """A symlink out of the watch folder is skipped (logged once per path)."""
+        target = None if self.follow_symlinks else outside_target(path, self.watch_dir)
+        if target is not None and path not in self.skipped:
+            self.skipped.add(path)
+            log.warning(
+                "%s: skipped, it leads to %s outside the watch folder (follow_symlinks)",
+                printable(path),
+                printable(target),
+            )
+        return target is not None
+
     def _remember(self, path: str, seen: Seen) -> None:
         self.seen[path] = seen
         self.seen.move_to_end(path)
@@ -221,10 +241,11 @@ class StreamTrigger:
     ) -> None:
         """Emit `stream-ingest.file.{what}`; the UI is a convenience, so a failure
         is logged and never stops the sensor."""
+        shown = printable(path)  # events are JSON: no undecodable bytes
         resource = {
             "prefect.resource.id": f"{EVENT_PREFIX}.{identity or 'unknown'}",
-            "prefect.resource.name": PurePath(path).name,
-            "path": path,
+            "prefect.resource.name": PurePath(shown).name,
+            "path": shown,
         }
         related = (
             [
@@ -236,7 +257,7 @@ class StreamTrigger:
             if flow_run_id
             else None
         )
-        body = {"path": path, "identity": identity, **payload}
+        body = {"path": shown, "identity": identity, **payload}
         try:
             self.emit(
                 event=f"{EVENT_PREFIX}.{what}", resource=resource, payload=body, related=related

@@ -97,3 +97,64 @@ class StreamNotFound(StreamError):
 
 class ConfigurationError(StreamError):
     """A block or setting is missing or wrong; the message says which."""
+
+
+class S3Rejected(StreamError):
+    """S3 refused the request for a reason a retry cannot change (permissions, a
+    malformed request, a part S3 will not take): fail at once, with S3's code."""
+
+    def __init__(self, code: str, detail: str = "") -> None:
+        super().__init__(f"S3 refused the request: {code}" + (f" ({detail})" if detail else ""))
+        self.code = code
+
+
+class KeyTooLong(StreamError, ValueError):
+    def __init__(self, path: str, length: int) -> None:
+        super().__init__(f"S3 key for {path} would be {length} bytes; S3 allows 1024")
+        self.path, self.length = path, length
+
+
+class SourceOutsideFolder(StreamError):
+    def __init__(self, path: str, target: str) -> None:
+        super().__init__(
+            f"{path} leads to {target}, outside the watch folder "
+            "(set follow_symlinks in the IngestConfig block to upload such files)"
+        )
+        self.path, self.target = path, target
+
+
+# S3 error codes by what a retry can do about them (S3 API reference, "Error codes").
+TRANSIENT_S3_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestTimeout",
+        "InternalError",
+        "ServiceUnavailable",
+    }
+)
+CREDENTIAL_S3_CODES = frozenset(
+    {
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "AccessDenied",
+        "ExpiredToken",
+        "InvalidToken",
+        "403",
+        "Forbidden",
+    }
+)
+
+
+def s3_error(code: str, status: int, bucket: str, upload_id: str | None) -> StreamError:
+    """The domain error for an S3 error response (pure: the one table of S3 codes)."""
+    if code == "NoSuchUpload" and upload_id:
+        return UploadGone(upload_id)
+    if code in ("NoSuchBucket",):
+        return BucketMissing(bucket)
+    if code in CREDENTIAL_S3_CODES:
+        return CredentialsRejected(code)
+    if status >= 500 or code in TRANSIENT_S3_CODES:
+        return S3Unavailable(f"{code or status} from S3")
+    return S3Rejected(code or str(status))

@@ -3,7 +3,9 @@
 Keys are joined with "/" (never os.sep), relative to the watch folder, and can never
 climb out of the prefix with "..". Control characters (C0 and C1) are percent-encoded
 because S3 returns keys in XML 1.0, which cannot carry most of them; so is each byte of
-a file name that is not UTF-8 (a key must be valid UTF-8).
+a file name that is not UTF-8 (a key must be valid UTF-8), and "%" itself, so that two
+different names never map to one key. Names are not Unicode-normalised: "é" as one
+code point (NFC) and as "e" plus an accent (NFD) are two files, and two keys.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import string
 import unicodedata
 from datetime import datetime
 from pathlib import PurePath
+
+from stream_ingest.errors import KeyTooLong
 
 FIELDS = frozenset({"prefix", "relpath", "name", "stem", "ext", "stream_id", "date"})
 MAX_KEY_BYTES = 1024  # S3's limit on a key's UTF-8 length
@@ -46,6 +50,8 @@ def _escape_char(c: str) -> str:
     code = ord(c)
     if 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8 (os.fsdecode's surrogateescape)
         return f"%{code - 0xDC00:02X}"
+    if c == "%":  # the escape character itself, so that escaping stays one-to-one
+        return "%25"
     if unicodedata.category(c) in ("Cc", "Cs") or c in "\ufffe\uffff":
         # C0/C1 controls, lone surrogates and U+FFFE/U+FFFF: not XML 1.0 characters (or
         # invisible); a surrogate would also make the key invalid UTF-8.
@@ -54,7 +60,6 @@ def _escape_char(c: str) -> str:
 
 
 def _escape(segment: str) -> str:
-    segment = unicodedata.normalize("NFC", segment)
     return "".join(map(_escape_char, segment))
 
 
@@ -96,5 +101,21 @@ def object_key(
     if not key:
         raise ValueError(f"template {template!r} renders an empty key for {path}")
     if len(key.encode()) > MAX_KEY_BYTES:
-        raise ValueError(f"S3 key for {path} is longer than {MAX_KEY_BYTES} bytes")
+        raise KeyTooLong(printable(str(path)), len(key.encode()))
     return posixpath.normpath(key)
+
+
+def printable(path: str) -> str:
+    """`path` for logs, events and JSON: bytes that are not UTF-8 shown as \\xNN
+    (a name with them cannot be sent as JSON text as it is)."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def is_text(path: str) -> bool:
+    """Whether `path` is valid Unicode text (no undecodable bytes): only then can it
+    travel in a flow run's JSON parameters."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -55,6 +55,14 @@ class IngestOptions(BaseModel):
         DEFAULT_IGNORE, description="File name patterns the sensor ignores."
     )
     use_polling: bool = Field(False, description="Poll the folder instead of inotify.")
+    detect_writers: bool = Field(
+        True,
+        description="End a recording when no process has it open for writing (/proc). "
+        "Turn off where recorders run outside the worker's view (another host or container).",
+    )
+    follow_symlinks: bool = Field(
+        False, description="Upload files that symlinks in the folder point to outside it."
+    )
     upload_ttl_hours: float = Field(
         24.0, gt=0, description="Janitor: age after which an orphaned upload of ours is aborted."
     )

@@ -84,7 +84,10 @@ class StreamRecord:
     @classmethod
     def from_hash(cls, raw: dict[bytes | str, bytes | str]) -> StreamRecord:
         data = {
-            (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+            (k.decode() if isinstance(k, bytes) else k): (
+                # A path may hold bytes that are not UTF-8: they come back as they went in.
+                v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else v
+            )
             for k, v in raw.items()
         }
         kwargs: dict[str, object] = {}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from stream_ingest.parts import PartRange, full_parts, part_offset, part_size
 from stream_ingest.records import PartRecord
@@ -54,17 +55,32 @@ class PartPlanner:
         self.done = {k for k, p in parts.items() if p.size == part_size(k, self.base)}
 
 
+class WriterState(StrEnum):
+    """What the OS says about the file's writers (flows/writers.py)."""
+
+    WRITING = "writing"  # a process has it open for writing: still recording
+    CLOSED = "closed"  # nobody has it open for writing
+    UNKNOWN = "unknown"  # cannot be known here (network mount, no permission, no /proc)
+
+
 def stream_ended(
     *,
     now: float,
     last_change: float,
     closed_hint: bool,
+    writers: WriterState,
     settle_seconds: float,
     idle_timeout_seconds: float,
 ) -> bool:
-    """A recording has ended when the sensor saw it closed and it has not changed for
-    a short settle (a close is only a hint: a crashed recorder closes too, and the
-    file may be reopened), or when it has not changed for the idle timeout (network
-    filesystems never report a close)."""
+    """A recording has ended when no process has the file open for writing and it has
+    not changed for a short settle (a writer may reopen it to patch its head). A file
+    still open for writing is still recording, however long it stalls (a low-rate
+    muxer, a camera that reconnects). Only where the writers cannot be known does the
+    old rule apply: the sensor saw it closed and it settled, or it has not changed for
+    the idle timeout."""
     quiet = now - last_change
+    if writers == WriterState.WRITING:
+        return False
+    if writers == WriterState.CLOSED:
+        return quiet >= settle_seconds
     return (closed_hint and quiet >= settle_seconds) or quiet >= idle_timeout_seconds

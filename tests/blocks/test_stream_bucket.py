@@ -26,6 +26,7 @@ from devstack.services import MotoServer, free_port
 from stream_ingest.errors import (
     BucketMissing,
     CredentialsRejected,
+    S3Rejected,
     S3Unavailable,
     UploadGone,
 )
@@ -290,10 +291,11 @@ def test_s3_error_mapping(code: str, status: int, expected: type[Exception]) -> 
         assert info.value.code == code  # type: ignore[attr-defined]
 
 
-def test_unknown_client_errors_pass_through() -> None:
-    with pytest.raises(ClientError), _s3_errors("bkt", "u"):
+def test_permanent_client_errors_become_one_line_refusals() -> None:
+    with pytest.raises(S3Rejected, match="InvalidPart") as info, _s3_errors("bkt", "u"):
         raise client_error("InvalidPart", 400)
-    with pytest.raises(ClientError), _s3_errors("bkt"):  # NoSuchUpload needs an upload
+    assert info.value.code == "InvalidPart" and not info.value.transient
+    with pytest.raises(S3Rejected), _s3_errors("bkt"):  # NoSuchUpload needs an upload
         raise client_error("NoSuchUpload", 404)
 
 

@@ -291,3 +291,45 @@ def test_event_failures_are_logged_not_fatal(
         make_trigger().handle(FileAppeared(str(video), "created"))
     assert len(prefect.calls) == 1
     assert "could not emit stream-ingest.file.detected" in caplog.text
+
+
+def test_a_symlink_out_of_the_folder_is_skipped_and_logged_once(
+    watch: Path,
+    tmp_path: Path,
+    store: CheckpointStore,
+    prefect: FakePrefect,
+    make_trigger: MakeTrigger,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    outside = write(tmp_path / "elsewhere" / "secret.mp4")
+    link = watch / "secret.mp4"
+    link.symlink_to(outside)
+    inside_target = write(watch / "sub" / "real.mp4")
+    (watch / "alias.mp4").symlink_to(inside_target)  # stays inside: a file like any
+    trigger = make_trigger()
+    with caplog.at_level(logging.WARNING, logger="stream_ingest.sensor"):
+        for _ in range(3):  # created, closed, rescanned
+            trigger.handle(FileAppeared(str(link), "scan"))
+        trigger.handle(FileAppeared(str(watch / "alias.mp4"), "scan"))
+
+    assert not prefect.calls_for(link)
+    assert prefect.calls_for(watch / "alias.mp4")
+    warnings = [r.getMessage() for r in caplog.records if "outside the watch folder" in r.message]
+    assert len(warnings) == 1 and str(outside) in warnings[0]
+    trigger.follow_symlinks = True  # the block's follow_symlinks, reloaded
+    trigger.handle(FileAppeared(str(link), "scan"))
+    assert prefect.calls_for(link)
+
+
+def test_a_name_that_is_not_utf8_is_claimed_with_its_bytes(
+    watch: Path, store: CheckpointStore, prefect: FakePrefect, make_trigger: MakeTrigger
+) -> None:
+    raw = os.fsencode(watch) + b"/take\xe9.mp4"
+    with open(raw, "wb") as fh:
+        fh.write(b"x")
+    path = os.fsdecode(raw)
+    make_trigger().handle(FileAppeared(path, "created"))
+
+    [call] = prefect.calls
+    assert call.path == ""  # not JSON text: the run reads it from the record
+    assert store.require(call.stream_id).original_path == path

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from stream_ingest.parts import MIB, MIN_PART, PartRange, full_parts, part_size
 from stream_ingest.records import PartRecord
-from stream_ingest.tail import Growth, PartPlanner, stream_ended
+from stream_ingest.tail import Growth, PartPlanner, WriterState, stream_ended
 
 BASE = MIN_PART
 
@@ -73,14 +73,38 @@ def test_covered_is_the_end_of_the_highest_taken_part(taken: set[int], split: in
     assert planner.covered() == expected
 
 
-def ended(now: float, last: float, closed: bool, settle: float = 1.0, idle: float = 30.0) -> bool:
+def ended(
+    now: float,
+    last: float,
+    closed: bool,
+    settle: float = 1.0,
+    idle: float = 30.0,
+    writers: WriterState = WriterState.UNKNOWN,
+) -> bool:
     return stream_ended(
         now=now,
         last_change=last,
         closed_hint=closed,
+        writers=writers,
         settle_seconds=settle,
         idle_timeout_seconds=idle,
     )
+
+
+def test_a_file_open_for_writing_never_ends_however_quiet() -> None:
+    for quiet in (0.0, 1.0, 30.0, 3600.0):
+        assert not ended(1000.0 + quiet, 1000.0, closed=True, writers=WriterState.WRITING)
+
+
+def test_no_writer_ends_it_after_the_settle_even_without_a_close_hint() -> None:
+    assert not ended(100.5, 100.0, closed=False, writers=WriterState.CLOSED)
+    assert ended(101.0, 100.0, closed=False, writers=WriterState.CLOSED)
+
+
+def test_unknown_writers_fall_back_to_the_hint_and_the_idle_timeout() -> None:
+    assert ended(101.0, 100.0, closed=True, writers=WriterState.UNKNOWN)
+    assert not ended(101.0, 100.0, closed=False, writers=WriterState.UNKNOWN)
+    assert ended(130.0, 100.0, closed=False, writers=WriterState.UNKNOWN)
 
 
 def test_a_close_hint_needs_a_settle_of_no_growth() -> None:

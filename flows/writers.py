@@ -1,0 +1,109 @@
+"""Is anyone still writing the file? Asked of the OS, not guessed from its size.
+
+On Linux, /proc/PID/fd/N links to every open file and /proc/PID/fdinfo/N says how it
+was opened: a link to the file's (device, inode) with O_WRONLY or O_RDWR is a writer.
+The answer is "unknown" where the OS cannot tell: no /proc, a network or FUSE mount
+(a writer on another host is invisible), or processes whose open files this user may
+not read. Then only the idle timeout ends a recording, and the flow's log says why.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from stream_ingest.mounts import filesystem_of, is_network, parse_mountinfo
+from stream_ingest.tail import WriterState
+
+O_ACCMODE = 0o3  # the access mode bits of open(2)'s flags
+
+
+@dataclass(frozen=True)
+class Writers:
+    state: WriterState
+    reason: str  # one line for the log: who writes, or why nobody can tell
+    pids: tuple[int, ...] = ()
+
+
+def writers_of(path: str, proc: str = "/proc") -> Writers:
+    """Which processes have `path` open for writing."""
+    try:
+        target = os.stat(path)
+        mountinfo = Path(proc, "self", "mountinfo").read_text()
+    except FileNotFoundError as exc:
+        if exc.filename == path:
+            raise
+        return Writers(WriterState.UNKNOWN, f"no {proc}: writers cannot be seen here")
+    fstype = filesystem_of(os.path.realpath(path), parse_mountinfo(mountinfo))
+    if is_network(fstype):
+        return Writers(
+            WriterState.UNKNOWN, f"{fstype} filesystem: writers on other hosts are invisible"
+        )
+    pids, denied = [], 0
+    for entry in os.scandir(proc):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if _writes(Path(entry.path), target):
+                pids.append(int(entry.name))
+        except PermissionError:
+            denied += 1
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # the process exited while we looked
+    if pids:
+        names = ", ".join(f"{pid} ({_name(proc, pid)})" for pid in pids)
+        return Writers(WriterState.WRITING, f"open for writing by pid {names}", tuple(pids))
+    if denied:
+        return Writers(
+            WriterState.UNKNOWN, f"open files of {denied} processes are not readable by this user"
+        )
+    return Writers(WriterState.CLOSED, "no process has it open for writing")
+
+
+def _writes(pid_dir: Path, target: os.stat_result) -> bool:
+    for fd in os.listdir(pid_dir / "fd"):
+        try:
+            st = os.stat(pid_dir / "fd" / fd)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) != (target.st_dev, target.st_ino):
+            continue
+        try:
+            info = (pid_dir / "fdinfo" / fd).read_text()
+        except OSError:
+            continue
+        flags = next((int(v, 8) for k, v in _fields(info) if k == "flags"), 0)
+        if flags & O_ACCMODE in (os.O_WRONLY, os.O_RDWR):
+            return True
+    return False
+
+
+def _fields(text: str) -> list[tuple[str, str]]:
+    return [(k.strip(), v.strip()) for k, _, v in (ln.partition(":") for ln in text.splitlines())]
+
+
+def _name(proc: str, pid: int) -> str:
+    try:
+        return Path(proc, str(pid), "comm").read_text().strip()
+    except OSError:
+        return "?"
+
+
+class WriterWatch:
+    """The flow's view of one file's writers: looked up at most every `every` seconds
+    (a /proc walk costs milliseconds), and only when asked (when the file has gone
+    quiet). `enabled=False` (detect_writers off: recorders in another container or on
+    another host) always answers unknown."""
+
+    def __init__(self, path: str, enabled: bool, every: float = 1.0) -> None:
+        self.path, self.enabled, self.every = path, enabled, every
+        self.last = Writers(WriterState.UNKNOWN, "not looked yet")
+        self._at = float("-inf")
+
+    def look(self, now: float) -> Writers:
+        if not self.enabled:
+            return Writers(WriterState.UNKNOWN, "writer detection is off (detect_writers)")
+        if now - self._at >= self.every:
+            self.last, self._at = writers_of(self.path), now
+        return self.last
