@@ -112,6 +112,7 @@ def tail_and_finalize(
             writers=state,
             settle_seconds=s.settle_seconds,
             idle_timeout_seconds=s.idle_timeout_seconds,
+            empty=snap.size == 0,
         ):
             log.info("%s: recording ended: %s", ctx.path, _why_ended(seen, closed, quiet, s))
             result = finalize(ctx, parts)

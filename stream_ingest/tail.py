@@ -71,16 +71,18 @@ def stream_ended(
     writers: WriterState,
     settle_seconds: float,
     idle_timeout_seconds: float,
+    empty: bool = False,
 ) -> bool:
     """A recording has ended when no process has the file open for writing and it has
     not changed for a short settle (a writer may reopen it to patch its head). A file
     still open for writing is still recording, however long it stalls (a low-rate
     muxer, a camera that reconnects). Only where the writers cannot be known does the
     old rule apply: the sensor saw it closed and it settled, or it has not changed for
-    the idle timeout."""
+    the idle timeout. An empty file nobody writes has most likely not started yet (a
+    recorder that creates it first and opens it later): only the idle timeout ends it."""
     quiet = now - last_change
     if writers == WriterState.WRITING:
         return False
     if writers == WriterState.CLOSED:
-        return quiet >= settle_seconds
+        return quiet >= (idle_timeout_seconds if empty else settle_seconds)
     return (closed_hint and quiet >= settle_seconds) or quiet >= idle_timeout_seconds

@@ -101,6 +101,19 @@ def test_no_writer_ends_it_after_the_settle_even_without_a_close_hint() -> None:
     assert ended(101.0, 100.0, closed=False, writers=WriterState.CLOSED)
 
 
+def test_an_empty_file_nobody_writes_waits_for_the_idle_timeout() -> None:
+    """Created first, opened for writing later: not a finished empty recording yet."""
+    closed = WriterState.CLOSED
+    assert not stream_ended(
+        now=105.0, last_change=100.0, closed_hint=False, writers=closed,
+        settle_seconds=1.0, idle_timeout_seconds=30.0, empty=True,
+    )  # fmt: skip
+    assert stream_ended(
+        now=130.0, last_change=100.0, closed_hint=False, writers=closed,
+        settle_seconds=1.0, idle_timeout_seconds=30.0, empty=True,
+    )  # fmt: skip
+
+
 def test_unknown_writers_fall_back_to_the_hint_and_the_idle_timeout() -> None:
     assert ended(101.0, 100.0, closed=True, writers=WriterState.UNKNOWN)
     assert not ended(101.0, 100.0, closed=False, writers=WriterState.UNKNOWN)
