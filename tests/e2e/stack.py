@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,22 @@ def run_cli_status(args: list[str], env: dict[str, str], timeout: float = 120) -
 def until(check: Callable[[], T], timeout: float, what: str) -> T:
     """Wait on a real process over HTTP: an error (still starting) is "not yet"."""
     return wait_for(check, timeout, what, interval=0.2, errors=(Exception,))
+
+
+def new_bucket(s3_url: str, prefix: str) -> tuple[Any, str, str]:
+    """A boto3 client on `s3_url`, a new bucket in it, and a namespace to go with it."""
+    import boto3
+
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    bucket, namespace = f"{prefix}-{uuid.uuid4().hex[:8]}", f"{prefix}-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    return s3, bucket, namespace
 
 
 def product_env(

@@ -13,19 +13,17 @@ import shutil
 import subprocess
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 
 from blocks.checkpoints import CheckpointStore
 from tests.e2e.relay import Relay
-from tests.e2e.stack import BIN, ROOT, Stack, product_env, run_cli, until
+from tests.e2e.stack import BIN, ROOT, Stack, new_bucket, product_env, run_cli, until
 from tests.flows.helpers import upload_part_calls
 
 MIB = 1024 * 1024
@@ -55,15 +53,7 @@ class Ops:
 def ops(tmp_path_factory, redis_server, moto_server) -> Iterator[Ops]:
     """One stack for the module; S3 goes through a relay the tests can take down."""
     workdir = tmp_path_factory.mktemp("ops")
-    namespace, bucket = f"ops-{uuid.uuid4().hex[:8]}", f"ops-{uuid.uuid4().hex[:8]}"
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=moto_server.url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    s3.create_bucket(Bucket=bucket)
+    s3, bucket, namespace = new_bucket(moto_server.url, "ops")
     relay = Relay(moto_server.port)
     relay.up()
     env = product_env(workdir, redis_server.url, relay.url, bucket, namespace)

@@ -20,10 +20,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
-from tests.e2e.stack import Stack, product_env, until
+from tests.e2e.stack import Stack, new_bucket, product_env, until
 
 pytestmark = pytest.mark.e2e
 FFMPEG = shutil.which("ffmpeg")
@@ -42,7 +41,7 @@ class Recorders:
             f"s3://{self.bucket}/{key}",
         )
 
-    def completed_object(self, path: Path, key: str, timeout: float = 120) -> bytes:
+    def completed_object(self, path: Path, key: str, timeout: float = 240) -> bytes:
         """The object once its stream's run is Completed (not just any first version)."""
         until(
             lambda: (run := self.stack.run_for(path.name)) and run["state_type"] == "COMPLETED",
@@ -85,15 +84,7 @@ def sha256(data: bytes) -> str:
 def rec(tmp_path_factory, redis_server, moto_server) -> Iterator[Recorders]:
     assert FFMPEG and FFPROBE, "ffmpeg and ffprobe are needed (./test.sh installs them)"
     workdir = tmp_path_factory.mktemp("recorders")
-    bucket, namespace = f"rec-{uuid.uuid4().hex[:8]}", f"rec-{uuid.uuid4().hex[:8]}"
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=moto_server.url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    s3.create_bucket(Bucket=bucket)
+    s3, bucket, namespace = new_bucket(moto_server.url, "rec")
     env = product_env(workdir, redis_server.url, moto_server.url, bucket, namespace)
     env["STREAM_INGEST_IDLE_TIMEOUT_SECONDS"] = "2"
     with Stack(env, workdir) as stack:
