@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -19,6 +19,9 @@ from typer.exceptions import TyperException
 from stream_ingest.errors import StreamError
 from stream_ingest.settings import DEFAULT_CONFIG_BLOCK, SettingsError
 from stream_ingest.states import Status
+
+if TYPE_CHECKING:
+    from blocks.config import IngestConfig
 
 app = typer.Typer(
     name="stream-ingest",
@@ -64,8 +67,8 @@ def _root(config: ConfigOption = DEFAULT_CONFIG_BLOCK) -> None:
     state.config = config
 
 
-def _config():  # -> IngestConfig; imported late (Prefect)
-    from blocks.config import load_config
+def _config() -> IngestConfig:
+    from blocks.config import load_config  # late: Prefect loads only when needed
 
     return load_config(state.config)
 

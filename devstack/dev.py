@@ -21,7 +21,7 @@ import sys
 import threading
 from pathlib import Path
 
-from devstack.pointer import StackPointer
+from devstack.pointer import SECOND_SHELL, StackPointer
 from devstack.services import MotoServer, PrefectServer, RedisServer, Service, free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -144,7 +144,7 @@ def run_dev(
             f"{settings.s3_endpoint_url or 'AWS'}"
         )
         _say(f"logs: {state}; press Ctrl-C to stop")
-        _say(f"in another terminal here: {pointer.hint()}")
+        _say(f"in another terminal here: {SECOND_SHELL}")
         while not stop.wait(1):
             dead = [c for c in started if c.proc and c.proc.poll() is not None]
             if dead:

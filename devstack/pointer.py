@@ -17,6 +17,7 @@ from pathlib import Path
 from stream_ingest.errors import ConfigurationError
 
 MARKER = "# written by `stream-ingest dev`"
+SECOND_SHELL = "source .venv/bin/activate; stream-ingest streams list"
 _PID = re.compile(rf"^{re.escape(MARKER)} \(pid (\d+)\)", re.M)
 
 
@@ -60,9 +61,6 @@ class StackPointer:
         if self.written and self._owner() == os.getpid():
             self.path.unlink(missing_ok=True)
         self.written = False
-
-    def hint(self) -> str:
-        return "source .venv/bin/activate; stream-ingest streams list"
 
 
 def _alive(pid: int) -> bool:
