@@ -123,9 +123,13 @@ def test_a_completed_run_tells_its_story_in_the_api(ops: Ops, story: dict[str, A
     detected = _events(stack, since, "stream-ingest.file.", "")
     assert any(e["event"] == "stream-ingest.file.detected" for e in detected)
 
-    logs = stack.post("/logs/filter", {"logs": {"flow_run_id": {"any_": [run["id"]]}}})
-    messages = [entry["message"] for entry in logs]
-    assert any(sid in m and "completed" in m for m in messages)
+    def completion_logged() -> list[str]:
+        # the run's logs are shipped in batches, so they may land after its final state
+        body = {"logs": {"flow_run_id": {"any_": [run["id"]]}}}
+        messages = [entry["message"] for entry in stack.post("/logs/filter", body)]
+        return messages if any(sid in m and "completed" in m for m in messages) else []
+
+    messages = until(completion_logged, 30, "the run's completion log line")
     assert not any(SECRET in m for m in messages)
 
 
