@@ -3,8 +3,8 @@
 Each method is one S3 call (ListParts/ListMultipartUploads: every page). Provider
 errors become domain errors in `_s3_errors`, the one place that knows S3 error codes.
 Needs s3:CreateMultipartUpload, UploadPart, ListMultipartUploadParts, CompleteMultipart
-Upload, AbortMultipartUpload, ListBucketMultipartUploads, GetObject (HEAD),
-PutObjectTagging on the bucket. What S3 errors mean (retry or not) is decided by one
+Upload, AbortMultipartUpload, ListBucketMultipartUploads, GetObject (HEAD, and the
+copy source of UploadPartCopy), PutObjectTagging on the bucket. What S3 errors mean (retry or not) is decided by one
 table, `stream_ingest.errors.s3_error`.
 """
 
@@ -27,6 +27,7 @@ from prefect_aws.s3 import S3Bucket
 from stream_ingest.errors import (
     BucketMissing,
     CredentialsRejected,
+    KeyTaken,
     S3Rejected,
     S3Unavailable,
     UploadGone,
@@ -41,6 +42,7 @@ CREATED_BY = {"created-by": "stream-ingest"}
 # uses too). Without an algorithm, moto computes a whole-object CRC64 at completion,
 # re-reading the object: 2-4x slower completes (benchmarks/).
 CHECKSUM = "CRC32"
+STREAM_ID = "stream-id"  # object metadata: the stream whose take the object is
 
 
 @contextmanager
@@ -83,16 +85,37 @@ class StreamBucket(S3Bucket):
     def s3(self) -> Any:
         return self.credentials.get_s3_client()
 
-    def create_multipart_upload(self, key: str) -> str:
-        """Start a multipart upload marked as ours; returns its upload id."""
+    def create_multipart_upload(self, key: str, stream_id: str = "") -> str:
+        """Start a multipart upload marked as ours (and as `stream_id`'s, so that a
+        HEAD tells whose take an object is); returns its upload id."""
+        metadata = CREATED_BY | ({STREAM_ID: stream_id} if stream_id else {})
         with _s3_errors(self.bucket_name):
             resp = self.s3.create_multipart_upload(
                 Bucket=self.bucket_name,
                 Key=key,
-                Metadata=CREATED_BY,
+                Metadata=metadata,
                 ChecksumAlgorithm=CHECKSUM,
             )
         return resp["UploadId"]
+
+    def copy_part(
+        self, key: str, upload_id: str, number: int, source_etag: str, offset: int, size: int
+    ) -> UploadedPart:
+        """Part `number` copied server-side from bytes [offset, offset+size) of the
+        object now at `key`, only while it is still the one with `source_etag`. The
+        checksum is S3's where it gives one, else "" (the caller computes it)."""
+        with _s3_errors(self.bucket_name, upload_id):
+            resp = self.s3.upload_part_copy(
+                Bucket=self.bucket_name,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                CopySource={"Bucket": self.bucket_name, "Key": key},
+                CopySourceRange=f"bytes={offset}-{offset + size - 1}",
+                CopySourceIfMatch=source_etag,
+            )
+        result = resp["CopyPartResult"]
+        return UploadedPart(number, result["ETag"], size, result.get("ChecksumCRC32", ""))
 
     def upload_part(self, key: str, upload_id: str, number: int, body: bytes) -> UploadedPart:
         """Upload one part with its CRC32 (S3 checks it); returns what S3 holds."""
@@ -126,11 +149,18 @@ class StreamBucket(S3Bucket):
             marker = int(resp["NextPartNumberMarker"])
 
     def complete_multipart_upload(
-        self, key: str, upload_id: str, parts: Sequence[UploadedPart]
+        self,
+        key: str,
+        upload_id: str,
+        parts: Sequence[UploadedPart],
+        *,
+        if_absent: bool = False,
     ) -> str:
         """Complete from `parts` (any order); returns the object's ETag. Part checksums
         go along when every part has one (an upload created with a checksum algorithm
-        needs them; one created without must not get them)."""
+        needs them; one created without must not get them). `if_absent`: only if no
+        object has the key (If-None-Match: *), else KeyTaken; an S3 API that does not
+        implement the condition completes without it (the caller HEADs first)."""
         with_crc = all(p.crc32 for p in parts)
         body = {
             "Parts": [
@@ -139,10 +169,19 @@ class StreamBucket(S3Bucket):
                 for p in sorted(parts, key=lambda p: p.number)
             ]
         }
-        with _s3_errors(self.bucket_name, upload_id):
-            resp = self.s3.complete_multipart_upload(
-                Bucket=self.bucket_name, Key=key, UploadId=upload_id, MultipartUpload=body
-            )
+        call = {"Bucket": self.bucket_name, "Key": key, "UploadId": upload_id}
+        try:
+            with _s3_errors(self.bucket_name, upload_id):
+                resp = self.s3.complete_multipart_upload(
+                    **call, MultipartUpload=body, **({"IfNoneMatch": "*"} if if_absent else {})
+                )
+        except S3Rejected as exc:
+            if exc.code in ("PreconditionFailed", "412"):
+                raise KeyTaken(key) from None
+            if not if_absent or exc.code not in ("NotImplemented", "501"):
+                raise
+            with _s3_errors(self.bucket_name, upload_id):
+                resp = self.s3.complete_multipart_upload(**call, MultipartUpload=body)
         return resp.get("ETag", "")
 
     def abort_multipart_upload(self, key: str, upload_id: str) -> None:
@@ -176,6 +215,13 @@ class StreamBucket(S3Bucket):
             if exc.code in NOT_FOUND:
                 return None
             raise
+
+    def owner(self, key: str) -> str | None:
+        """Whose take the object at `key` is: its stream id ("" for an object that
+        stream-ingest did not make, or made before it recorded owners), or None if
+        there is no object at `key`."""
+        head = self.head_object(key)
+        return None if head is None else head.get("Metadata", {}).get(STREAM_ID, "")
 
     def tag_object(self, key: str, tags: dict[str, str]) -> None:
         """Replace the object's tags."""

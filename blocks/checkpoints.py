@@ -5,6 +5,8 @@ Keys, all under the namespace `ns` (default "stream-ingest"):
   {ns}:stream:{id}:meta     hash   StreamRecord fields
   {ns}:stream:{id}:parts    hash   part number -> PartRecord JSON
   {ns}:stream:{id}:lease    string token of the one run allowed to upload (PX TTL)
+  {ns}:stream:{id}:prior    hash   a revision's source: the completed object's parts
+  {ns}:stream:{id}:revisions hash  revision number -> Revision JSON (size, sha256, ...)
   {ns}:streams:active       set    ids of detected/uploading/finalizing streams
   {ns}:streams:all          zset   every id, scored by start time (for listing)
   {ns}:streams:by-identity  hash   file identity "dev:ino" -> stream id
@@ -40,8 +42,8 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from stream_ingest.errors import CheckpointUnavailable, LeaseLost, StreamNotFound
-from stream_ingest.records import PartRecord, StreamRecord, utc_now
-from stream_ingest.states import ACTIVE, Status, transition
+from stream_ingest.records import PartRecord, Revision, StreamRecord, utc_now
+from stream_ingest.states import ACTIVE, IllegalTransition, Status, transition
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -179,6 +181,12 @@ class CheckpointStore(Block):
     def lease_key(self, sid: str) -> str:
         return f"{self.namespace}:stream:{sid}:lease"
 
+    def prior_key(self, sid: str) -> str:
+        return f"{self.namespace}:stream:{sid}:prior"
+
+    def revisions_key(self, sid: str) -> str:
+        return f"{self.namespace}:stream:{sid}:revisions"
+
     def hint_key(self, path: str) -> str:
         return f"{self.namespace}:hint:{hashlib.sha1(os.fsencode(path)).hexdigest()}"
 
@@ -222,10 +230,33 @@ class CheckpointStore(Block):
         return self.redis_client.transaction(claim, self.identity_key, value_from_callable=True)
 
     @_unavailable
+    def rebind_identity(self, identity: str, old_id: str, record: StreamRecord) -> tuple[str, bool]:
+        """Bind `identity` to `record`'s new stream instead of `old_id`'s (a new take of
+        the same file), unless someone already moved it on. Returns (stream id, created)
+        like claim_identity."""
+
+        def rebind(pipe: redis.client.Pipeline) -> tuple[str, bool]:
+            existing = pipe.hget(self.identity_key, identity)
+            if existing is not None and existing.decode() != old_id:
+                return existing.decode(), False
+            pipe.multi()
+            pipe.hset(self.identity_key, identity, record.stream_id)
+            self._queue_put(pipe, record)
+            return record.stream_id, True
+
+        return self.redis_client.transaction(rebind, self.identity_key, value_from_callable=True)
+
+    @_unavailable
     def forget_identity(self, identity: str, stream_id: str) -> None:
         """Unbind an identity (its file was deleted), if it still points at stream_id."""
         if self.redis_client.hget(self.identity_key, identity) == stream_id.encode():
             self.redis_client.hdel(self.identity_key, identity)
+
+    @_unavailable
+    def identities(self) -> dict[str, str]:
+        """Every bound identity and its stream (the scan releases those of gone files)."""
+        raw = self.redis_client.hgetall(self.identity_key)
+        return {k.decode(): v.decode() for k, v in raw.items()}
 
     @_unavailable
     def stream_for_identity(self, identity: str) -> str | None:
@@ -370,6 +401,70 @@ class CheckpointStore(Block):
                 mapping={"bytes_uploaded": sum(p.size for p in parts), "parts_count": len(parts)},
             )
             pipe.execute()
+
+    # -- revisions ------------------------------------------------------------
+    @_unavailable
+    def begin_revision(self, stream_id: str) -> StreamRecord:
+        """Turn a completed stream into its next revision, uploading: the completed
+        object's parts become the `prior` parts (what can be copied server-side) and
+        the record loses its finished upload. Idempotent for a retried task: a stream
+        already uploading its revision is returned as it is."""
+        meta, parts_key, prior = (
+            self.meta_key(stream_id),
+            self.parts_key(stream_id),
+            self.prior_key(stream_id),
+        )
+
+        def begin(pipe: redis.client.Pipeline) -> None:
+            raw = pipe.hgetall(meta)
+            if not raw:
+                raise StreamNotFound(stream_id)
+            current = StreamRecord.from_hash(raw)
+            if current.status != Status.COMPLETED:
+                if current.status == Status.UPLOADING and not current.s3_upload_id:
+                    return
+                raise IllegalTransition(current.status, Status.UPLOADING)
+            completed = pipe.hgetall(parts_key)
+            pipe.multi()
+            pipe.delete(prior)
+            if completed:
+                pipe.hset(prior, mapping=completed)
+            pipe.delete(parts_key)
+            pipe.hset(
+                meta,
+                mapping={
+                    "status": str(Status.UPLOADING),
+                    "revision": current.revision + 1,
+                    "s3_upload_id": "",
+                    "total_bytes": -1,
+                    "bytes_uploaded": 0,
+                    "parts_count": 0,
+                    "error": "",
+                    "last_activity_at_utc": utc_now(),
+                },
+            )
+            pipe.sadd(self.active_key, stream_id)
+
+        self.redis_client.transaction(begin, meta, parts_key)
+        return self.require(stream_id)
+
+    @_unavailable
+    def prior_parts(self, stream_id: str) -> dict[int, PartRecord]:
+        raw = self.redis_client.hgetall(self.prior_key(stream_id))
+        return {int(k): PartRecord.from_json(v) for k, v in raw.items()}
+
+    @_unavailable
+    def add_revision(self, stream_id: str, revision: Revision) -> None:
+        """Record a completed revision; its source parts are not needed any more."""
+        with self.redis_client.pipeline(transaction=True) as pipe:
+            pipe.hset(self.revisions_key(stream_id), revision.number, revision.to_json())
+            pipe.delete(self.prior_key(stream_id))
+            pipe.execute()
+
+    @_unavailable
+    def revisions(self, stream_id: str) -> list[Revision]:
+        raw = self.redis_client.hgetall(self.revisions_key(stream_id))
+        return sorted((Revision.from_json(v) for v in raw.values()), key=lambda r: r.number)
 
     # -- lease ----------------------------------------------------------------
     @_unavailable

@@ -6,6 +6,7 @@ PREFECT_API_URL before Prefect loads, and `--help` stays fast.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -144,16 +145,32 @@ def streams_list(
 
 @streams_app.command("show")
 def streams_show(stream_id: str, as_json: JsonOption = False) -> None:
-    """Show one stream: path, status, object, bytes, parts, SHA-256, run, error."""
-    record = _config().checkpoints.require(stream_id)
+    """Show one stream: path, status, object, bytes, parts, SHA-256, run, error, and
+    its object's revisions (sizes and SHA-256)."""
+    store = _config().checkpoints
+    record = store.require(stream_id)
+    revisions = store.revisions(stream_id)
     data = record.public()
     if as_json:
+        data["revisions"] = [dataclasses.asdict(r) for r in revisions]
         typer.echo(json.dumps(data, indent=2))
         return
     table = Table(show_header=False, box=None, pad_edge=False)
     for key, value in data.items():
         table.add_row(key, str(value))
     out.print(table)
+    if revisions:
+        listing = Table("revision", "bytes", "sha256", "completed", "uploaded", "copied")
+        for r in revisions:
+            listing.add_row(
+                str(r.number),
+                f"{r.size:,}",
+                r.sha256,
+                r.completed_at_utc,
+                str(r.parts_uploaded),
+                str(r.parts_copied),
+            )
+        out.print(listing)
 
 
 @streams_app.command("rerun")

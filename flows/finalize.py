@@ -21,14 +21,15 @@ from typing import Any
 
 from prefect import get_run_logger, task
 
+from blocks.bucket import STREAM_ID
 from flows.retry import RETRIED
 from flows.runtime import StreamContext
 from flows.source import read_range, sha256_hex, snapshot
 from flows.upload import put_part
-from stream_ingest.errors import StreamNotFound, UploadGone
+from stream_ingest.errors import KeyTaken, StreamNotFound, UploadGone
 from stream_ingest.parts import PartRange, final_plan
 from stream_ingest.reconcile import multipart_etag
-from stream_ingest.records import PartRecord, UploadedPart, utc_now
+from stream_ingest.records import PartRecord, Revision, UploadedPart, utc_now
 from stream_ingest.states import Status
 
 READ_CHUNK = 8 * 1024 * 1024
@@ -114,6 +115,7 @@ def finalize(ctx: StreamContext, known: Mapping[int, PartRecord]) -> Finalized:
             rec.s3_key,
             rec.s3_upload_id,
             [UploadedPart(p.number, p.etag, p.size, p.crc32) for p in chosen],
+            if_absent=_key_still_ours(ctx),
         )
     except UploadGone:
         # A retry after a completion whose answer was lost: the upload is gone because
@@ -128,22 +130,55 @@ def finalize(ctx: StreamContext, known: Mapping[int, PartRecord]) -> Finalized:
         )
     if head.get("ETag") not in (expected, None):
         raise RuntimeError(f"object {rec.s3_key} ETag {head.get('ETag')} != expected {expected}")
-    mark_completed(ctx, before.size, len(plan), reuploaded, digest)
+    copied = sum(1 for p in chosen if p.copied)
+    done = Completion(before.size, before.mtime_ns, len(plan), reuploaded, digest, copied)
+    mark_completed(ctx, done, head.get("ETag") or expected)
     return Finalized(True, parts, before.size, len(plan), reuploaded, digest)
 
 
-def mark_completed(
-    ctx: StreamContext, size: int, nparts: int, reuploaded: int, digest: str
-) -> None:
+def _key_still_ours(ctx: StreamContext) -> bool:
+    """Check, just before completing under the lease, that completing cannot replace
+    another take's object; returns whether to complete only if the key is free
+    (If-None-Match: *). A revision replaces its own object, and only that one."""
+    rec, policy = ctx.record, ctx.config.on_existing
+    if policy == "overwrite":
+        return False
+    head = ctx.bucket.head_object(rec.s3_key)
+    if head is None:
+        return True  # S3 enforces that it stays free until the completion
+    ours = head.get("Metadata", {}).get(STREAM_ID) == rec.stream_id
+    if rec.revision > 1 and ours and head.get("ETag") == rec.object_etag:
+        return False
+    if ours and rec.revision == 1:
+        return False  # this stream's own earlier completion (a retried finalize)
+    raise KeyTaken(rec.s3_key)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What the completed object is: the figures a revision entry and the record keep."""
+
+    size: int
+    mtime_ns: int
+    parts: int
+    reuploaded: int
+    sha256: str
+    copied: int = 0
+
+
+def mark_completed(ctx: StreamContext, done: Completion, etag: str) -> None:
     rec, store = ctx.record, ctx.store
-    ctx.bucket.tag_object(rec.s3_key, {"sha256": digest, "stream-id": rec.stream_id})
+    ctx.bucket.tag_object(rec.s3_key, {"sha256": done.sha256, "stream-id": rec.stream_id})
+    completed_at = utc_now()
     fields: dict[str, Any] = {
-        "sha256": digest,
-        "total_bytes": size,
-        "bytes_uploaded": size,
-        "parts_count": nparts,
-        "reuploaded_parts": rec.reuploaded_parts + reuploaded,
-        "completed_at_utc": utc_now(),
+        "sha256": done.sha256,
+        "total_bytes": done.size,
+        "bytes_uploaded": done.size,
+        "parts_count": done.parts,
+        "reuploaded_parts": rec.reuploaded_parts + done.reuploaded,
+        "completed_at_utc": completed_at,
+        "completed_mtime_ns": done.mtime_ns,
+        "object_etag": etag,
         "error": "",
         "failures": 0,
     }
@@ -153,6 +188,17 @@ def mark_completed(
         # Redis lost the stream after the object was completed: the run's copy,
         # completed, is the record (the object exists; nothing is uploaded again).
         store.put(dataclasses.replace(rec, status=Status.COMPLETED, **fields))
+    store.add_revision(
+        rec.stream_id,
+        Revision(
+            rec.revision,
+            done.size,
+            done.sha256,
+            completed_at,
+            done.parts - done.copied,
+            done.copied,
+        ),
+    )
     store.forget_upload(rec.s3_upload_id)
 
 
@@ -169,5 +215,8 @@ def confirm_completed(ctx: StreamContext) -> Finalized:
     snap = snapshot(ctx.path, ctx.record.identity)
     digest = file_sha256(ctx.path, snap.size)
     parts = ctx.store.parts(ctx.record.stream_id)
-    mark_completed(ctx, snap.size, len(parts), 0, digest)
+    copied = sum(1 for p in parts.values() if p.copied)
+    head = ctx.bucket.head_object(ctx.record.s3_key) or {}
+    done = Completion(snap.size, snap.mtime_ns, len(parts), 0, digest, copied)
+    mark_completed(ctx, done, head.get("ETag", ""))
     return Finalized(True, parts, snap.size, len(parts), 0, digest)

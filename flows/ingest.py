@@ -10,6 +10,7 @@ settle, or idle timeout) -> finalize (verify, tail, complete). A terminal source
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import time
 import uuid
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from prefect.runtime import flow_run
 from blocks.config import IngestConfig, load_config
 from flows.finalize import Finalized, confirm_completed, finalize
 from flows.lease import LeaseKeeper
-from flows.opening import find_stream, open_upload, record_failure
+from flows.opening import TakeSkipped, find_stream, open_upload, record_failure
 from flows.report import Reporter
 from flows.runtime import StreamContext
 from flows.source import snapshot
@@ -29,6 +30,7 @@ from flows.upload import upload_part
 from flows.writers import Writers, WriterWatch
 from stream_ingest.errors import (
     CheckpointUnavailable,
+    KeyTaken,
     LeaseLost,
     SourceMissing,
     SourceNotAFile,
@@ -134,6 +136,36 @@ def _why_ended(seen: Writers | None, closed: bool, quiet: float, config: IngestC
     return f"idle timeout, unchanged for {quiet:.0f} s (writers unknown: {why})"
 
 
+def _rekey(
+    ctx: StreamContext, taken: KeyTaken, flow_run_id: str
+) -> tuple[StreamContext, dict[int, PartRecord]]:
+    """Another take's object got the key while this one uploaded (the conditional
+    completion failed): start again at the next free key (on_existing), or skip."""
+    rec = ctx.record
+    if ctx.config.on_existing == "skip":
+        raise TakeSkipped(taken.key)
+    get_run_logger().warning(
+        "stream %s: %s; uploading it again under the next free key", rec.stream_id, taken
+    )
+    ctx.bucket.abort_multipart_upload(rec.s3_key, rec.s3_upload_id)
+    ctx.store.forget_upload(rec.s3_upload_id)
+    ctx.store.update(rec.stream_id, s3_key="", s3_upload_id="")
+    fresh = ctx.with_record(dataclasses.replace(rec, s3_key="", s3_upload_id=""))
+    opened = open_upload(fresh, flow_run_id)
+    return fresh.with_record(opened.record), dict(opened.parts or {})
+
+
+def _skip(ctx: StreamContext, skipped: TakeSkipped) -> dict[str, Any]:
+    """on_existing=skip: the stream ends `skipped`, its upload (if any) aborted."""
+    rec = ctx.record
+    if rec.s3_upload_id:
+        ctx.bucket.abort_multipart_upload(rec.s3_key, rec.s3_upload_id)
+        ctx.store.forget_upload(rec.s3_upload_id)
+    ctx.store.set_status(rec.stream_id, Status.SKIPPED, error=str(skipped))
+    get_run_logger().warning("stream %s: %s", rec.stream_id, skipped)
+    return {**ctx.store.require(rec.stream_id).public(), "message": str(skipped)}
+
+
 def _fail(ctx: StreamContext, exc: BaseException, reporter: Reporter) -> None:
     """Record the failure in the checkpoint: abort the upload for terminal source
     errors, keep it (resumable) for everything else."""
@@ -205,13 +237,22 @@ def stream_ingest(
     with LeaseKeeper(store, record.stream_id, token, cfg.lease_ttl_seconds) as lease:
         try:
             opened = open_upload(ctx, flow_run_id)
-            ctx = ctx.with_record(opened.record)
+            ctx = ctx.with_record(opened.record).with_prior(opened.prior)
             reporter.record = opened.record  # events name the object from here on
             reporter.start()
             if opened.parts is None:
                 result = confirm_completed(ctx)
             else:
-                result = tail_and_finalize(ctx, opened.parts, lease, reporter)
+                parts = opened.parts
+                while True:
+                    try:
+                        result = tail_and_finalize(ctx, parts, lease, reporter)
+                        break
+                    except KeyTaken as exc:
+                        ctx, parts = _rekey(ctx, exc, flow_run_id)
+                        reporter.record = ctx.record
+        except TakeSkipped as exc:
+            return _skip(ctx, exc)
         except BaseException as exc:
             _fail(ctx, exc, reporter)
             raise

@@ -1,5 +1,10 @@
 """Opening a stream: find or create its checkpoint, take its lease, then create or
-resume the multipart upload. Each step is a retried Prefect task."""
+resume the multipart upload. Each step is a retried Prefect task.
+
+A completed stream whose file grew or was patched since is opened as its next
+revision (same key, unchanged parts copied server-side). A new take's key that another
+stream's object already has is resolved by `on_existing`: keep-both numbers the key
+(`cam1 (2).mp4`), skip ends the stream `skipped`, overwrite takes it."""
 
 from __future__ import annotations
 
@@ -19,10 +24,19 @@ from flows.runs import run_is_over
 from flows.runtime import StreamContext
 from flows.source import check_inside, check_readable, snapshot
 from stream_ingest.errors import StreamError, UploadGone
-from stream_ingest.keys import object_key
+from stream_ingest.keys import numbered, object_key
 from stream_ingest.reconcile import multipart_etag, reconcile
 from stream_ingest.records import PartRecord, StreamRecord
 from stream_ingest.states import TERMINAL, Status
+from stream_ingest.takes import Change, after_completion, is_new_take
+
+
+class TakeSkipped(StreamError):
+    """on_existing=skip and another stream's object has the key: not uploaded."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"s3 key {key} belongs to another recording; skipped (on_existing=skip)")
+        self.key = key
 
 
 @dataclass(frozen=True)
@@ -32,6 +46,7 @@ class Opened:
 
     record: StreamRecord
     parts: dict[int, PartRecord] | None
+    prior: dict[int, PartRecord] = dataclasses.field(default_factory=dict)
 
 
 def record_failure(store: CheckpointStore, path: str, error: StreamError) -> str:
@@ -50,7 +65,8 @@ def find_stream(
 ) -> tuple[StreamRecord, bool]:
     """Look the stream up (by id, or by the file's identity), creating its checkpoint
     for a new file, and take its lease. Returns (record, whether we hold the lease):
-    False means another live run is uploading it."""
+    False means another live run is uploading it, or there is nothing to do. A
+    completed stream whose file has changed since comes back as its next revision."""
     store = config.checkpoints
     record = store.get(stream_id) if stream_id else None
     path = os.path.abspath(path) if path else (record.original_path if record else "")
@@ -66,21 +82,42 @@ def find_stream(
             watch_dir=os.path.abspath(config.watch_dir),
             identity=str(snap.identity),
         )
-        sid, _created = store.claim_identity(fresh.identity, fresh)
+        sid, created = store.claim_identity(fresh.identity, fresh)
         record = store.require(sid)
+        if not created and is_new_take(record, snap.size, snap.mtime_ns):
+            sid, _ = store.rebind_identity(fresh.identity, record.stream_id, fresh)
+            record = store.require(sid)
     if not record.original_path:
         store.update(record.stream_id, original_path=path)
         record = dataclasses.replace(record, original_path=path)
-    if record.status in TERMINAL:
+    if record.status in TERMINAL and _change(record) != Change.REVISION:
         return record, False
     ttl = config.lease_ttl_seconds
-    if store.acquire_lease(record.stream_id, token, ttl):
-        return record, True
-    holder = store.lease_holder(record.stream_id)
-    if holder and run_is_over(holder):
+    leased = store.acquire_lease(record.stream_id, token, ttl)
+    if not leased:
+        holder = store.lease_holder(record.stream_id)
         # A crashed run's lease would block a rerun until its TTL ran out.
-        return record, store.take_over_lease(record.stream_id, holder, token, ttl)
-    return record, False
+        leased = bool(holder and run_is_over(holder)) and store.take_over_lease(
+            record.stream_id, holder or "", token, ttl
+        )
+    if not leased or record.status != Status.COMPLETED:
+        return record, leased
+    # Under the lease, ask again: another run may have uploaded this very change.
+    record = store.require(record.stream_id)
+    if _change(record) != Change.REVISION:
+        store.release_lease(record.stream_id, token)
+        return record, False
+    return store.begin_revision(record.stream_id), True
+
+
+def _change(record: StreamRecord) -> Change:
+    """What happened to a completed stream's file since (nothing if it is gone or
+    another file: those are other streams, which the sensor starts)."""
+    try:
+        snap = snapshot(record.original_path, record.identity or None)
+    except StreamError:  # gone, replaced, unreadable
+        return Change.NONE
+    return after_completion(record, snap.size, snap.mtime_ns)
 
 
 def _new_upload(ctx: StreamContext, flow_run_id: str) -> StreamRecord:
@@ -93,16 +130,19 @@ def _new_upload(ctx: StreamContext, flow_run_id: str) -> StreamRecord:
         datetime.fromisoformat(rec.started_at_utc) if rec.started_at_utc else datetime.now(UTC)
     )
     watch_dir = rec.watch_dir or os.path.abspath(config.watch_dir)
-    key = rec.s3_key or object_key(
-        config.s3_key_template,
-        prefix=config.s3_prefix,
-        path=PurePath(rec.original_path),
-        watch_dir=PurePath(watch_dir),
-        stream_id=rec.stream_id,
-        started=started,
-    )
     bucket.check_bucket()
-    upload_id = bucket.create_multipart_upload(key)
+    key = rec.s3_key or free_key(
+        ctx,
+        object_key(
+            config.s3_key_template,
+            prefix=config.s3_prefix,
+            path=PurePath(rec.original_path),
+            watch_dir=PurePath(watch_dir),
+            stream_id=rec.stream_id,
+            started=started,
+        ),
+    )
+    upload_id = bucket.create_multipart_upload(key, rec.stream_id)
     fields = {
         "s3_bucket": bucket.bucket_name,
         "s3_key": key,
@@ -124,6 +164,22 @@ def _new_upload(ctx: StreamContext, flow_run_id: str) -> StreamRecord:
     return dataclasses.replace(
         rec, **fields, status=Status.UPLOADING, flow_run_id=flow_run_id, bytes_uploaded=0
     )
+
+
+def free_key(ctx: StreamContext, wanted: str) -> str:
+    """The key this take gets: `wanted`, unless another stream's object has it
+    (on_existing: keep-both -> the first free `name (n).ext`, skip -> TakeSkipped,
+    overwrite -> `wanted`). An object of this very stream (a rerun) is its own."""
+    policy, sid = ctx.config.on_existing, ctx.record.stream_id
+    if policy == "overwrite":
+        return wanted
+    key, n = wanted, 1
+    while (owner := ctx.bucket.owner(key)) is not None and owner != sid:
+        if policy == "skip":
+            raise TakeSkipped(wanted)
+        n += 1
+        key = numbered(wanted, n)
+    return key
 
 
 def _finished_meanwhile(ctx: StreamContext) -> bool:
@@ -148,9 +204,12 @@ def open_upload(ctx: StreamContext, flow_run_id: str) -> Opened:
     folder = rec.watch_dir or ctx.config.watch_dir
     check_inside(rec.original_path, folder, ctx.config.follow_symlinks)
     check_readable(rec.original_path)
+    # A revision copies unchanged parts from the completed object (see upload.put_part).
+    prior = store.prior_parts(rec.stream_id) if rec.revision > 1 else {}
     if not rec.s3_upload_id:
-        log.info("stream %s: new multipart upload for %s", rec.stream_id, rec.original_path)
-        return Opened(_new_upload(ctx, flow_run_id), {})
+        what = f"revision {rec.revision} of" if rec.revision > 1 else "new multipart upload for"
+        log.info("stream %s: %s %s", rec.stream_id, what, rec.original_path)
+        return Opened(_new_upload(ctx, flow_run_id), {}, prior)
     snapshot(rec.original_path, rec.identity or None)
     try:
         in_s3 = ctx.bucket.list_parts(rec.s3_key, rec.s3_upload_id)
@@ -161,7 +220,7 @@ def open_upload(ctx: StreamContext, flow_run_id: str) -> Opened:
         log.warning("stream %s: multipart upload is gone; starting a new one", rec.stream_id)
         store.forget_upload(rec.s3_upload_id)
         fresh = ctx.with_record(dataclasses.replace(rec, s3_upload_id=""))
-        return Opened(_new_upload(fresh, flow_run_id), {})
+        return Opened(_new_upload(fresh, flow_run_id), {}, prior)
     kept = reconcile(store.parts(rec.stream_id), in_s3, rec.part_base_bytes)
     store.replace_parts(rec.stream_id, kept)
     store.set_status(rec.stream_id, Status.UPLOADING, flow_run_id=flow_run_id, error="")
@@ -179,4 +238,4 @@ def open_upload(ctx: StreamContext, flow_run_id: str) -> Opened:
         bytes_uploaded=sum(p.size for p in kept),
         parts_count=len(kept),
     )
-    return Opened(resumed, {p.number: p for p in kept})
+    return Opened(resumed, {p.number: p for p in kept}, prior)

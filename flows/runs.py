@@ -37,6 +37,15 @@ class RunRequest:
         key = f"rerun:{stream_id}:{uuid.uuid4()}"
         return cls(deployment, path, stream_id, config, key, ("rerun",))
 
+    @classmethod
+    def revision(
+        cls, deployment: str, path: str, stream_id: str, config: str, number: int
+    ) -> RunRequest:
+        """The run that uploads revision `number` of a completed stream: one per
+        revision, however many events announce the change."""
+        key = f"stream-ingest:{stream_id}:revision-{number}"
+        return cls(deployment, path, stream_id, config, key, ("revision",))
+
     @property
     def parameters(self) -> dict[str, str]:
         return {"path": self.path, "stream_id": self.stream_id, "config": self.config}

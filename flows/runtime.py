@@ -8,19 +8,31 @@ flow owns the stream's record: tasks return a new record, and the flow keeps it 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+
 from blocks.bucket import StreamBucket
 from blocks.checkpoints import CheckpointStore
 from blocks.config import IngestConfig
-from stream_ingest.records import StreamRecord
+from stream_ingest.records import PartRecord, StreamRecord
 
 
 class StreamContext:
-    """One stream being uploaded by one run, holding its lease token."""
+    """One stream being uploaded by one run, holding its lease token. `prior` are the
+    parts of the stream's completed object when this run uploads a revision of it:
+    a part whose bytes have not changed is copied from there instead of sent."""
 
-    def __init__(self, config: IngestConfig, record: StreamRecord, token: str) -> None:
+    def __init__(
+        self,
+        config: IngestConfig,
+        record: StreamRecord,
+        token: str,
+        prior: Mapping[int, PartRecord] | None = None,
+    ) -> None:
         self.config = config
         self.record = record
         self.token = token
+        self.prior: Mapping[int, PartRecord] = MappingProxyType(dict(prior or {}))
 
     @property
     def bucket(self) -> StreamBucket:
@@ -35,7 +47,10 @@ class StreamContext:
         return self.record.original_path
 
     def with_record(self, record: StreamRecord) -> StreamContext:
-        return StreamContext(self.config, record, self.token)
+        return StreamContext(self.config, record, self.token, self.prior)
+
+    def with_prior(self, prior: Mapping[int, PartRecord]) -> StreamContext:
+        return StreamContext(self.config, self.record, self.token, prior)
 
     def __repr__(self) -> str:  # shown in Prefect's task inputs: no secrets, no clients
         return f"StreamContext({self.record.stream_id})"

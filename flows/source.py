@@ -7,6 +7,7 @@ import os
 import stat
 from dataclasses import dataclass
 
+from flows.statx import birth_ns
 from stream_ingest.errors import (
     SourceMissing,
     SourceNotAFile,
@@ -15,7 +16,7 @@ from stream_ingest.errors import (
     SourceShrank,
     SourceUnreadable,
 )
-from stream_ingest.identity import FileIdentity
+from stream_ingest.identity import FileIdentity, same_file
 from stream_ingest.keys import printable
 
 
@@ -39,8 +40,8 @@ def snapshot(path: str, expect: str | None = None) -> Snapshot:
         raise SourceUnreadable(path, exc.strerror or str(exc)) from None
     if not stat.S_ISREG(st.st_mode):
         raise SourceNotAFile(path)
-    identity = FileIdentity.of_stat(st)
-    if expect and str(identity) != expect:
+    identity = FileIdentity.of_stat(st, birth_ns(path))
+    if expect and not same_file(expect, str(identity)):
         raise SourceReplaced(path)
     return Snapshot(st.st_size, st.st_mtime_ns, identity)
 

@@ -16,8 +16,10 @@ from typing import Literal
 from stream_ingest.options import IngestOptions
 
 # Why a file is being looked at: the first three come from watchdog, "scan" from the
-# catch-up scan, "closed" from a close-after-write of a file we never saw appear.
-Cause = Literal["created", "moved", "scan", "closed"]
+# catch-up scan, "closed" from a close-after-write, "opened" from an open (a recorder
+# starting again over a file: `ffmpeg -y` truncates at open), "new take" when the
+# file turned out to be a new recording at a known path.
+Cause = Literal["created", "moved", "scan", "closed", "opened", "new take"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,21 @@ class FileClosed:
 
 
 @dataclass(frozen=True)
+class FileOpened:
+    """inotify IN_OPEN of a file: someone opened `path` (a reader too, the flow
+    itself included). Only looked at for files the sensor already knows, to see a
+    completed recording being written again."""
+
+    path: str
+
+
+@dataclass(frozen=True)
+class ReleaseGone:
+    """Part of each scan: release the identities of files that are gone, also when
+    their delete event was missed (sensor down, queue overflow)."""
+
+
+@dataclass(frozen=True)
 class FileGone:
     """`path` was deleted or moved away; `moved_to` is where it went when watchdog
     knows (a rename inside the watch folder), so its identity can still be read."""
@@ -53,7 +70,7 @@ class DirGone:
     path: str
 
 
-SensorEvent = FileAppeared | FileClosed | FileGone | DirGone
+SensorEvent = FileAppeared | FileClosed | FileOpened | FileGone | DirGone | ReleaseGone
 
 
 @dataclass(frozen=True)

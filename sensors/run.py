@@ -17,7 +17,7 @@ from types import FrameType
 
 from blocks.checkpoints import CheckpointStore
 from blocks.config import IngestConfig, load_config
-from sensors.events import FileFilter, SensorEvent, watch_root
+from sensors.events import FileFilter, ReleaseGone, SensorEvent, watch_root
 from sensors.prefect_calls import (
     EmitFn,
     TriggerFn,
@@ -164,6 +164,7 @@ class Sensor:
             raise ConfigurationError(f"watch folder {self.root} disappeared; stopping")
 
     def _scan(self, stop: threading.Event, what: str) -> None:
+        self.process(ReleaseGone(), stop)
         count = 0
         for event in scan(self.root, self.wanted):
             if stop.is_set():

@@ -8,6 +8,12 @@ a stream. Prefect: the run is created with the idempotency key
 `stream-ingest:{stream_id}`, so re-triggering a claimed stream that never got its run
 (a crash between claim and trigger) returns the same run instead of a second one.
 
+A known file is looked at again when it is opened, closed after writing or found by
+a scan: a file smaller than what its stream uploaded or completed is a new take (a new
+stream, rebound to the same identity); a completed file that grew or changed gets a
+revision run of its stream; an identity bound to an aborted stream (the file vanished
+and is back) gets a new stream.
+
 Every handler here is safe to call again from the start after any failure: the run
 loop retries an event until it succeeds.
 """
@@ -24,12 +30,24 @@ from typing import Any
 
 from blocks.checkpoints import CheckpointStore
 from flows.runs import RunRequest
-from flows.source import identity_of, outside_target
-from sensors.events import Cause, DirGone, FileAppeared, FileClosed, FileGone, SensorEvent
+from flows.source import Snapshot, identity_of, outside_target, snapshot
+from sensors.events import (
+    Cause,
+    DirGone,
+    FileAppeared,
+    FileClosed,
+    FileGone,
+    FileOpened,
+    ReleaseGone,
+    SensorEvent,
+)
 from sensors.prefect_calls import EmitFn, TriggerFn, describe_prefect_error
+from stream_ingest.errors import StreamError
+from stream_ingest.identity import same_file
 from stream_ingest.keys import is_text, printable
 from stream_ingest.records import StreamRecord
 from stream_ingest.states import Status
+from stream_ingest.takes import Change, after_completion, is_new_take
 
 log = logging.getLogger("stream_ingest.sensor")
 
@@ -89,6 +107,11 @@ class StreamTrigger:
                 self.appeared(path, cause)
             case FileClosed(path=path):
                 self.closed(path)
+            case FileOpened(path=path):
+                if path in self.seen:  # new files come as created; this is news only
+                    self.appeared(path, "opened")  # for one we know: written again?
+            case ReleaseGone():
+                self.release_gone()
             case FileGone(path=path, moved_to=moved_to):
                 self.gone(path, moved_to)
             case DirGone(path=folder):
@@ -102,12 +125,17 @@ class StreamTrigger:
         identity (None if it is no longer a regular file)."""
         if self._outside(path):
             return None
-        identity = identity_of(path)
-        if identity is None:
+        snap = _look(path)
+        if snap is None:
             return None
+        identity = str(snap.identity)
         known = self.seen.get(path)
         if known is not None and known.identity == identity:
             self.seen.move_to_end(path)
+            if cause != "created":
+                record = self.store.get(known.stream_id)
+                if record is not None:
+                    self._revisit(path, identity, record, snap)
             return identity
         if known is not None:
             # Another file now sits at this path (replaced by a rename over it, or
@@ -125,12 +153,86 @@ class StreamTrigger:
             # Hints at this path belong to an earlier incarnation.
             self.store.clear_hints(path)
             self._start(path, sid, identity, cause)
-        elif self._needs_run(path, sid, identity, fresh):
-            self._start(path, sid, identity, cause)
-        # A completed stream whose file is now smaller than its total_bytes (rewritten
-        # in place under the same inode) is not detected here: it stays completed.
+        else:
+            existing = self.store.get(sid)
+            if existing is not None and (
+                existing.status == Status.COMPLETED
+                or is_new_take(existing, snap.size, snap.mtime_ns)
+            ):
+                sid = self._revisit(path, identity, existing, snap)
+            elif self._needs_run(path, sid, identity, fresh):
+                self._start(path, sid, identity, cause)
         self._remember(path, Seen(identity, sid))
         return identity
+
+    def _revisit(self, path: str, identity: str, record: StreamRecord, snap: Snapshot) -> str:
+        """A known file again: start a new take's stream or a revision run if the
+        file says so. Returns the stream the path now belongs to."""
+        if is_new_take(record, snap.size, snap.mtime_ns):
+            return self._new_take(path, identity, record, snap.size)
+        if after_completion(record, snap.size, snap.mtime_ns) == Change.REVISION:
+            self._revise(path, record)
+        return record.stream_id
+
+    def _new_take(self, path: str, identity: str, old: StreamRecord, size: int) -> str:
+        fresh = StreamRecord(
+            stream_id=str(uuid.uuid4()),
+            original_path=path,
+            identity=identity,
+            watch_dir=self.watch_dir,
+            status=Status.DETECTED,
+        )
+        sid, created = self.store.rebind_identity(identity, old.stream_id, fresh)
+        if created:
+            log.info(
+                "%s: a new take over the %s stream %s (%d bytes now)",
+                printable(path),
+                old.status,
+                old.stream_id,
+                size,
+            )
+            self.store.clear_hints(path)
+            self._start(path, sid, identity, "new take")
+        self._remember(path, Seen(identity, sid))
+        return sid
+
+    def _revise(self, path: str, record: StreamRecord) -> None:
+        """The completed file grew or was patched: one run per next revision (the key
+        makes repeated events for it return the same run); the run opens it."""
+        sid, number = record.stream_id, record.revision + 1
+        request = RunRequest.revision(
+            self.deployment, path if is_text(path) else "", sid, self.config, number
+        )
+        try:
+            run_id = self.trigger(request)
+        except Exception as exc:
+            raise TriggerFailed(exc) from exc
+        log.info("%s: changed after completion; revision %d of stream %s", path, number, sid)
+        self._emit(
+            "changed",
+            path,
+            record.identity,
+            {"stream_id": sid, "flow_run_id": run_id, "revision": number},
+            run_id,
+        )
+
+    def release_gone(self) -> None:
+        """Unbind identities whose file is no longer at its stream's path (deleted or
+        renamed while we were not looking): the kernel reuses inode numbers, and a
+        renamed file must become a new stream under its new name."""
+        bound = self.store.identities()
+        records = {r.stream_id: r for r in self.store.streams(set(bound.values()))}
+        released = 0
+        for identity, sid in bound.items():
+            record = records.get(sid)
+            if record is None or (record.watch_dir and record.watch_dir != self.watch_dir):
+                continue  # another sensor's folder, or a claim whose record is in flight
+            now = identity_of(record.original_path)
+            if now is None or not same_file(identity, now):
+                self.store.forget_identity(identity, sid)
+                released += 1
+        if released:
+            log.info("released %d identities of files that are gone", released)
 
     def _needs_run(self, path: str, sid: str, identity: str, fresh: StreamRecord) -> bool:
         """The identity was claimed before. It still needs a run only if the claimer
@@ -271,3 +373,11 @@ class StreamTrigger:
                 type(exc).__name__,
                 exc,
             )
+
+
+def _look(path: str) -> Snapshot | None:
+    """The regular file at `path` now, or None."""
+    try:
+        return snapshot(path)
+    except StreamError:
+        return None

@@ -21,6 +21,7 @@ from watchdog.events import (
     FileCreatedEvent,
     FileDeletedEvent,
     FileMovedEvent,
+    FileOpenedEvent,
     FileSystemEvent,
     FileSystemEventHandler,
 )
@@ -28,16 +29,26 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from sensors.events import DirGone, FileAppeared, FileClosed, FileFilter, FileGone, SensorEvent
+from sensors.events import (
+    DirGone,
+    FileAppeared,
+    FileClosed,
+    FileFilter,
+    FileGone,
+    FileOpened,
+    SensorEvent,
+)
 
 log = logging.getLogger("stream_ingest.sensor")
 
 # Only what the sensor uses. With inotify this also narrows the kernel mask, so the
 # IN_MODIFY of every write a recorder makes never reaches Python. FileClosedEvent is
 # IN_CLOSE_WRITE; FileClosedNoWriteEvent (a reader closing, e.g. the flow itself)
-# is deliberately left out.
+# is deliberately left out. FileOpenedEvent (IN_OPEN, once per open, not per write)
+# is how a recorder starting over a completed file (`ffmpeg -y`) is seen at once.
 EVENT_TYPES: list[type[FileSystemEvent]] = [
     FileCreatedEvent,
+    FileOpenedEvent,
     FileMovedEvent,
     FileDeletedEvent,
     FileClosedEvent,
@@ -86,6 +97,11 @@ class EnqueueHandler(FileSystemEventHandler):
             self.events.put(DirGone(path))
         elif self.wanted.wants(path):
             self.events.put(FileGone(path))
+
+    def on_opened(self, event: FileSystemEvent) -> None:
+        path = _text(event.src_path)
+        if not event.is_directory and self.wanted.wants(path):
+            self.events.put(FileOpened(path))
 
     def on_closed(self, event: FileSystemEvent) -> None:
         path = _text(event.src_path)

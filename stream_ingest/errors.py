@@ -123,6 +123,15 @@ class SourceOutsideFolder(StreamError):
         self.path, self.target = path, target
 
 
+class KeyTaken(StreamError):
+    """Another object appeared at the key while this stream was uploading (a
+    conditional completion failed): the stream needs another key."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"another object took the key {key} during the upload")
+        self.key = key
+
+
 # S3 error codes by what a retry can do about them (S3 API reference, "Error codes").
 TRANSIENT_S3_CODES = frozenset(
     {
@@ -132,6 +141,7 @@ TRANSIENT_S3_CODES = frozenset(
         "RequestTimeout",
         "InternalError",
         "ServiceUnavailable",
+        "ConditionalRequestConflict",  # two conditional writes raced: S3 says retry
     }
 )
 CREDENTIAL_S3_CODES = frozenset(
@@ -155,6 +165,8 @@ def s3_error(code: str, status: int, bucket: str, upload_id: str | None) -> Stre
         return BucketMissing(bucket)
     if code in CREDENTIAL_S3_CODES:
         return CredentialsRejected(code)
+    if code == "NotImplemented":  # a 501 a retry cannot change (an unsupported header)
+        return S3Rejected(code)
     if status >= 500 or code in TRANSIENT_S3_CODES:
         return S3Unavailable(f"{code or status} from S3")
     return S3Rejected(code or str(status))

@@ -119,3 +119,22 @@ def is_text(path: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def numbered(key: str, n: int) -> str:
+    """The key of the n-th take that wanted `key` (on_existing=keep-both): " (n)"
+    before the name's last extension, like a file manager's copies.
+
+    >>> numbered("rec/cam1.mp4", 2), numbered("rec/notes", 3), numbered("rec/.hidden", 2)
+    ('rec/cam1 (2).mp4', 'rec/notes (3)', 'rec/.hidden (2)')
+    """
+    if n < 2:
+        return key
+    folder, slash, name = key.rpartition("/")
+    stem, dot, ext = name.rpartition(".")
+    if not stem:  # no extension, or a name that only starts with a dot
+        stem, dot, ext = name, "", ""
+    out = f"{folder}{slash}{stem} ({n}){dot}{ext}"
+    if len(out.encode()) > MAX_KEY_BYTES:
+        raise KeyTooLong(key, len(out.encode()))
+    return out

@@ -9,7 +9,7 @@ component reads at run time, and the seed `Settings` (settings.py) that
 from __future__ import annotations
 
 import os
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import NoDecode
@@ -62,6 +62,11 @@ class IngestOptions(BaseModel):
     )
     follow_symlinks: bool = Field(
         False, description="Upload files that symlinks in the folder point to outside it."
+    )
+    on_existing: Literal["keep-both", "overwrite", "skip"] = Field(
+        "keep-both",
+        description="When another stream's object has the key: keep-both (this one gets "
+        "'name (2).ext'), overwrite it, or skip this recording.",
     )
     upload_ttl_hours: float = Field(
         24.0, gt=0, description="Janitor: age after which an orphaned upload of ours is aborted."

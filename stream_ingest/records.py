@@ -43,12 +43,33 @@ class PartRecord:
     size: int
     checksum: str
     crc32: str = ""  # S3's checksum of the part, sent back at completion
+    copied: bool = False  # copied server-side from the previous revision, not sent
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str | bytes) -> PartRecord:
+        return cls(**json.loads(text))
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One completed state of a stream's object: the first take is revision 1; a
+    file that grew or was patched after completion gives the next one."""
+
+    number: int
+    size: int
+    sha256: str
+    completed_at_utc: str
+    parts_uploaded: int  # sent from the file
+    parts_copied: int = 0  # copied server-side from the previous revision
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Revision:
         return cls(**json.loads(text))
 
 
@@ -77,6 +98,9 @@ class StreamRecord:
     flow_run_id: str = ""
     error: str = ""
     sha256: str = ""
+    revision: int = 1  # the revision being uploaded, or the last one completed
+    object_etag: str = ""  # the completed object's ETag (a revision's copy source)
+    completed_mtime_ns: int = 0  # the file's mtime at completion: a later change is news
 
     def to_hash(self) -> dict[str, str]:
         return {f.name: str(getattr(self, f.name)) for f in fields(self)}

@@ -2,7 +2,10 @@
 
 detected -> uploading -> finalizing -> completed; finalizing -> uploading when the
 file changes during finalize; failed is resumable (the multipart upload is kept) and
-aborted is terminal (source deleted or truncated: the upload is aborted).
+aborted is terminal (source deleted or truncated: the upload is aborted). Completed is
+final for its take but not for its file: completed -> uploading starts a revision
+(the file grew or was patched later). Skipped is terminal: the key was taken by
+another stream's object and the setting on_existing says skip.
 """
 
 from __future__ import annotations
@@ -17,22 +20,31 @@ class Status(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     ABORTED = "aborted"
+    SKIPPED = "skipped"
 
 
-TERMINAL = frozenset({Status.COMPLETED, Status.ABORTED})
+TERMINAL = frozenset({Status.COMPLETED, Status.ABORTED, Status.SKIPPED})
 ACTIVE = frozenset({Status.DETECTED, Status.UPLOADING, Status.FINALIZING})
 
 _ALLOWED: dict[Status, frozenset[Status]] = {
-    Status.DETECTED: frozenset({Status.UPLOADING, Status.FAILED, Status.ABORTED}),
+    Status.DETECTED: frozenset({Status.UPLOADING, Status.FAILED, Status.ABORTED, Status.SKIPPED}),
     Status.UPLOADING: frozenset(
-        {Status.UPLOADING, Status.FINALIZING, Status.FAILED, Status.ABORTED}
+        {Status.UPLOADING, Status.FINALIZING, Status.FAILED, Status.ABORTED, Status.SKIPPED}
     ),
     Status.FINALIZING: frozenset(
-        {Status.UPLOADING, Status.FINALIZING, Status.COMPLETED, Status.FAILED, Status.ABORTED}
+        {
+            Status.UPLOADING,
+            Status.FINALIZING,
+            Status.COMPLETED,
+            Status.FAILED,
+            Status.ABORTED,
+            Status.SKIPPED,
+        }
     ),
-    Status.FAILED: frozenset({Status.UPLOADING, Status.FAILED, Status.ABORTED}),
-    Status.COMPLETED: frozenset(),
+    Status.FAILED: frozenset({Status.UPLOADING, Status.FAILED, Status.ABORTED, Status.SKIPPED}),
+    Status.COMPLETED: frozenset({Status.UPLOADING}),  # a revision
     Status.ABORTED: frozenset(),
+    Status.SKIPPED: frozenset(),
 }
 
 

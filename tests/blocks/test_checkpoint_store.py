@@ -12,7 +12,7 @@ import pytest
 from blocks.checkpoints import CheckpointStore
 from devstack.services import RedisServer, wait_for
 from stream_ingest.errors import CheckpointUnavailable, LeaseLost, StreamNotFound
-from stream_ingest.records import PartRecord, StreamRecord
+from stream_ingest.records import PartRecord, Revision, StreamRecord
 from stream_ingest.states import IllegalTransition, Status
 
 
@@ -131,7 +131,7 @@ def test_set_status_enforces_transitions_and_keeps_the_active_set(
     assert sid not in {r.stream_id for r in store.active_streams()}
 
     with pytest.raises(IllegalTransition):
-        store.set_status(sid, Status.UPLOADING, error="must not be written")
+        store.set_status(sid, Status.FAILED, error="must not be written")
     assert store.require(sid).status is Status.COMPLETED
     assert store.require(sid).error == ""
     with pytest.raises(StreamNotFound):
@@ -393,3 +393,53 @@ def test_a_stopped_redis_raises_checkpoint_unavailable() -> None:
             call()
         assert info.value.transient
     assert time.monotonic() - started < 10
+
+
+def test_a_revision_keeps_the_completed_parts_as_its_copy_source(store) -> None:
+    sid = "rev-1"
+    store.put(StreamRecord(sid, original_path="/w/a.mp4", status=Status.DETECTED))
+    for status in (Status.UPLOADING, Status.FINALIZING):
+        store.set_status(sid, status)
+    parts = [PartRecord(n, f'"e{n}"', (n - 1) * 10, 10, f"sha{n}") for n in (1, 2)]
+    store.replace_parts(sid, parts)
+    store.set_status(sid, Status.COMPLETED, total_bytes=20, object_etag='"obj"')
+    store.add_revision(sid, Revision(1, 20, "sha-a", "t1", 2, 0))
+
+    got = store.begin_revision(sid)
+    assert (got.status, got.revision, got.s3_upload_id) == (Status.UPLOADING, 2, "")
+    assert got.object_etag == '"obj"' and got.total_bytes == -1
+    assert store.parts(sid) == {} and store.prior_parts(sid) == {p.number: p for p in parts}
+    assert sid in {r.stream_id for r in store.active_streams()}
+    # a retried task: the revision is already open, nothing moves twice
+    assert store.begin_revision(sid).revision == 2
+    assert store.prior_parts(sid) == {p.number: p for p in parts}
+
+    store.add_revision(sid, Revision(2, 30, "sha-b", "t2", 1, 2))
+    assert store.prior_parts(sid) == {}  # no longer needed
+    assert [(r.number, r.size, r.parts_copied) for r in store.revisions(sid)] == [
+        (1, 20, 0),
+        (2, 30, 2),
+    ]
+
+
+def test_only_a_completed_stream_begins_a_revision(store) -> None:
+    store.put(StreamRecord("rev-2", status=Status.DETECTED))
+    store.set_status("rev-2", Status.UPLOADING)
+    store.update("rev-2", s3_upload_id="up-1")
+    with pytest.raises(IllegalTransition):
+        store.begin_revision("rev-2")
+    with pytest.raises(StreamNotFound):
+        store.begin_revision("nobody")
+
+
+def test_rebinding_an_identity_starts_a_new_take_once(store) -> None:
+    old = StreamRecord("take-1", original_path="/w/a.mp4", identity="1:2:3")
+    assert store.claim_identity("1:2:3", old) == ("take-1", True)
+    first = StreamRecord("take-2", original_path="/w/a.mp4", identity="1:2:3")
+    second = StreamRecord("take-2b", original_path="/w/a.mp4", identity="1:2:3")
+    assert store.rebind_identity("1:2:3", "take-1", first) == ("take-2", True)
+    # a second event for the same new take finds it instead of making a third stream
+    assert store.rebind_identity("1:2:3", "take-1", second) == ("take-2", False)
+    assert store.stream_for_identity("1:2:3") == "take-2"
+    assert store.get("take-2b") is None and store.get("take-1") is not None
+    assert store.identities() == {"1:2:3": "take-2"}

@@ -178,3 +178,26 @@ def test_a_file_name_that_is_not_utf8(rec: Recorders) -> None:
     body = rec.object("e2e/cam%E9 take.ts")
     assert sha256(body) == sha256(Path(os.fsdecode(raw)).read_bytes())
     rec.probe(body, ".ts")
+
+
+def test_ffmpeg_y_over_a_completed_take_keeps_both_takes(rec: Recorders) -> None:
+    """`ffmpeg -y` truncates the completed file and records a second take into the same
+    inode: the sensor sees the open, the new take becomes its own stream and object
+    (`take (2).mp4`), and the first take's object is untouched."""
+    path = rec.stack.watch_dir / "take.mp4"
+    encode = ["-c:v", "libx264", "-preset", "ultrafast", "-b:v", "1M"]
+    finished(ffmpeg("-re", *PATTERN, "-t", "4", *encode, "-metadata", "title=take 1", path))
+    take1 = path.read_bytes()
+    assert sha256(rec.completed_object(path, "e2e/take.mp4")) == sha256(take1)
+
+    finished(ffmpeg("-y", "-re", *PATTERN, "-t", "3", *encode, "-metadata", "title=take 2", path))
+    take2 = path.read_bytes()
+    assert take2 != take1
+
+    def second_take() -> bytes | None:
+        body = rec.object("e2e/take (2).mp4", timeout=240)
+        return body if sha256(body) == sha256(take2) else None
+
+    body = until(second_take, 240, "the second take's object")
+    rec.probe(body, ".mp4")
+    assert sha256(rec.object("e2e/take.mp4")) == sha256(take1)

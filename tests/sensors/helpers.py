@@ -12,6 +12,7 @@ from typing import Any
 
 from devstack.services import wait_for
 from flows.runs import RunRequest
+from flows.source import snapshot
 from sensors.run import Sensor
 
 
@@ -94,6 +95,11 @@ def running(sensor: Sensor, timeout: float = 10.0) -> Iterator[Sensor]:
     assert not thread.is_alive(), "sensor did not stop"
     if errors:
         raise errors[0]
+
+
+def identity(path: Path) -> str:
+    """The identity the sensor and the flow give the file at `path` now."""
+    return str(snapshot(str(path)).identity)
 
 
 def write(path: Path, data: bytes = b"\0" * 1024) -> Path:

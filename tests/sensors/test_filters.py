@@ -32,6 +32,7 @@ from sensors.events import (
     FileClosed,
     FileFilter,
     FileGone,
+    FileOpened,
     SensorEvent,
     watch_root,
 )
@@ -123,12 +124,18 @@ def dispatched(*watchdog_events: object) -> list[SensorEvent]:
     return [q.get_nowait() for _ in range(q.qsize())]
 
 
-def test_handler_turns_created_closed_deleted_into_events() -> None:
+def test_handler_turns_created_opened_closed_deleted_into_events() -> None:
     assert dispatched(
         FileCreatedEvent("/rec/a.mp4"),
+        FileOpenedEvent("/rec/a.mp4"),
         FileClosedEvent("/rec/a.mp4"),
         FileDeletedEvent("/rec/a.mp4"),
-    ) == [FileAppeared("/rec/a.mp4", "created"), FileClosed("/rec/a.mp4"), FileGone("/rec/a.mp4")]
+    ) == [
+        FileAppeared("/rec/a.mp4", "created"),
+        FileOpened("/rec/a.mp4"),
+        FileClosed("/rec/a.mp4"),
+        FileGone("/rec/a.mp4"),
+    ]
 
 
 def test_handler_ignores_unwanted_and_uninteresting_events() -> None:
@@ -138,7 +145,7 @@ def test_handler_ignores_unwanted_and_uninteresting_events() -> None:
             FileCreatedEvent("/rec/.a.mp4"),
             DirCreatedEvent("/rec/cam.mp4"),
             FileModifiedEvent("/rec/a.mp4"),
-            FileOpenedEvent("/rec/a.mp4"),
+            FileOpenedEvent("/rec/a.txt"),
             # A reader closing (the flow itself) is not the end of a recording.
             FileClosedNoWriteEvent("/rec/a.mp4"),
             DirMovedEvent("/rec/cam1", "/rec/cam2"),
@@ -195,9 +202,9 @@ class Recorder(FileSystemEventHandler):
 
 
 def test_the_observer_delivers_only_the_event_types_the_sensor_uses(tmp_path) -> None:
-    """EVENT_TYPES narrows the inotify mask: a recorder's every write (IN_MODIFY), opens
-    and a reader's close never reach Python; create, close-after-write, move and
-    delete do."""
+    """EVENT_TYPES narrows the inotify mask: a recorder's every write (IN_MODIFY) and a
+    reader's close never reach Python; create, open (once per open, not per write),
+    close-after-write, move and delete do."""
     recorder = Recorder()
     observer = make_observer(use_polling=False)
     observer.schedule(recorder, str(tmp_path), recursive=True, event_filter=EVENT_TYPES)
@@ -218,3 +225,5 @@ def test_the_observer_delivers_only_the_event_types_the_sensor_uses(tmp_path) ->
     kinds = {type(e) for e in recorder.seen}
     assert {FileCreatedEvent, FileClosedEvent, FileMovedEvent, FileDeletedEvent} <= kinds
     assert kinds <= set(EVENT_TYPES), kinds - set(EVENT_TYPES)
+    # two opens (the writer, the reader) for twenty writes: no per-write events
+    assert sum(isinstance(e, FileOpenedEvent) for e in recorder.seen) == 2

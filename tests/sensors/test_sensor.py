@@ -12,17 +12,12 @@ from blocks.checkpoints import CheckpointStore
 from sensors.events import FileAppeared
 from sensors.run import Sensor
 from stream_ingest.errors import ConfigurationError
-from stream_ingest.identity import FileIdentity
 from stream_ingest.records import StreamRecord
 from stream_ingest.settings import Settings, load_settings
 from stream_ingest.states import Status
-from tests.sensors.helpers import FakePrefect, running, wait_until, write
+from tests.sensors.helpers import FakePrefect, identity, running, wait_until, write
 
 MakeSensor = Callable[..., Sensor]
-
-
-def identity(path: Path) -> str:
-    return str(FileIdentity.of_stat(os.stat(path)))
 
 
 def test_catch_up_scan_triggers_files_without_a_finished_stream(

@@ -12,19 +12,15 @@ from pathlib import Path
 import pytest
 
 from blocks.checkpoints import CheckpointStore
-from sensors.events import DirGone, FileAppeared, FileClosed, FileGone
+from flows.source import snapshot
+from sensors.events import DirGone, FileAppeared, FileClosed, FileGone, FileOpened, ReleaseGone
 from sensors.trigger import StreamTrigger, TriggerFailed
-from stream_ingest.identity import FileIdentity
 from stream_ingest.records import StreamRecord
 from stream_ingest.settings import Settings
 from stream_ingest.states import Status
-from tests.sensors.helpers import FakeEvents, FakePrefect, write
+from tests.sensors.helpers import FakeEvents, FakePrefect, identity, write
 
 MakeTrigger = Callable[[], StreamTrigger]
-
-
-def identity(path: Path) -> str:
-    return str(FileIdentity.of_stat(os.stat(path)))
 
 
 def test_new_file_starts_one_run_and_records_it(
@@ -139,7 +135,7 @@ def test_identity_without_its_record_is_rebuilt_and_triggered(
         (Status.UPLOADING, "run-1"),
         (Status.COMPLETED, "run-1"),
         (Status.FAILED, "run-1"),
-        (Status.ABORTED, ""),
+        (Status.SKIPPED, ""),
     ],
 )
 def test_existing_streams_are_left_alone(
@@ -333,3 +329,105 @@ def test_a_name_that_is_not_utf8_is_claimed_with_its_bytes(
     [call] = prefect.calls
     assert call.path == ""  # not JSON text: the run reads it from the record
     assert store.require(call.stream_id).original_path == path
+
+
+def _completed(store: CheckpointStore, video: Path, sid: str = "take-1") -> StreamRecord:
+    """A stream that completed `video` as it is now."""
+    snap = snapshot(str(video))
+    record = StreamRecord(
+        stream_id=sid,
+        original_path=str(video),
+        identity=str(snap.identity),
+        status=Status.COMPLETED,
+        total_bytes=snap.size,
+        completed_mtime_ns=snap.mtime_ns,
+        flow_run_id="run-1",
+    )
+    store.claim_identity(record.identity, record)
+    return record
+
+
+def test_a_new_take_over_a_completed_file_is_a_new_stream(
+    watch: Path, store: CheckpointStore, prefect: FakePrefect, make_trigger: MakeTrigger
+) -> None:
+    """`ffmpeg -y`: the same inode truncated at open and written again. Seen at the
+    open (IN_OPEN), so the new take is uploaded while it is recorded."""
+    video = write(watch / "a.mp4", b"take one " * 1000)
+    old = _completed(store, video)
+    trigger = make_trigger()
+    trigger.handle(FileAppeared(str(video), "scan"))  # known, unchanged: nothing to do
+    assert prefect.calls == []
+
+    with open(video, "wb") as fh:  # O_TRUNC: same inode, same identity
+        fh.write(b"take two")
+        fh.flush()
+        trigger.handle(FileOpened(str(video)))
+    trigger.handle(FileClosed(str(video)))  # later events find the new take's stream
+
+    [call] = prefect.calls
+    assert call.stream_id != old.stream_id and call.idempotency_key.endswith(call.stream_id)
+    fresh = store.require(call.stream_id)
+    assert (fresh.status, fresh.identity) == (Status.DETECTED, old.identity)
+    assert store.stream_for_identity(old.identity) == call.stream_id
+    assert store.require(old.stream_id).status is Status.COMPLETED  # its object stays
+
+
+def test_a_completed_file_that_grows_gets_one_revision_run(
+    watch: Path, store: CheckpointStore, prefect: FakePrefect, make_trigger: MakeTrigger
+) -> None:
+    video = write(watch / "a.mp4", b"take one " * 1000)
+    old = _completed(store, video)
+    trigger = make_trigger()
+    with open(video, "ab") as fh:
+        trigger.handle(FileOpened(str(video)))  # opened, nothing written yet
+        assert prefect.calls == []
+        fh.write(b"appended later")
+    trigger.handle(FileClosed(str(video)))
+    make_trigger().handle(FileAppeared(str(video), "scan"))  # after a restart: same run
+
+    assert {c.idempotency_key for c in prefect.calls} == {
+        f"stream-ingest:{old.stream_id}:revision-2"
+    }
+    assert {c.stream_id for c in prefect.calls} == {old.stream_id}
+    assert all("revision" in c.tags for c in prefect.calls)
+    assert store.stream_for_identity(old.identity) == old.stream_id
+
+
+def test_an_aborted_streams_file_back_in_the_folder_is_a_new_stream(
+    watch: Path, store: CheckpointStore, prefect: FakePrefect, make_trigger: MakeTrigger
+) -> None:
+    """Renamed while the sensor was down: the run found its path gone and aborted; the
+    file, under its new name, is a recording that must still land."""
+    video = write(watch / "renamed.mp4")
+    aborted = StreamRecord(
+        stream_id="gone-1",
+        original_path=str(watch / "old-name.mp4"),
+        identity=identity(video),
+        status=Status.ABORTED,
+        error="source file not found",
+    )
+    store.claim_identity(aborted.identity, aborted)
+    make_trigger().handle(FileAppeared(str(video), "scan"))
+    [call] = prefect.calls
+    assert call.stream_id != "gone-1" and call.path == str(video)
+    assert store.stream_for_identity(aborted.identity) == call.stream_id
+
+
+def test_the_scan_releases_identities_of_files_that_are_gone(
+    watch: Path, store: CheckpointStore, prefect: FakePrefect, make_trigger: MakeTrigger
+) -> None:
+    kept, gone, moved = (write(watch / n) for n in ("kept.mp4", "gone.mp4", "moved.mp4"))
+    trigger = make_trigger()
+    for video in (kept, gone, moved):
+        trigger.handle(FileAppeared(str(video), "created"))
+    ids = {v: identity(v) for v in (kept, gone, moved)}
+    elsewhere = StreamRecord("other", original_path="/elsewhere/x.mp4", watch_dir="/elsewhere")
+    store.claim_identity("9:9:9", elsewhere)
+    gone.unlink()  # events missed: the sensor was down
+    moved.rename(watch / "moved-away.mp4")
+
+    make_trigger().handle(ReleaseGone())
+
+    bound = store.identities()
+    assert ids[kept] in bound and "9:9:9" in bound  # another sensor's folder: not ours
+    assert ids[gone] not in bound and ids[moved] not in bound

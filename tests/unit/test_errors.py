@@ -40,6 +40,9 @@ from stream_ingest.errors import (
         ("", 502, S3Unavailable, True),
         ("RequestTimeout", 400, S3Unavailable, True),
         ("Throttling", 400, S3Unavailable, True),
+        ("ConditionalRequestConflict", 409, S3Unavailable, True),
+        ("NotImplemented", 501, S3Rejected, False),
+        ("PreconditionFailed", 412, S3Rejected, False),
     ],
 )
 def test_s3_errors_by_kind(code: str, status: int, kind: type, retried: bool) -> None:

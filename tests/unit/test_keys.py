@@ -11,7 +11,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream_ingest.keys import MAX_KEY_BYTES, object_key, relative_posix, validate_template
+from stream_ingest.errors import KeyTooLong
+from stream_ingest.keys import (
+    MAX_KEY_BYTES,
+    numbered,
+    object_key,
+    relative_posix,
+    validate_template,
+)
 
 WATCH = PurePosixPath("/w")
 STARTED = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -121,8 +128,6 @@ def test_two_file_names_never_share_a_key(a: bytes, b: bytes) -> None:
 
 
 def test_a_key_over_1024_bytes_is_a_clear_error() -> None:
-    from stream_ingest.errors import KeyTooLong
-
     with pytest.raises(KeyTooLong, match="1024"):
         key("/w/" + "a" * 1100 + ".mp4")
 
@@ -193,3 +198,25 @@ def test_key_longer_than_1024_bytes_raises() -> None:
 def test_a_template_that_renders_nothing_raises() -> None:
     with pytest.raises(ValueError, match="empty key"):
         key("/w/noext", "{prefix}/{ext}", prefix="")
+
+
+@pytest.mark.parametrize(
+    ("key", "n", "numbered_key"),
+    [
+        ("rec/cam1.mp4", 2, "rec/cam1 (2).mp4"),
+        ("rec/cam1.mp4", 11, "rec/cam1 (11).mp4"),
+        ("rec/a.b/cam1.tar.mkv", 2, "rec/a.b/cam1.tar (2).mkv"),  # only the last extension
+        ("cam1.mp4", 3, "cam1 (3).mp4"),  # bucket root
+        ("rec/notes", 2, "rec/notes (2)"),  # no extension
+        ("rec/.mp4", 2, "rec/.mp4 (2)"),  # a name that only starts with a dot
+        ("rec/cam1.mp4", 1, "rec/cam1.mp4"),  # the first take keeps its key
+    ],
+)
+def test_keep_both_numbers_the_name(key: str, n: int, numbered_key: str) -> None:
+    assert numbered(key, n) == numbered_key
+
+
+def test_a_numbered_key_over_the_limit_is_refused() -> None:
+    key = "a" * 1020 + ".mp4"
+    with pytest.raises(KeyTooLong):
+        numbered(key, 2)

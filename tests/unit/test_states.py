@@ -11,13 +11,14 @@ import pytest
 
 from stream_ingest.states import ACTIVE, TERMINAL, IllegalTransition, Status, transition
 
-D, U, FIN, C, F, A = (
+D, U, FIN, C, F, A, S = (
     Status.DETECTED,
     Status.UPLOADING,
     Status.FINALIZING,
     Status.COMPLETED,
     Status.FAILED,
     Status.ABORTED,
+    Status.SKIPPED,
 )
 
 
@@ -49,6 +50,10 @@ def reachable(start: Status, avoiding: frozenset[Status] = frozenset()) -> set[S
         [D, F, U, FIN, C],  # failed before its first part
         [D, U, A],  # source deleted or truncated
         [D, U, F, A],  # a rerun finds the source gone
+        [D, U, FIN, C, U, FIN, C, U, FIN, C],  # revisions: the file grew after completion
+        [D, U, FIN, C, U, F, U, FIN, C],  # a revision that failed and was resumed
+        [D, S],  # on_existing=skip: the key belongs to another take
+        [D, U, FIN, S],  # ... found taken at completion
     ],
 )
 def test_the_lifecycles_paths_are_legal(path: list[Status]) -> None:
@@ -57,7 +62,7 @@ def test_the_lifecycles_paths_are_legal(path: list[Status]) -> None:
         assert transition(str(cur), str(nxt)) is nxt  # as read from Redis
 
 
-@pytest.mark.parametrize("end", sorted(TERMINAL))
+@pytest.mark.parametrize("end", [A, S])
 def test_an_ended_stream_has_no_way_out(end: Status) -> None:
     for target in Status:
         with pytest.raises(IllegalTransition) as info:
@@ -77,6 +82,11 @@ def test_every_live_state_can_fail_be_aborted_and_still_complete() -> None:
         assert legal(state, F) and legal(state, A)
         assert C in reachable(state)
     assert ACTIVE.isdisjoint(TERMINAL) and F not in ACTIVE | TERMINAL
+
+
+def test_a_completed_stream_only_opens_again_as_a_revision() -> None:
+    assert C in TERMINAL  # for its take: runs of it have nothing to do...
+    assert [t for t in Status if legal(C, t)] == [U]  # ...unless its file changed
 
 
 def test_nothing_goes_back_to_detected() -> None:

@@ -1,0 +1,53 @@
+"""What a change to a completed recording's file means (pure).
+
+A file that is smaller than its completed object was truncated and written again
+(`ffmpeg -y` keeps the inode): a new take, which becomes a new stream and never
+replaces the old object. A file that is as large or larger and changed (it grew, or a
+tool patched bytes in place) is a new revision of the same take: the same object is
+replaced, with the unchanged parts copied server-side.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from stream_ingest.records import StreamRecord
+from stream_ingest.states import Status
+
+
+class Change(StrEnum):
+    NONE = "unchanged"
+    REVISION = "revision"
+    NEW_TAKE = "new take"
+
+
+def after_completion(record: StreamRecord, size: int, mtime_ns: int) -> Change:
+    """How the file (the same incarnation) stands against the completed stream.
+
+    >>> rec = StreamRecord("s", status=Status.COMPLETED, total_bytes=100, completed_mtime_ns=7)
+    >>> [str(after_completion(rec, *f)) for f in ((100, 7), (150, 9), (100, 9), (40, 9))]
+    ['unchanged', 'revision', 'revision', 'new take']
+    """
+    if record.status != Status.COMPLETED or record.total_bytes < 0:
+        return Change.NONE
+    if size < record.total_bytes:
+        return Change.NEW_TAKE
+    if size == record.total_bytes and (
+        mtime_ns == record.completed_mtime_ns or not record.completed_mtime_ns
+    ):
+        return Change.NONE  # (a record completed before mtimes were kept: size alone)
+    return Change.REVISION
+
+
+def is_new_take(record: StreamRecord, size: int, mtime_ns: int) -> bool:
+    """Whether the file now bound to `record`'s identity is a new take that needs a
+    stream of its own: the old stream was aborted (the file vanished, shrank or was
+    replaced, and is back: renamed while the sensor was down, written again), or the
+    file is now smaller than what the stream uploaded or completed (truncated)."""
+    if record.status == Status.ABORTED:
+        return True
+    if record.status == Status.COMPLETED:
+        return after_completion(record, size, mtime_ns) == Change.NEW_TAKE
+    if record.status == Status.SKIPPED:
+        return False
+    return size < record.bytes_uploaded

@@ -1,0 +1,181 @@
+"""Takes and revisions under the test harness: a completed file that grows or is
+patched later gets a revision (unchanged parts copied server-side); a new take at a
+path whose key another take's object holds never overwrites it (on_existing)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from blocks.bucket import StreamBucket
+from flows.ingest import stream_ingest
+from stream_ingest.states import Status
+from tests.conftest import edit_config
+from tests.flows.helpers import MIB, object_bytes, payload, run_in_thread
+
+pytestmark = pytest.mark.usefixtures("registered")
+
+
+@pytest.fixture
+def s3_calls(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """How many parts the flow sent and how many it copied (a spy: the real calls run)."""
+    calls: Counter[str] = Counter()
+    for name in ("upload_part", "copy_part"):
+        real = getattr(StreamBucket, name)
+
+        def spy(self, *args, _real=real, _name=name, **kwargs):
+            calls[_name] += 1
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(StreamBucket, name, spy)
+    return calls
+
+
+def _keys(s3, bucket: str) -> list[str]:
+    return sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []))
+
+
+def test_a_completed_file_that_grows_and_is_patched_gets_a_revision(
+    registered, s3, store, s3_calls
+):
+    """A tool patches the head and appends after the recording completed: the same
+    key, byte-identical to the file, only the changed and new parts sent."""
+    data = payload(16 * MIB + 321, seed=41)  # parts: 5, 5, 5, 1 MiB + 321
+    src = Path(registered.watch_dir) / "later.mp4"
+    src.write_bytes(data)
+    first = stream_ingest(path=str(src))
+    assert first["status"] == "completed" and s3_calls["copy_part"] == 0
+    sid, key = first["stream_id"], first["s3_key"]
+
+    patched = b"PATCHED-HEAD" + data[12:] + payload(3 * MIB, seed=42)
+    with open(src, "r+b") as fh:  # in place: the same file, a revision, not a take
+        fh.write(patched[:12])
+        fh.seek(len(data))
+        fh.write(patched[len(data) :])
+    s3_calls.clear()
+
+    second = stream_ingest(stream_id=sid)  # the run the sensor starts (or `rerun`)
+
+    assert second["status"] == "completed" and second["s3_key"] == key
+    assert int(second["revision"]) == 2
+    assert object_bytes(s3, registered.s3_bucket, key) == patched
+    assert second["sha256"] == hashlib.sha256(patched).hexdigest()
+    # part 1 changed (head), parts 2-3 unchanged: copied; part 4 grew, part 5 is new
+    assert s3_calls == Counter(copy_part=2, upload_part=2)
+    revisions = store.revisions(sid)
+    assert [(r.number, r.size, r.parts_copied, r.parts_uploaded) for r in revisions] == [
+        (1, len(data), 0, 4),
+        (2, len(patched), 2, 2),
+    ]
+    assert revisions[0].sha256 == first["sha256"] and revisions[1].sha256 == second["sha256"]
+    assert _keys(s3, registered.s3_bucket) == [key]
+
+    again = stream_ingest(stream_id=sid)  # nothing changed since: nothing to do
+    assert again["message"] == "already completed" and int(again["revision"]) == 2
+
+
+def test_a_new_take_over_a_completed_file_keeps_both(registered, s3, store):
+    """`ffmpeg -y` truncates the completed file and records again: a new stream whose
+    object is `name (2).ext`; the first take's object is untouched."""
+    take1, take2 = payload(7 * MIB, seed=43), payload(6 * MIB + 5, seed=44)
+    src = Path(registered.watch_dir) / "cam1.mp4"
+    src.write_bytes(take1)
+    first = stream_ingest(path=str(src))
+    with open(src, "wb") as fh:  # O_TRUNC: same inode, same birth time
+        fh.write(take2)
+
+    second = stream_ingest(path=str(src))
+
+    assert second["stream_id"] != first["stream_id"]
+    assert second["s3_key"] == "rec/cam1 (2).mp4"
+    assert object_bytes(s3, registered.s3_bucket, "rec/cam1.mp4") == take1
+    assert object_bytes(s3, registered.s3_bucket, "rec/cam1 (2).mp4") == take2
+    assert store.require(first["stream_id"]).status is Status.COMPLETED
+    assert store.stream_for_identity(second["identity"]) == second["stream_id"]
+
+
+def test_the_same_path_recorded_again_later_with_skip_and_overwrite(registered, s3, store):
+    src = Path(registered.watch_dir) / "daily.mp4"
+    src.write_bytes(payload(MIB, seed=45))
+    stream_ingest(path=str(src))
+    first = object_bytes(s3, registered.s3_bucket, "rec/daily.mp4")
+
+    edit_config(on_existing="skip")
+    src.unlink()  # a new file at the same path, the next day
+    src.write_bytes(payload(2 * MIB, seed=46))
+    skipped = stream_ingest(path=str(src))
+    assert skipped["status"] == "skipped" and "on_existing=skip" in skipped["error"]
+    assert _keys(s3, registered.s3_bucket) == ["rec/daily.mp4"]
+    assert object_bytes(s3, registered.s3_bucket, "rec/daily.mp4") == first
+    assert not s3.list_multipart_uploads(Bucket=registered.s3_bucket).get("Uploads")
+
+    edit_config(on_existing="overwrite")
+    src.unlink()
+    third = payload(3 * MIB, seed=47)
+    src.write_bytes(third)
+    replaced = stream_ingest(path=str(src))
+    assert replaced["status"] == "completed" and replaced["s3_key"] == "rec/daily.mp4"
+    assert object_bytes(s3, registered.s3_bucket, "rec/daily.mp4") == third
+
+
+def test_a_key_taken_during_the_upload_is_not_overwritten(registered, s3, store):
+    """Another writer puts an object at the key after the upload began: the
+    conditional completion refuses, and the take is uploaded under the next key."""
+    data = payload(12 * MIB + 1, seed=48)
+    src = Path(registered.watch_dir) / "race.mp4"
+    release = threading.Event()
+
+    def recorder() -> None:
+        with open(src, "wb") as fh:
+            fh.write(data[: 6 * MIB])
+            fh.flush()
+            release.wait(60)
+            fh.write(data[6 * MIB :])
+
+    writer = threading.Thread(target=recorder, name="writer")
+    writer.start()
+    while not src.exists():
+        time.sleep(0.01)
+    thread, out = run_in_thread(src)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(r.s3_upload_id for r in store.list_streams()):
+        time.sleep(0.05)
+    s3.put_object(Bucket=registered.s3_bucket, Key="rec/race.mp4", Body=b"someone else's")
+    release.set()
+    writer.join(30)
+    thread.join(120)
+
+    result = out["state"].result()
+    assert result["status"] == "completed" and result["s3_key"] == "rec/race (2).mp4"
+    assert object_bytes(s3, registered.s3_bucket, "rec/race (2).mp4") == data
+    assert object_bytes(s3, registered.s3_bucket, "rec/race.mp4") == b"someone else's"
+    assert not s3.list_multipart_uploads(Bucket=registered.s3_bucket).get("Uploads")
+
+
+def test_a_reused_inode_is_a_new_stream(registered, s3, store):
+    """Deleted while nobody looked, and the kernel gave its inode to the next file:
+    the birth time tells them apart, and both recordings land."""
+    src = Path(registered.watch_dir) / "reuse.mp4"
+    one = payload(MIB, seed=49)
+    src.write_bytes(one)
+    first = stream_ingest(path=str(src))
+    ino = os.stat(src).st_ino
+    for _ in range(50):
+        src.unlink()
+        src.write_bytes(payload(MIB + 7, seed=50))
+        if os.stat(src).st_ino == ino:
+            break
+    else:
+        raise AssertionError("the inode was never reused; cannot test")
+
+    second = stream_ingest(path=str(src))
+
+    assert second["stream_id"] != first["stream_id"] and second["status"] == "completed"
+    assert second["s3_key"] == "rec/reuse (2).mp4"
+    assert object_bytes(s3, registered.s3_bucket, "rec/reuse.mp4") == one
