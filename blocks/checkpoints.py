@@ -9,7 +9,7 @@ Keys, all under the namespace `ns` (default "stream-ingest"):
   {ns}:stream:{id}:revisions hash  revision number -> Revision JSON (size, sha256, ...)
   {ns}:streams:active       set    ids of detected/uploading/finalizing streams
   {ns}:streams:all          zset   every id, scored by start time (for listing)
-  {ns}:streams:by-identity  hash   file identity "dev:ino" -> stream id
+  {ns}:streams:by-identity  hash   file identity "dev:ino:birth" -> stream id
   {ns}:uploads              hash   upload id -> {stream_id, key, created} (janitor)
   {ns}:hint:{sha1(path)}    hash   sensor hints: closed_at, closed_identity
 A part's record and the stream's progress change in one Lua script that first checks
@@ -42,6 +42,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from stream_ingest.errors import CheckpointUnavailable, LeaseLost, StreamNotFound
+from stream_ingest.identity import legacy
 from stream_ingest.records import PartRecord, Revision, StreamRecord, utc_now
 from stream_ingest.states import ACTIVE, IllegalTransition, Status, transition
 
@@ -218,11 +219,20 @@ class CheckpointStore(Block):
         the stream's record are written in one transaction, so whoever loses the
         race finds the winner's record at once."""
 
+        old = legacy(identity)
+
         def claim(pipe: redis.client.Pipeline) -> tuple[str, bool]:
             existing = pipe.hget(self.identity_key, identity)
             if existing is not None:
                 return existing.decode(), False
+            before = pipe.hget(self.identity_key, old) if old else None
             pipe.multi()
+            if before is not None:
+                # Bound before birth times were kept: the same file, moved to its full
+                # identity (an upgrade must not make every known file a new stream).
+                pipe.hdel(self.identity_key, old)
+                pipe.hset(self.identity_key, identity, before)
+                return before.decode(), False
             pipe.hset(self.identity_key, identity, record.stream_id)
             self._queue_put(pipe, record)
             return record.stream_id, True
@@ -248,9 +258,15 @@ class CheckpointStore(Block):
 
     @_unavailable
     def forget_identity(self, identity: str, stream_id: str) -> None:
-        """Unbind an identity (its file was deleted), if it still points at stream_id."""
-        if self.redis_client.hget(self.identity_key, identity) == stream_id.encode():
-            self.redis_client.hdel(self.identity_key, identity)
+        """Unbind an identity (its file was deleted), if it still points at stream_id
+        (compare and delete in one transaction: a new take may just have taken it)."""
+
+        def forget(pipe: redis.client.Pipeline) -> None:
+            if pipe.hget(self.identity_key, identity) == stream_id.encode():
+                pipe.multi()
+                pipe.hdel(self.identity_key, identity)
+
+        self.redis_client.transaction(forget, self.identity_key)
 
     @_unavailable
     def identities(self) -> dict[str, str]:
@@ -404,7 +420,7 @@ class CheckpointStore(Block):
 
     # -- revisions ------------------------------------------------------------
     @_unavailable
-    def begin_revision(self, stream_id: str) -> StreamRecord:
+    def begin_revision(self, stream_id: str, flow_run_id: str) -> StreamRecord:
         """Turn a completed stream into its next revision, uploading: the completed
         object's parts become the `prior` parts (what can be copied server-side) and
         the record loses its finished upload. Idempotent for a retried task: a stream
@@ -435,6 +451,7 @@ class CheckpointStore(Block):
                 mapping={
                     "status": str(Status.UPLOADING),
                     "revision": current.revision + 1,
+                    "flow_run_id": flow_run_id,  # the janitor judges the stream by it
                     "s3_upload_id": "",
                     "total_bytes": -1,
                     "bytes_uploaded": 0,

@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from prefect import get_run_logger, task
 
@@ -110,18 +110,23 @@ def finalize(ctx: StreamContext, known: Mapping[int, PartRecord]) -> Finalized:
     # A run frozen past its TTL must not complete what its successor now owns.
     store.renew_lease(rec.stream_id, ctx.token, ctx.config.lease_ttl_seconds)
     expected = multipart_etag([p.etag for p in chosen])
+    how = _completion(ctx, expected)
     try:
-        ctx.bucket.complete_multipart_upload(
-            rec.s3_key,
-            rec.s3_upload_id,
-            [UploadedPart(p.number, p.etag, p.size, p.crc32) for p in chosen],
-            if_absent=_key_still_ours(ctx),
-        )
-    except UploadGone:
-        # A retry after a completion whose answer was lost: the upload is gone because
-        # the object exists. It is ours if it has our parts' multipart ETag.
+        if how != "done":
+            ctx.bucket.complete_multipart_upload(
+                rec.s3_key,
+                rec.s3_upload_id,
+                [UploadedPart(p.number, p.etag, p.size, p.crc32) for p in chosen],
+                if_absent=how == "if-absent",
+            )
+    except (UploadGone, KeyTaken):
+        # A retry after a completion whose answer was lost: the upload is gone (or the
+        # key "taken") because the object exists. It is ours if it has our parts'
+        # multipart ETag.
         if (ctx.bucket.head_object(rec.s3_key) or {}).get("ETag") != expected:
             raise
+        how = "done"
+    if how == "done":
         log.info("stream %s: the upload was completed by this run's earlier try", rec.stream_id)
     head = ctx.bucket.head_object(rec.s3_key) or {}
     if head.get("ContentLength") != before.size:
@@ -136,22 +141,33 @@ def finalize(ctx: StreamContext, known: Mapping[int, PartRecord]) -> Finalized:
     return Finalized(True, parts, before.size, len(plan), reuploaded, digest)
 
 
-def _key_still_ours(ctx: StreamContext) -> bool:
-    """Check, just before completing under the lease, that completing cannot replace
-    another take's object; returns whether to complete only if the key is free
-    (If-None-Match: *). A revision replaces its own object, and only that one."""
+def _completion(ctx: StreamContext, expected: str) -> Literal["if-absent", "replace", "done"]:
+    """How to complete, decided just before it under the lease, so that no take ever
+    replaces another take's object: only if the key is still free (If-None-Match), by
+    replacing this stream's own object (a revision), or not at all (an earlier try of
+    this run completed it). Raises KeyTaken when another object holds the key."""
     rec, policy = ctx.record, ctx.config.on_existing
-    if policy == "overwrite":
-        return False
     head = ctx.bucket.head_object(rec.s3_key)
     if head is None:
-        return True  # S3 enforces that it stays free until the completion
-    ours = head.get("Metadata", {}).get(STREAM_ID) == rec.stream_id
-    if rec.revision > 1 and ours and head.get("ETag") == rec.object_etag:
-        return False
-    if ours and rec.revision == 1:
-        return False  # this stream's own earlier completion (a retried finalize)
+        return "replace" if policy == "overwrite" else "if-absent"
+    etag, owner = head.get("ETag"), head.get("Metadata", {}).get(STREAM_ID)
+    if etag == expected:
+        return "done"
+    if policy == "overwrite":
+        return "replace"
+    if rec.revision > 1 and (
+        etag == rec.object_etag
+        # completed before ETags were recorded: the object the prior parts made
+        or (not rec.object_etag and etag == _etag_of(ctx.prior))
+    ):
+        return "replace"
+    if rec.revision == 1 and owner == rec.stream_id:
+        return "replace"  # this stream's own earlier completion
     raise KeyTaken(rec.s3_key)
+
+
+def _etag_of(parts: Mapping[int, PartRecord]) -> str:
+    return multipart_etag([parts[n].etag for n in sorted(parts)]) if parts else ""
 
 
 @dataclass(frozen=True)
@@ -211,12 +227,17 @@ def file_sha256(path: str, size: int) -> str:
 
 @task(name="confirm-completed", task_run_name="confirm-completed", **RETRIED)
 def confirm_completed(ctx: StreamContext) -> Finalized:
-    """A crashed run completed the object but not the checkpoint: finish the record."""
+    """A crashed run completed the object but not the checkpoint: finish the record
+    with what the object holds. If the file has grown since, the record says the
+    object's size, so the change is seen (and uploaded) as the next revision."""
     snap = snapshot(ctx.path, ctx.record.identity)
-    digest = file_sha256(ctx.path, snap.size)
     parts = ctx.store.parts(ctx.record.stream_id)
-    copied = sum(1 for p in parts.values() if p.copied)
     head = ctx.bucket.head_object(ctx.record.s3_key) or {}
-    done = Completion(snap.size, snap.mtime_ns, len(parts), 0, digest, copied)
+    size = int(head.get("ContentLength", snap.size))
+    digest = file_sha256(ctx.path, min(size, snap.size))
+    copied = sum(1 for p in parts.values() if p.copied)
+    # An mtime of 0 makes the size alone decide whether the file changed since.
+    mtime = snap.mtime_ns if size == snap.size else 0
+    done = Completion(size, mtime, len(parts), 0, digest, copied)
     mark_completed(ctx, done, head.get("ETag", ""))
-    return Finalized(True, parts, snap.size, len(parts), 0, digest)
+    return Finalized(True, parts, size, len(parts), 0, digest)

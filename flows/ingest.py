@@ -24,6 +24,7 @@ from flows.finalize import Finalized, confirm_completed, finalize
 from flows.lease import LeaseKeeper
 from flows.opening import TakeSkipped, find_stream, open_upload, record_failure
 from flows.report import Reporter
+from flows.runs import RunRequest, create_stream_run
 from flows.runtime import StreamContext
 from flows.source import snapshot
 from flows.upload import upload_part
@@ -39,10 +40,13 @@ from stream_ingest.errors import (
     SourceUnreadable,
     StreamError,
 )
-from stream_ingest.records import PartRecord
+from stream_ingest.keys import is_text
+from stream_ingest.records import PartRecord, StreamRecord
 from stream_ingest.settings import config_block_name
 from stream_ingest.states import TERMINAL, Status
 from stream_ingest.tail import Growth, PartPlanner, WriterState, stream_ended
+
+MAX_REKEYS = 3
 
 
 def run_name() -> str:
@@ -136,6 +140,24 @@ def _why_ended(seen: Writers | None, closed: bool, quiet: float, config: IngestC
     return f"idle timeout, unchanged for {quiet:.0f} s (writers unknown: {why})"
 
 
+def _start_new_take(
+    cfg: IngestConfig, config: str, old: StreamRecord, fresh: StreamRecord
+) -> dict[str, Any]:
+    """The completed stream's file holds a new take now: it is `fresh`'s to upload.
+    Start its run (the sensor's next look at the file does, if this cannot)."""
+    log = get_run_logger()
+    message = f"{old.original_path} holds a new take now: stream {fresh.stream_id}"
+    try:
+        path = fresh.original_path if is_text(fresh.original_path) else ""
+        request = RunRequest.first(cfg.deployment, path, fresh.stream_id, config)
+        run = create_stream_run(request)
+        message += f", flow run {run.name}"
+    except Exception as exc:  # no deployment here (a run outside one), Prefect down
+        message += f" (its run is left to the sensor: {type(exc).__name__})"
+    log.info("stream %s: %s", old.stream_id, message)
+    return {**old.public(), "message": message}
+
+
 def _rekey(
     ctx: StreamContext, taken: KeyTaken, flow_run_id: str
 ) -> tuple[StreamContext, dict[int, PartRecord]]:
@@ -217,13 +239,16 @@ def stream_ingest(
     flow_run_id = str(flow_run.id or "")
     token = flow_run_id or str(uuid.uuid4())
     try:
-        record, leased = find_stream(cfg, path, stream_id, token)
+        found = find_stream(cfg, path, stream_id, token)
     except (SourceMissing, SourceNotAFile, SourceUnreadable, SourceOutsideFolder) as exc:
         sid = stream_id or record_failure(store, path, exc)
         if stream_id and store.get(stream_id):
             store.set_status(stream_id, Status.FAILED, error=str(exc))
         log.error("stream %s: %s", sid, exc)
         raise
+    record, leased = found.record, found.leased
+    if found.new_take is not None:
+        return _start_new_take(cfg, config, record, found.new_take)
     if record.status in TERMINAL:
         log.info("stream %s is already %s; nothing to do", record.stream_id, record.status)
         return {**record.public(), "message": f"already {record.status}"}
@@ -243,12 +268,15 @@ def stream_ingest(
             if opened.parts is None:
                 result = confirm_completed(ctx)
             else:
-                parts = opened.parts
+                parts, rekeys = opened.parts, 0
                 while True:
                     try:
                         result = tail_and_finalize(ctx, parts, lease, reporter)
                         break
                     except KeyTaken as exc:
+                        rekeys += 1
+                        if rekeys > MAX_REKEYS:  # keys taken as fast as we pick them
+                            raise
                         ctx, parts = _rekey(ctx, exc, flow_run_id)
                         reporter.record = ctx.record
         except TakeSkipped as exc:

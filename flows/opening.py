@@ -22,8 +22,9 @@ from blocks.config import IngestConfig
 from flows.retry import RETRIED
 from flows.runs import run_is_over
 from flows.runtime import StreamContext
-from flows.source import check_inside, check_readable, snapshot
+from flows.source import check_inside, check_readable, read_range, sha256_hex, snapshot
 from stream_ingest.errors import StreamError, UploadGone
+from stream_ingest.identity import legacy
 from stream_ingest.keys import numbered, object_key
 from stream_ingest.reconcile import multipart_etag, reconcile
 from stream_ingest.records import PartRecord, StreamRecord
@@ -59,14 +60,22 @@ def record_failure(store: CheckpointStore, path: str, error: StreamError) -> str
     return record.stream_id
 
 
+@dataclass(frozen=True)
+class Found:
+    """find-stream's answer: the stream, and whether this run holds its lease (False:
+    another live run uploads it, or there is nothing to do). `new_take` is a stream
+    this run made for a file that turned out to be a new take of a completed one."""
+
+    record: StreamRecord
+    leased: bool
+    new_take: StreamRecord | None = None
+
+
 @task(name="find-stream", task_run_name="find-stream", **RETRIED)
-def find_stream(
-    config: IngestConfig, path: str, stream_id: str | None, token: str
-) -> tuple[StreamRecord, bool]:
+def find_stream(config: IngestConfig, path: str, stream_id: str | None, token: str) -> Found:
     """Look the stream up (by id, or by the file's identity), creating its checkpoint
-    for a new file, and take its lease. Returns (record, whether we hold the lease):
-    False means another live run is uploading it, or there is nothing to do. A
-    completed stream whose file has changed since comes back as its next revision."""
+    for a new file, and take its lease. A completed stream whose file has grown or
+    changed since comes back as its next revision."""
     store = config.checkpoints
     record = store.get(stream_id) if stream_id else None
     path = os.path.abspath(path) if path else (record.original_path if record else "")
@@ -90,8 +99,8 @@ def find_stream(
     if not record.original_path:
         store.update(record.stream_id, original_path=path)
         record = dataclasses.replace(record, original_path=path)
-    if record.status in TERMINAL and _change(record) != Change.REVISION:
-        return record, False
+    if record.status in TERMINAL and _change(store, record) != Change.REVISION:
+        return Found(record, False)
     ttl = config.lease_ttl_seconds
     leased = store.acquire_lease(record.stream_id, token, ttl)
     if not leased:
@@ -101,23 +110,65 @@ def find_stream(
             record.stream_id, holder or "", token, ttl
         )
     if not leased or record.status != Status.COMPLETED:
-        return record, leased
+        return Found(record, leased)
     # Under the lease, ask again: another run may have uploaded this very change.
     record = store.require(record.stream_id)
-    if _change(record) != Change.REVISION:
+    change = _change(store, record)
+    if change == Change.REVISION and not _shares_a_part(record, store.parts(record.stream_id)):
+        # Nothing of the completed object is in the file any more: `ffmpeg -y` wrote a
+        # longer take before anyone looked. A new stream, never a revision over take 1.
         store.release_lease(record.stream_id, token)
-        return record, False
-    return store.begin_revision(record.stream_id), True
+        return Found(record, False, _hand_over(store, record))
+    if change != Change.REVISION:
+        store.release_lease(record.stream_id, token)
+        return Found(record, False)
+    store.clear_hints(record.original_path)  # a close of the earlier take is not news
+    return Found(store.begin_revision(record.stream_id, token), True)
 
 
-def _change(record: StreamRecord) -> Change:
-    """What happened to a completed stream's file since (nothing if it is gone or
-    another file: those are other streams, which the sensor starts)."""
+def _change(store: CheckpointStore, record: StreamRecord) -> Change:
+    """What happened to a completed stream's file since: nothing if it is gone, is
+    another file, or its identity now belongs to another stream (a new take)."""
     try:
         snap = snapshot(record.original_path, record.identity or None)
     except StreamError:  # gone, replaced, unreadable
         return Change.NONE
+    bound = store.stream_for_identity(str(snap.identity))
+    if bound is None and (old := legacy(str(snap.identity))):
+        bound = store.stream_for_identity(old)
+    if bound not in (None, record.stream_id):
+        return Change.NONE
     return after_completion(record, snap.size, snap.mtime_ns)
+
+
+def _shares_a_part(record: StreamRecord, parts: dict[int, PartRecord]) -> bool:
+    """Whether some full part of the completed object still holds the same bytes in
+    the file (the first match ends the reading: an append or a head patch matches at
+    once). With only a last part to compare, it cannot tell, and says yes."""
+    full = sorted(n for n in parts if n != max(parts, default=0))
+    for number in full:
+        part = parts[number]
+        try:
+            data = read_range(record.original_path, part.offset, part.size)
+        except StreamError:
+            return True  # it changed under us: the revision run will find out
+        if sha256_hex(data) == part.checksum:
+            return True
+    return not full
+
+
+def _hand_over(store: CheckpointStore, old: StreamRecord) -> StreamRecord:
+    """Bind the file to a new stream (the new take); its run is started by the flow or,
+    failing that, by the sensor's next look at the file."""
+    snap = snapshot(old.original_path)
+    fresh = StreamRecord(
+        stream_id=str(uuid.uuid4()),
+        original_path=old.original_path,
+        watch_dir=old.watch_dir,
+        identity=str(snap.identity),
+    )
+    sid, _created = store.rebind_identity(fresh.identity, old.stream_id, fresh)
+    return store.require(sid)
 
 
 def _new_upload(ctx: StreamContext, flow_run_id: str) -> StreamRecord:

@@ -39,11 +39,11 @@ class RunRequest:
 
     @classmethod
     def revision(
-        cls, deployment: str, path: str, stream_id: str, config: str, number: int
+        cls, deployment: str, path: str, stream_id: str, config: str, number: int, state: str
     ) -> RunRequest:
-        """The run that uploads revision `number` of a completed stream: one per
-        revision, however many events announce the change."""
-        key = f"stream-ingest:{stream_id}:revision-{number}"
+        """The run that uploads revision `number` of a completed stream, for the file
+        as it is (`state`): one per state, however many events announce it."""
+        key = f"stream-ingest:{stream_id}:revision-{number}:{state}"
         return cls(deployment, path, stream_id, config, key, ("revision",))
 
     @property

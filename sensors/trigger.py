@@ -1,7 +1,8 @@
-"""Turning sensor events into at most one flow run per file incarnation, plus the
-close and delete hints the flow reads.
+"""Turning sensor events into at most one flow run per take of a file incarnation,
+plus the close and delete hints the flow reads.
 
-Dedupe has two layers. Redis: `claim_identity` binds the file identity ("dev:ino") to
+Dedupe has two layers. Redis: `claim_identity` binds the file identity
+("dev:ino:birth") to
 a new stream in one optimistic transaction (WATCH the identity index, MULTI, EXEC), so
 only the first sensor event for an incarnation, across restarts and sensors, creates
 a stream. Prefect: the run is created with the idempotency key
@@ -42,7 +43,7 @@ from sensors.events import (
     SensorEvent,
 )
 from sensors.prefect_calls import EmitFn, TriggerFn, describe_prefect_error
-from stream_ingest.errors import StreamError
+from stream_ingest.errors import SourceMissing, SourceNotAFile, StreamError
 from stream_ingest.identity import same_file
 from stream_ingest.keys import is_text, printable
 from stream_ingest.records import StreamRecord
@@ -135,7 +136,7 @@ class StreamTrigger:
             if cause != "created":
                 record = self.store.get(known.stream_id)
                 if record is not None:
-                    self._revisit(path, identity, record, snap)
+                    self._revisit(path, identity, record)
             return identity
         if known is not None:
             # Another file now sits at this path (replaced by a rename over it, or
@@ -159,19 +160,24 @@ class StreamTrigger:
                 existing.status == Status.COMPLETED
                 or is_new_take(existing, snap.size, snap.mtime_ns)
             ):
-                sid = self._revisit(path, identity, existing, snap)
+                sid = self._revisit(path, identity, existing)
             elif self._needs_run(path, sid, identity, fresh):
                 self._start(path, sid, identity, cause)
         self._remember(path, Seen(identity, sid))
         return identity
 
-    def _revisit(self, path: str, identity: str, record: StreamRecord, snap: Snapshot) -> str:
+    def _revisit(self, path: str, identity: str, record: StreamRecord) -> str:
         """A known file again: start a new take's stream or a revision run if the
-        file says so. Returns the stream the path now belongs to."""
+        file says so. Returns the stream the path now belongs to. The file is looked
+        at after the record was read: the other way round, a part recorded in between
+        would make the file look smaller than what was uploaded."""
+        snap = _look(path)
+        if snap is None or str(snap.identity) != identity:
+            return record.stream_id  # gone or replaced meanwhile: its own events follow
         if is_new_take(record, snap.size, snap.mtime_ns):
             return self._new_take(path, identity, record, snap.size)
         if after_completion(record, snap.size, snap.mtime_ns) == Change.REVISION:
-            self._revise(path, record)
+            self._revise(path, identity, record, snap)
         return record.stream_id
 
     def _new_take(self, path: str, identity: str, old: StreamRecord, size: int) -> str:
@@ -183,7 +189,12 @@ class StreamTrigger:
             status=Status.DETECTED,
         )
         sid, created = self.store.rebind_identity(identity, old.stream_id, fresh)
-        if created:
+        if not created:
+            # Rebound already (by the flow, or by this handler before its trigger
+            # failed): start the run only if that stream never got one.
+            if self._needs_run(path, sid, identity, fresh):
+                self._start(path, sid, identity, "new take")
+        else:
             log.info(
                 "%s: a new take over the %s stream %s (%d bytes now)",
                 printable(path),
@@ -196,12 +207,20 @@ class StreamTrigger:
         self._remember(path, Seen(identity, sid))
         return sid
 
-    def _revise(self, path: str, record: StreamRecord) -> None:
-        """The completed file grew or was patched: one run per next revision (the key
-        makes repeated events for it return the same run); the run opens it."""
+    def _revise(self, path: str, identity: str, record: StreamRecord, snap: Snapshot) -> None:
+        """The completed file grew or was patched: one run per next revision and file
+        state (repeated events for the same state return the same run; a run that
+        found nothing to do does not stand in the way of a later change)."""
         sid, number = record.stream_id, record.revision + 1
+        if self.store.stream_for_identity(identity) != sid:
+            return  # the file is another stream's now (a new take)
         request = RunRequest.revision(
-            self.deployment, path if is_text(path) else "", sid, self.config, number
+            self.deployment,
+            path if is_text(path) else "",
+            sid,
+            self.config,
+            number,
+            state=f"{snap.size}-{snap.mtime_ns}",
         )
         try:
             run_id = self.trigger(request)
@@ -227,7 +246,12 @@ class StreamTrigger:
             record = records.get(sid)
             if record is None or (record.watch_dir and record.watch_dir != self.watch_dir):
                 continue  # another sensor's folder, or a claim whose record is in flight
-            now = identity_of(record.original_path)
+            try:
+                now: str | None = str(snapshot(record.original_path).identity)
+            except (SourceMissing, SourceNotAFile):
+                now = None
+            except StreamError:
+                continue  # unreadable now (permissions, a stale mount): cannot tell
             if now is None or not same_file(identity, now):
                 self.store.forget_identity(identity, sid)
                 released += 1

@@ -30,10 +30,17 @@ class FileIdentity:
 
 
 def same_file(stored: str, current: str) -> bool:
-    """Whether a stored identity and one read now name the same incarnation. A stored
-    identity without a birth time (written before it was kept, or on a filesystem
-    without one) matches on device and inode alone."""
+    """Whether a stored identity and one read now name the same incarnation. Where
+    either has no birth time (written before it was kept, or statx could not tell)
+    they match on device and inode alone."""
     if stored == current:
         return True
     old, new = stored.split(":"), current.split(":")
-    return len(old) == 2 and old == new[:2]
+    return (len(old) == 2 or len(new) == 2) and old[:2] == new[:2]
+
+
+def legacy(identity: str) -> str | None:
+    """The same file's identity as stored before birth times were kept ("dev:ino"),
+    or None if `identity` has no birth time."""
+    fields = identity.split(":")
+    return ":".join(fields[:2]) if len(fields) == 3 else None

@@ -11,7 +11,7 @@ from prefect_redis import RedisDatabase
 from blocks.checkpoints import CheckpointStore
 from cli.main import main
 from devstack.services import free_port
-from stream_ingest.records import StreamRecord
+from stream_ingest.records import Revision, StreamRecord
 from stream_ingest.states import Status
 from tests.conftest import edit_config
 
@@ -44,11 +44,30 @@ def test_list_json_is_an_array_of_the_objects_show_prints(three, capsys) -> None
     assert [r["stream_id"] for r in listed] == ["s-done", "s-fail", "s-up"]
     for row in listed:
         _, shown, _ = _run(capsys, "streams", "show", row["stream_id"], "--json")
-        assert json.loads(shown) == row
+        record = json.loads(shown)
+        assert record.pop("revisions") == []  # show adds the object's revisions
+        assert record == row
     for key in ("original_path", "status", "s3_bucket", "s3_key", "bytes_uploaded"):
         assert key in listed[0]
     for key in ("parts_count", "sha256", "flow_run_id", "error", "started_at_utc"):
         assert key in listed[0]
+
+
+def test_show_lists_the_revisions_with_sizes_and_sha256(three, store, capsys) -> None:
+    store.add_revision("s-done", Revision(1, 1000, "a" * 64, "2026-11-30T10:00:00", 1))
+    store.add_revision("s-done", Revision(2, 25_000_000, "b" * 64, "2026-11-30T11:00:00", 1, 2))
+
+    _, out, _ = _run(capsys, "streams", "show", "s-done", "--json")
+    revisions = json.loads(out)["revisions"]
+    assert [(r["number"], r["size"], r["sha256"]) for r in revisions] == [
+        (1, 1000, "a" * 64),
+        (2, 25_000_000, "b" * 64),
+    ]
+    assert revisions[1]["parts_copied"] == 2 and revisions[1]["parts_uploaded"] == 1
+
+    _, human, _ = _run(capsys, "streams", "show", "s-done")
+    rows = [line.replace("│", " ").split() for line in human.splitlines() if "b" * 64 in line]
+    assert rows and rows[0][:2] == ["2", "25,000,000"]
 
 
 def test_list_filters_by_status(three, capsys) -> None:

@@ -405,13 +405,14 @@ def test_a_revision_keeps_the_completed_parts_as_its_copy_source(store) -> None:
     store.set_status(sid, Status.COMPLETED, total_bytes=20, object_etag='"obj"')
     store.add_revision(sid, Revision(1, 20, "sha-a", "t1", 2, 0))
 
-    got = store.begin_revision(sid)
+    got = store.begin_revision(sid, "run-2")
     assert (got.status, got.revision, got.s3_upload_id) == (Status.UPLOADING, 2, "")
     assert got.object_etag == '"obj"' and got.total_bytes == -1
+    assert got.flow_run_id == "run-2"  # the janitor judges the stream by its run
     assert store.parts(sid) == {} and store.prior_parts(sid) == {p.number: p for p in parts}
     assert sid in {r.stream_id for r in store.active_streams()}
     # a retried task: the revision is already open, nothing moves twice
-    assert store.begin_revision(sid).revision == 2
+    assert store.begin_revision(sid, "run-2").revision == 2
     assert store.prior_parts(sid) == {p.number: p for p in parts}
 
     store.add_revision(sid, Revision(2, 30, "sha-b", "t2", 1, 2))
@@ -427,9 +428,9 @@ def test_only_a_completed_stream_begins_a_revision(store) -> None:
     store.set_status("rev-2", Status.UPLOADING)
     store.update("rev-2", s3_upload_id="up-1")
     with pytest.raises(IllegalTransition):
-        store.begin_revision("rev-2")
+        store.begin_revision("rev-2", "run-x")
     with pytest.raises(StreamNotFound):
-        store.begin_revision("nobody")
+        store.begin_revision("nobody", "run-x")
 
 
 def test_rebinding_an_identity_starts_a_new_take_once(store) -> None:
@@ -443,3 +444,14 @@ def test_rebinding_an_identity_starts_a_new_take_once(store) -> None:
     assert store.stream_for_identity("1:2:3") == "take-2"
     assert store.get("take-2b") is None and store.get("take-1") is not None
     assert store.identities() == {"1:2:3": "take-2"}
+
+
+def test_an_identity_bound_before_birth_times_is_found_and_moved(store) -> None:
+    """After an upgrade the sensor reads "dev:ino:birth" for a file bound as "dev:ino":
+    the same file, the same stream (not a new stream and a second upload)."""
+    old = StreamRecord("legacy-1", original_path="/w/a.mp4", identity="7:99")
+    assert store.claim_identity("7:99", old) == ("legacy-1", True)
+    fresh = StreamRecord("would-be-new", original_path="/w/a.mp4", identity="7:99:123")
+    assert store.claim_identity("7:99:123", fresh) == ("legacy-1", False)
+    assert store.identities() == {"7:99:123": "legacy-1"}
+    assert store.get("would-be-new") is None

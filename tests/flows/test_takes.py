@@ -179,3 +179,28 @@ def test_a_reused_inode_is_a_new_stream(registered, s3, store):
     assert second["stream_id"] != first["stream_id"] and second["status"] == "completed"
     assert second["s3_key"] == "rec/reuse (2).mp4"
     assert object_bytes(s3, registered.s3_bucket, "rec/reuse.mp4") == one
+
+
+def test_a_longer_new_take_seen_only_at_its_end_is_not_a_revision(registered, s3, store):
+    """With polling (no open event), `ffmpeg -y` may have outgrown the first take before
+    anyone looks: nothing of the completed object is in the file, so it is a new take,
+    not a revision that would replace take 1."""
+    take1, take2 = payload(11 * MIB, seed=51), payload(13 * MIB, seed=52)
+    src = Path(registered.watch_dir) / "longer.mp4"
+    src.write_bytes(take1)
+    first = stream_ingest(path=str(src))
+    with open(src, "wb") as fh:
+        fh.write(take2)
+
+    looked = stream_ingest(stream_id=first["stream_id"])  # the run a change starts
+
+    assert "new take" in looked["message"]
+    kept = store.require(first["stream_id"])
+    assert (kept.status, kept.revision) == (Status.COMPLETED, 1)
+    assert object_bytes(s3, registered.s3_bucket, "rec/longer.mp4") == take1
+    new_sid = store.stream_for_identity(first["identity"])
+    assert new_sid and new_sid != first["stream_id"]
+
+    second = stream_ingest(stream_id=new_sid)  # its run (the sensor's, in production)
+    assert second["status"] == "completed" and second["s3_key"] == "rec/longer (2).mp4"
+    assert object_bytes(s3, registered.s3_bucket, "rec/longer (2).mp4") == take2

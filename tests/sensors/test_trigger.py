@@ -384,13 +384,19 @@ def test_a_completed_file_that_grows_gets_one_revision_run(
         fh.write(b"appended later")
     trigger.handle(FileClosed(str(video)))
     make_trigger().handle(FileAppeared(str(video), "scan"))  # after a restart: same run
+    state = snapshot(str(video))
 
     assert {c.idempotency_key for c in prefect.calls} == {
-        f"stream-ingest:{old.stream_id}:revision-2"
+        f"stream-ingest:{old.stream_id}:revision-2:{state.size}-{state.mtime_ns}"
     }
     assert {c.stream_id for c in prefect.calls} == {old.stream_id}
     assert all("revision" in c.tags for c in prefect.calls)
     assert store.stream_for_identity(old.identity) == old.stream_id
+
+    with open(video, "ab") as fh:  # changed again before that run began: a run for it
+        fh.write(b"and more")
+    trigger.handle(FileClosed(str(video)))
+    assert len({c.idempotency_key for c in prefect.calls}) == 2
 
 
 def test_an_aborted_streams_file_back_in_the_folder_is_a_new_stream(
@@ -431,3 +437,26 @@ def test_the_scan_releases_identities_of_files_that_are_gone(
     bound = store.identities()
     assert ids[kept] in bound and "9:9:9" in bound  # another sensor's folder: not ours
     assert ids[gone] not in bound and ids[moved] not in bound
+
+
+def test_a_new_take_whose_trigger_failed_gets_its_run_on_the_retry(
+    watch: Path, store: CheckpointStore, prefect: FakePrefect, make_trigger: MakeTrigger
+) -> None:
+    """The run loop retries an event from the start: the identity is already rebound
+    to the new take, whose run must still be created (once)."""
+    video = write(watch / "a.mp4", b"take one " * 1000)
+    old = _completed(store, video)
+    trigger = make_trigger()
+    trigger.handle(FileAppeared(str(video), "scan"))  # the start-up scan: known
+    with open(video, "wb") as fh:
+        fh.write(b"take two")
+    prefect.failures.append(ConnectionError("Prefect API down"))
+    with pytest.raises(TriggerFailed):
+        trigger.handle(FileOpened(str(video)))
+    trigger.handle(FileOpened(str(video)))  # the retry
+    trigger.handle(FileClosed(str(video)))
+
+    new_sid = store.stream_for_identity(old.identity)
+    assert new_sid and new_sid != old.stream_id
+    assert len(prefect.runs_for(video)) == 1
+    assert store.require(new_sid).flow_run_id == prefect.runs[f"stream-ingest:{new_sid}"]
