@@ -201,3 +201,40 @@ def test_ffmpeg_y_over_a_completed_take_keeps_both_takes(rec: Recorders) -> None
     body = until(second_take, 240, "the second take's object")
     rec.probe(body, ".mp4")
     assert sha256(rec.object("e2e/take.mp4")) == sha256(take1)
+
+
+def test_a_completed_recording_patched_and_extended_later_gets_a_revision(
+    rec: Recorders,
+) -> None:
+    """A tool rewrites the head of a finished recording in place and appends to it: the
+    sensor sees the close after writing, a revision run of the same stream replaces
+    the object, and `revision` in the run's result is 2."""
+    path = rec.stack.watch_dir / "patched later.mkv"
+    encode = ["-c:v", "libx264", "-preset", "ultrafast", "-b:v", "4M"]
+    finished(ffmpeg(*PATTERN, "-t", "8", *encode, "-f", "matroska", path))
+    first = rec.completed_object(path, "e2e/patched later.mkv")
+    assert sha256(first) == sha256(path.read_bytes())
+    first_run = rec.stack.run_for(path.name)
+    assert first_run is not None
+    stream_tag = next(t for t in first_run["tags"] if t.startswith("stream:"))
+    runs_before = {r["id"] for r in rec.stack.flow_runs()}
+
+    with open(path, "r+b") as fh:
+        fh.seek(64)
+        fh.write(b"PATCHED")  # in place: same inode, same take
+        fh.seek(0, os.SEEK_END)
+        fh.write(b"\0" * 4096)
+    final = path.read_bytes()
+
+    def revised() -> bytes | None:
+        body = rec.object("e2e/patched later.mkv")
+        return body if sha256(body) == sha256(final) else None
+
+    until(revised, 240, "the revised object")
+    new_runs = [r for r in rec.stack.flow_runs() if r["id"] not in runs_before]
+    assert new_runs and all(
+        "revision" in r["tags"] and stream_tag in r["tags"] for r in new_runs
+    )  # the same stream, never a new take
+    for run in new_runs:
+        rec.stack.wait_for_state(run["id"], "COMPLETED", timeout=240)
+    assert sha256(rec.object("e2e/patched later.mkv")) == sha256(final)
