@@ -1,5 +1,6 @@
-"""CheckpointStore: the block that holds stream-ingest's state in Redis, and the only
-module that talks to Redis. It owns the schema.
+"""CheckpointStore: the block that holds stream-ingest's state in Redis; with its
+mixins (identities.py, revisions.py, leases.py) and redis_support.py, the only code
+that talks to Redis. It owns the schema.
 
 Keys, all under the namespace `ns` (default "stream-ingest"):
   {ns}:stream:{id}:meta     hash   StreamRecord fields
@@ -25,93 +26,29 @@ SMEMBERS ZADD ZRANGE WATCH MULTI EXEC UNWATCH EVALSHA EVAL SCRIPT PING
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterable
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import Iterable
+from typing import Any
 
 import redis
 from prefect.blocks.core import Block
 from prefect_redis import RedisDatabase
 from prefect_redis.connection import redis_from_url
 from pydantic import Field, PrivateAttr
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 
-from stream_ingest.errors import CheckpointUnavailable, LeaseLost, StreamNotFound
-from stream_ingest.identity import legacy
-from stream_ingest.records import PartRecord, Revision, StreamRecord, utc_now
-from stream_ingest.states import ACTIVE, IllegalTransition, Status, transition
-
-P = ParamSpec("P")
-T = TypeVar("T")
-# Fail in seconds, not minutes, when Redis is down: two quick retries of a dropped
-# connection (a restart), then CheckpointUnavailable and the task's retry policy.
-_CLIENT_OPTIONS: dict[str, Any] = {
-    "socket_timeout": 10,
-    "socket_connect_timeout": 5,
-    "health_check_interval": 15,
-    "retry": Retry(ExponentialBackoff(cap=1.0, base=0.1), retries=2),
-    # File names may hold bytes that are not UTF-8 (os.fsdecode's surrogates): store
-    # the bytes themselves instead of failing to encode them.
-    "encoding_errors": "surrogateescape",
-}
-
-_RECORD_PART = """
-local holder = redis.call('GET', KEYS[1])
-if holder and holder ~= ARGV[1] then return 0 end
-if redis.call('EXISTS', KEYS[3]) == 0 then return 2 end
-if not holder then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[6]) end
-local old = redis.call('HGET', KEYS[2], ARGV[2])
-local delta = tonumber(ARGV[4])
-if old then delta = delta - cjson.decode(old)['size'] end
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
-redis.call('HINCRBY', KEYS[3], 'bytes_uploaded', delta)
-local n = redis.call('HLEN', KEYS[2])
-redis.call('HSET', KEYS[3], 'last_activity_at_utc', ARGV[5], 'parts_count', n)
-return 1
-"""
-# Renew if we hold it, take it if nobody does (Redis restarted without its data).
-_RENEW = """
-local holder = redis.call('GET', KEYS[1])
-if holder and holder ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
-"""
-_TAKE_OVER = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-return 1
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
+from blocks.identities import IdentityIndex
+from blocks.leases import Leases
+from blocks.redis_support import CLIENT_OPTIONS, RECORD_PART, unavailable
+from blocks.revisions import RevisionLog
+from stream_ingest.errors import LeaseLost, StreamNotFound
+from stream_ingest.records import PartRecord, StreamRecord, utc_now
+from stream_ingest.states import ACTIVE, Status, transition
 
 
-def _unavailable(fn: Callable[P, T]) -> Callable[P, T]:
-    """Turn Redis connection failures into CheckpointUnavailable (a transient error)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return fn(*args, **kwargs)
-        except (
-            redis.ConnectionError,
-            redis.TimeoutError,
-            redis.exceptions.BusyLoadingError,
-        ) as exc:
-            raise CheckpointUnavailable(
-                type(exc).__name__ + ": " + str(exc).split("\n")[0]
-            ) from None
-
-    return wrapper
-
-
-class CheckpointStore(Block):
+class CheckpointStore(IdentityIndex, RevisionLog, Leases, Block):
     """Stream checkpoints in Redis, under one key namespace.
 
     Example:
@@ -147,7 +84,7 @@ class CheckpointStore(Block):
             db = self.redis
             if db.connection_url is not None:
                 self._client = redis_from_url(
-                    db.connection_url.get_secret_value(), **_CLIENT_OPTIONS
+                    db.connection_url.get_secret_value(), **CLIENT_OPTIONS
                 )
             else:
                 self._client = redis.Redis(
@@ -157,7 +94,7 @@ class CheckpointStore(Block):
                     username=db.username.get_secret_value() if db.username else None,
                     password=db.password.get_secret_value() if db.password else None,
                     ssl=db.ssl,
-                    **_CLIENT_OPTIONS,
+                    **CLIENT_OPTIONS,
                 )
         return self._client
 
@@ -208,78 +145,11 @@ class CheckpointStore(Block):
         return f"{self.namespace}:uploads"
 
     # -- streams ------------------------------------------------------------
-    @_unavailable
+    @unavailable
     def ping(self) -> None:
         self.redis_client.ping()
 
-    @_unavailable
-    def claim_identity(self, identity: str, record: StreamRecord) -> tuple[str, bool]:
-        """Atomically bind a file identity to `record`'s stream (creating it) unless
-        another stream already has it. Returns (stream id, created). The binding and
-        the stream's record are written in one transaction, so whoever loses the
-        race finds the winner's record at once."""
-
-        old = legacy(identity)
-
-        def claim(pipe: redis.client.Pipeline) -> tuple[str, bool]:
-            existing = pipe.hget(self.identity_key, identity)
-            if existing is not None:
-                return existing.decode(), False
-            before = pipe.hget(self.identity_key, old) if old else None
-            pipe.multi()
-            if before is not None:
-                # Bound before birth times were kept: the same file, moved to its full
-                # identity (an upgrade must not make every known file a new stream).
-                pipe.hdel(self.identity_key, old)
-                pipe.hset(self.identity_key, identity, before)
-                return before.decode(), False
-            pipe.hset(self.identity_key, identity, record.stream_id)
-            self._queue_put(pipe, record)
-            return record.stream_id, True
-
-        return self.redis_client.transaction(claim, self.identity_key, value_from_callable=True)
-
-    @_unavailable
-    def rebind_identity(self, identity: str, old_id: str, record: StreamRecord) -> tuple[str, bool]:
-        """Bind `identity` to `record`'s new stream instead of `old_id`'s (a new take of
-        the same file), unless someone already moved it on. Returns (stream id, created)
-        like claim_identity."""
-
-        def rebind(pipe: redis.client.Pipeline) -> tuple[str, bool]:
-            existing = pipe.hget(self.identity_key, identity)
-            if existing is not None and existing.decode() != old_id:
-                return existing.decode(), False
-            pipe.multi()
-            pipe.hset(self.identity_key, identity, record.stream_id)
-            self._queue_put(pipe, record)
-            return record.stream_id, True
-
-        return self.redis_client.transaction(rebind, self.identity_key, value_from_callable=True)
-
-    @_unavailable
-    def forget_identity(self, identity: str, stream_id: str) -> None:
-        """Unbind an identity (its file was deleted), if it still points at stream_id
-        (compare and delete in one transaction: a new take may just have taken it)."""
-
-        def forget(pipe: redis.client.Pipeline) -> None:
-            if pipe.hget(self.identity_key, identity) == stream_id.encode():
-                pipe.multi()
-                pipe.hdel(self.identity_key, identity)
-
-        self.redis_client.transaction(forget, self.identity_key)
-
-    @_unavailable
-    def identities(self) -> dict[str, str]:
-        """Every bound identity and its stream (the scan releases those of gone files)."""
-        raw = self.redis_client.hgetall(self.identity_key)
-        return {k.decode(): v.decode() for k, v in raw.items()}
-
-    @_unavailable
-    def stream_for_identity(self, identity: str) -> str | None:
-        sid = self.redis_client.hget(self.identity_key, identity)
-        return sid.decode() if sid else None
-
-    @_unavailable
+    @unavailable
     def put(self, record: StreamRecord) -> None:
         """Write the whole record and its indexes (used at creation and to rebuild a
         meta hash lost with Redis's data)."""
@@ -297,7 +167,7 @@ class CheckpointStore(Block):
         else:
             pipe.srem(self.active_key, record.stream_id)
 
-    @_unavailable
+    @unavailable
     def get(self, stream_id: str) -> StreamRecord | None:
         raw = self.redis_client.hgetall(self.meta_key(stream_id))
         return StreamRecord.from_hash(raw) if raw else None
@@ -308,7 +178,7 @@ class CheckpointStore(Block):
             raise StreamNotFound(stream_id)
         return record
 
-    @_unavailable
+    @unavailable
     def update(self, stream_id: str, **values: object) -> None:
         """Set fields other than status (use `set_status` for that)."""
         if "status" in values:
@@ -317,7 +187,7 @@ class CheckpointStore(Block):
             self.meta_key(stream_id), mapping={k: str(v) for k, v in values.items()}
         )
 
-    @_unavailable
+    @unavailable
     def set_status(self, stream_id: str, status: Status, **values: object) -> Status:
         """Move the stream to `status` if the transition is legal (checked against the
         stored status under WATCH), together with other fields."""
@@ -340,18 +210,18 @@ class CheckpointStore(Block):
         self.redis_client.transaction(apply, meta)
         return status
 
-    @_unavailable
+    @unavailable
     def list_streams(self, status: Status | None = None) -> list[StreamRecord]:
         """Every stream, oldest first, optionally only those with `status`."""
         ids = [i.decode() for i in self.redis_client.zrange(self.all_key, 0, -1)]
         return [r for r in self.streams(ids) if status is None or r.status == status]
 
-    @_unavailable
+    @unavailable
     def active_streams(self) -> list[StreamRecord]:
         """The detected, uploading and finalizing streams (the janitor's work list)."""
         return self.streams(sorted(m.decode() for m in self.redis_client.smembers(self.active_key)))
 
-    @_unavailable
+    @unavailable
     def streams(self, ids: Iterable[str]) -> list[StreamRecord]:
         """The records of `ids` that exist, in one round trip."""
         with self.redis_client.pipeline(transaction=False) as pipe:
@@ -361,7 +231,7 @@ class CheckpointStore(Block):
         return [StreamRecord.from_hash(raw) for raw in raws if raw]
 
     # -- parts ----------------------------------------------------------------
-    @_unavailable
+    @unavailable
     def record_part(
         self, record: StreamRecord, token: str, part: PartRecord, lease_ttl: float
     ) -> None:
@@ -370,10 +240,10 @@ class CheckpointStore(Block):
         sid = record.stream_id
         keys = [self.lease_key(sid), self.parts_key(sid), self.meta_key(sid)]
         args = [token, part.number, part.to_json(), part.size, utc_now(), int(lease_ttl * 1000)]
-        result = self._script("record_part", _RECORD_PART)(keys=keys, args=args)
+        result = self._script("record_part", RECORD_PART)(keys=keys, args=args)
         if result == 2:  # the meta hash is gone: Redis restarted without its data
             self.put(self._rebuilt(record))
-            result = self._script("record_part", _RECORD_PART)(keys=keys, args=args)
+            result = self._script("record_part", RECORD_PART)(keys=keys, args=args)
         if result != 1:
             raise LeaseLost(sid)
 
@@ -399,12 +269,12 @@ class CheckpointStore(Block):
             parts_count=len(kept),
         )
 
-    @_unavailable
+    @unavailable
     def parts(self, stream_id: str) -> dict[int, PartRecord]:
         raw = self.redis_client.hgetall(self.parts_key(stream_id))
         return {int(k): PartRecord.from_json(v) for k, v in raw.items()}
 
-    @_unavailable
+    @unavailable
     def replace_parts(self, stream_id: str, parts: Iterable[PartRecord]) -> None:
         """Make the parts hash exactly `parts` (after reconciling with S3)."""
         parts = list(parts)
@@ -418,113 +288,17 @@ class CheckpointStore(Block):
             )
             pipe.execute()
 
-    # -- revisions ------------------------------------------------------------
-    @_unavailable
-    def begin_revision(self, stream_id: str, flow_run_id: str) -> StreamRecord:
-        """Turn a completed stream into its next revision, uploading: the completed
-        object's parts become the `prior` parts (what can be copied server-side) and
-        the record loses its finished upload. Idempotent for a retried task: a stream
-        already uploading its revision is returned as it is."""
-        meta, parts_key, prior = (
-            self.meta_key(stream_id),
-            self.parts_key(stream_id),
-            self.prior_key(stream_id),
-        )
-
-        def begin(pipe: redis.client.Pipeline) -> None:
-            raw = pipe.hgetall(meta)
-            if not raw:
-                raise StreamNotFound(stream_id)
-            current = StreamRecord.from_hash(raw)
-            if current.status != Status.COMPLETED:
-                if current.status == Status.UPLOADING and not current.s3_upload_id:
-                    return
-                raise IllegalTransition(current.status, Status.UPLOADING)
-            completed = pipe.hgetall(parts_key)
-            pipe.multi()
-            pipe.delete(prior)
-            if completed:
-                pipe.hset(prior, mapping=completed)
-            pipe.delete(parts_key)
-            pipe.hset(
-                meta,
-                mapping={
-                    "status": str(Status.UPLOADING),
-                    "revision": current.revision + 1,
-                    "flow_run_id": flow_run_id,  # the janitor judges the stream by it
-                    "s3_upload_id": "",
-                    "total_bytes": -1,
-                    "bytes_uploaded": 0,
-                    "parts_count": 0,
-                    "error": "",
-                    "last_activity_at_utc": utc_now(),
-                },
-            )
-            pipe.sadd(self.active_key, stream_id)
-
-        self.redis_client.transaction(begin, meta, parts_key)
-        return self.require(stream_id)
-
-    @_unavailable
-    def prior_parts(self, stream_id: str) -> dict[int, PartRecord]:
-        raw = self.redis_client.hgetall(self.prior_key(stream_id))
-        return {int(k): PartRecord.from_json(v) for k, v in raw.items()}
-
-    @_unavailable
-    def add_revision(self, stream_id: str, revision: Revision) -> None:
-        """Record a completed revision; its source parts are not needed any more."""
-        with self.redis_client.pipeline(transaction=True) as pipe:
-            pipe.hset(self.revisions_key(stream_id), revision.number, revision.to_json())
-            pipe.delete(self.prior_key(stream_id))
-            pipe.execute()
-
-    @_unavailable
-    def revisions(self, stream_id: str) -> list[Revision]:
-        raw = self.redis_client.hgetall(self.revisions_key(stream_id))
-        return sorted((Revision.from_json(v) for v in raw.values()), key=lambda r: r.number)
-
-    # -- lease ----------------------------------------------------------------
-    @_unavailable
-    def acquire_lease(self, stream_id: str, token: str, ttl: float) -> bool:
-        """Take the stream's lease, or keep it if `token` already holds it."""
-        return bool(
-            self._script("renew", _RENEW)(
-                keys=[self.lease_key(stream_id)], args=[token, int(ttl * 1000)]
-            )
-        )
-
-    def renew_lease(self, stream_id: str, token: str, ttl: float) -> None:
-        if not self.acquire_lease(stream_id, token, ttl):
-            raise LeaseLost(stream_id)
-
-    @_unavailable
-    def take_over_lease(self, stream_id: str, holder: str, token: str, ttl: float) -> bool:
-        """Replace `holder`'s lease with ours, only if `holder` still has it."""
-        args = [holder, token, int(ttl * 1000)]
-        return bool(
-            self._script("take_over", _TAKE_OVER)(keys=[self.lease_key(stream_id)], args=args)
-        )
-
-    @_unavailable
-    def release_lease(self, stream_id: str, token: str) -> None:
-        self._script("release", _RELEASE)(keys=[self.lease_key(stream_id)], args=[token])
-
-    @_unavailable
-    def lease_holder(self, stream_id: str) -> str | None:
-        holder = self.redis_client.get(self.lease_key(stream_id))
-        return holder.decode() if holder else None
-
     # -- uploads registry (for the janitor) -----------------------------------
-    @_unavailable
+    @unavailable
     def register_upload(self, upload_id: str, stream_id: str, key: str) -> None:
         value = json.dumps({"stream_id": stream_id, "key": key, "created": time.time()})
         self.redis_client.hset(self.uploads_key, upload_id, value)
 
-    @_unavailable
+    @unavailable
     def forget_upload(self, upload_id: str) -> None:
         self.redis_client.hdel(self.uploads_key, upload_id)
 
-    @_unavailable
+    @unavailable
     def uploads(self) -> dict[str, dict[str, Any]]:
         return {
             k.decode(): json.loads(v)
@@ -532,17 +306,17 @@ class CheckpointStore(Block):
         }
 
     # -- sensor hints ---------------------------------------------------------
-    @_unavailable
+    @unavailable
     def hint_closed(self, path: str, identity: str) -> None:
         self.redis_client.hset(
             self.hint_key(path), mapping={"closed_at": time.time(), "closed_identity": identity}
         )
 
-    @_unavailable
+    @unavailable
     def clear_hints(self, path: str) -> None:
         self.redis_client.delete(self.hint_key(path))
 
-    @_unavailable
+    @unavailable
     def closed_hint(self, path: str, identity: str) -> float | None:
         """When the sensor saw this incarnation of `path` closed after writing, if it did."""
         raw = self.redis_client.hgetall(self.hint_key(path))
