@@ -163,11 +163,10 @@ class Stack:
 
     def remove_file(self, path: str) -> None:
         """Delete a source file the way the sensor handles a delete: unbind its
-        identity, since the next file may get the same inode (and would otherwise be
-        taken for the finished stream, a documented limit of identity = inode)."""
-        from stream_ingest.identity import FileIdentity
+        identity (the sensor's scan would release it too)."""
+        from benchmarks.writer import identity_of
 
-        identity = str(FileIdentity.of_stat(os.stat(path)))
+        identity = identity_of(path)
         store = self.store()
         sid = store.stream_for_identity(identity)
         if sid:

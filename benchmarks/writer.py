@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from stream_ingest.identity import FileIdentity
+from flows.source import snapshot
 
 MIB = 1024 * 1024
 CHUNK = MIB
@@ -18,7 +18,8 @@ _POOL = os.urandom(16 * MIB)
 
 
 def identity_of(path: str) -> str:
-    return str(FileIdentity.of_stat(os.stat(path)))
+    """The identity the sensor and the flow give the file (dev:ino:birth)."""
+    return str(snapshot(path).identity)
 
 
 def fill(path: str, size: int) -> None:
