@@ -43,10 +43,11 @@ class GrowingWriter(threading.Thread):
         pause: float,
         head_patch: bytes = b"",
         on_done: Callable[[], None] | None = None,
+        patch_at: int = 0,
     ):
         super().__init__(name="writer", daemon=True)
         self.path, self.data, self.steps, self.pause = path, data, steps, pause
-        self.head_patch = head_patch
+        self.head_patch, self.patch_at = head_patch, patch_at  # the patch, and where
         self.on_done = on_done  # e.g. the sensor's close hint
         self.done = threading.Event()
 
@@ -59,7 +60,7 @@ class GrowingWriter(threading.Thread):
                 os.fsync(fh.fileno())
                 time.sleep(self.pause)
             if self.head_patch:
-                fh.seek(0)
+                fh.seek(self.patch_at)
                 fh.write(self.head_patch)
                 fh.flush()
         if self.on_done:

@@ -4,11 +4,14 @@ and a moto S3 server: growing files, head rewrites, empty and tiny files."""
 from __future__ import annotations
 
 import hashlib
+import threading
 from pathlib import Path
 
 import pytest
 
+import flows.finalize as finalize_module
 from flows.ingest import stream_ingest
+from tests.conftest import edit_config
 from tests.flows.helpers import MIB, GrowingWriter, object_bytes, payload
 
 pytestmark = pytest.mark.usefixtures("registered")
@@ -55,21 +58,58 @@ def test_file_growing_in_steps_is_uploaded_byte_identically(registered, s3, stor
     assert sorted(p.offset for p in parts.values()) == [i * 5 * MIB for i in range(5)]
 
 
-def test_head_rewritten_at_close_is_uploaded_byte_identically(registered, s3, store):
+@pytest.mark.parametrize(
+    ("patch_at", "patch"),
+    [
+        (0, b"\x00\x00\x00\x20ftypisom-PATCHED-AT-CLOSE"),  # MP4/MKV head at close
+        (7 * MIB + 3, b"\x12\x34\x56\x78"),  # a 4-byte size field mid-file, in part 2
+    ],
+    ids=["head", "mid-file"],
+)
+def test_bytes_rewritten_at_close_are_uploaded_byte_identically(
+    registered, s3, store, patch_at, patch
+):
+    """Finalize's CRC32 check finds a rewrite of parts that were already uploaded."""
     data = payload(16 * MIB + 99, seed=3)
-    patch = b"\x00\x00\x00\x20ftypisom-PATCHED-AT-CLOSE"
     src = Path(registered.watch_dir) / "rewrite.mp4"
     src.touch()
-    writer = GrowingWriter(src, data, steps=8, pause=0.15, head_patch=patch)
+    writer = GrowingWriter(src, data, steps=8, pause=0.15, head_patch=patch, patch_at=patch_at)
     writer.start()
 
     result = _ingest(src)
     writer.join(5)
 
-    expected = patch + data[len(patch) :]
+    expected = data[:patch_at] + patch + data[patch_at + len(patch) :]
     assert object_bytes(s3, registered.s3_bucket, result["s3_key"]) == expected
     assert result["sha256"] == hashlib.sha256(expected).hexdigest()
-    assert int(result["reuploaded_parts"]) == 1  # part 1 changed on disk after upload
+    assert int(result["reuploaded_parts"]) == 1  # the patched part changed after upload
+
+
+def test_a_rewrite_during_finalize_is_caught(registered, s3, store, monkeypatch):
+    """The file changes while finalize verifies it, in a part already verified: the
+    stream goes back to tailing, and the next finalize uploads that part again."""
+    edit_config(max_parts_in_flight=1)  # one part at a time: part 1 is read before 4
+    data = payload(16 * MIB + 5, seed=4)
+    src = Path(registered.watch_dir) / "during.mkv"
+    src.write_bytes(data)
+    real, rewritten = finalize_module._verify, threading.Event()
+
+    def verify_and_rewrite(ctx, pr, known):
+        if pr.number == 4 and not rewritten.is_set():  # the last part of the first pass
+            with open(src, "r+b") as fh:
+                fh.seek(MIB)  # inside part 1, verified by now
+                fh.write(b"REWRITTEN")
+            rewritten.set()
+        return real(ctx, pr, known)
+
+    monkeypatch.setattr(finalize_module, "_verify", verify_and_rewrite)
+    result = _ingest(src)
+
+    expected = data[:MIB] + b"REWRITTEN" + data[MIB + 9 :]
+    assert rewritten.is_set()
+    assert object_bytes(s3, registered.s3_bucket, result["s3_key"]) == expected
+    assert result["sha256"] == hashlib.sha256(expected).hexdigest()
+    assert int(result["reuploaded_parts"]) == 1
 
 
 @pytest.mark.parametrize("size", [0, 1, 5 * MIB - 1, 5 * MIB, 5 * MIB + 1])
