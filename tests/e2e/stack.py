@@ -150,22 +150,29 @@ class Stack:
                 proc.stop()
 
     # -- Prefect REST API, as the UI uses it ----------------------------------------
-    def post(self, path: str, body: dict[str, Any]) -> Any:
-        resp = httpx.post(f"{self.api}{path}", json=body, timeout=15)
+    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """One API call, retried like Prefect's own client does when the server answers
+        503 or 429 (Prefect on SQLite says 503 while its database is locked)."""
+        for attempt in range(6):
+            resp = httpx.request(method, f"{self.api}{path}", json=body, timeout=15)
+            if resp.status_code not in (429, 503) or attempt == 5:
+                break
+            time.sleep(0.25 * 2**attempt)
         resp.raise_for_status()
         return resp.json() if resp.content else None
 
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        return self._request("POST", path, body)
+
     def patch(self, path: str, body: dict[str, Any]) -> None:
-        httpx.patch(f"{self.api}{path}", json=body, timeout=15).raise_for_status()
+        self._request("PATCH", path, body)
 
     @property
     def config(self) -> str:
         return self.env.get("STREAM_INGEST_CONFIG_BLOCK", "stream-ingest")
 
     def get(self, path: str) -> Any:
-        resp = httpx.get(f"{self.api}{path}", timeout=15)
-        resp.raise_for_status()
-        return resp.json()
+        return self._request("GET", path)
 
     def flow_runs(self, deployment: str = "stream-ingest") -> list[dict[str, Any]]:
         body = {"deployments": {"name": {"any_": [deployment]}}, "sort": "EXPECTED_START_TIME_ASC"}
