@@ -142,13 +142,7 @@ class StreamTrigger:
             # Another file now sits at this path (replaced by a rename over it, or
             # its delete event was missed): release the old incarnation's identity.
             self.store.forget_identity(known.identity, known.stream_id)
-        fresh = StreamRecord(
-            stream_id=str(uuid.uuid4()),
-            original_path=path,
-            identity=identity,
-            watch_dir=self.watch_dir,
-            status=Status.DETECTED,
-        )
+        fresh = self._fresh(path, identity)
         sid, created = self.store.claim_identity(identity, fresh)
         if created:
             # Hints at this path belong to an earlier incarnation.
@@ -181,13 +175,7 @@ class StreamTrigger:
         return record.stream_id
 
     def _new_take(self, path: str, identity: str, old: StreamRecord, size: int) -> str:
-        fresh = StreamRecord(
-            stream_id=str(uuid.uuid4()),
-            original_path=path,
-            identity=identity,
-            watch_dir=self.watch_dir,
-            status=Status.DETECTED,
-        )
+        fresh = self._fresh(path, identity)
         sid, created = self.store.rebind_identity(identity, old.stream_id, fresh)
         if not created:
             # Rebound already (by the flow, or by this handler before its trigger
@@ -335,6 +323,16 @@ class StreamTrigger:
         return identity, sid
 
     # -- helpers --------------------------------------------------------------
+    def _fresh(self, path: str, identity: str) -> StreamRecord:
+        """A new stream's record for this incarnation (or take) of `path`."""
+        return StreamRecord(
+            stream_id=str(uuid.uuid4()),
+            original_path=path,
+            identity=identity,
+            watch_dir=self.watch_dir,
+            status=Status.DETECTED,
+        )
+
     def _outside(self, path: str) -> bool:
         """A symlink out of the watch folder is skipped (logged once per path)."""
         target = None if self.follow_symlinks else outside_target(path, self.watch_dir)
