@@ -36,7 +36,7 @@ class Plan:
     many_rate_mb_s: float
 
 
-FULL = Plan((64, 512, 2048), 50.0, 1024, 3, 48, 20, 128, 5.0)
+FULL = Plan((512, 2048, 8192), 50.0, 1024, 3, 48, 20, 128, 5.0)
 QUICK = Plan((64,), 50.0, 256, 1, 12, 20, 16, 5.0)
 
 
@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes (a few minutes)")
     parser.add_argument("--only", default=",".join(ALL), help=f"comma list of {ALL}")
     parser.add_argument("--repeat", type=int, help="throughput repeats (median is reported)")
+    parser.add_argument("--sizes", help="latency sizes in MiB, comma list (default: the plan's)")
     parser.add_argument(
         "--set",
         action="append",
@@ -99,8 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     emit(env_line)
     started = time.monotonic()
 
-    def report(result: dict[str, object]) -> None:
-        emit({**result, "loadavg_1m_after": os.getloadavg()[0]})
+    def report(result: dict[str, object] | list[dict[str, object]]) -> None:
+        for line in result if isinstance(result, list) else [result]:
+            emit({**line, "loadavg_1m_after": os.getloadavg()[0]})
 
     with Stack(overrides) as stack:
         log(f"servers up in {time.monotonic() - started:.0f} s (work dir {stack.workdir})")
@@ -112,7 +114,10 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 )
             elif name == "latency":
-                report(latency.run(stack, list(plan.latency_sizes_mib), plan.write_rate_mb_s))
+                sizes = [int(x) for x in args.sizes.split(",")] if args.sizes else None
+                report(
+                    latency.run(stack, sizes or list(plan.latency_sizes_mib), plan.write_rate_mb_s)
+                )
             elif name == "overhead":
                 report(overhead.run(stack, plan.overhead_parts))
             elif name == "many":

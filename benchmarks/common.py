@@ -101,15 +101,6 @@ def check_object(stack: Stack, key: str, size: int) -> None:
         raise RuntimeError(f"s3://{stack.bucket}/{key} has {length} bytes, not {size}")
 
 
-def boto3_upload_file(stack: Stack, path: str, key: str) -> float:
-    """Seconds for boto3's `upload_file` with default TransferConfig (8 MiB parts,
-    10 threads) and a default client; the client is made before the clock starts."""
-    s3 = stack.s3()
-    start = time.monotonic()
-    s3.upload_file(path, stack.bucket, key)
-    return time.monotonic() - start
-
-
 def _children(pid: int) -> list[int]:
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as fh:
@@ -123,6 +114,19 @@ def _rss(pid: int) -> int:
         with open(f"/proc/{pid}/status") as fh:
             for line in fh:
                 if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _pss(pid: int) -> int:
+    """Proportional set size: shared pages split between the processes sharing them
+    (RSS counts them once per process, which overstates forked or warm workers)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith("Pss:"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
@@ -181,13 +185,14 @@ class CpuTimeline(threading.Thread):
 class RssSampler(threading.Thread):
     """Samples the summed VmRSS of a process and all its descendants every
     `interval` s; `peak` is the largest sum seen, `peak_one` the largest single
-    process, `peak_procs` the most processes at once. `cpu(since)` is the CPU time
+    process, `peak_procs` the most processes at once, `peak_pss` the largest summed
+    PSS. `cpu(since)` is the CPU time
     the tree used (the last sample of each process, so short-lived children count)."""
 
     def __init__(self, pid: int, interval: float = 0.2) -> None:
         super().__init__(name="rss-sampler", daemon=True)
         self.pid, self.interval = pid, interval
-        self.peak = self.peak_one = self.peak_procs = 0
+        self.peak = self.peak_one = self.peak_procs = self.peak_pss = 0
         self.cpu_by_pid: dict[int, float] = {}
         self._halt = threading.Event()
 
@@ -211,6 +216,7 @@ class RssSampler(threading.Thread):
             self.peak = max(self.peak, sum(rss))
             self.peak_one = max(self.peak_one, max(rss, default=0))
             self.peak_procs = max(self.peak_procs, len(rss))
+            self.peak_pss = max(self.peak_pss, sum(_pss(p) for p in tree))
 
     def stop(self) -> None:
         self._halt.set()

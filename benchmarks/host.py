@@ -61,7 +61,7 @@ def peak_rss_bytes() -> int:
 
 class Probe:
     """Wraps the pieces of a part's path to time them: the task body, the S3
-    UploadPart call, the checkpoint write, the read and the SHA-256, plus when each
+    UploadPart call, the checkpoint write, the read and the part digest, plus when each
     task was submitted and when its future completed. Installed once; `reset`
     starts a new measurement."""
 
@@ -99,12 +99,14 @@ class Probe:
         )
         CheckpointStore.record_part = self.timed("redis_record_part", CheckpointStore.record_part)
         upload_mod.read_range = self.timed("read", upload_mod.read_range)
-        upload_mod.sha256_hex = self.timed("sha256", upload_mod.sha256_hex)
-        task = upload_mod.upload_part
-        task.fn = self.timed("task_body", task.fn)
+        upload_mod.part_digest = self.timed("digest", upload_mod.part_digest)
         finalize_mod.finalize.fn = self.timed("finalize", finalize_mod.finalize.fn)
-        submit = task.submit
+        finalize_mod._verify = self.timed("verify", finalize_mod._verify)
+        for task in (upload_mod.upload_part, upload_mod.upload_parts):
+            task.fn = self.timed("task_body", task.fn)
+            task.submit = self._timed_submit(task.submit)  # type: ignore[method-assign]
 
+    def _timed_submit(self, submit: Any) -> Any:
         def timed_submit(*args: Any, **kwargs: Any) -> Any:
             start = time.monotonic()
             fut = submit(*args, **kwargs)
@@ -113,7 +115,7 @@ class Probe:
             )
             return fut
 
-        task.submit = timed_submit  # type: ignore[method-assign]
+        return timed_submit
 
     def summary(self) -> dict[str, Any]:
         """Per-piece totals over the tail loop only (calls that started before
@@ -134,6 +136,9 @@ class Probe:
                 "total_s": sum(e - s for s, e in tail),
                 "all_total_s": sum(e - s for s, e in items),  # finalize's calls too
             }
+        verify = [(s, e) for s, e in spans.get("verify", []) if s >= out.get("finalize_at", [0])[0]]
+        if verify:  # the last finalize's pass: from its first read to its last answer
+            out["verify_at"] = [min(s for s, _ in verify), max(e for _, e in verify)]
         submits = spans.get("task_submit_to_done", [])
         if submits:
             first = min(s for s, _ in submits)

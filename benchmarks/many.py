@@ -222,6 +222,7 @@ def _measure(stack: Stack, worker_pid: int, streams: int, size: int, rate: float
         "runs_triggered_again": again,
         "parts": parts,
         "peak_rss_mib_worker_tree": round(rss.peak / MIB),
+        "peak_pss_mib_worker_tree": round(rss.peak_pss / MIB),
         "peak_rss_mib_one_process": round(rss.peak_one / MIB),
         "peak_processes": rss.peak_procs,
         # Writers start -> every run final: the per-part cost of streaming.

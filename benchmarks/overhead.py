@@ -68,7 +68,7 @@ def one_mode(
         "raw_s3_upload_part_ms": _ms(raw["upload_s"], parts),
         "flow_read_ms": _ms(probe["read"]["total_s"], n),
         "raw_read_ms": _ms(raw["read_s"], parts),
-        "flow_sha256_ms": _ms(probe["sha256"]["total_s"], n),
+        "flow_digest_ms": _ms(probe["digest"]["total_s"], n),
         "flow_redis_checkpoint_ms": _ms(probe["redis_record_part"]["total_s"], n),
         "flow_task_machinery_ms": _ms(task - body, n),
         "flow_outside_upload_part_ms": _ms(task - s3_s, n),

@@ -1,18 +1,23 @@
 """Finalize: make the object byte-identical to the file, even when the recorder
 rewrote earlier bytes on close (MP4/MKV muxers patch the file's head).
 
-One pass reads every part of the final plan, in a bounded window of threads: a part
-already uploaded is compared with its CRC32 and uploaded again if it changed; a
-missing or short one is uploaded. If the file changed during the pass, the stream goes
-back to tailing; otherwise the upload is completed and the object's size and multipart
-ETag are checked. Only then, with the object in S3, is the file's SHA-256 read and
-recorded in Redis and as an object tag: it is off the close-to-object path.
+One pass reads the parts of the final plan, in a bounded window of threads over
+reused buffers: a part already uploaded is compared by its digest (xxh3) and uploaded
+again if it changed; a missing or short one is uploaded. A part read after the file's
+last change cannot have changed and is not read again (a finished file dropped in is
+not re-read at all). The pass overlaps the settle: the file must still be what it was
+when the pass began, or the stream goes back to tailing; otherwise the upload is
+completed and the object's size and multipart ETag are checked. Only then, with the
+object in S3, is the file's SHA-256 read and recorded in Redis and as an object tag:
+it is off the close-to-object path.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import threading
+import time
 from collections import deque
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,17 +25,20 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from prefect import get_run_logger, task
+from prefect.runtime import task_run
 
 from blocks.bucket import STREAM_ID
+from flows.digest import unchanged
 from flows.retry import RETRIED
 from flows.runtime import StreamContext
-from flows.source import Snapshot, read_range, sha256_hex, snapshot
-from flows.upload import crc32_b64, put_part
+from flows.source import Snapshot, read_into, read_range, snapshot
+from flows.upload import put_part
 from stream_ingest.errors import KeyTaken, StreamNotFound, UploadGone
 from stream_ingest.parts import PartRange, final_plan
 from stream_ingest.reconcile import multipart_etag
 from stream_ingest.records import PartRecord, Revision, UploadedPart, utc_now
 from stream_ingest.states import Status
+from stream_ingest.tail import FileState, trusted_parts
 
 READ_CHUNK = 8 * 1024 * 1024
 
@@ -48,30 +56,38 @@ class Finalized:
     sha256: str = ""
 
 
+_buffers = threading.local()  # one part-sized buffer per finalize thread
+
+
 def _verify(ctx: StreamContext, pr: PartRange, known: PartRecord | None) -> PartRecord | None:
     """Read one planned part; re-upload it unless S3 already holds exactly these bytes
     (then None)."""
-    data = read_range(ctx.path, pr.offset, pr.size)
-    if known and known.size == pr.size and _same_bytes(known, data):
+    buf: bytearray | None = getattr(_buffers, "buf", None)
+    if buf is None or len(buf) < pr.size:
+        buf = _buffers.buf = bytearray(pr.size)
+    data = read_into(ctx.path, pr.offset, pr.size, buf)
+    if known and known.size == pr.size and unchanged(known, data):
         return None
-    return put_part(ctx, pr.number, data, pr.offset)
+    return put_part(ctx, pr.number, bytes(data), pr.offset)
 
 
-def _same_bytes(known: PartRecord, data: bytes) -> bool:
-    """Whether `data` is what the part holds. S3's CRC32 of the part, kept since its
-    upload, is the fast check (zlib: about 0.16 s/GiB against SHA-256's 0.55, and the
-    threads run it in parallel); it catches every change of up to 32 bits in a row,
-    the size fields a muxer patches at close included. Parts checkpointed before CRCs
-    were kept are compared by SHA-256."""
-    if known.crc32:
-        return known.crc32 == crc32_b64(data)
-    return known.checksum == sha256_hex(data)
+def _is_final(pr: PartRange, part: PartRecord | None, final: set[int]) -> bool:
+    return pr.number in final and part is not None and part.size == pr.size
 
 
 @task(name="finalize", task_run_name="finalize", **RETRIED)
-def finalize(ctx: StreamContext, known: Mapping[int, PartRecord]) -> Finalized:
+def finalize(
+    ctx: StreamContext,
+    known: Mapping[int, PartRecord],
+    read_at: Mapping[int, FileState] | None = None,
+    settle_until: float = 0.0,
+) -> Finalized:
     """Verify, upload the tail, complete. Returns completed=False if the file changed
-    meanwhile (the caller resumes tailing). Never runs with a part in flight."""
+    meanwhile (the caller resumes tailing). Never runs with a part in flight.
+
+    `read_at`: for parts read by this run, the file's state when they were read (see
+    stream_ingest.tail.FileState); `settle_until`: the time.monotonic() before which
+    the file must not be completed (the settle, which the verification overlaps)."""
     log = get_run_logger()
     rec, store = ctx.record, ctx.store
     before = snapshot(ctx.path, rec.identity)
@@ -89,13 +105,23 @@ def finalize(ctx: StreamContext, known: Mapping[int, PartRecord]) -> Finalized:
     rec = ctx.record
     plan = final_plan(before.size, rec.part_base_bytes)
     parts = dict(known)
+    if (task_run.run_count or 1) > 1:  # what an earlier try uploaded is checkpointed
+        parts |= store.parts(rec.stream_id)
     reuploaded = 0
+    final = trusted_parts(read_at or {}, (before.size, before.mtime_ns))
+    todo = [pr for pr in plan if not _is_final(pr, parts.get(pr.number), final)]
+    if len(todo) < len(plan):
+        log.info(
+            "stream %s: %d parts read after the file's last change are final",
+            rec.stream_id,
+            len(plan) - len(todo),
+        )
     window = max(1, ctx.config.max_parts_in_flight)
     with ThreadPoolExecutor(window, thread_name_prefix="finalize") as pool:
         pending: deque[tuple[PartRange, Future[PartRecord | None]]] = deque()
-        for pr in plan:
+        for pr in todo:
             pending.append((pr, pool.submit(_verify, ctx, pr, parts.get(pr.number))))
-            while len(pending) >= window or (pr is plan[-1] and pending):
+            while len(pending) >= window or (pr is todo[-1] and pending):
                 done_pr, fut = pending.popleft()
                 uploaded = fut.result()
                 if uploaded is not None:
@@ -108,6 +134,7 @@ def finalize(ctx: StreamContext, known: Mapping[int, PartRecord]) -> Finalized:
                             done_pr.number,
                         )
                     parts[done_pr.number] = uploaded
+    time.sleep(max(0.0, settle_until - time.monotonic()))
     after = snapshot(ctx.path, rec.identity)
     if (after.size, after.mtime_ns) != (before.size, before.mtime_ns):
         log.info("stream %s: file changed while finalizing; tailing again", rec.stream_id)

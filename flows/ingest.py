@@ -13,7 +13,6 @@ import concurrent.futures
 import dataclasses
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -27,7 +26,7 @@ from flows.report import Reporter
 from flows.runs import RunRequest, create_stream_run
 from flows.runtime import StreamContext
 from flows.source import snapshot
-from flows.upload import upload_part
+from flows.upload import upload_part, upload_parts
 from flows.writers import Writers, WriterWatch
 from stream_ingest.errors import (
     CheckpointUnavailable,
@@ -41,10 +40,21 @@ from stream_ingest.errors import (
     StreamError,
 )
 from stream_ingest.keys import is_text
+from stream_ingest.parts import PartRange
 from stream_ingest.records import PartRecord, StreamRecord
 from stream_ingest.settings import config_block_name
 from stream_ingest.states import TERMINAL, Status
-from stream_ingest.tail import Growth, PartPlanner, WriterState, stream_ended
+from stream_ingest.tail import (
+    BATCH_PARTS,
+    FileState,
+    Growth,
+    PartPlanner,
+    WriterState,
+    plan_tasks,
+    settled_state,
+    slots,
+    stream_ended,
+)
 
 MAX_REKEYS = 3
 
@@ -60,7 +70,6 @@ def tail_and_finalize(
     parts: dict[int, PartRecord],
     lease: LeaseKeeper,
     reporter: Reporter,
-    clock: Callable[[], float] = time.monotonic,
 ) -> Finalized:
     """Upload parts while the file grows; finalize when the recording has ended."""
     log = get_run_logger()
@@ -71,30 +80,38 @@ def tail_and_finalize(
     growth = Growth()
     writers = WriterWatch(ctx.path, s.detect_writers)
     stalled_logged = False
-    in_flight: dict[int, Any] = {}
+    eager = True  # verify during the settle, until that once proves premature
+    in_flight: list[_Running] = []
+    width = max(1, s.max_parts_in_flight // 2)  # per batch: two batches overlap
+    read_at: dict[int, FileState] = {}  # parts read while the file was in that state
     while True:
         lease.check()
+        wall_ns = time.time_ns()  # before the stat: see settled_state
         snap = snapshot(ctx.path, rec.identity)
-        now = clock()
+        now = time.monotonic()
         growth.observe(snap.size, snap.mtime_ns, now)
         if snap.size < planner.covered():
             raise SourceShrank(ctx.path, planner.covered(), snap.size)
-        for pr in planner.ready(snap.size, s.max_parts_in_flight - len(in_flight)):
-            in_flight[pr.number] = upload_part.submit(ctx, pr.number, pr.offset, pr.size)
-            planner.in_flight.add(pr.number)
+        state = settled_state(snap.size, snap.mtime_ns, wall_ns)
+        free = max(0, s.max_parts_in_flight - sum(r.slots for r in in_flight))
+        for batch in plan_tasks(planner.ready(snap.size, free * BATCH_PARTS), free, width):
+            in_flight.append(_submit(ctx, batch, width))
+            planner.in_flight.update(p.number for p in batch)
+            if state:
+                read_at.update((p.number, state) for p in batch)
         if in_flight:
             concurrent.futures.wait(
-                [f.wrapped_future for f in in_flight.values()],
+                [r.future.wrapped_future for r in in_flight],
                 timeout=s.poll_interval_seconds,
                 return_when=concurrent.futures.FIRST_COMPLETED,
             )
-            for number, fut in list(in_flight.items()):
-                if fut.wrapped_future.done():  # (fut.state would be an API read per call)
-                    part = fut.result()  # raises the task's error: never lose a failure
-                    parts[number] = part
-                    planner.done.add(number)
-                    planner.in_flight.discard(number)
-                    del in_flight[number]
+            for running in [r for r in in_flight if r.future.wrapped_future.done()]:
+                # (not fut.state: that would be an API read per call)
+                for part in running.result():  # raises the task's error: never lose one
+                    parts[part.number] = part
+                    planner.done.add(part.number)
+                    planner.in_flight.discard(part.number)
+                in_flight.remove(running)
             reporter.progress(sum(p.size for p in parts.values()), snap.size)
             continue
         try:
@@ -103,7 +120,8 @@ def tail_and_finalize(
             closed = False  # retry their own writes, and idle timeout still ends the stream
         quiet = now - growth.changed_at
         # Only a quiet file can have ended: ask the OS about its writers then.
-        seen = writers.look(now) if quiet >= s.settle_seconds else None
+        look = quiet > 0 if eager else quiet >= s.settle_seconds
+        seen = writers.look(now, (snap.size, snap.mtime_ns)) if look else None
         state = seen.state if seen else WriterState.UNKNOWN
         if seen and state == WriterState.WRITING and quiet >= s.idle_timeout_seconds:
             if not stalled_logged:
@@ -119,15 +137,37 @@ def tail_and_finalize(
             settle_seconds=s.settle_seconds,
             idle_timeout_seconds=s.idle_timeout_seconds,
             empty=snap.size == 0,
+            eager=eager,
         ):
             log.info("%s: recording ended: %s", ctx.path, _why_ended(seen, closed, quiet, s))
-            result = finalize(ctx, parts)
+            result = finalize(ctx, parts, read_at, growth.changed_at + s.settle_seconds)
             if result.completed:
                 return result
+            eager = False
             parts = dict(result.uploaded)
             planner.settle(parts)
             continue
         time.sleep(s.poll_interval_seconds)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Running:
+    """A submitted upload task run: one part, or a batch of them."""
+
+    future: Any
+    slots: int
+
+    def result(self) -> list[PartRecord]:
+        out = self.future.result()
+        return out if isinstance(out, list) else [out]
+
+
+def _submit(ctx: StreamContext, batch: list[PartRange], width: int) -> _Running:
+    if len(batch) == 1:
+        pr = batch[0]
+        return _Running(upload_part.submit(ctx, pr.number, pr.offset, pr.size), 1)
+    first, last = batch[0].number, batch[-1].number
+    return _Running(upload_parts.submit(ctx, first, last, width), slots(batch, width))
 
 
 def _why_ended(seen: Writers | None, closed: bool, quiet: float, config: IngestConfig) -> str:

@@ -19,10 +19,11 @@ from prefect import get_run_logger, task
 
 from blocks.checkpoints import CheckpointStore
 from blocks.config import IngestConfig
+from flows.digest import same_digest
 from flows.retry import RETRIED
 from flows.runs import run_is_over
 from flows.runtime import StreamContext
-from flows.source import check_inside, check_readable, read_range, sha256_hex, snapshot
+from flows.source import check_inside, check_readable, read_range, snapshot
 from stream_ingest.errors import StreamError, UploadGone
 from stream_ingest.identity import legacy
 from stream_ingest.keys import numbered, object_key
@@ -152,7 +153,7 @@ def _shares_a_part(record: StreamRecord, parts: dict[int, PartRecord]) -> bool:
             data = read_range(record.original_path, part.offset, part.size)
         except StreamError:
             return True  # it changed under us: the revision run will find out
-        if sha256_hex(data) == part.checksum:
+        if same_digest(part.checksum, data):
             return True
     return not full
 

@@ -4,12 +4,16 @@ storms). Tasks take it as `@task(name=..., **RETRIED)`."""
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
 from stream_ingest.errors import StreamError
+
+T = TypeVar("T")
 
 RETRIES = 5
 RETRY_DELAYS = exponential_backoff(backoff_factor=1)(RETRIES)  # 1, 2, 4, 8, 16 s
@@ -40,3 +44,18 @@ RETRIED: dict[str, Any] = {
     "retry_condition_fn": transient_only,
     "cache_policy": NO_CACHE,
 }
+
+
+def with_retries(fn: Callable[[], T], what: str, log: Any) -> T:
+    """`fn()` under the task policy, for one item of a task run that does many (a
+    batch of parts): the item is retried by itself, as its own task run would be,
+    instead of failing the batch and sending its other items again."""
+    for attempt, delay in enumerate([*RETRY_DELAYS, None], start=1):
+        try:
+            return fn()
+        except Exception as exc:
+            if delay is None or not is_transient(exc):
+                raise
+            log.warning("%s: %s; retry %d/%d in %.0f s", what, exc, attempt, RETRIES, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")

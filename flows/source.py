@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from dataclasses import dataclass
@@ -95,5 +94,21 @@ def read_range(path: str, offset: int, size: int) -> bytes:
     return data
 
 
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def read_into(path: str, offset: int, size: int, buf: bytearray) -> memoryview:
+    """Like read_range, into the caller's reused `buf` (no allocation per part):
+    finalize re-reads a whole recording this way."""
+    view = memoryview(buf)[:size]
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        raise SourceMissing(path) from None
+    try:
+        got = 0
+        while got < size:
+            n = os.preadv(fd, [view[got:]], offset + got)
+            if not n:
+                raise SourceShrank(path, offset + size, offset + got)
+            got += n
+    finally:
+        os.close(fd)
+    return view

@@ -1,23 +1,22 @@
-"""The upload-part task: read one byte range, upload it (or copy it server-side from
-the previous revision when those bytes are unchanged), checkpoint it."""
+"""The upload tasks: read one byte range, upload it (or copy it server-side from the
+previous revision when those bytes are unchanged), checkpoint it. A file far ahead of
+its upload (dropped in finished, or a run catching up) goes up in batches: one task
+run for many parts, several at a time, instead of one task run per part."""
 
 from __future__ import annotations
 
-import base64
-import zlib
+from concurrent.futures import ThreadPoolExecutor
 
-from prefect import task
+from prefect import get_run_logger, task
+from prefect.runtime import task_run
 
-from flows.retry import RETRIED
+from flows.digest import crc32_b64, part_digest, same_digest
+from flows.retry import RETRIED, with_retries
 from flows.runtime import StreamContext
-from flows.source import read_range, sha256_hex
+from flows.source import read_range
 from stream_ingest.errors import S3Rejected
+from stream_ingest.parts import part_offset, part_size
 from stream_ingest.records import PartRecord
-
-
-def crc32_b64(data: bytes) -> str:
-    """S3's form of a CRC32 checksum: base64 of the big-endian 4 bytes."""
-    return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
 
 
 def put_part(ctx: StreamContext, number: int, data: bytes, offset: int) -> PartRecord:
@@ -25,13 +24,14 @@ def put_part(ctx: StreamContext, number: int, data: bytes, offset: int) -> PartR
     one atomic, lease-fenced checkpoint write. In a revision, a part with exactly
     these bytes at this offset in the completed object is copied from it instead."""
     rec = ctx.record
-    checksum = sha256_hex(data)
+    checksum = part_digest(data)
     before = ctx.prior.get(number)
     part = None
     if (
         before is not None
         and rec.object_etag
-        and (before.offset, before.size, before.checksum) == (offset, len(data), checksum)
+        and (before.offset, before.size) == (offset, len(data))
+        and same_digest(before.checksum, data)
     ):
         part = _copy(ctx, number, data, offset, checksum)
     if part is None:
@@ -63,3 +63,40 @@ def _copy(
 def upload_part(ctx: StreamContext, number: int, offset: int, size: int) -> PartRecord:
     """Upload part `number`: bytes [offset, offset+size) of the source."""
     return put_part(ctx, number, read_range(ctx.path, offset, size), offset)
+
+
+@task(name="upload-parts", task_run_name="upload-parts-{first}-{last}", **RETRIED)
+def upload_parts(ctx: StreamContext, first: int, last: int, width: int) -> list[PartRecord]:
+    """Upload parts `first`..`last`, `width` at a time, each retried by itself on a
+    transient error. A retry of the whole task run (a part out of retries) skips the
+    parts that its earlier tries uploaded and checkpointed."""
+    base = ctx.record.part_base_bytes
+    retried = (task_run.run_count or 1) > 1
+    held = ctx.store.parts(ctx.record.stream_id) if retried else {}
+
+    log = get_run_logger()
+
+    def one(number: int) -> PartRecord:
+        if _held(held.get(number), base):
+            return held[number]
+        offset, size = part_offset(number, base), part_size(number, base)
+        return with_retries(
+            lambda: put_part(ctx, number, read_range(ctx.path, offset, size), offset),
+            f"part {number}",
+            log,
+        )
+
+    with ThreadPoolExecutor(max(1, width), thread_name_prefix="upload-parts") as pool:
+        futures = [pool.submit(one, k) for k in range(first, last + 1)]
+        try:
+            return [f.result() for f in futures]
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # a retry sends what is left
+            raise
+
+
+def _held(part: PartRecord | None, base: int) -> bool:
+    return part is not None and (part.offset, part.size) == (
+        part_offset(part.number, base),
+        part_size(part.number, base),
+    )

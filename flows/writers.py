@@ -92,18 +92,22 @@ def _name(proc: str, pid: int) -> str:
 
 class WriterWatch:
     """The flow's view of one file's writers: looked up at most every `every` seconds
-    (a /proc walk costs milliseconds), and only when asked (when the file has gone
-    quiet). `enabled=False` (detect_writers off: recorders in another container or on
+    while the file stays as it is (a /proc walk costs milliseconds), and only when
+    asked (when the file has gone quiet). A file that changed since the last look is
+    looked up again at once: the last answer was about an earlier pause, and a
+    recording's close must not wait for the rate limit. `enabled=False` (detect_writers off: recorders in another container or on
     another host) always answers unknown."""
 
     def __init__(self, path: str, enabled: bool, every: float = 1.0) -> None:
         self.path, self.enabled, self.every = path, enabled, every
         self.last = Writers(WriterState.UNKNOWN, "not looked yet")
         self._at = float("-inf")
+        self._state: object = None
 
-    def look(self, now: float) -> Writers:
+    def look(self, now: float, state: object = None) -> Writers:
+        """What the OS says now; `state` is the file's (size, mtime) as last seen."""
         if not self.enabled:
             return Writers(WriterState.UNKNOWN, "writer detection is off (detect_writers)")
-        if now - self._at >= self.every:
-            self.last, self._at = writers_of(self.path), now
+        if now - self._at >= self.every or state != self._state:
+            self.last, self._at, self._state = writers_of(self.path), now, state
         return self.last

@@ -34,13 +34,15 @@ class IngestOptions(BaseModel):
         8, ge=5, le=5 * 1024, description="Base part size in MiB (S3's minimum is 5)."
     )
     max_parts_in_flight: int = Field(
-        4, ge=1, le=64, description="Parallel part uploads per stream (memory: size x this)."
+        8, ge=1, le=64, description="Parallel part uploads per stream (memory: size x this)."
     )
     idle_timeout_seconds: float = Field(
         30.0, gt=0, description="No growth for this long ends a recording."
     )
     settle_seconds: float = Field(
-        1.0, ge=0, description="After a close hint, no growth for this long ends it."
+        0.25,
+        ge=0,
+        description="An ended recording must stay unchanged this long before it completes.",
     )
     poll_interval_seconds: float = Field(
         0.2, gt=0, le=10, description="How often a run looks at its file."

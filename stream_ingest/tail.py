@@ -30,6 +30,59 @@ class Growth:
         return changed
 
 
+# A file's (size, mtime_ns) when a part was read from it.
+FileState = tuple[int, int]
+# Older than any kernel's timestamp granularity (a jiffy, at most 10 ms): a write
+# after a stat that saw an mtime this old must move the mtime.
+MTIME_GRANULARITY_NS = 50_000_000
+
+
+def settled_state(size: int, mtime_ns: int, now_ns: int) -> FileState | None:
+    """The state that bytes read from now on belong to, if the stat can vouch for it:
+    when its mtime is older than the clock's granularity, any later write moves the
+    mtime, so a file that still shows this state at the end has not changed since.
+    None when the mtime is too recent to tell (a file being written)."""
+    return (size, mtime_ns) if now_ns - mtime_ns > MTIME_GRANULARITY_NS else None
+
+
+def trusted_parts(read_at: Mapping[int, FileState], final: FileState) -> set[int]:
+    """The parts read while the file was already in its final state: their bytes are
+    the final bytes, with no need to read them again."""
+    return {number for number, state in read_at.items() if state == final}
+
+
+# Parts per task run when a file is far ahead of its upload: 16 x 8 MiB = 128 MiB.
+BATCH_PARTS = 16
+
+
+def plan_tasks(ready: list[PartRange], free: int, width: int) -> list[list[PartRange]]:
+    """Task runs for the `ready` parts (in order), given `free` upload slots. While
+    they fit the slots (a live stream caught up, or nearly), one task run per part. A
+    file far ahead goes up in batches of up to BATCH_PARTS consecutive parts, each
+    using up to `width` slots: one task run's API calls then cover many parts."""
+    if len(ready) <= free:
+        return [[p] for p in ready]
+    batches: list[list[PartRange]] = []
+    for p in ready:
+        last = batches[-1] if batches else None
+        if last and len(last) < BATCH_PARTS and last[-1].number + 1 == p.number:
+            last.append(p)
+        else:
+            batches.append([p])
+    out: list[list[PartRange]] = []
+    for batch in batches:
+        if slots(batch, width) > free:
+            break
+        out.append(batch)
+        free -= slots(batch, width)
+    return out
+
+
+def slots(batch: list[PartRange], width: int) -> int:
+    """Upload slots (parts in memory at once) a task run of `batch` takes."""
+    return min(len(batch), max(1, width))
+
+
 @dataclass
 class PartPlanner:
     """Walks the part plan: the parts that are done, in flight, and next."""
@@ -72,6 +125,7 @@ def stream_ended(
     settle_seconds: float,
     idle_timeout_seconds: float,
     empty: bool = False,
+    eager: bool = False,
 ) -> bool:
     """A recording has ended when no process has the file open for writing and it has
     not changed for a short settle (a writer may reopen it to patch its head). A file
@@ -79,10 +133,15 @@ def stream_ended(
     muxer, a camera that reconnects). Only where the writers cannot be known does the
     old rule apply: the sensor saw it closed and it settled, or it has not changed for
     the idle timeout. An empty file nobody writes has most likely not started yet (a
-    recorder that creates it first and opens it later): only the idle timeout ends it."""
+    recorder that creates it first and opens it later): only the idle timeout ends it.
+
+    `eager`: the caller waits out the settle itself while it verifies the file (the
+    finalize task does), so a file nobody writes may end as soon as it is quiet."""
     quiet = now - last_change
     if writers == WriterState.WRITING:
         return False
     if writers == WriterState.CLOSED:
-        return quiet >= (idle_timeout_seconds if empty else settle_seconds)
+        if empty:
+            return quiet >= idle_timeout_seconds
+        return quiet > 0 if eager else quiet >= settle_seconds
     return (closed_hint and quiet >= settle_seconds) or quiet >= idle_timeout_seconds

@@ -4,12 +4,15 @@ and a moto S3 server: growing files, head rewrites, empty and tiny files."""
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 import flows.finalize as finalize_module
+import flows.ingest as ingest_module
 from flows.ingest import stream_ingest
 from tests.conftest import edit_config
 from tests.flows.helpers import MIB, GrowingWriter, object_bytes, payload
@@ -110,6 +113,126 @@ def test_a_rewrite_during_finalize_is_caught(registered, s3, store, monkeypatch)
     assert object_bytes(s3, registered.s3_bucket, result["s3_key"]) == expected
     assert result["sha256"] == hashlib.sha256(expected).hexdigest()
     assert int(result["reuploaded_parts"]) == 1
+
+
+def _dropped_in(path: Path, data: bytes) -> None:
+    """A finished file copied in: its mtime is an hour old."""
+    path.write_bytes(data)
+    hour_ago = time.time() - 3600
+    os.utime(path, (hour_ago, hour_ago))
+
+
+def test_a_finished_file_is_not_read_again_at_finalize(registered, s3, store, monkeypatch):
+    """Parts read after the file's last change hold its final bytes: finalize reads
+    only the short last part, which nobody read before."""
+    data = payload(17 * MIB + 12345, seed=6)  # three full 5 MiB parts and a tail
+    src = Path(registered.watch_dir) / "dropped.mp4"
+    _dropped_in(src, data)
+    reads: list[int] = []
+    real = finalize_module.read_into
+
+    def counted(path, offset, size, buf):
+        reads.append(offset)
+        return real(path, offset, size, buf)
+
+    monkeypatch.setattr(finalize_module, "read_into", counted)
+    result = _ingest(src)
+
+    assert object_bytes(s3, registered.s3_bucket, result["s3_key"]) == data
+    assert reads == [15 * MIB]
+
+
+def test_a_finished_file_rewritten_before_finalize_is_caught(registered, s3, store, monkeypatch):
+    """The same file, rewritten in place at the same size after its parts were read:
+    the mtime moved, so no part is taken as final and the change is uploaded."""
+    data = payload(17 * MIB + 12345, seed=7)
+    src = Path(registered.watch_dir) / "rewritten.mp4"
+    _dropped_in(src, data)
+    real = ingest_module.finalize
+
+    def rewrite_then_finalize(*args, **kwargs):
+        if not rewrite_then_finalize.done:
+            with open(src, "r+b") as fh:
+                fh.seek(6 * MIB)  # inside part 2, uploaded by now
+                fh.write(b"CHANGED")
+            rewrite_then_finalize.done = True
+        return real(*args, **kwargs)
+
+    rewrite_then_finalize.done = False
+    monkeypatch.setattr(ingest_module, "finalize", rewrite_then_finalize)
+    result = _ingest(src)
+
+    expected = data[: 6 * MIB] + b"CHANGED" + data[6 * MIB + 7 :]
+    assert rewrite_then_finalize.done
+    assert object_bytes(s3, registered.s3_bucket, result["s3_key"]) == expected
+    assert int(result["reuploaded_parts"]) == 1
+
+
+def _task_runs(flow_run_id: str) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        return client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+
+
+def test_a_file_far_ahead_goes_up_in_batch_task_runs(registered, s3, store):
+    """Seven full parts ready at once, two upload slots: one task run uploads them
+    all (upload-parts-1-7), then finalize uploads the tail; nothing per part."""
+    edit_config(max_parts_in_flight=2)
+    data = payload(35 * MIB + 3, seed=8)
+    src = Path(registered.watch_dir) / "far-ahead.mp4"
+    _dropped_in(src, data)
+
+    result = _ingest(src)
+
+    assert object_bytes(s3, registered.s3_bucket, result["s3_key"]) == data
+    names = sorted(r.name for r in _task_runs(store.require(result["stream_id"]).flow_run_id))
+    assert [n for n in names if n.startswith("upload-part")] == ["upload-parts-1-7"]
+    assert sorted(store.parts(result["stream_id"])) == list(range(1, 9))
+
+
+@pytest.mark.parametrize(
+    ("failures", "task_tries"),
+    [(1, 1), (2, 2)],
+    ids=["part-retried-in-the-batch", "batch-retried-by-prefect"],
+)
+def test_a_failing_part_of_a_batch_sends_no_other_part_twice(
+    registered, s3, store, monkeypatch, failures, task_tries
+):
+    """Part 3 of a batch meets S3 503s. Once: it is retried by itself inside the task
+    run. Past its own retries (one, here): the task run fails and Prefect retries it,
+    and that try sends only the parts the first did not checkpoint."""
+    import flows.retry as retry_module
+    import flows.upload as upload_module
+    from stream_ingest.errors import S3Unavailable
+
+    monkeypatch.setattr(retry_module, "RETRY_DELAYS", [0])
+    monkeypatch.setattr(retry_module, "RETRIES", 1)
+    monkeypatch.setattr(upload_module.upload_parts, "retry_delay_seconds", [0])
+    edit_config(max_parts_in_flight=2)
+    data = payload(25 * MIB + 3, seed=9)
+    src = Path(registered.watch_dir) / "retried-batch.mp4"
+    _dropped_in(src, data)
+    sent: list[int] = []
+    real = upload_module.put_part
+
+    def flaky(ctx, number, body, offset):
+        sent.append(number)
+        if number == 3 and sent.count(3) <= failures:
+            raise S3Unavailable("503 SlowDown")
+        return real(ctx, number, body, offset)
+
+    monkeypatch.setattr(upload_module, "put_part", flaky)
+    result = _ingest(src)
+
+    assert object_bytes(s3, registered.s3_bucket, result["s3_key"]) == data
+    # Part 3 went once per failure and once more; every other part once.
+    assert {k: sent.count(k) for k in set(sent)} == {1: 1, 2: 1, 3: failures + 1, 4: 1, 5: 1}
+    runs = _task_runs(store.require(result["stream_id"]).flow_run_id)
+    assert [r.run_count for r in runs if r.name == "upload-parts-1-5"] == [task_tries]
 
 
 @pytest.mark.parametrize("size", [0, 1, 5 * MIB - 1, 5 * MIB, 5 * MIB + 1])

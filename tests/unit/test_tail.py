@@ -8,7 +8,17 @@ from hypothesis import strategies as st
 
 from stream_ingest.parts import MIB, MIN_PART, PartRange, full_parts, part_size
 from stream_ingest.records import PartRecord
-from stream_ingest.tail import Growth, PartPlanner, WriterState, stream_ended
+from stream_ingest.tail import (
+    BATCH_PARTS,
+    MTIME_GRANULARITY_NS,
+    Growth,
+    PartPlanner,
+    WriterState,
+    plan_tasks,
+    settled_state,
+    stream_ended,
+    trusted_parts,
+)
 
 BASE = MIN_PART
 
@@ -99,6 +109,77 @@ def test_a_file_open_for_writing_never_ends_however_quiet() -> None:
 def test_no_writer_ends_it_after_the_settle_even_without_a_close_hint() -> None:
     assert not ended(100.5, 100.0, closed=False, writers=WriterState.CLOSED)
     assert ended(101.0, 100.0, closed=False, writers=WriterState.CLOSED)
+
+
+def test_eager_ends_a_quiet_file_nobody_writes_before_the_settle() -> None:
+    """Finalize waits out the settle itself while it verifies: the loop hands over at
+    the first quiet look, but only when the OS says nobody writes the file."""
+
+    def eager(now: float, writers: WriterState, closed: bool = True) -> bool:
+        return stream_ended(
+            now=now, last_change=100.0, closed_hint=closed, writers=writers,
+            settle_seconds=1.0, idle_timeout_seconds=30.0, eager=True,
+        )  # fmt: skip
+
+    assert eager(100.2, WriterState.CLOSED, closed=False)
+    assert not eager(100.0, WriterState.CLOSED)  # it changed at this very look
+    assert not eager(100.2, WriterState.WRITING)
+    assert not eager(100.2, WriterState.UNKNOWN)  # a hint alone still needs the settle
+    assert eager(101.0, WriterState.UNKNOWN)
+
+
+def test_a_live_stream_gets_one_task_run_per_part() -> None:
+    ready = [part(7), part(8)]
+    assert plan_tasks(ready, free=8, width=4) == [[part(7)], [part(8)]]
+    assert plan_tasks([], free=8, width=4) == []
+
+
+def test_a_file_far_ahead_goes_up_in_batches_of_consecutive_parts() -> None:
+    ready = [part(k) for k in range(1, 41)]
+    tasks = plan_tasks(ready, free=8, width=4)
+    # Two batches of BATCH_PARTS, four slots each: the slots are full.
+    assert [[p.number for p in t] for t in tasks] == [
+        list(range(1, BATCH_PARTS + 1)),
+        list(range(BATCH_PARTS + 1, 2 * BATCH_PARTS + 1)),
+    ]
+    # A gap (a part already done or in flight) starts a new batch: a batch task
+    # uploads every number from its first to its last.
+    gapped = [part(k) for k in (1, 2, 3, 5, 6, 7, 8, 9, 10)]
+    assert [[p.number for p in t] for t in plan_tasks(gapped, free=4, width=2)] == [
+        [1, 2, 3],
+        [5, 6, 7, 8, 9, 10],
+    ]
+    assert plan_tasks(ready, free=3, width=4) == []  # no room for a batch: wait
+
+
+@given(
+    numbers=st.lists(st.integers(1, 200), unique=True, max_size=120),
+    free=st.integers(0, 16),
+    width=st.integers(1, 8),
+)
+def test_plan_tasks_properties(numbers: list[int], free: int, width: int) -> None:
+    ready = [part(k) for k in sorted(numbers)]
+    tasks = plan_tasks(ready, free, width)
+    planned = [p for t in tasks for p in t]
+    assert planned == ready[: len(planned)]  # in order, none twice, none skipped
+    for t in tasks:  # each task is a run of consecutive numbers
+        assert [p.number for p in t] == list(range(t[0].number, t[0].number + len(t)))
+        assert len(t) <= BATCH_PARTS
+    assert sum(min(len(t), width) for t in tasks) <= free  # memory stays bounded
+
+
+def test_a_part_read_after_the_last_change_is_final() -> None:
+    old = 1_000_000_000_000
+    # An mtime older than the timestamp granularity: any later write would move it.
+    state = settled_state(10, old, old + MTIME_GRANULARITY_NS + 1)
+    assert state == (10, old)
+    # A recent mtime cannot vouch: a write in the same clock tick keeps it.
+    assert settled_state(10, old, old + MTIME_GRANULARITY_NS) is None
+    assert settled_state(10, old, old) is None
+    read_at = {1: (10, old), 2: (10, old), 3: (12, old + 5)}
+    assert trusted_parts(read_at, (10, old)) == {1, 2}
+    assert trusted_parts(read_at, (10, old + 1)) == set()  # rewritten in place since
+    assert trusted_parts(read_at, (12, old + 5)) == {3}
 
 
 def test_an_empty_file_nobody_writes_waits_for_the_idle_timeout() -> None:
