@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import metadata
 
@@ -100,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     emit(env_line)
     started = time.monotonic()
 
-    def report(result: dict[str, object] | list[dict[str, object]]) -> None:
-        for line in result if isinstance(result, list) else [result]:
+    def report(result: dict[str, object] | Iterable[dict[str, object]]) -> None:
+        for line in [result] if isinstance(result, dict) else result:
             emit({**line, "loadavg_1m_after": os.getloadavg()[0]})
 
     with Stack(overrides) as stack:

@@ -108,8 +108,17 @@ UPLOADERS = {"boto3": boto3_upload, "s5cmd": s5cmd_upload, "rclone": rclone_uplo
 
 
 def upload(peer: str, stack: Stack, path: str, key: str) -> Upload | str:
-    """The peer's upload, or why it could not run (not installed) as a string."""
+    """The peer's upload, or why it could not run or failed, as a string. moto keeps
+    parts and the completed object in RAM: at 8 GiB some peers' uploads get it
+    OOM-killed on a 24 GiB machine; it is then started again (same port, empty)."""
     try:
         return UPLOADERS[peer](stack, path, key)
     except FileNotFoundError as exc:
         return f"not installed: {exc}"
+    except RuntimeError as exc:
+        code = stack.moto.proc.poll() if stack.moto.proc is not None else None
+        if code is not None:
+            stack.moto.start()
+            stack.s3().create_bucket(Bucket=stack.bucket)
+            return f"failed: the S3 server died meanwhile (exit {code}; -9 is the OOM killer)"
+        return f"failed: {str(exc)[:300]}"
