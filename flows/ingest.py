@@ -114,15 +114,19 @@ def tail_and_finalize(
                 in_flight.remove(running)
             reporter.progress(sum(p.size for p in parts.values()), snap.size)
             continue
-        try:
-            closed = ctx.store.closed_hint(ctx.path, rec.identity) is not None
-        except CheckpointUnavailable:  # a Redis blip is no reason to fail: the tasks
-            closed = False  # retry their own writes, and idle timeout still ends the stream
         quiet = now - growth.changed_at
         # Only a quiet file can have ended: ask the OS about its writers then.
         look = quiet > 0 if eager else quiet >= s.settle_seconds
         seen = writers.look(now, (snap.size, snap.mtime_ns)) if look else None
         state = seen.state if seen else WriterState.UNKNOWN
+        # The sensor's hint counts only where the writers are unknown, after the
+        # settle: read it then, not on every poll (a Redis round trip each).
+        closed = False
+        if state == WriterState.UNKNOWN and quiet >= s.settle_seconds:
+            try:
+                closed = ctx.store.closed_hint(ctx.path, rec.identity) is not None
+            except CheckpointUnavailable:  # a Redis blip is no reason to fail: the tasks
+                closed = False  # retry their own writes; the idle timeout still ends it
         if seen and state == WriterState.WRITING and quiet >= s.idle_timeout_seconds:
             if not stalled_logged:
                 log.info("%s: no growth for %.0f s, but %s: waiting", ctx.path, quiet, seen.reason)

@@ -17,7 +17,7 @@ from tests.faults.conftest import (
     report,
     reuploads,
 )
-from tests.flows.helpers import MIB, payload, run_in_thread, wait_for_parts
+from tests.flows.helpers import MIB, payload, run_in_thread, until, wait_for_parts
 
 pytestmark = pytest.mark.usefixtures("registered")
 
@@ -35,8 +35,11 @@ def test_head_rewrite_at_close_while_s3_refuses_the_reupload(
     data = payload(4 * PART + 321, seed=61)
     src = watch / "rewrite-503.mp4"
     writer = recorder(store, src, data, steps=10, head_patch=PATCH)
-    writer.start()
     thread, out = run_in_thread(src)
+    # The recording starts once the run has opened its upload: a run that starts late
+    # would find the file finished and patched already, with nothing to re-upload.
+    until(lambda: [r for r in store.list_streams() if r.s3_upload_id], 120, "the upload")
+    writer.start()
     wait_for_parts(store, 1)
     # From now on part 1 (which only finalize uploads again) fails more often than
     # botocore retries: finalize's own retry must re-verify and re-upload it.
