@@ -1,8 +1,8 @@
 # One image for the stream-ingest worker, sensor and one-shot setup (docker-compose.yml).
 #
 #   default CMD   stream-ingest sensor
-#   worker        prefect worker start --pool video-ingest --type process
-#   setup, once   prefect work-pool create video-ingest --type process --overwrite
+#   worker        prefect worker start --pool video-ingest --type stream-ingest-warm
+#   setup, once   prefect work-pool create video-ingest --type stream-ingest-warm --overwrite
 #                 stream-ingest blocks register
 #                 prefect --no-prompt deploy --all
 #
@@ -28,6 +28,7 @@ RUN uv sync --frozen --no-dev --no-install-project
 COPY stream_ingest ./stream_ingest
 COPY blocks ./blocks
 COPY flows ./flows
+COPY workers ./workers
 COPY sensors ./sensors
 COPY cli ./cli
 COPY devstack ./devstack

@@ -13,7 +13,6 @@ second terminal find the stack by themselves (devstack/pointer.py).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -26,6 +25,7 @@ from devstack.services import MotoServer, PrefectServer, RedisServer, Service, f
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 WORK_POOL = "video-ingest"
+WORKER_TYPE = "stream-ingest-warm"  # streams as threads of one process (workers/warm.py)
 
 
 class Child(Service):
@@ -56,12 +56,20 @@ def _run(cmd: list[str]) -> None:
 
 
 def _ensure_work_pool() -> None:
+    """The pool, of the warm worker's type; one left by an older dev of another type
+    (process) is replaced, its deployments with it (`prefect deploy` follows)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.exceptions import ObjectAlreadyExists
+    from prefect.exceptions import ObjectNotFound
 
-    with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
-        client.create_work_pool(WorkPoolCreate(name=WORK_POOL, type="process"))
+    with get_client(sync_client=True) as client:
+        try:
+            if client.read_work_pool(WORK_POOL).type == WORKER_TYPE:
+                return
+            client.delete_work_pool(WORK_POOL)
+        except ObjectNotFound:
+            pass
+        client.create_work_pool(WorkPoolCreate(name=WORK_POOL, type=WORKER_TYPE))
 
 
 def _create_bucket(settings: object) -> None:
@@ -128,7 +136,7 @@ def run_dev(
                 "--pool",
                 WORK_POOL,
                 "--type",
-                "process",
+                WORKER_TYPE,
             ],
             str(state),
         )

@@ -26,6 +26,7 @@ from flows.report import Reporter
 from flows.runs import RunRequest, create_stream_run
 from flows.runtime import StreamContext
 from flows.source import snapshot
+from flows.stopping import check as check_stop
 from flows.upload import upload_part, upload_parts
 from flows.writers import Writers, WriterWatch
 from stream_ingest.errors import (
@@ -86,6 +87,7 @@ def tail_and_finalize(
     read_at: dict[int, FileState] = {}  # parts read while the file was in that state
     while True:
         lease.check()
+        check_stop(ctx.token)  # a warm worker's cancel or shutdown
         wall_ns = time.time_ns()  # before the stat: see settled_state
         snap = snapshot(ctx.path, rec.identity)
         now = time.monotonic()

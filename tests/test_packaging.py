@@ -21,8 +21,22 @@ import yaml
 from packaging.specifiers import SpecifierSet
 
 from stream_ingest.settings import ENV_PREFIX, Settings
+from workers.warm import WarmWorker
 
 ROOT = Path(__file__).resolve().parents[1]
+WARM_TYPE = WarmWorker.type
+
+
+def test_the_warm_worker_type_is_registered_with_prefect() -> None:
+    """`prefect worker start --type` and `work-pool create --type` look types up in
+    Prefect's registry, filled from the `prefect.collections` entry point."""
+    from prefect.workers.base import BaseWorker
+
+    assert BaseWorker.get_worker_class_from_type(WARM_TYPE) is WarmWorker
+    template = WarmWorker.get_default_base_job_template()
+    assert set(template) == {"job_configuration", "variables"}
+
+
 SERVICES = {
     "postgres",
     "prefect-server",
@@ -440,7 +454,7 @@ def test_setup_creates_the_pool_registers_blocks_and_deploys(
     ]
     pool = commands[0][1]
     assert pool["name"] == deployment["work_pool"]["name"]
-    assert pool["type"] == "process"
+    assert pool["type"] == WARM_TYPE
     assert pool.get("overwrite") is True, "rerunning setup must not fail on an existing pool"
     assert commands[2][1].get("deploy_all") is True
     assert services["setup"]["command"][1].startswith("-e"), "a failing step must fail setup"
@@ -453,7 +467,7 @@ def test_worker_polls_the_deployments_pool(
     what, args = check_command(command)
     assert what == "prefect.cli.worker.start"
     assert args["work_pool_name"] == deployment["work_pool"]["name"]
-    assert args["worker_type"] == "process"
+    assert args["worker_type"] == WARM_TYPE
 
 
 def test_sensor_runs_the_sensor(services: dict[str, Any]) -> None:
@@ -505,7 +519,15 @@ def test_dockerfile_copies_the_project(
 ) -> None:
     copies = _copies(dockerfile)
     packages = pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]
-    assert set(packages) == {"stream_ingest", "blocks", "flows", "sensors", "cli", "devstack"}
+    assert set(packages) == {
+        "stream_ingest",
+        "blocks",
+        "flows",
+        "workers",
+        "sensors",
+        "cli",
+        "devstack",
+    }
     for name in [*packages, "pyproject.toml", "uv.lock", "README.md", "prefect.yaml"]:
         assert (ROOT / name).exists(), name
         assert copies.get(name) == f"/app/{name}", f"{name} is not copied to /app/{name}"

@@ -20,6 +20,8 @@ from devstack.services import PrefectServer, Service, T, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+WARM = "stream-ingest-warm"  # the default work pool type (workers/warm.py)
+PROCESS = "process"
 
 
 def run_cli(args: list[str], env: dict[str, str], timeout: float = 120) -> str:
@@ -107,9 +109,10 @@ class Proc(Service):
 class Stack:
     """Server, pool, blocks, deployments, worker and sensor, started in README order."""
 
-    def __init__(self, env: dict[str, str], workdir: Path) -> None:
+    def __init__(self, env: dict[str, str], workdir: Path, pool_type: str = WARM) -> None:
         self.env = dict(env)
         self.workdir = workdir
+        self.pool_type = pool_type
         self.server = PrefectServer(workdir=str(workdir / "server"))
         self.worker: Proc | None = None
         self.sensor: Proc | None = None
@@ -128,7 +131,9 @@ class Stack:
         try:
             self.env["PREFECT_API_URL"] = self.api
             prefect = str(BIN / "prefect")
-            run_cli([prefect, "work-pool", "create", "video-ingest", "--type", "process"], self.env)
+            run_cli(
+                [prefect, "work-pool", "create", "video-ingest", "--type", self.pool_type], self.env
+            )
             run_cli([str(BIN / "stream-ingest"), "blocks", "register"], self.env)
             run_cli([prefect, "--no-prompt", "deploy", "--all"], self.env)
             workdir = str(self.workdir)

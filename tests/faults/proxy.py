@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 # Headers that belong to one hop, not to the request: never forwarded.
 _HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "expect", "te"}
@@ -63,6 +63,7 @@ class Rule:
     seconds: float | None = None
     delay: float = 0.0
     part: int | None = None
+    key: str | None = None  # only requests whose path holds this (an object's key)
     hits: int = 0
     added_at: float = field(default_factory=time.monotonic)
     arrived: threading.Event = field(default_factory=threading.Event)
@@ -74,8 +75,12 @@ class Rule:
             return False
         return self.seconds is None or now - self.added_at < self.seconds
 
-    def matches(self, op: str, part: int | None) -> bool:
-        return (self.op is None or self.op == op) and (self.part is None or self.part == part)
+    def matches(self, op: str, part: int | None, path: str = "") -> bool:
+        return (
+            (self.op is None or self.op == op)
+            and (self.part is None or self.part == part)
+            and (self.key is None or self.key in path)
+        )
 
     def release(self, forward: bool = True) -> None:
         """Let a held request go on to S3 (forward) or drop its connection."""
@@ -127,11 +132,11 @@ class FaultProxy:
         for rule in rules:
             rule.release(forward=False)
 
-    def _decide(self, op: str, part: int | None) -> Rule | None:
+    def _decide(self, op: str, part: int | None, path: str = "") -> Rule | None:
         now = time.monotonic()
         with self.lock:
             for rule in self.rules:
-                if rule.active(now) and rule.matches(op, part):
+                if rule.active(now) and rule.matches(op, part, path):
                     rule.hits += 1
                     return rule
         return None
@@ -216,7 +221,7 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             def log(outcome: str, status: int | None, reached: bool) -> None:
                 proxy.record(Call(op, upload_id, part, outcome, status, reached))
 
-            rule = proxy._decide(op, part)
+            rule = proxy._decide(op, part, unquote(url.path))
             action = rule.action if rule else "forward"
             if rule is not None and action == "hold":
                 rule.arrived.set()

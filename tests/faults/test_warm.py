@@ -1,0 +1,123 @@
+"""The warm worker (workers/warm.py) runs every stream as a thread of one process:
+stopping one stream mid-part must leave the others alone, and a worker that dies
+with its streams must not leave them Running forever.
+
+Real server, deployment, warm worker and sensor (the e2e stack), S3 behind the fault
+proxy so that one stream's part can be held on the wire."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from blocks.checkpoints import CheckpointStore
+from tests.e2e.stack import BIN, Proc, Stack, new_bucket, product_env, run_cli, until
+from tests.faults.conftest import check_object, reuploads
+from tests.flows.helpers import MIB, GrowingWriter, payload
+
+pytestmark = pytest.mark.e2e
+PART = 5 * MIB
+NAMES = ["cam-a.mkv", "cam-b.mkv", "cam-c.mkv"]
+
+
+def _stack(tmp_path: Path, redis_url: str, moto_url: str, proxy_url: str):
+    s3, bucket, namespace = new_bucket(moto_url, "warm")
+    env = product_env(tmp_path, redis_url, proxy_url, bucket, namespace)
+    env["STREAM_INGEST_IDLE_TIMEOUT_SECONDS"] = "120"  # recordings end by their close
+    store = CheckpointStore.from_url(redis_url, namespace)
+    return Stack(env, tmp_path), s3, bucket, store
+
+
+def _record(stack: Stack, seed: int) -> tuple[dict[str, bytes], list[GrowingWriter]]:
+    data = {n: payload(6 * PART + 1000 * i, seed=seed + i) for i, n in enumerate(NAMES)}
+    writers = [GrowingWriter(stack.watch_dir / n, data[n], steps=30, pause=0.25) for n in NAMES]
+    for w in writers:
+        w.start()
+    return data, writers
+
+
+def _stream(store: CheckpointStore, name: str):
+    return next(r for r in store.list_streams() if r.original_path.endswith(name))
+
+
+def test_cancelling_one_stream_mid_part_leaves_the_others_untouched(
+    tmp_path, redis_server, moto_server, proxy
+):
+    held = proxy.add("UploadPart", "hold", part=3, key="cam-b", times=1)
+    stack, s3, bucket, store = _stack(tmp_path, redis_server.url, moto_server.url, proxy.url)
+    with stack:
+        assert stack.worker is not None and stack.worker.proc is not None
+        worker_pid = stack.worker.proc.pid
+        data, writers = _record(stack, seed=50)
+        assert held.arrived.wait(120), "cam-b's part 3 never reached S3"
+        victim = stack.run_for("cam-b.mkv")
+        assert victim is not None
+        # What the UI's Cancel button does.
+        stack.post(f"/flow_runs/{victim['id']}/set_state", {"state": {"type": "CANCELLING"}})
+        # The stream stops while its part 3 is still on the wire: mid-part.
+        until(lambda: _stream(store, "cam-b.mkv").status == "failed", 30, "cam-b to stop")
+        assert "cancelled by an operator" in (_stream(store, "cam-b.mkv").error or "")
+        held.release(forward=False)
+        stack.wait_for_state(victim["id"], "CANCELLED", 60)
+
+        for w in writers:
+            w.join(60)
+        for name in ("cam-a.mkv", "cam-c.mkv"):
+            run = until(
+                lambda n=name: (r := stack.run_for(n)) and r["state_type"] == "COMPLETED" and r,
+                120,
+                f"{name} completed",
+            )
+            assert run["run_count"] == 1
+            rec = _stream(store, name)
+            check_object(s3, bucket, rec.s3_key, data[name])
+            assert reuploads(proxy.parts_reached_s3(rec.s3_upload_id)) == []
+        assert stack.worker.proc.poll() is None and stack.worker.proc.pid == worker_pid
+
+        # The stopped stream is resumable: the operator's rerun finishes it.
+        b = _stream(store, "cam-b.mkv")
+        checkpointed = set(store.parts(b.stream_id))  # part 3 too if its retry got through
+        mark = proxy.mark()
+        run_cli([str(BIN / "stream-ingest"), "streams", "rerun", b.stream_id], stack.env)
+        until(lambda: _stream(store, "cam-b.mkv").status == "completed", 120, "cam-b rerun")
+        check_object(s3, bucket, b.s3_key, data["cam-b.mkv"])
+        resent = proxy.parts_reached_s3(b.s3_upload_id, since=mark)
+        assert not set(resent) & checkpointed  # checkpointed parts are not sent again
+
+
+def test_a_dead_worker_s_streams_are_crashed_by_the_next_and_resumable(
+    tmp_path, redis_server, moto_server, proxy
+):
+    held = proxy.add("UploadPart", "hold", part=3, key="cam-a", times=1)
+    stack, s3, bucket, store = _stack(tmp_path, redis_server.url, moto_server.url, proxy.url)
+    with stack:
+        assert stack.worker is not None and stack.worker.proc is not None
+        data, writers = _record(stack, seed=60)
+        assert held.arrived.wait(120), "cam-a's part 3 never reached S3"
+        runs = {n: until(lambda n=n: stack.run_for(n), 30, n) for n in NAMES}
+        os.killpg(stack.worker.proc.pid, signal.SIGKILL)  # OOM killer: every stream at once
+        stack.worker.proc.wait(10)
+        held.release(forward=False)
+        for w in writers:
+            w.join(60)
+        # Nothing ends a dead process's runs but the next worker on the host.
+        assert all(
+            stack.get(f"/flow_runs/{r['id']}")["state_type"] == "RUNNING" for r in runs.values()
+        )
+        stack.worker = Proc("worker2", stack.worker.command(), stack.env, str(tmp_path))
+        stack.worker.start()
+        for run in runs.values():
+            crashed = stack.wait_for_state(run["id"], "CRASHED", 90)
+            assert "worker process" in crashed["state"]["message"]
+        for name in NAMES:
+            run_cli(
+                [str(BIN / "stream-ingest"), "streams", "rerun", _stream(store, name).stream_id],
+                stack.env,
+            )
+        for name in NAMES:
+            until(lambda n=name: _stream(store, n).status == "completed", 120, f"{name} rerun")
+            rec = _stream(store, name)
+            check_object(s3, bucket, rec.s3_key, data[name])

@@ -1,0 +1,252 @@
+"""The `stream-ingest-warm` worker type: flow runs as threads of one warm process.
+
+A process worker starts a Python process per flow run, which pays the Prefect and
+boto3 imports (seconds of CPU) before the run reads its first byte, and keeps a
+couple of hundred MiB per stream. This worker runs each flow run of its pool with
+Prefect's own engine (`run_flow`) on a thread of its own, the flow imported once.
+Every run is still a flow run of the deployment, with its task runs, states, logs
+and the Retry button.
+
+What a thread cannot have, and what stands in for it:
+- killing: a cancel (Cancelling in the UI) or a shutdown asks the stream to stop
+  (flows/stopping.py); it stops at its next poll, resumable, and the worker ends the
+  run Cancelled, or schedules it again for the next worker (shutdown);
+- crash isolation: an exception escaping a run's engine crashes that run only; if
+  the whole process dies, the next warm worker on the host finds its runs by their
+  `infrastructure_pid` (stream_ingest/owners.py) and marks them Crashed, and the
+  janitor fails their streams, resumable;
+- per-run environment: job variables' `env` cannot apply to one thread, so the
+  worker's environment is every run's.
+
+Start it with `prefect worker start --pool video-ingest --type stream-ingest-warm`
+(or a pool created with that type); `--limit` caps concurrent streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+from typing import Any
+from uuid import UUID
+
+import anyio
+import anyio.abc
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterId,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+    WorkPoolFilter,
+    WorkPoolFilterName,
+)
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.flow_engine import run_flow
+from prefect.states import AwaitingRetry, Cancelled, Crashed, State
+from prefect.workers.base import (
+    BaseJobConfiguration,
+    BaseVariables,
+    BaseWorker,
+    BaseWorkerResult,
+)
+
+from flows import stopping
+from stream_ingest.owners import Owner, orphaned
+from workers.loading import FlowCache, working_directory
+
+DEFAULT_LIMIT = 64  # streams at once; more wait Scheduled (--limit to change)
+CANCEL_POLL_SECONDS = 2.0  # one read for all streams: Cancelling -> stop within ~2 s
+ORPHAN_POLL_SECONDS = 60.0
+SHUTDOWN_GRACE_SECONDS = 30.0  # parts in flight finish and checkpoint meanwhile
+CANCELLED = "cancelled by an operator"
+SHUTDOWN = "the worker is shutting down; the next worker resumes it"
+LIVE = [StateType.PENDING, StateType.RUNNING, StateType.CANCELLING]
+
+
+class WarmJobConfiguration(BaseJobConfiguration):
+    """Nothing to configure per run: runs share the worker's process."""
+
+
+class WarmVariables(BaseVariables):
+    """The base variables (env, labels, name, command) are accepted and unused."""
+
+
+class WarmWorkerResult(BaseWorkerResult):
+    """The run's thread ended; `status_code` 0 unless its engine itself failed."""
+
+
+def process_start(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot, None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # comm (field 2) may hold spaces and parentheses: fields after the last ")".
+    return int(stat.rsplit(b")", 1)[1].split()[19])
+
+
+def process_alive(pid: int, start: int) -> bool:
+    return process_start(pid) == start
+
+
+class Execution:
+    """One flow run on its own thread; `finished()` awaits it from the worker's loop."""
+
+    def __init__(self, flow: Any, flow_run: FlowRun) -> None:
+        self.run_id = str(flow_run.id)
+        self.flow_run = flow_run
+        self.state: State | None = None
+        self.error: BaseException | None = None
+        self._flow = flow
+        self._loop = asyncio.get_running_loop()
+        self._done: asyncio.Future[None] = self._loop.create_future()
+        # Daemon: a stream that ignores a stop must not hold the process at exit.
+        self.thread = threading.Thread(target=self._main, name=f"run-{flow_run.name}", daemon=True)
+
+    def _main(self) -> None:
+        try:
+            self.state = run_flow(self._flow, flow_run=self.flow_run, return_type="state")
+        except BaseException as exc:  # the thread's whole life: a crash of this run only
+            self.error = exc
+        finally:
+            self._loop.call_soon_threadsafe(self._finish)
+
+    def _finish(self) -> None:
+        if not self._done.done():
+            self._done.set_result(None)
+
+    async def finished(self, timeout: float | None = None) -> bool:
+        with anyio.move_on_after(timeout):
+            await asyncio.shield(self._done)
+        return self._done.done()
+
+
+class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResult]):
+    type = "stream-ingest-warm"
+    job_configuration = WarmJobConfiguration
+    job_configuration_variables = WarmVariables
+    _description = (
+        "Runs stream-ingest flow runs as threads of one long-lived process: no process "
+        "start or imports per run, memory shared by all streams."
+    )
+    _display_name = "Stream-ingest warm threads"
+    _documentation_url = "https://docs.prefect.io/v3/deploy/infrastructure-concepts/workers"
+
+    def __init__(self, *args: Any, limit: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, limit=limit or DEFAULT_LIMIT, **kwargs)
+        self.owner = Owner(socket.gethostname(), os.getpid(), process_start(os.getpid()) or 0)
+        self._flows = FlowCache()
+        self._executions: dict[str, Execution] = {}
+        self._watch_scope = anyio.CancelScope()
+
+    async def setup(self) -> None:
+        await super().setup()
+        assert self._runs_task_group is not None
+        self._runs_task_group.start_soon(self._watch)
+
+    async def teardown(self, *exc_info: Any) -> None:
+        self._watch_scope.cancel()
+        await super().teardown(*exc_info)
+
+    async def run(
+        self,
+        flow_run: FlowRun,
+        configuration: WarmJobConfiguration,
+        task_status: anyio.abc.TaskStatus[str] | None = None,
+    ) -> WarmWorkerResult:
+        if flow_run.deployment_id is None:
+            raise ValueError("the warm worker runs deployments' flow runs only")
+        deployment = await self.client.read_deployment(flow_run.deployment_id)
+        directory = working_directory(deployment.pull_steps, deployment.path)
+        entrypoint = deployment.entrypoint or ""
+        flow = await anyio.to_thread.run_sync(self._flows.load, directory, entrypoint)
+        execution = Execution(flow, await self.client.read_flow_run(flow_run.id))
+        self._executions[execution.run_id] = execution
+        try:
+            execution.thread.start()
+            if task_status is not None:
+                task_status.started(str(self.owner))
+            try:
+                await execution.finished()
+            except anyio.get_cancelled_exc_class():
+                with anyio.CancelScope(shield=True):
+                    stopping.request(execution.run_id, SHUTDOWN)
+                    await execution.finished(SHUTDOWN_GRACE_SECONDS)
+                    await self._settle(execution)
+                raise
+            await self._settle(execution)
+        finally:
+            self._executions.pop(execution.run_id, None)
+            stopping.withdraw(execution.run_id)
+        return WarmWorkerResult(status_code=0, identifier=str(self.owner))
+
+    async def _settle(self, execution: Execution) -> None:
+        """The run's final word where its engine could not say it: a cancel, a
+        shutdown, or an engine that raised."""
+        run_id, logger = UUID(execution.run_id), self.get_flow_run_logger(execution.flow_run)
+        reason = stopping.requested(execution.run_id)
+        completed = execution.state is not None and execution.state.is_completed()
+        state: State | None = None
+        if execution.thread.is_alive():
+            state = Crashed(message=f"did not stop within {SHUTDOWN_GRACE_SECONDS:.0f} s")
+        elif execution.error is not None:
+            error = execution.error
+            state = Crashed(message=f"engine error: {type(error).__name__}: {error}")
+        elif reason == CANCELLED and not completed:
+            state = Cancelled(message=f"stream stopped, resumable: {CANCELLED}")
+        elif reason == SHUTDOWN and not completed:
+            state = AwaitingRetry(message=f"stream stopped, resumable: {SHUTDOWN}")
+        if state is None:
+            return
+        logger.warning("run %s: %s", state.name, state.message)
+        await self.client.set_flow_run_state(run_id, state, force=True)
+
+    async def _watch(self) -> None:
+        """Cancels of running streams (Prefect's own watch only covers runs that have
+        not started) and runs orphaned by a dead worker of this host."""
+        next_orphans = 0.0
+        with self._watch_scope:
+            while True:
+                await anyio.sleep(CANCEL_POLL_SECONDS)
+                try:
+                    await self._stop_cancelled()
+                    if anyio.current_time() >= next_orphans and self._work_pool is not None:
+                        await self._crash_orphans()
+                        next_orphans = anyio.current_time() + ORPHAN_POLL_SECONDS
+                except Exception as exc:  # the API is down: try again next round
+                    self._logger.warning("could not check for cancels or orphans: %s", exc)
+
+    async def _stop_cancelled(self) -> None:
+        if not self._executions:
+            return
+        ids = [UUID(i) for i in self._executions]
+        runs = await self.client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=ids),
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.CANCELLING])),
+            )
+        )
+        for run in runs:
+            if stopping.requested(str(run.id)) is None:
+                self.get_flow_run_logger(run).info("cancelling: asking the stream to stop")
+                stopping.request(str(run.id), CANCELLED)
+
+    async def _crash_orphans(self) -> None:
+        runs = await self.client.read_flow_runs(
+            work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[self._work_pool_name])),
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=LIVE))
+            ),
+        )
+        for run in runs:
+            if str(run.id) in self._executions:
+                continue
+            if orphaned(run.infrastructure_pid, self.owner.host, process_alive):
+                message = (
+                    f"its worker process ({run.infrastructure_pid}) is gone; "
+                    "rerun to resume from the checkpoint"
+                )
+                self.get_flow_run_logger(run).error("run crashed: %s", message)
+                await self.client.set_flow_run_state(run.id, Crashed(message=message), force=True)
