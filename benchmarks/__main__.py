@@ -32,13 +32,14 @@ class Plan:
     throughput_mib: int
     throughput_repeat: int
     overhead_parts: int
-    many_streams: int
+    many_streams: tuple[int, ...]
     many_size_mib: int
     many_rate_mb_s: float
 
 
-FULL = Plan((512, 2048, 8192), 50.0, 1024, 3, 48, 20, 128, 5.0)
-QUICK = Plan((64,), 50.0, 256, 1, 12, 20, 16, 5.0)
+FULL = Plan((512, 2048, 8192), 50.0, 1024, 3, 48, (20, 50), 64, 5.0)
+QUICK = Plan((64,), 50.0, 256, 1, 12, (5,), 16, 5.0)
+WORKERS = ("stream-ingest-warm", "process")
 
 
 def environment(quick: bool) -> dict[str, object]:
@@ -70,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=",".join(ALL), help=f"comma list of {ALL}")
     parser.add_argument("--repeat", type=int, help="throughput repeats (median is reported)")
     parser.add_argument("--sizes", help="latency sizes in MiB, comma list (default: the plan's)")
+    parser.add_argument("--streams", help="many: stream counts, comma list (default: the plan's)")
+    parser.add_argument(
+        "--workers", default=",".join(WORKERS), help=f"many: worker types, comma list of {WORKERS}"
+    )
     parser.add_argument(
         "--set",
         action="append",
@@ -122,7 +127,14 @@ def main(argv: list[str] | None = None) -> int:
             elif name == "overhead":
                 report(overhead.run(stack, plan.overhead_parts))
             elif name == "many":
-                report(many.run(stack, plan.many_streams, plan.many_size_mib, plan.many_rate_mb_s))
+                counts = [int(x) for x in args.streams.split(",")] if args.streams else None
+                for worker in [w.strip() for w in args.workers.split(",") if w.strip()]:
+                    for streams in counts or plan.many_streams:
+                        report(
+                            many.run(
+                                stack, streams, plan.many_size_mib, plan.many_rate_mb_s, worker
+                            )
+                        )
     log(f"done in {time.monotonic() - started:.0f} s; load average {os.getloadavg()}")
     return 0
 

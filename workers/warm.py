@@ -117,10 +117,15 @@ class Execution:
         if not self._done.done():
             self._done.set_result(None)
 
+    @property
+    def ended(self) -> bool:
+        """The run's engine has returned (its thread may still be unwinding)."""
+        return self._done.done()
+
     async def finished(self, timeout: float | None = None) -> bool:
         with anyio.move_on_after(timeout):
             await asyncio.shield(self._done)
-        return self._done.done()
+        return self.ended
 
 
 class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResult]):
@@ -189,7 +194,7 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         reason = stopping.requested(execution.run_id)
         completed = execution.state is not None and execution.state.is_completed()
         state: State | None = None
-        if execution.thread.is_alive():
+        if not execution.ended:
             state = Crashed(message=f"did not stop within {SHUTDOWN_GRACE_SECONDS:.0f} s")
         elif execution.error is not None:
             error = execution.error

@@ -1,0 +1,85 @@
+"""The warm worker's decisions about a run's final state, with the flow engine and
+the Prefect client replaced: what it sets after a run's thread ended."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+import pytest
+from prefect.client.schemas.objects import FlowRun
+from prefect.states import Completed, Failed
+
+from flows import stopping
+from workers import warm
+
+
+class Client:
+    def __init__(self) -> None:
+        self.states: list[tuple[uuid.UUID, Any, bool]] = []
+
+    async def set_flow_run_state(self, run_id: uuid.UUID, state: Any, force: bool) -> None:
+        self.states.append((run_id, state, force))
+
+
+def _settled(monkeypatch: pytest.MonkeyPatch, engine: Any, stop: str | None = None) -> list:
+    """Run one flow run through Execution and _settle; the states the worker set."""
+    monkeypatch.setattr(warm, "run_flow", engine)
+    client = Client()
+    flow_run = FlowRun(flow_id=uuid.uuid4(), name="ingest-x.mkv")
+
+    async def main() -> None:
+        worker = warm.WarmWorker(work_pool_name="p")
+        worker._client = client  # type: ignore[assignment]
+        # Not Prefect's API log handler: no server here.
+        worker.get_flow_run_logger = lambda _run: logging.getLogger("warm-test")  # type: ignore[method-assign]
+        execution = warm.Execution(object(), flow_run)
+        if stop:
+            stopping.request(execution.run_id, stop)
+        execution.thread.start()
+        assert await execution.finished(10)
+        await worker._settle(execution)
+        stopping.withdraw(execution.run_id)
+
+    asyncio.run(main())
+    return [(s.type.value, s.message) for _, s, force in client.states if force]
+
+
+def completed(*_: Any, **__: Any) -> Any:
+    time.sleep(0.05)  # the thread still unwinds when the worker looks
+    return Completed()
+
+
+def failed_by_stop(*_: Any, **__: Any) -> Any:
+    return Failed(message="stopped")
+
+
+def engine_error(*_: Any, **__: Any) -> Any:
+    raise RuntimeError("engine broke")
+
+
+def test_a_run_its_engine_finished_is_left_as_the_engine_left_it(monkeypatch):
+    assert _settled(monkeypatch, completed) == []
+    assert _settled(monkeypatch, failed_by_stop) == []
+
+
+def test_a_completed_run_stays_completed_even_if_a_stop_came_late(monkeypatch):
+    assert _settled(monkeypatch, completed, stop=warm.SHUTDOWN) == []
+
+
+def test_a_cancelled_stream_ends_cancelled(monkeypatch):
+    [(state, message)] = _settled(monkeypatch, failed_by_stop, stop=warm.CANCELLED)
+    assert state == "CANCELLED" and "resumable" in message
+
+
+def test_a_stream_stopped_by_shutdown_is_scheduled_for_the_next_worker(monkeypatch):
+    [(state, message)] = _settled(monkeypatch, failed_by_stop, stop=warm.SHUTDOWN)
+    assert state == "SCHEDULED" and "next worker" in message
+
+
+def test_an_engine_that_raises_crashes_its_run_only(monkeypatch):
+    [(state, message)] = _settled(monkeypatch, engine_error)
+    assert state == "CRASHED" and "RuntimeError: engine broke" in message
