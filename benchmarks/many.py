@@ -25,6 +25,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from datetime import datetime
@@ -46,6 +47,7 @@ from devstack.services import wait_for
 
 BIN = os.path.dirname(sys.executable)
 WARM, PROCESS = "stream-ingest-warm", "process"
+STAGGER_S = 5.0
 IDLE_TIMEOUT = 3600
 
 
@@ -72,6 +74,42 @@ def _wait_runs_final(run_ids: list[Any], timeout: float) -> list[str]:
         return wait_for(final, timeout, "the flow runs to finish", interval=1)
 
 
+def trigger(stack: Stack, path: str) -> Any:
+    """One flow run for `path`, as the sensor creates it."""
+    from prefect.deployments import run_deployment
+
+    run = run_deployment(
+        "stream-ingest/stream-ingest",
+        parameters={"path": path},
+        timeout=0,
+        job_variables={"env": {"PREFECT_API_URL": stack.proxy.api_url("flows")}},
+    )
+    return run.id
+
+
+def _lone_starts(stack: Stack, count: int = 5) -> list[float]:
+    """Trigger -> first byte for new recordings one at a time, on an idle worker: the
+    everyday case of a camera starting. Each file holds one part and is closed."""
+    store, out = stack.store(), []
+    for i in range(count):
+        path = os.path.join(stack.watch_dir, f"lone-{i}.mkv")
+        with open(path, "wb") as fh:
+            fh.write(os.urandom(MIB))
+        store.hint_closed(path, identity_of(path))
+        at = time.time()
+        run_id = trigger(stack, path)
+        record = wait_for(
+            lambda p=path: store.get(store.stream_for_identity(identity_of(p)) or "?"),
+            120,
+            "the lone stream's record",
+            interval=0.05,
+        )
+        out.append(datetime.fromisoformat(record.started_at_utc).timestamp() - at)
+        _wait_runs_final([run_id], timeout=120)
+        stack.remove_file(path)
+    return out
+
+
 def _open_all(
     stack: Stack, paths: list[str], timeout: float = 900
 ) -> tuple[dict, int, dict[str, float]]:
@@ -82,24 +120,12 @@ def _open_all(
     operator's `streams rerun` would, and counted. Returns (run id by path, runs
     triggered again, wall-clock trigger time by path)."""
     from prefect.client.orchestration import get_client
-    from prefect.deployments import run_deployment
-
-    flows_api = {"env": {"PREFECT_API_URL": stack.proxy.api_url("flows")}}
-
-    def trigger(path: str) -> Any:
-        run = run_deployment(
-            "stream-ingest/stream-ingest",
-            parameters={"path": path},
-            timeout=0,
-            job_variables=flows_api,
-        )
-        return run.id
 
     triggered: dict[str, float] = {}
     runs = {}
     for p in paths:
         triggered[p] = time.time()
-        runs[p] = trigger(p)
+        runs[p] = trigger(stack, p)
     s3, again = stack.s3(), 0
     deadline = time.monotonic() + timeout
     with get_client(sync_client=True) as client:
@@ -115,7 +141,7 @@ def _open_all(
                 state = client.read_flow_run(runs[p]).state
                 if state is not None and state.is_final():
                     log(f"many: run for {p} ended {state.type.value} before opening; again")
-                    runs[p], again = trigger(p), again + 1
+                    runs[p], again = trigger(stack, p), again + 1
             time.sleep(1)
 
 
@@ -199,8 +225,15 @@ def _measure(stack: Stack, worker_pid: int, streams: int, size: int, rate: float
     at_open = Snapshot(stack, rss)
     t_open = time.monotonic()
     log(f"many: {streams} streams open after {t_open - t_trigger:.1f} s; writing")
-    for w in writers:
-        w.start()
+    # Cameras are not started in the same millisecond: starts spread over STAGGER_S,
+    # so their closes spread too (and every stream is live at once in between).
+    for i, w in enumerate(writers):
+        threading.Timer(STAGGER_S * i / max(1, streams - 1), w.start).start()
+    # While streaming: from the writers' start to the first close, counted per part
+    # uploaded by then (S3's list of parts: the benchmark adds no Redis or API call).
+    wait_for(lambda: any(w.closed_wall for w in writers), 1800, "a first recording to end")
+    at_first_close = Snapshot(stack, rss)
+    streamed = _parts_in_s3(stack)
     states = _wait_runs_final(list(runs.values()), timeout=1800)
     time.sleep(2)  # let the last runs' log and event batches reach the proxy
     at_end = Snapshot(stack, rss)
@@ -222,6 +255,7 @@ def _measure(stack: Stack, worker_pid: int, streams: int, size: int, rate: float
         for r, p in zip(records, paths, strict=True)
     ]
     total = streams * size
+    lone = _lone_starts(stack)
     stack.drop_objects()
     for p in paths:
         stack.remove_file(p)
@@ -236,6 +270,8 @@ def _measure(stack: Stack, worker_pid: int, streams: int, size: int, rate: float
         "close_to_object_s_max": round(max(latencies), 2),
         "trigger_to_first_byte_s_p50": round(statistics.median(first_byte), 2),
         "trigger_to_first_byte_s_p95": _p95(first_byte),
+        # The same, for single new recordings on the idle worker afterwards.
+        "lone_trigger_to_first_byte_s": [round(x, 2) for x in lone],
         "cold_start_trigger_to_all_open_s": round(t_open - t_trigger, 1),
         "run_states": dict(Counter(states)),
         "runs_triggered_again": again,
@@ -244,12 +280,31 @@ def _measure(stack: Stack, worker_pid: int, streams: int, size: int, rate: float
         "peak_pss_mib_worker_tree": round(rss.peak_pss / MIB),
         "peak_rss_mib_one_process": round(rss.peak_one / MIB),
         "peak_processes": rss.peak_procs,
-        # Writers start -> every run final: the per-part cost of streaming.
-        "per_part_while_streaming": at_end.since(at_open, parts),
+        "stagger_s": STAGGER_S,
+        # Writers start -> first close: what a part costs while recordings stream.
+        "per_part_while_streaming": at_first_close.since(at_open, max(1, streamed)),
+        "parts_while_streaming": streamed,
+        # First close -> every run final: ending a stream (finalize, complete, report).
+        "per_stream_ending": at_end.since(at_first_close, streams),
+        # Writers start -> every run final, per part: the whole recording's average.
+        "per_part_overall": at_end.since(at_open, parts),
         # Trigger -> every stream open: what starting a stream costs.
         "per_stream_opening": at_open.since(at_trigger, streams),
         "idle_timeout_seconds": IDLE_TIMEOUT,
     }
+
+
+def _parts_in_s3(stack: Stack) -> int:
+    s3 = stack.s3()
+    uploads = s3.list_multipart_uploads(Bucket=stack.bucket).get("Uploads", [])
+    return sum(
+        len(
+            s3.list_parts(Bucket=stack.bucket, Key=u["Key"], UploadId=u["UploadId"]).get(
+                "Parts", []
+            )
+        )
+        for u in uploads
+    )
 
 
 def _p95(values: list[float]) -> float:

@@ -27,7 +27,7 @@ from flows.runs import RunRequest, create_stream_run
 from flows.runtime import StreamContext
 from flows.source import snapshot
 from flows.stopping import check as check_stop
-from flows.upload import upload_part, upload_parts
+from flows.upload import WindowEnd, upload_part, upload_parts, upload_window
 from flows.writers import Writers, WriterWatch
 from stream_ingest.errors import (
     CheckpointUnavailable,
@@ -55,6 +55,7 @@ from stream_ingest.tail import (
     settled_state,
     slots,
     stream_ended,
+    window_for,
 )
 
 MAX_REKEYS = 3
@@ -82,98 +83,158 @@ def tail_and_finalize(
     writers = WriterWatch(ctx.path, s.detect_writers)
     stalled_logged = False
     eager = True  # verify during the settle, until that once proves premature
-    in_flight: list[_Running] = []
+    tasks = _Uploads(ctx, planner, parts)
     width = max(1, s.max_parts_in_flight // 2)  # per batch: two batches overlap
     read_at: dict[int, FileState] = {}  # parts read while the file was in that state
-    while True:
-        lease.check()
-        check_stop(ctx.token)  # a warm worker's cancel or shutdown
-        wall_ns = time.time_ns()  # before the stat: see settled_state
-        snap = snapshot(ctx.path, rec.identity)
-        now = time.monotonic()
-        growth.observe(snap.size, snap.mtime_ns, now)
-        if snap.size < planner.covered():
-            raise SourceShrank(ctx.path, planner.covered(), snap.size)
-        state = settled_state(snap.size, snap.mtime_ns, wall_ns)
-        free = max(0, s.max_parts_in_flight - sum(r.slots for r in in_flight))
-        for batch in plan_tasks(planner.ready(snap.size, free * BATCH_PARTS), free, width):
-            in_flight.append(_submit(ctx, batch, width))
-            planner.in_flight.update(p.number for p in batch)
-            if state:
-                read_at.update((p.number, state) for p in batch)
-        if in_flight:
-            concurrent.futures.wait(
-                [r.future.wrapped_future for r in in_flight],
-                timeout=s.poll_interval_seconds,
-                return_when=concurrent.futures.FIRST_COMPLETED,
-            )
-            for running in [r for r in in_flight if r.future.wrapped_future.done()]:
-                # (not fut.state: that would be an API read per call)
-                for part in running.result():  # raises the task's error: never lose one
-                    parts[part.number] = part
-                    planner.done.add(part.number)
-                    planner.in_flight.discard(part.number)
-                in_flight.remove(running)
-            reporter.progress(sum(p.size for p in parts.values()), snap.size)
-            continue
-        quiet = now - growth.changed_at
-        # Only a quiet file can have ended: ask the OS about its writers then.
-        look = quiet > 0 if eager else quiet >= s.settle_seconds
-        seen = writers.look(now, (snap.size, snap.mtime_ns)) if look else None
-        state = seen.state if seen else WriterState.UNKNOWN
-        # The sensor's hint counts only where the writers are unknown, after the
-        # settle: read it then, not on every poll (a Redis round trip each).
-        closed = False
-        if state == WriterState.UNKNOWN and quiet >= s.settle_seconds:
-            try:
-                closed = ctx.store.closed_hint(ctx.path, rec.identity) is not None
-            except CheckpointUnavailable:  # a Redis blip is no reason to fail: the tasks
-                closed = False  # retry their own writes; the idle timeout still ends it
-        if seen and state == WriterState.WRITING and quiet >= s.idle_timeout_seconds:
-            if not stalled_logged:
-                log.info("%s: no growth for %.0f s, but %s: waiting", ctx.path, quiet, seen.reason)
-            stalled_logged = True
-        elif quiet < s.settle_seconds:
-            stalled_logged = False
-        if stream_ended(
-            now=now,
-            last_change=growth.changed_at,
-            closed_hint=closed,
-            writers=state,
-            settle_seconds=s.settle_seconds,
-            idle_timeout_seconds=s.idle_timeout_seconds,
-            empty=snap.size == 0,
-            eager=eager,
-        ):
-            log.info("%s: recording ended: %s", ctx.path, _why_ended(seen, closed, quiet, s))
-            result = finalize(ctx, parts, read_at, growth.changed_at + s.settle_seconds)
-            if result.completed:
-                return result
-            eager = False
-            parts = dict(result.uploaded)
-            planner.settle(parts)
-            continue
-        time.sleep(s.poll_interval_seconds)
+    try:
+        while True:
+            lease.check()
+            check_stop(ctx.token)  # a warm worker's cancel or shutdown
+            wall_ns = time.time_ns()  # before the stat: see settled_state
+            snap = snapshot(ctx.path, rec.identity)
+            now = time.monotonic()
+            growth.observe(snap.size, snap.mtime_ns, now)
+            if snap.size < planner.covered():
+                raise SourceShrank(ctx.path, planner.covered(), snap.size)
+            state = settled_state(snap.size, snap.mtime_ns, wall_ns)
+            free = max(0, s.max_parts_in_flight - tasks.slots())
+            ready = planner.ready(snap.size, free * BATCH_PARTS)
+            window = window_for(ready, len(tasks.running))
+            if window is not None:
+                tasks.open_window(window)
+            for batch in [] if window else plan_tasks(ready, free, width):
+                tasks.submit(batch, width)
+                if state:
+                    read_at.update((p.number, state) for p in batch)
+            if tasks.running:
+                collected = tasks.collect(s.poll_interval_seconds)
+                reporter.progress(sum(p.size for p in parts.values()), snap.size)
+                if collected or not tasks.only_windows():
+                    continue
+            # Nothing in flight, or only windows waiting for bytes: has it ended?
+            quiet = now - growth.changed_at
+            # Only a quiet file can have ended: ask the OS about its writers then.
+            look = quiet > 0 if eager else quiet >= s.settle_seconds
+            seen = writers.look(now, (snap.size, snap.mtime_ns)) if look else None
+            state = seen.state if seen else WriterState.UNKNOWN
+            # The sensor's hint counts only where the writers are unknown, after the
+            # settle: read it then, not on every poll (a Redis round trip each).
+            closed = False
+            if state == WriterState.UNKNOWN and quiet >= s.settle_seconds:
+                try:
+                    closed = ctx.store.closed_hint(ctx.path, rec.identity) is not None
+                except CheckpointUnavailable:  # a Redis blip is no reason to fail: the
+                    closed = False  # tasks retry their writes; the idle timeout still ends it
+            if seen and state == WriterState.WRITING and quiet >= s.idle_timeout_seconds:
+                if not stalled_logged:
+                    log.info(
+                        "%s: no growth for %.0f s, but %s: waiting", ctx.path, quiet, seen.reason
+                    )
+                stalled_logged = True
+            elif quiet < s.settle_seconds:
+                stalled_logged = False
+            if stream_ended(
+                now=now,
+                last_change=growth.changed_at,
+                closed_hint=closed,
+                writers=state,
+                settle_seconds=s.settle_seconds,
+                idle_timeout_seconds=s.idle_timeout_seconds,
+                empty=snap.size == 0,
+                eager=eager,
+            ):
+                log.info("%s: recording ended: %s", ctx.path, _why_ended(seen, closed, quiet, s))
+                tasks.drain()  # windows send the parts they can and return
+                result = finalize(ctx, parts, read_at, growth.changed_at + s.settle_seconds)
+                if result.completed:
+                    return result
+                eager = False
+                parts.clear()
+                parts.update(result.uploaded)
+                planner.settle(parts)
+                continue
+            if not tasks.running:
+                time.sleep(s.poll_interval_seconds)
+    finally:
+        tasks.end.set()  # a failing run's windows stop waiting for bytes
 
 
 @dataclasses.dataclass(frozen=True)
 class _Running:
-    """A submitted upload task run: one part, or a batch of them."""
+    """A submitted upload task run: one part, a batch, or a live stream's window."""
 
     future: Any
     slots: int
+    numbers: tuple[int, ...]
+    window: bool = False
+
+    def done(self) -> bool:
+        return self.future.wrapped_future.done()  # (not fut.state: an API read per call)
 
     def result(self) -> list[PartRecord]:
         out = self.future.result()
         return out if isinstance(out, list) else [out]
 
 
-def _submit(ctx: StreamContext, batch: list[PartRange], width: int) -> _Running:
-    if len(batch) == 1:
-        pr = batch[0]
-        return _Running(upload_part.submit(ctx, pr.number, pr.offset, pr.size), 1)
-    first, last = batch[0].number, batch[-1].number
-    return _Running(upload_parts.submit(ctx, first, last, width), slots(batch, width))
+class _Uploads:
+    """The stream's upload task runs in flight; collected parts go into `parts`."""
+
+    def __init__(
+        self, ctx: StreamContext, planner: PartPlanner, parts: dict[int, PartRecord]
+    ) -> None:
+        self.ctx, self.planner, self.parts = ctx, planner, parts
+        self.running: list[_Running] = []
+        self.end = WindowEnd()
+
+    def slots(self) -> int:
+        return sum(r.slots for r in self.running)
+
+    def only_windows(self) -> bool:
+        return all(r.window for r in self.running)
+
+    def submit(self, batch: list[PartRange], width: int) -> None:
+        numbers = tuple(p.number for p in batch)
+        if len(batch) == 1:
+            pr = batch[0]
+            future = upload_part.submit(self.ctx, pr.number, pr.offset, pr.size)
+        else:
+            future = upload_parts.submit(self.ctx, numbers[0], numbers[-1], width)
+        self.running.append(_Running(future, slots(batch, width), numbers))
+        self.planner.in_flight.update(numbers)
+
+    def open_window(self, window: range) -> None:
+        future = upload_window.submit(self.ctx, window.start, window.stop - 1, self.end)
+        self.running.append(_Running(future, 1, tuple(window), window=True))
+        self.planner.in_flight.add(window.start)  # ready now: the file must keep it
+        self.planner.reserved.update(window[1:])
+
+    def collect(self, timeout: float) -> bool:
+        """Wait up to `timeout` for a task run to end; take the parts of those that
+        did (raising a failed one's error: never lose a part). True if any ended."""
+        concurrent.futures.wait(
+            [r.future.wrapped_future for r in self.running],
+            timeout=timeout,
+            return_when=concurrent.futures.FIRST_COMPLETED,
+        )
+        finished = [r for r in self.running if r.done()]
+        for running in finished:
+            self._take(running)
+        return bool(finished)
+
+    def drain(self) -> None:
+        """End the windows and take every task run's parts."""
+        self.end.set()
+        for running in list(self.running):
+            self._take(running)
+        self.end = WindowEnd()
+
+    def _take(self, running: _Running) -> None:
+        for part in running.result():
+            self.parts[part.number] = part
+            self.planner.done.add(part.number)
+        self.planner.in_flight.difference_update(running.numbers)
+        self.planner.reserved.difference_update(running.numbers)
+        self.running.remove(running)
 
 
 def _why_ended(seen: Writers | None, closed: bool, quiet: float, config: IngestConfig) -> str:

@@ -5,6 +5,8 @@ run for many parts, several at a time, instead of one task run per part."""
 
 from __future__ import annotations
 
+import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from prefect import get_run_logger, task
@@ -93,6 +95,60 @@ def upload_parts(ctx: StreamContext, first: int, last: int, width: int) -> list[
         except BaseException:
             pool.shutdown(cancel_futures=True)  # a retry sends what is left
             raise
+
+
+class WindowEnd:
+    """Set by the flow when it stops tailing (the recording ended, or the run is
+    failing): its window task runs return the parts they sent."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def wait(self, seconds: float) -> bool:
+        return self._event.wait(seconds)
+
+    def __repr__(self) -> str:  # shown as the task run's input
+        return "WindowEnd()"
+
+
+@task(name="upload-window", task_run_name="upload-parts-{first}-{last}", **RETRIED)
+def upload_window(ctx: StreamContext, first: int, last: int, end: WindowEnd) -> list[PartRecord]:
+    """A live stream's parts `first`..`last`, each sent once the file holds all of its
+    bytes, one at a time (as fast as a caught-up recorder writes them). Returns the
+    parts sent so far when `end` is set; the flow plans the rest again. A retry of the
+    task run skips the parts its earlier tries checkpointed."""
+    base = ctx.record.part_base_bytes
+    retried = (task_run.run_count or 1) > 1
+    held = ctx.store.parts(ctx.record.stream_id) if retried else {}
+    log = get_run_logger()
+    sent: list[PartRecord] = []
+    for number in range(first, last + 1):
+        offset, size = part_offset(number, base), part_size(number, base)
+        while (have := _size(ctx.path)) < offset + size:
+            # Gone or unreadable: the flow's own checks say what happened.
+            if have < 0 or end.wait(ctx.config.poll_interval_seconds):
+                return sent
+        if _held(held.get(number), base):
+            sent.append(held[number])
+            continue
+        sent.append(
+            with_retries(
+                lambda n=number, o=offset, z=size: put_part(ctx, n, read_range(ctx.path, o, z), o),
+                f"part {number}",
+                log,
+            )
+        )
+    return sent
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return -1
 
 
 def _held(part: PartRecord | None, base: int) -> bool:

@@ -53,6 +53,20 @@ def trusted_parts(read_at: Mapping[int, FileState], final: FileState) -> set[int
 
 # Parts per task run when a file is far ahead of its upload: 16 x 8 MiB = 128 MiB.
 BATCH_PARTS = 16
+# Parts per window of a live stream: 8 x 8 MiB, 13 s of a 5 MB/s camera.
+WINDOW_PARTS = 8
+
+
+def window_for(ready: list[PartRange], in_flight: int) -> range | None:
+    """The parts of a window task run for a live stream that is caught up: nothing in
+    flight and one full part ready (the recorder is less than two parts ahead). The
+    window sends that part and then each next one as its bytes arrive: one task run
+    (three API events) per WINDOW_PARTS parts instead of per part, and one part in
+    memory. A stream further ahead goes up in parallel tasks (plan_tasks)."""
+    if in_flight or len(ready) != 1:
+        return None
+    first = ready[0].number
+    return range(first, first + WINDOW_PARTS)
 
 
 def plan_tasks(ready: list[PartRange], free: int, width: int) -> list[list[PartRange]]:
@@ -85,16 +99,19 @@ def slots(batch: list[PartRange], width: int) -> int:
 
 @dataclass
 class PartPlanner:
-    """Walks the part plan: the parts that are done, in flight, and next."""
+    """Walks the part plan: the parts that are done, in flight, and next. `reserved`
+    parts belong to a window task that sends them once their bytes exist: not to be
+    planned again, nor required of the file yet."""
 
     base: int
     done: set[int] = field(default_factory=set)
     in_flight: set[int] = field(default_factory=set)
+    reserved: set[int] = field(default_factory=set)
 
     def ready(self, size: int, limit: int) -> list[PartRange]:
         """Up to `limit` full parts that lie within `size` bytes and are neither done
-        nor in flight, lowest numbers first."""
-        taken = self.done | self.in_flight
+        nor in flight nor reserved, lowest numbers first."""
+        taken = self.done | self.in_flight | self.reserved
         return [p for p in full_parts(size, self.base) if p.number not in taken][:limit]
 
     def covered(self) -> int:

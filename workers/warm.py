@@ -42,6 +42,8 @@ from prefect.client.schemas.filters import (
     WorkPoolFilterName,
 )
 from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.events.clients import get_events_subscriber
+from prefect.events.filters import EventAnyResourceFilter, EventFilter, EventNameFilter
 from prefect.flow_engine import run_flow
 from prefect.states import AwaitingRetry, Cancelled, Crashed, State
 from prefect.workers.base import (
@@ -58,6 +60,7 @@ from workers.loading import FlowCache, working_directory
 DEFAULT_LIMIT = 64  # streams at once; more wait Scheduled (--limit to change)
 CANCEL_POLL_SECONDS = 2.0  # one read for all streams: Cancelling -> stop within ~2 s
 ORPHAN_POLL_SECONDS = 60.0
+RECONNECT_SECONDS = 5.0
 SHUTDOWN_GRACE_SECONDS = 30.0  # parts in flight finish and checkpoint meanwhile
 CANCELLED = "cancelled by an operator"
 SHUTDOWN = "the worker is shutting down; the next worker resumes it"
@@ -145,11 +148,19 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         self._flows = FlowCache()
         self._executions: dict[str, Execution] = {}
         self._watch_scope = anyio.CancelScope()
+        self._wake = anyio.Event()
 
     async def setup(self) -> None:
         await super().setup()
         assert self._runs_task_group is not None
-        self._runs_task_group.start_soon(self._watch)
+        self._runs_task_group.start_soon(self._background)
+
+    async def _background(self) -> None:
+        with self._watch_scope:
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._watch)
+                group.start_soon(self._listen)
+                group.start_soon(self._poll_when_woken)
 
     async def teardown(self, *exc_info: Any) -> None:
         self._watch_scope.cancel()
@@ -212,16 +223,43 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         """Cancels of running streams (Prefect's own watch only covers runs that have
         not started) and runs orphaned by a dead worker of this host."""
         next_orphans = 0.0
-        with self._watch_scope:
-            while True:
-                await anyio.sleep(CANCEL_POLL_SECONDS)
-                try:
-                    await self._stop_cancelled()
-                    if anyio.current_time() >= next_orphans and self._work_pool is not None:
-                        await self._crash_orphans()
-                        next_orphans = anyio.current_time() + ORPHAN_POLL_SECONDS
-                except Exception as exc:  # the API is down: try again next round
-                    self._logger.warning("could not check for cancels or orphans: %s", exc)
+        while True:
+            await anyio.sleep(CANCEL_POLL_SECONDS)
+            try:
+                await self._stop_cancelled()
+                if anyio.current_time() >= next_orphans and self._work_pool is not None:
+                    await self._crash_orphans()
+                    next_orphans = anyio.current_time() + ORPHAN_POLL_SECONDS
+            except Exception as exc:  # the API is down: try again next round
+                self._logger.warning("could not check for cancels or orphans: %s", exc)
+
+    async def _listen(self) -> None:
+        """A new run in the pool (the sensor's, a rerun, the UI's Retry) wakes the poll
+        at once: without it a run waits up to PREFECT_WORKER_QUERY_SECONDS. The
+        regular poll stays, for events lost while the socket reconnects."""
+        while self._work_pool is None:
+            await anyio.sleep(0.5)
+        where = EventFilter(
+            event=EventNameFilter(name=["prefect.flow-run.Scheduled"]),
+            any_resource=EventAnyResourceFilter(id=[f"prefect.work-pool.{self._work_pool.id}"]),
+        )
+        while True:
+            try:
+                async with get_events_subscriber(filter=where) as events:
+                    async for _event in events:
+                        self._wake.set()
+            except Exception as exc:  # server restarting: the poll covers meanwhile
+                self._logger.debug("event subscription lost (%s); reconnecting", exc)
+                await anyio.sleep(RECONNECT_SECONDS)
+
+    async def _poll_when_woken(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()  # events during this poll wake the next one
+            try:
+                await self.get_and_submit_flow_runs()
+            except Exception as exc:
+                self._logger.warning("could not poll for runs: %s", exc)
 
     async def _stop_cancelled(self) -> None:
         if not self._executions:

@@ -1,5 +1,5 @@
 """Real recorders into the watched folder of the real stack (server, deployed flows,
-process worker, sensor): ffmpeg writing MKV at a low rate, MP4 rewritten for
+the default warm worker, sensor): ffmpeg writing MKV at a low rate, MP4 rewritten for
 faststart at close, a stream that stalls and resumes, the segment muxer, a symlink out
 of the folder and a file name that is not UTF-8. Each object must be the file's bytes
 (SHA-256) and, for video, readable by ffprobe.
@@ -156,6 +156,30 @@ def test_the_segment_muxer_gives_one_object_per_segment(rec: Recorders) -> None:
         body = rec.completed_object(segment, f"e2e/segments/{segment.name}")
         assert sha256(body) == sha256(segment.read_bytes()), segment.name
         rec.probe(body, ".ts")
+
+
+def test_several_cameras_at_once_through_the_default_deployment(rec: Recorders) -> None:
+    """Four ffmpeg recordings started together (MKV and MP4, takes told apart by
+    length and metadata): every object is its file's bytes and a video, and the
+    default worker (stream-ingest-warm) ran them all in its one process."""
+    cams = [(f"studio-{i}.{ext}", ext, 6 + i) for i, ext in enumerate(["mkv", "mp4"] * 2)]
+    procs = []
+    for name, _ext, seconds in cams:
+        args = ["-t", str(seconds), "-c:v", "libx264", "-preset", "ultrafast", "-b:v", "1M"]
+        procs.append(ffmpeg("-re", *PATTERN, *args, "-metadata", f"title={name}",
+                            rec.stack.watch_dir / name))  # fmt: skip
+    for proc in procs:
+        finished(proc)
+    owners = set()
+    for name, ext, _seconds in cams:
+        path = rec.stack.watch_dir / name
+        body = rec.completed_object(path, f"e2e/{name}")
+        assert sha256(body) == sha256(path.read_bytes()), name
+        rec.probe(body, f".{ext}")
+        run = rec.stack.run_for(name)
+        assert run is not None and run["state_type"] == "COMPLETED"
+        owners.add(run["infrastructure_pid"])
+    assert len(owners) == 1 and next(iter(owners)).startswith("warm:"), owners
 
 
 def test_a_symlink_out_of_the_folder_is_never_uploaded(rec: Recorders) -> None:

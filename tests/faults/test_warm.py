@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,8 @@ def _stack(tmp_path: Path, redis_url: str, moto_url: str, proxy_url: str):
 
 def _record(stack: Stack, seed: int) -> tuple[dict[str, bytes], list[GrowingWriter]]:
     data = {n: payload(6 * PART + 1000 * i, seed=seed + i) for i, n in enumerate(NAMES)}
-    writers = [GrowingWriter(stack.watch_dir / n, data[n], steps=30, pause=0.25) for n in NAMES]
+    # 20 s each: still recording whenever the test stops or kills the worker.
+    writers = [GrowingWriter(stack.watch_dir / n, data[n], steps=80, pause=0.25) for n in NAMES]
     for w in writers:
         w.start()
     return data, writers
@@ -98,15 +100,15 @@ def test_a_dead_worker_s_streams_are_crashed_by_the_next_and_resumable(
         data, writers = _record(stack, seed=60)
         assert held.arrived.wait(120), "cam-a's part 3 never reached S3"
         runs = {n: until(lambda n=n: stack.run_for(n), 30, n) for n in NAMES}
+        assert not any(w.done.is_set() for w in writers)  # mid-recording
         os.killpg(stack.worker.proc.pid, signal.SIGKILL)  # OOM killer: every stream at once
         stack.worker.proc.wait(10)
         held.release(forward=False)
         for w in writers:
             w.join(60)
         # Nothing ends a dead process's runs but the next worker on the host.
-        assert all(
-            stack.get(f"/flow_runs/{r['id']}")["state_type"] == "RUNNING" for r in runs.values()
-        )
+        left = {n: stack.get(f"/flow_runs/{r['id']}")["state"] for n, r in runs.items()}
+        assert all(s["type"] == "RUNNING" for s in left.values()), left
         stack.worker = Proc("worker2", stack.worker.command(), stack.env, str(tmp_path))
         stack.worker.start()
         for run in runs.values():
@@ -121,3 +123,70 @@ def test_a_dead_worker_s_streams_are_crashed_by_the_next_and_resumable(
             until(lambda n=name: _stream(store, n).status == "completed", 120, f"{name} rerun")
             rec = _stream(store, name)
             check_object(s3, bucket, rec.s3_key, data[name])
+
+
+def test_a_worker_stopped_by_sigterm_leaves_its_streams_to_the_next(
+    tmp_path, redis_server, moto_server, proxy
+):
+    """`docker stop`, systemd or Ctrl-C: every stream stops at its next poll, keeps its
+    checkpoint and is scheduled again; the next worker resumes each in the same run."""
+    stack, s3, bucket, store = _stack(tmp_path, redis_server.url, moto_server.url, proxy.url)
+    with stack:
+        assert stack.worker is not None and stack.worker.proc is not None
+        data, writers = _record(stack, seed=70)
+        until(
+            lambda: (
+                len(store.list_streams()) == 3
+                and all(len(store.parts(r.stream_id)) >= 1 for r in store.list_streams())
+            ),
+            120,
+            "every stream to have a part",
+        )
+        runs = {n: until(lambda n=n: stack.run_for(n), 30, n) for n in NAMES}
+        assert not any(w.done.is_set() for w in writers)  # mid-recording
+        stack.worker.proc.send_signal(signal.SIGTERM)
+        assert stack.worker.proc.wait(60) is not None
+        for run in runs.values():
+            state = stack.get(f"/flow_runs/{run['id']}")["state"]
+            assert state["type"] == "SCHEDULED", state
+            assert "next worker" in state["message"]
+        checkpointed = {n: set(store.parts(_stream(store, n).stream_id)) for n in NAMES}
+        mark = proxy.mark()
+        stack.worker = Proc("worker2", stack.worker.command(), stack.env, str(tmp_path))
+        stack.worker.start()
+        for w in writers:
+            w.join(60)
+        for name, run in runs.items():
+            done = stack.wait_for_state(run["id"], "COMPLETED", 120)
+            assert done["run_count"] == 2  # the same run, resumed
+            rec = _stream(store, name)
+            check_object(s3, bucket, rec.s3_key, data[name])
+            resent = proxy.parts_reached_s3(rec.s3_upload_id, since=mark)
+            assert not set(resent) & checkpointed[name]
+
+
+def test_a_new_recording_wakes_the_worker_without_waiting_for_its_poll(
+    tmp_path, redis_server, moto_server, proxy
+):
+    """The pool's Scheduled events wake the warm worker: with a 30 s poll, a new
+    file's run still starts within seconds."""
+    stack, s3, bucket, store = _stack(tmp_path, redis_server.url, moto_server.url, proxy.url)
+    stack.env["PREFECT_WORKER_QUERY_SECONDS"] = "30"
+    with stack:
+        time.sleep(5)  # past the worker's first poll and its event subscription
+        src = stack.watch_dir / "wake.mkv"
+        data = payload(PART + 17, seed=80)
+        src.write_bytes(data)
+        written = time.monotonic()
+        until(
+            lambda: (
+                (r := stack.run_for("wake.mkv")) and r["state_type"] in ("RUNNING", "COMPLETED")
+            ),
+            15,
+            "the run to start",
+        )
+        assert time.monotonic() - written < 15  # the next poll was 25 s away
+        rec = until(
+            lambda: (r := _stream(store, "wake.mkv")).status == "completed" and r, 60, "done"
+        )
+        check_object(s3, bucket, rec.s3_key, data)

@@ -259,3 +259,26 @@ def test_rerun_of_completed_stream_is_a_noop(registered, s3, store):
     assert second["message"] == "already completed"
     assert third["stream_id"] == first["stream_id"]
     assert third["message"] == "already completed"
+
+
+def test_a_live_stream_goes_up_in_window_task_runs(registered, s3, store):
+    """A recorder that stays ahead by less than two parts: one task run covers a
+    window of 8 parts, each sent once its bytes are there, instead of one task run
+    per part (three API events each). The last window ends early with the recording
+    and finalize sends the rest."""
+    data = payload(12 * 5 * MIB + 4321, seed=9)  # twelve full 5 MiB parts and a tail
+    src = Path(registered.watch_dir) / "live-window.mkv"
+    src.touch()
+    writer = GrowingWriter(src, data, steps=60, pause=0.1)  # 1 MiB steps: 2 s per part
+    writer.start()
+
+    result = _ingest(src)
+    writer.join(5)
+
+    assert object_bytes(s3, registered.s3_bucket, result["s3_key"]) == data
+    runs = _task_runs(store.require(result["stream_id"]).flow_run_id)
+    uploads = sorted(r.name for r in runs if r.name.startswith("upload-part"))
+    windows = [r.name for r in runs if r.task_key.startswith("upload_window")]
+    assert windows, uploads
+    assert len(uploads) <= 5, uploads  # twelve full parts: per part would be 12
+    assert len(store.parts(result["stream_id"])) == 13

@@ -11,6 +11,7 @@ from stream_ingest.records import PartRecord
 from stream_ingest.tail import (
     BATCH_PARTS,
     MTIME_GRANULARITY_NS,
+    WINDOW_PARTS,
     Growth,
     PartPlanner,
     WriterState,
@@ -18,6 +19,7 @@ from stream_ingest.tail import (
     settled_state,
     stream_ended,
     trusted_parts,
+    window_for,
 )
 
 BASE = MIN_PART
@@ -287,3 +289,26 @@ def test_the_planner_walks_the_plan_in_order(limit: int) -> None:
         planner.in_flight.clear()
     assert seen == full_parts(size, BASE)
     assert planner.covered() == 7 * BASE
+
+
+def _ready(*numbers: int) -> list[PartRange]:
+    base = MIN_PART
+    return [PartRange(n, (n - 1) * base, base) for n in numbers]
+
+
+def test_a_caught_up_stream_gets_a_window_of_parts() -> None:
+    assert window_for(_ready(5), in_flight=0) == range(5, 5 + WINDOW_PARTS)
+
+
+def test_no_window_while_tasks_run_or_when_the_file_is_ahead() -> None:
+    assert window_for(_ready(5), in_flight=1) is None  # one window (or task) at a time
+    assert window_for(_ready(5, 6), in_flight=0) is None  # ahead: parallel tasks instead
+    assert window_for([], in_flight=0) is None  # nothing to send yet: no empty task run
+
+
+def test_reserved_parts_are_not_planned_nor_required_of_the_file() -> None:
+    planner = PartPlanner(MIN_PART)
+    planner.in_flight.add(1)
+    planner.reserved.update(range(2, 9))
+    assert [p.number for p in planner.ready(10 * MIN_PART, 16)] == [9, 10]
+    assert planner.covered() == MIN_PART  # part 1 only: 2..8 may not exist yet
