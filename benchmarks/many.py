@@ -77,14 +77,23 @@ def _wait_runs_final(run_ids: list[Any], timeout: float) -> list[str]:
 def trigger(stack: Stack, path: str) -> Any:
     """One flow run for `path`, as the sensor creates it."""
     from prefect.deployments import run_deployment
+    from prefect.exceptions import PrefectHTTPStatusError
 
-    run = run_deployment(
-        "stream-ingest/stream-ingest",
-        parameters={"path": path},
-        timeout=0,
-        job_variables={"env": {"PREFECT_API_URL": stack.proxy.api_url("flows")}},
-    )
-    return run.id
+    for attempt in range(6):  # as the sensor does: a busy server is asked again
+        try:
+            run = run_deployment(
+                "stream-ingest/stream-ingest",
+                parameters={"path": path},
+                timeout=0,
+                job_variables={"env": {"PREFECT_API_URL": stack.proxy.api_url("flows")}},
+            )
+            return run.id
+        except PrefectHTTPStatusError as exc:
+            if exc.response.status_code < 500 or attempt == 5:
+                raise
+            log(f"many: creating the run for {path}: {exc.response.status_code}; again")
+            time.sleep(2**attempt)
+    raise AssertionError("unreachable")
 
 
 def _lone_starts(stack: Stack, count: int = 5) -> list[float]:
@@ -140,7 +149,9 @@ def _open_all(
             for p in waiting:
                 state = client.read_flow_run(runs[p]).state
                 if state is not None and state.is_final():
-                    log(f"many: run for {p} ended {state.type.value} before opening; again")
+                    log(
+                        f"many: run for {p} ended {state.type.value} before opening ({state.message}); again"
+                    )
                     runs[p], again = trigger(stack, p), again + 1
             time.sleep(1)
 
@@ -297,14 +308,14 @@ def _measure(stack: Stack, worker_pid: int, streams: int, size: int, rate: float
 def _parts_in_s3(stack: Stack) -> int:
     s3 = stack.s3()
     uploads = s3.list_multipart_uploads(Bucket=stack.bucket).get("Uploads", [])
-    return sum(
-        len(
-            s3.list_parts(Bucket=stack.bucket, Key=u["Key"], UploadId=u["UploadId"]).get(
-                "Parts", []
-            )
-        )
-        for u in uploads
-    )
+    count = 0
+    for u in uploads:
+        try:
+            listed = s3.list_parts(Bucket=stack.bucket, Key=u["Key"], UploadId=u["UploadId"])
+        except s3.exceptions.NoSuchUpload:  # completed since the listing: its parts count
+            continue  # in per_part_overall, not here
+        count += len(listed.get("Parts", []))
+    return count
 
 
 def _p95(values: list[float]) -> float:

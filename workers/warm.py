@@ -28,7 +28,8 @@ import asyncio
 import os
 import socket
 import threading
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 from uuid import UUID
 
 import anyio
@@ -44,6 +45,7 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.events.clients import get_events_subscriber
 from prefect.events.filters import EventAnyResourceFilter, EventFilter, EventNameFilter
+from prefect.exceptions import PrefectHTTPStatusError
 from prefect.flow_engine import run_flow
 from prefect.states import AwaitingRetry, Cancelled, Crashed, State
 from prefect.workers.base import (
@@ -62,13 +64,34 @@ CANCEL_POLL_SECONDS = 2.0  # one read for all streams: Cancelling -> stop within
 ORPHAN_POLL_SECONDS = 60.0
 RECONNECT_SECONDS = 5.0
 SHUTDOWN_GRACE_SECONDS = 30.0  # parts in flight finish and checkpoint meanwhile
+BUSY_RETRIES = 5  # 0.5 + 1 + 2 + 4 s of waiting for a busy server
+T = TypeVar("T")
 CANCELLED = "cancelled by an operator"
 SHUTDOWN = "the worker is shutting down; the next worker resumes it"
 LIVE = [StateType.PENDING, StateType.RUNNING, StateType.CANCELLING]
 
 
+async def _busy_retried(call: Callable[[], Awaitable[T]], what: str) -> T:
+    """`call`, tried again while the server answers 5xx: Prefect on SQLite answers
+    500/503 "database is locked" in bursts of new runs, and the worker base crashes a
+    run whose submission step fails (3 of 50 in the `many` benchmark)."""
+    for attempt in range(BUSY_RETRIES):
+        try:
+            return await call()
+        except PrefectHTTPStatusError as exc:
+            if exc.response.status_code < 500 or attempt == BUSY_RETRIES - 1:
+                raise
+        await anyio.sleep(0.5 * 2**attempt)
+    raise AssertionError(f"unreachable: {what}")
+
+
 class WarmJobConfiguration(BaseJobConfiguration):
     """Nothing to configure per run: runs share the worker's process."""
+
+    @classmethod
+    async def resolve_for_flow_run(cls, flow_run: FlowRun, **kwargs: Any) -> Any:
+        parent = super().resolve_for_flow_run
+        return await _busy_retried(lambda: parent(flow_run, **kwargs), "resolve the job")
 
 
 class WarmVariables(BaseVariables):
@@ -174,11 +197,15 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
     ) -> WarmWorkerResult:
         if flow_run.deployment_id is None:
             raise ValueError("the warm worker runs deployments' flow runs only")
-        deployment = await self.client.read_deployment(flow_run.deployment_id)
+        deployment_id = flow_run.deployment_id
+        deployment = await _busy_retried(
+            lambda: self.client.read_deployment(deployment_id), "read the deployment"
+        )
         directory = working_directory(deployment.pull_steps, deployment.path)
         entrypoint = deployment.entrypoint or ""
         flow = await anyio.to_thread.run_sync(self._flows.load, directory, entrypoint)
-        execution = Execution(flow, await self.client.read_flow_run(flow_run.id))
+        fresh = await _busy_retried(lambda: self.client.read_flow_run(flow_run.id), "read the run")
+        execution = Execution(flow, fresh)
         self._executions[execution.run_id] = execution
         try:
             execution.thread.start()
@@ -197,6 +224,15 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
             self._executions.pop(execution.run_id, None)
             stopping.withdraw(execution.run_id)
         return WarmWorkerResult(status_code=0, identifier=str(self.owner))
+
+    async def _give_worker_labels_to_flow_run(self, flow_run_id: UUID) -> None:
+        """The labels only tell the UI which worker ran it: a busy server is retried,
+        and a failure is logged, never a reason to crash the run."""
+        parent = super()._give_worker_labels_to_flow_run
+        try:
+            await _busy_retried(lambda: parent(flow_run_id), "label the run")
+        except PrefectHTTPStatusError as exc:
+            self._logger.warning("could not label flow run %s: %s", flow_run_id, exc)
 
     async def _settle(self, execution: Execution) -> None:
         """The run's final word where its engine could not say it: a cancel, a

@@ -9,8 +9,10 @@ import time
 import uuid
 from typing import Any
 
+import httpx
 import pytest
 from prefect.client.schemas.objects import FlowRun
+from prefect.exceptions import PrefectHTTPStatusError
 from prefect.states import Completed, Failed
 
 from flows import stopping
@@ -83,3 +85,37 @@ def test_a_stream_stopped_by_shutdown_is_scheduled_for_the_next_worker(monkeypat
 def test_an_engine_that_raises_crashes_its_run_only(monkeypatch):
     [(state, message)] = _settled(monkeypatch, engine_error)
     assert state == "CRASHED" and "RuntimeError: engine broke" in message
+
+
+def _status_error(code: int) -> PrefectHTTPStatusError:
+    request = httpx.Request("PATCH", "http://prefect/api/flow_runs/x/labels")
+    response = httpx.Response(code, request=request)
+    return PrefectHTTPStatusError("busy", request=request, response=response)
+
+
+def test_a_busy_server_is_asked_again_and_a_client_error_is_not(monkeypatch):
+    async def no_wait(_seconds: float) -> None:
+        return None
+
+    monkeypatch.setattr(warm.anyio, "sleep", no_wait)
+    answers = [_status_error(503), _status_error(500), "ok"]
+    calls: list[int] = []
+
+    async def call() -> str:
+        calls.append(1)
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert asyncio.run(warm._busy_retried(call, "label")) == "ok"
+    assert len(calls) == 3
+
+    async def missing() -> str:
+        calls.append(1)
+        raise _status_error(404)
+
+    calls.clear()
+    with pytest.raises(PrefectHTTPStatusError):
+        asyncio.run(warm._busy_retried(missing, "read"))
+    assert len(calls) == 1
