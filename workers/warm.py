@@ -99,7 +99,8 @@ class WarmVariables(BaseVariables):
 
 
 class WarmWorkerResult(BaseWorkerResult):
-    """The run's thread ended; `status_code` 0 unless its engine itself failed."""
+    """The run's thread ended. `status_code` is always 0: where the engine could not
+    set the run's final state, the worker sets it itself, with the reason."""
 
 
 def process_start(pid: int) -> int | None:
