@@ -72,24 +72,9 @@ def upload_parts(ctx: StreamContext, first: int, last: int, width: int) -> list[
     """Upload parts `first`..`last`, `width` at a time, each retried by itself on a
     transient error. A retry of the whole task run (a part out of retries) skips the
     parts that its earlier tries uploaded and checkpointed."""
-    base = ctx.record.part_base_bytes
-    retried = (task_run.run_count or 1) > 1
-    held = ctx.store.parts(ctx.record.stream_id) if retried else {}
-
-    log = get_run_logger()
-
-    def one(number: int) -> PartRecord:
-        if _held(held.get(number), base):
-            return held[number]
-        offset, size = part_offset(number, base), part_size(number, base)
-        return with_retries(
-            lambda: put_part(ctx, number, read_range(ctx.path, offset, size), offset),
-            f"part {number}",
-            log,
-        )
-
+    send = _PartSender(ctx)
     with ThreadPoolExecutor(max(1, width), thread_name_prefix="upload-parts") as pool:
-        futures = [pool.submit(one, k) for k in range(first, last + 1)]
+        futures = [pool.submit(send, k) for k in range(first, last + 1)]
         try:
             return [f.result() for f in futures]
         except BaseException:
@@ -121,27 +106,38 @@ def upload_window(ctx: StreamContext, first: int, last: int, end: WindowEnd) -> 
     parts sent so far when `end` is set; the flow plans the rest again. A retry of the
     task run skips the parts its earlier tries checkpointed."""
     base = ctx.record.part_base_bytes
-    retried = (task_run.run_count or 1) > 1
-    held = ctx.store.parts(ctx.record.stream_id) if retried else {}
-    log = get_run_logger()
+    send = _PartSender(ctx)
     sent: list[PartRecord] = []
     for number in range(first, last + 1):
-        offset, size = part_offset(number, base), part_size(number, base)
-        while (have := _size(ctx.path)) < offset + size:
+        needed = part_offset(number, base) + part_size(number, base)
+        while (have := _size(ctx.path)) < needed:
             # Gone or unreadable: the flow's own checks say what happened.
             if have < 0 or end.wait(ctx.config.poll_interval_seconds):
                 return sent
-        if _held(held.get(number), base):
-            sent.append(held[number])
-            continue
-        sent.append(
-            with_retries(
-                lambda n=number, o=offset, z=size: put_part(ctx, n, read_range(ctx.path, o, z), o),
-                f"part {number}",
-                log,
-            )
-        )
+        sent.append(send(number))
     return sent
+
+
+class _PartSender:
+    """One part of a multi-part task run: retried by itself on a transient error, and
+    skipped when an earlier try of the task run (a Prefect retry) checkpointed it."""
+
+    def __init__(self, ctx: StreamContext) -> None:
+        self.ctx, self.base = ctx, ctx.record.part_base_bytes
+        retried = (task_run.run_count or 1) > 1
+        self.held = ctx.store.parts(ctx.record.stream_id) if retried else {}
+        self.log = get_run_logger()
+
+    def __call__(self, number: int) -> PartRecord:
+        if _held(self.held.get(number), self.base):
+            return self.held[number]
+        ctx = self.ctx
+        offset, size = part_offset(number, self.base), part_size(number, self.base)
+        return with_retries(
+            lambda: put_part(ctx, number, read_range(ctx.path, offset, size), offset),
+            f"part {number}",
+            self.log,
+        )
 
 
 def _size(path: str) -> int:
