@@ -18,12 +18,10 @@ from prefect.artifacts import (
 )
 from prefect.events import emit_event
 
+from stream_ingest.progress import progress_due
 from stream_ingest.records import StreamRecord
 
 EVENT_PREFIX = "stream-ingest.stream"
-# Each update is an API call and an event: every 3 s was still 1.1 calls per part of a
-# 5 MB/s camera (8 MiB parts); every 10 s is 0.34, and the bar still moves.
-PROGRESS_EVERY_SECONDS = 10.0
 
 
 def stream_resource(record: StreamRecord, config: str) -> dict[str, str]:
@@ -47,7 +45,8 @@ class Reporter:
         self.flow_run_id = flow_run_id
         self.started = time.monotonic()
         self._progress_id: UUID | None = None
-        self._last_progress = 0.0
+        self._last_progress: float | None = None
+        self._last_uploaded = 0
 
     def _safely(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -75,6 +74,7 @@ class Reporter:
             progress=0.0,
             description=f"Bytes of {self.record.original_path} in S3",
         )
+        self._last_progress = time.monotonic()  # the bar starts at 0 %
 
     def _tag(self) -> None:
         from prefect.client.orchestration import get_client
@@ -87,13 +87,14 @@ class Reporter:
             client.update_flow_run(UUID(self.flow_run_id), tags=tags)
 
     def progress(self, uploaded: int, size: int, force: bool = False) -> None:
-        """Update the progress bar, at most every PROGRESS_EVERY_SECONDS."""
+        """Update the progress bar when it is due (stream_ingest.progress) or forced."""
         now = time.monotonic()
-        if self._progress_id is None or (
-            not force and now - self._last_progress < PROGRESS_EVERY_SECONDS
-        ):
+        due = progress_due(
+            now, self._last_progress, uploaded, self._last_uploaded, self.record.part_base_bytes
+        )
+        if self._progress_id is None or not (force or due):
             return
-        self._last_progress = now
+        self._last_progress, self._last_uploaded = now, uploaded
         percent = 100.0 if size == 0 else min(100.0, 100.0 * uploaded / size)
         self._safely("update progress", update_progress_artifact, self._progress_id, percent)
 
