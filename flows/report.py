@@ -17,6 +17,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.events import emit_event
+from prefect.runtime import flow_run
 
 from stream_ingest.progress import progress_due
 from stream_ingest.records import StreamRecord
@@ -77,14 +78,10 @@ class Reporter:
         self._last_progress = time.monotonic()  # the bar starts at 0 %
 
     def _tag(self) -> None:
-        from prefect.client.orchestration import get_client
-
-        if not self.flow_run_id:
-            return
-        with get_client(sync_client=True) as client:
-            run = client.read_flow_run(UUID(self.flow_run_id))
-            tags = sorted({*run.tags, f"stream:{self.record.stream_id}"})
-            client.update_flow_run(UUID(self.flow_run_id), tags=tags)
+        tag = f"stream:{self.record.stream_id}"
+        # The sensor's runs are created tagged: the run's own copy says so, no API call.
+        if self.flow_run_id and tag not in (flow_run.tags or []):
+            add_tag(self.flow_run_id, tag)
 
     def progress(self, uploaded: int, size: int, force: bool = False) -> None:
         """Update the progress bar when it is due (stream_ingest.progress) or forced."""
@@ -122,3 +119,12 @@ class Reporter:
 
     def failed(self, message: str, aborted: bool) -> None:
         self.event("aborted" if aborted else "failed", error=message)
+
+
+def add_tag(flow_run_id: str, tag: str) -> None:
+    """Add `tag` to the run's tags (a read and an update)."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(UUID(flow_run_id))
+        client.update_flow_run(UUID(flow_run_id), tags=sorted({*run.tags, tag}))

@@ -282,3 +282,36 @@ def test_a_live_stream_goes_up_in_window_task_runs(registered, s3, store):
     assert windows, uploads
     assert len(uploads) <= 5, uploads  # twelve full parts: per part would be 12
     assert len(store.parts(result["stream_id"])) == 13
+
+
+def test_a_run_is_tagged_with_its_stream_once(registered, monkeypatch):
+    """A run started by hand gets its `stream:<id>` tag from the flow; a run the sensor
+    created tagged is not read and updated again for it."""
+    import uuid
+
+    from prefect import get_client, tags
+
+    import flows.report as report
+
+    added: list[str] = []
+    add_tag = report.add_tag
+    monkeypatch.setattr(report, "add_tag", lambda run, tag: (added.append(tag), add_tag(run, tag)))
+
+    by_hand = Path(registered.watch_dir) / "by-hand.mkv"
+    by_hand.write_bytes(payload(MIB, seed=31))
+    state = stream_ingest(path=str(by_hand), return_state=True)
+    sid = state.result()["stream_id"]
+    with get_client(sync_client=True) as client:
+        assert f"stream:{sid}" in client.read_flow_run(state.state_details.flow_run_id).tags
+    assert added == [f"stream:{sid}"]
+
+    # What the sensor does: the run is created with its stream's id and tag.
+    by_sensor = Path(registered.watch_dir) / "by-sensor.mkv"
+    by_sensor.write_bytes(payload(MIB, seed=32))
+    sid2 = str(uuid.uuid4())
+    with tags(f"stream:{sid2}"):
+        state = stream_ingest(path=str(by_sensor), stream_id=sid2, return_state=True)
+    assert state.result()["status"] == "completed"
+    with get_client(sync_client=True) as client:
+        assert f"stream:{sid2}" in client.read_flow_run(state.state_details.flow_run_id).tags
+    assert added == [f"stream:{sid}"]  # nothing added for the tagged run
