@@ -39,7 +39,7 @@ class Plan:
 
 FULL = Plan((512, 2048, 8192), 50.0, 1024, 3, 48, (20, 50), 64, 5.0)
 QUICK = Plan((64,), 50.0, 256, 1, 12, (5,), 16, 5.0)
-WORKERS = ("stream-ingest-warm", "process")
+WORKERS = ("boto3", "stream-ingest-warm", "process")  # boto3: the floor (floor.py)
 
 
 def environment(quick: bool) -> dict[str, object]:

@@ -31,6 +31,7 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
+from benchmarks import floor
 from benchmarks.common import (
     MB,
     MIB,
@@ -46,7 +47,7 @@ from benchmarks.writer import SteadyWriter, identity_of
 from devstack.services import wait_for
 
 BIN = os.path.dirname(sys.executable)
-WARM, PROCESS = "stream-ingest-warm", "process"
+WARM, PROCESS, FLOOR = "stream-ingest-warm", "process", "boto3"
 STAGGER_S = 5.0
 IDLE_TIMEOUT = 3600
 
@@ -159,6 +160,9 @@ def _open_all(
 def run(
     stack: Stack, streams: int, size_mib: int, rate_mb_s: float, worker_type: str = WARM
 ) -> dict[str, Any]:
+    if worker_type == FLOOR:  # no worker: plain boto3 on the same writers (floor.py)
+        result = floor.run(stack, streams, size_mib * MIB, rate_mb_s * MB, STAGGER_S)
+        return {"bench": "many_streams", "worker": FLOOR, **result}
     env = {**os.environ, **stack.env(), "PYTHONPATH": os.getcwd()}
     pool = f"video-ingest-{worker_type}"
     _cli(["work-pool", "create", pool, "--type", worker_type, "--overwrite"], env)

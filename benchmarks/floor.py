@@ -1,0 +1,165 @@
+"""The floor beside `many`: plain boto3 tailing the same growing files on the same
+machine, with no Prefect, no Redis, no end detection and no verification.
+
+One process of its own (as the worker is) runs a thread per file: it creates the
+multipart upload (CRC32, as ours), uploads each 8 MiB part once the file holds its
+bytes (looking every 0.2 s, as ours), and completes the upload the moment it has
+sent the file's final size, which it is told in advance: an uploader that knows when
+the recording ends. What it cannot do faster than this, on this machine, with this
+S3 server, no uploader can; close -> object and the aggregate rate are measured as in
+`many`, so the two lines compare.
+
+Run by `many` as worker "boto3": `python -m benchmarks.floor SPEC.json` prints
+"ready" once every upload exists, then one JSON line per completed file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Any
+
+from benchmarks.common import MB, MIB, RssSampler, check_object, log
+from benchmarks.writer import SteadyWriter
+
+PART = 8 * MIB  # the product's default part size
+POLL_S = 0.2  # the product's default poll
+
+
+def _tail(s3: Any, bucket: str, key: str, upload_id: str, path: str, size: int) -> None:
+    parts, offset, number = [], 0, 1
+    with open(path, "rb") as fh:
+        while offset < size:
+            need = min(PART, size - offset)
+            if os.fstat(fh.fileno()).st_size < offset + need:
+                time.sleep(POLL_S)
+                continue
+            fh.seek(offset)
+            out = s3.upload_part(
+                Bucket=bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=fh.read(need),
+                ChecksumAlgorithm="CRC32",
+            )
+            parts.append(
+                {"PartNumber": number, "ETag": out["ETag"], "ChecksumCRC32": out["ChecksumCRC32"]}
+            )
+            offset, number = offset + need, number + 1
+    s3.complete_multipart_upload(
+        Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+    )
+    print(json.dumps({"path": path, "done": time.time()}), flush=True)
+
+
+def main(spec_path: str) -> None:
+    import boto3
+    from botocore.config import Config
+
+    with open(spec_path) as fh:
+        spec = json.load(fh)
+    files = spec["files"]
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=spec["endpoint"],
+        region_name="us-east-1",
+        config=Config(max_pool_connections=2 * len(files)),
+        **spec["credentials"],
+    )
+    uploads = [
+        s3.create_multipart_upload(Bucket=spec["bucket"], Key=f["key"], ChecksumAlgorithm="CRC32")[
+            "UploadId"
+        ]
+        for f in files
+    ]
+    threads = [
+        threading.Thread(
+            target=_tail, args=(s3, spec["bucket"], f["key"], uid, f["path"], spec["size"])
+        )
+        for f, uid in zip(files, uploads, strict=True)
+    ]
+    for t in threads:
+        t.start()
+    print("ready", flush=True)
+    for t in threads:
+        t.join()
+
+
+def run(stack: Any, streams: int, size: int, rate: float, stagger: float) -> dict[str, Any]:
+    from benchmarks.stack import AWS
+
+    paths = [os.path.join(stack.watch_dir, f"floor-{i:02d}.mkv") for i in range(streams)]
+    writers = [SteadyWriter(p, size, rate) for p in paths]
+    spec = {
+        "endpoint": stack.moto.url,
+        "bucket": stack.bucket,
+        "credentials": AWS,
+        "size": size,
+        "files": [{"path": p, "key": stack.key_for(p)} for p in paths],
+    }
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump(spec, fh)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.floor", fh.name],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=os.getcwd(),
+    )
+    assert proc.stdout is not None
+    try:
+        if proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("the boto3 floor did not start its uploads")
+        rss = RssSampler(proc.pid)
+        rss.start()
+        for i, w in enumerate(writers):
+            threading.Timer(stagger * i / max(1, streams - 1), w.start).start()
+        done = {}
+        for line in proc.stdout:
+            got = json.loads(line)
+            done[got["path"]] = got["done"]
+        if proc.wait(60) != 0 or len(done) != streams:
+            raise RuntimeError(f"the boto3 floor failed: {len(done)} of {streams} completed")
+        rss.stop()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.unlink(fh.name)
+    for w in writers:
+        w.join(60)
+        if w.error:
+            raise w.error
+    for p in paths:
+        check_object(stack, stack.key_for(p), size)
+    latencies = [done[w.path] - w.closed_wall for w in writers]
+    t_write = min(w.closed_wall - (w.closed_at - w.started_at) for w in writers)
+    total = streams * size
+    log(f"many: boto3 floor, {streams} streams done")
+    stack.drop_objects()
+    for p in paths:
+        stack.remove_file(p)
+    return {
+        "streams": streams,
+        "size_mib_each": size // MIB,
+        "write_rate_mb_s_each": round(rate / MB, 1),
+        "offered_mb_s": round(total / (max(w.closed_wall for w in writers) - t_write) / MB, 1),
+        "aggregate_mb_s": round(total / (max(done.values()) - t_write) / MB, 1),
+        "close_to_object_s_p50": round(statistics.median(latencies), 2),
+        "close_to_object_s_p95": round(
+            statistics.quantiles(latencies, n=20, method="inclusive")[-1], 2
+        ),
+        "close_to_object_s_max": round(max(latencies), 2),
+        "peak_pss_mib_worker_tree": round(rss.peak_pss / MIB),
+        "cpu_s_uploader": round(rss.cpu(), 1),
+        "stagger_s": stagger,
+    }
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
