@@ -14,7 +14,8 @@ What a thread cannot have, and what stands in for it:
 - crash isolation: an exception escaping a run's engine crashes that run only; if
   the whole process dies, the next warm worker on the host finds its runs by their
   `infrastructure_pid` (stream_ingest/owners.py) and marks them Crashed, and the
-  janitor fails their streams, resumable;
+  janitor fails their streams, resumable; a run it had claimed but not started is
+  scheduled again once it has been Pending for 2 minutes;
 - per-run environment: job variables' `env` cannot apply to one thread, so the
   worker's environment is every run's.
 
@@ -29,6 +30,7 @@ import os
 import socket
 import threading
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -47,7 +49,7 @@ from prefect.events.clients import get_events_subscriber
 from prefect.events.filters import EventAnyResourceFilter, EventFilter, EventNameFilter
 from prefect.exceptions import PrefectHTTPStatusError
 from prefect.flow_engine import run_flow
-from prefect.states import AwaitingRetry, Cancelled, Crashed, State
+from prefect.states import AwaitingRetry, Cancelled, Crashed, Scheduled, State
 from prefect.workers.base import (
     BaseJobConfiguration,
     BaseVariables,
@@ -56,7 +58,7 @@ from prefect.workers.base import (
 )
 
 from flows import stopping
-from stream_ingest.owners import Owner, orphaned
+from stream_ingest.owners import Owner, orphaned, stale_claim
 from workers.loading import FlowCache, working_directory
 
 DEFAULT_LIMIT = 64  # streams at once; more wait Scheduled (--limit to change)
@@ -330,3 +332,10 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
                 )
                 self.get_flow_run_logger(run).error("run crashed: %s", message)
                 await self.client.set_flow_run_state(run.id, Crashed(message=message), force=True)
+            elif run.state is not None and run.state.type == StateType.PENDING:
+                pending_for = (datetime.now(UTC) - run.state.timestamp).total_seconds()
+                if stale_claim(run.infrastructure_pid, pending_for):
+                    message = f"claimed {pending_for:.0f} s ago by a worker that never started it"
+                    self.get_flow_run_logger(run).warning("scheduled again: %s", message)
+                    state = Scheduled(message=f"{message}; scheduled again")
+                    await self.client.set_flow_run_state(run.id, state, force=True)

@@ -1,4 +1,4 @@
-from stream_ingest.owners import Owner, orphaned, parse_owner
+from stream_ingest.owners import PENDING_STALE_SECONDS, Owner, orphaned, parse_owner, stale_claim
 
 
 def test_an_owner_round_trips_through_infrastructure_pid():
@@ -24,3 +24,10 @@ def test_only_this_host_s_runs_of_a_gone_process_are_orphans():
     assert orphaned("warm:here:10:555", "here", is_alive)
     assert not orphaned("warm:there:11:100", "here", is_alive)  # another host's to judge
     assert not orphaned("4242", "here", is_alive)  # a process worker's run
+
+
+def test_a_claim_never_started_is_stale_only_long_after_and_without_an_owner():
+    assert stale_claim(None, PENDING_STALE_SECONDS)
+    assert stale_claim("", PENDING_STALE_SECONDS + 600)
+    assert not stale_claim(None, PENDING_STALE_SECONDS - 1)  # still starting
+    assert not stale_claim("warm:here:11:100", PENDING_STALE_SECONDS + 600)  # orphaned() judges

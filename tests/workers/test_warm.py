@@ -7,15 +7,17 @@ import asyncio
 import logging
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 from prefect.client.schemas.objects import FlowRun
 from prefect.exceptions import PrefectHTTPStatusError
-from prefect.states import Completed, Failed
+from prefect.states import Completed, Failed, Pending, Running
 
 from flows import stopping
+from stream_ingest.owners import PENDING_STALE_SECONDS
 from workers import warm
 
 
@@ -119,3 +121,42 @@ def test_a_busy_server_is_asked_again_and_a_client_error_is_not(monkeypatch):
     with pytest.raises(PrefectHTTPStatusError):
         asyncio.run(warm._busy_retried(missing, "read"))
     assert len(calls) == 1
+
+
+def test_the_sweep_crashes_a_dead_worker_s_runs_and_schedules_stale_claims_again(monkeypatch):
+    """Runs of the pool that no live worker of this host runs: a gone owner's are
+    Crashed; a Pending run with no owner, claimed long ago, is Scheduled again; the
+    rest (just claimed, another host's, a live owner's) are left alone."""
+    now = datetime.now(UTC)
+
+    def run(name: str, state: Any, owner: str | None, age: float) -> FlowRun:
+        state.timestamp = now - timedelta(seconds=age)
+        return FlowRun(flow_id=uuid.uuid4(), name=name, state=state, infrastructure_pid=owner)
+
+    me = warm.Owner("here", 10, 100)
+    runs = [
+        run("dead-owner", Running(), "warm:here:11:100", 30),
+        run("stale-claim", Pending(), None, PENDING_STALE_SECONDS + 5),
+        run("fresh-claim", Pending(), None, 5),
+        run("other-host", Running(), "warm:there:11:100", 30),
+        run("live-owner", Running(), str(me), 30),
+    ]
+
+    class Listing(Client):
+        async def read_flow_runs(self, **_: Any) -> list[FlowRun]:
+            return runs
+
+    monkeypatch.setattr(warm, "process_alive", lambda pid, start: (pid, start) == (10, 100))
+    client = Listing()
+
+    async def main() -> None:
+        worker = warm.WarmWorker(work_pool_name="p")
+        worker._client = client  # type: ignore[assignment]
+        worker.owner = me
+        worker.get_flow_run_logger = lambda _run: logging.getLogger("warm-test")  # type: ignore[method-assign]
+        await worker._crash_orphans()
+
+    asyncio.run(main())
+    by_name = {r.id: r.name for r in runs}
+    decided = {by_name[run_id]: (s.type.value, force) for run_id, s, force in client.states}
+    assert decided == {"dead-owner": ("CRASHED", True), "stale-claim": ("SCHEDULED", True)}
