@@ -3,7 +3,7 @@ machine, with no Prefect, no Redis, no end detection and no verification.
 
 One process of its own (as the worker is) runs a thread per file: it creates the
 multipart upload (CRC32, as ours), uploads each 8 MiB part once the file holds its
-bytes (looking every 0.2 s, as ours), and completes the upload the moment it has
+bytes (looking every 0.2 s, up to 8 parts at once, as ours), and completes the upload the moment it has
 sent the file's final size, which it is told in advance: an uploader that knows when
 the recording ends. What it cannot do faster than this, on this machine, with this
 S3 server, no uploader can; close -> object and the aggregate rate are measured as in
@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from benchmarks.common import MB, MIB, RssSampler, check_object, log
@@ -30,33 +31,45 @@ from benchmarks.writer import SteadyWriter
 
 PART = 8 * MIB  # the product's default part size
 POLL_S = 0.2  # the product's default poll
+IN_FLIGHT = 8  # parts per stream at once: the product's default
 
 
 def _tail(s3: Any, bucket: str, key: str, upload_id: str, path: str, size: int) -> None:
-    parts, offset, number = [], 0, 1
-    with open(path, "rb") as fh:
+    """Send each part once the file holds it, up to IN_FLIGHT at once (a stream that
+    fell behind catches up in parallel, as ours does); complete after the last."""
+
+    def send(number: int, offset: int, need: int) -> dict[str, Any]:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            body = fh.read(need)
+        out = s3.upload_part(
+            Bucket=bucket,
+            Key=key,
+            UploadId=upload_id,
+            PartNumber=number,
+            Body=body,
+            ChecksumAlgorithm="CRC32",
+        )
+        return {"PartNumber": number, "ETag": out["ETag"], "ChecksumCRC32": out["ChecksumCRC32"]}
+
+    sent, offset, number = [], 0, 1
+    with ThreadPoolExecutor(IN_FLIGHT) as pool:
         while offset < size:
             need = min(PART, size - offset)
-            if os.fstat(fh.fileno()).st_size < offset + need:
+            if os.stat(path).st_size < offset + need or _busy(sent):
                 time.sleep(POLL_S)
                 continue
-            fh.seek(offset)
-            out = s3.upload_part(
-                Bucket=bucket,
-                Key=key,
-                UploadId=upload_id,
-                PartNumber=number,
-                Body=fh.read(need),
-                ChecksumAlgorithm="CRC32",
-            )
-            parts.append(
-                {"PartNumber": number, "ETag": out["ETag"], "ChecksumCRC32": out["ChecksumCRC32"]}
-            )
+            sent.append(pool.submit(send, number, offset, need))
             offset, number = offset + need, number + 1
+        parts = [f.result() for f in sent]
     s3.complete_multipart_upload(
         Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
     )
     print(json.dumps({"path": path, "done": time.time()}), flush=True)
+
+
+def _busy(sent: list[Future[Any]]) -> bool:
+    return sum(1 for f in sent if not f.done()) >= IN_FLIGHT
 
 
 def main(spec_path: str) -> None:
@@ -70,7 +83,7 @@ def main(spec_path: str) -> None:
         "s3",
         endpoint_url=spec["endpoint"],
         region_name="us-east-1",
-        config=Config(max_pool_connections=2 * len(files)),
+        config=Config(max_pool_connections=IN_FLIGHT * len(files)),
         **spec["credentials"],
     )
     uploads = [
