@@ -32,6 +32,7 @@ from benchmarks.writer import SteadyWriter
 PART = 8 * MIB  # the product's default part size
 POLL_S = 0.2  # the product's default poll
 IN_FLIGHT = 8  # parts per stream at once: the product's default
+_print_lock = threading.Lock()
 
 
 def _tail(s3: Any, bucket: str, key: str, upload_id: str, path: str, size: int) -> None:
@@ -65,7 +66,9 @@ def _tail(s3: Any, bucket: str, key: str, upload_id: str, path: str, size: int) 
     s3.complete_multipart_upload(
         Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
     )
-    print(json.dumps({"path": path, "done": time.time()}), flush=True)
+    done = json.dumps({"path": path, "done": time.time()})
+    with _print_lock:  # one line per file: threads' prints would interleave
+        print(done, flush=True)
 
 
 def _busy(sent: list[Future[Any]]) -> bool:

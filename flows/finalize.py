@@ -19,7 +19,7 @@ import hashlib
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -28,6 +28,7 @@ from prefect import get_run_logger, task
 from prefect.runtime import task_run
 
 from blocks.bucket import STREAM_ID
+from flows import stopping
 from flows.digest import unchanged
 from flows.retry import RETRIED
 from flows.runtime import StreamContext
@@ -124,6 +125,7 @@ def finalize(
             while len(pending) >= window or (pr is todo[-1] and pending):
                 done_pr, fut = pending.popleft()
                 uploaded = fut.result()
+                stopping.beat(ctx.token)  # a long verification is progress, not stuck
                 if uploaded is not None:
                     earlier = parts.get(done_pr.number)
                     if earlier and earlier.size == done_pr.size:
@@ -258,7 +260,7 @@ def _digest_as_completed(ctx: StreamContext, completed: Snapshot) -> str:
     """The file's SHA-256, read after the object was completed from the same bytes; ""
     if the file changed meanwhile (that change becomes the next revision, with its
     own digest)."""
-    digest = file_sha256(ctx.path, completed.size)
+    digest = file_sha256(ctx.path, completed.size, lambda: stopping.beat(ctx.token))
     now = snapshot(ctx.path, ctx.record.identity)
     if (now.size, now.mtime_ns) != (completed.size, completed.mtime_ns):
         get_run_logger().warning(
@@ -269,10 +271,11 @@ def _digest_as_completed(ctx: StreamContext, completed: Snapshot) -> str:
     return digest
 
 
-def file_sha256(path: str, size: int) -> str:
+def file_sha256(path: str, size: int, beat: Callable[[], None] = lambda: None) -> str:
     digest = hashlib.sha256()
     for offset in range(0, size, READ_CHUNK):
         digest.update(read_range(path, offset, min(READ_CHUNK, size - offset)))
+        beat()
     return digest.hexdigest()
 
 
@@ -285,7 +288,7 @@ def confirm_completed(ctx: StreamContext) -> Finalized:
     parts = ctx.store.parts(ctx.record.stream_id)
     head = ctx.bucket.head_object(ctx.record.s3_key) or {}
     size = int(head.get("ContentLength", snap.size))
-    digest = file_sha256(ctx.path, min(size, snap.size))
+    digest = file_sha256(ctx.path, min(size, snap.size), lambda: stopping.beat(ctx.token))
     copied = sum(1 for p in parts.values() if p.copied)
     # An mtime of 0 makes the size alone decide whether the file changed since.
     mtime = snap.mtime_ns if size == snap.size else 0

@@ -366,7 +366,10 @@ def stream_ingest(
     ctx = StreamContext(cfg, record, token)
     log.info("stream %s: ingesting %s", record.stream_id, record.original_path)
     reporter = Reporter(record, flow_run_id, config)
-    with LeaseKeeper(store, record.stream_id, token, cfg.lease_ttl_seconds) as lease:
+    keeper = LeaseKeeper(
+        store, record.stream_id, token, cfg.lease_ttl_seconds, cfg.stuck_timeout_seconds, log
+    )
+    with keeper as lease:
         try:
             opened = open_upload(ctx, flow_run_id)
             ctx = ctx.with_record(opened.record).with_prior(opened.prior)

@@ -50,6 +50,12 @@ class IngestOptions(BaseModel):
     lease_ttl_seconds: float = Field(
         30.0, ge=2, description="One uploader per stream; renewed every third of this."
     )
+    stuck_timeout_seconds: float = Field(
+        300.0,
+        ge=5,
+        description="A run whose stream makes no progress for this long is stuck: its lease "
+        "is left to expire for a rerun, and a warm worker crashes the run.",
+    )
     video_extensions: Annotated[tuple[str, ...], NoDecode] = Field(
         DEFAULT_EXTENSIONS, description="Extensions of recordings (case-insensitive)."
     )

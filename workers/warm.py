@@ -11,6 +11,9 @@ What a thread cannot have, and what stands in for it:
 - killing: a cancel (Cancelling in the UI) or a shutdown asks the stream to stop
   (flows/stopping.py); it stops at its next poll, resumable, and the worker ends the
   run Cancelled, or schedules it again for the next worker (shutdown);
+- stuck streams: a stream whose thread stops beating for `stuck_timeout_seconds`
+  (flows/stopping.py) lets its lease expire; the worker crashes its run, saying where
+  it waits, and frees its slot (the thread itself cannot be stopped);
 - crash isolation: an exception escaping a run's engine crashes that run only; if
   the whole process dies, the next warm worker on the host finds its runs by their
   `infrastructure_pid` (stream_ingest/owners.py) and marks them Crashed, and the
@@ -131,6 +134,7 @@ class Execution:
         self._flow = flow
         self._loop = asyncio.get_running_loop()
         self._done: asyncio.Future[None] = self._loop.create_future()
+        self.abandoned = False  # stuck: crashed by the worker, its thread left behind
         # Daemon: a stream that ignores a stop must not hold the process at exit.
         self.thread = threading.Thread(target=self._main, name=f"run-{flow_run.name}", daemon=True)
 
@@ -145,6 +149,11 @@ class Execution:
     def _finish(self) -> None:
         if not self._done.done():
             self._done.set_result(None)
+
+    def abandon(self) -> None:
+        """Stop waiting for a stuck run's thread (it cannot be killed; it is a daemon)."""
+        self.abandoned = True
+        self._finish()
 
     @property
     def ended(self) -> bool:
@@ -220,9 +229,11 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
                 with anyio.CancelScope(shield=True):
                     stopping.request(execution.run_id, SHUTDOWN)
                     await execution.finished(SHUTDOWN_GRACE_SECONDS)
-                    await self._settle(execution)
+                    if not execution.abandoned:
+                        await self._settle(execution)
                 raise
-            await self._settle(execution)
+            if not execution.abandoned:  # a stuck run's state is set already
+                await self._settle(execution)
         finally:
             self._executions.pop(execution.run_id, None)
             stopping.withdraw(execution.run_id)
@@ -265,6 +276,7 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         while True:
             await anyio.sleep(CANCEL_POLL_SECONDS)
             try:
+                await self._crash_stuck()
                 await self._stop_cancelled()
                 if anyio.current_time() >= next_orphans and self._work_pool is not None:
                     await self._crash_orphans()
@@ -299,6 +311,18 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
                 await self.get_and_submit_flow_runs()
             except Exception as exc:
                 self._logger.warning("could not poll for runs: %s", exc)
+
+    async def _crash_stuck(self) -> None:
+        """Runs whose stream stopped beating (flows/stopping.py): Crashed with where
+        they wait, their slot freed; their lease expires by itself, for a rerun."""
+        for run_id, where in stopping.stuck().items():
+            execution = self._executions.get(run_id)
+            if execution is None or execution.abandoned:
+                continue
+            execution.abandon()
+            message = f"stream stuck: {where}; rerun to resume from the checkpoint"
+            self.get_flow_run_logger(execution.flow_run).error("run crashed: %s", message)
+            await self.client.set_flow_run_state(UUID(run_id), Crashed(message=message), force=True)
 
     async def _stop_cancelled(self) -> None:
         if not self._executions:

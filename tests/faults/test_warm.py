@@ -57,6 +57,24 @@ def _next_worker(stack: Stack, tmp_path: Path) -> None:
     stack.worker.start()
 
 
+def _others_completed_once(stack: Stack, store: CheckpointStore, writers, s3, bucket, data):
+    """cam-a and cam-c, untouched by what happened to cam-b: completed in their first
+    run, byte-identical. Returns their records."""
+    for w in writers:
+        w.join(60)
+    records = []
+    for name in ("cam-a.mkv", "cam-c.mkv"):
+        run = until(
+            lambda n=name: (r := stack.run_for(n)) and r["state_type"] == "COMPLETED" and r,
+            120,
+            f"{name} completed",
+        )
+        assert run["run_count"] == 1
+        records.append(rec := _stream(store, name))
+        check_object(s3, bucket, rec.s3_key, data[name])
+    return records
+
+
 def _stream(store: CheckpointStore, name: str):
     return next(r for r in store.list_streams() if r.original_path.endswith(name))
 
@@ -80,17 +98,7 @@ def test_cancelling_one_stream_mid_part_leaves_the_others_untouched(
         held.release(forward=False)
         stack.wait_for_state(victim["id"], "CANCELLED", 60)
 
-        for w in writers:
-            w.join(60)
-        for name in ("cam-a.mkv", "cam-c.mkv"):
-            run = until(
-                lambda n=name: (r := stack.run_for(n)) and r["state_type"] == "COMPLETED" and r,
-                120,
-                f"{name} completed",
-            )
-            assert run["run_count"] == 1
-            rec = _stream(store, name)
-            check_object(s3, bucket, rec.s3_key, data[name])
+        for rec in _others_completed_once(stack, store, writers, s3, bucket, data):
             assert reuploads(proxy.parts_reached_s3(rec.s3_upload_id)) == []
         assert stack.worker.proc.poll() is None and stack.worker.proc.pid == worker_pid
 
@@ -203,3 +211,39 @@ def test_a_new_recording_wakes_the_worker_without_waiting_for_its_poll(
             lambda: (r := _stream(store, "wake.mkv")).status == "completed" and r, 60, "done"
         )
         check_object(s3, bucket, rec.s3_key, data)
+
+
+def test_a_stuck_stream_is_crashed_its_lease_freed_and_the_others_untouched(
+    tmp_path, redis_server, moto_server, proxy
+):
+    """cam-b's completion never answers (its flow thread waits in the call, as on a
+    hung mount or a dead connection): after stuck_timeout_seconds the worker crashes
+    its run saying where it waits, the lease expires, the other streams complete in
+    the same process, and the operator's rerun finishes cam-b."""
+    held = proxy.add("CompleteMultipartUpload", "hold", key="cam-b", times=1)
+    stack, s3, bucket, store = _stack(tmp_path, redis_server.url, moto_server.url, proxy.url)
+    stack.env["STREAM_INGEST_STUCK_TIMEOUT_SECONDS"] = "6"
+    stack.env["STREAM_INGEST_LEASE_TTL_SECONDS"] = "6"
+    with stack:
+        assert stack.worker is not None and stack.worker.proc is not None
+        worker_pid = stack.worker.proc.pid
+        data, writers = _record(stack, seed=70)
+        assert held.arrived.wait(120), "cam-b's completion never reached S3"
+        victim = stack.run_for("cam-b.mkv")
+        assert victim is not None
+        crashed = stack.wait_for_state(victim["id"], "CRASHED", 30)
+        message = crashed["state"]["message"]
+        assert "stream stuck" in message and "complete_multipart_upload" in message, message
+        b = _stream(store, "cam-b.mkv")
+        until(lambda: store.lease_holder(b.stream_id) is None, 15, "cam-b's lease to expire")
+
+        _others_completed_once(stack, store, writers, s3, bucket, data)
+        assert stack.worker.proc.poll() is None and stack.worker.proc.pid == worker_pid
+
+        run_cli([str(BIN / "stream-ingest"), "streams", "rerun", b.stream_id], stack.env)
+        until(lambda: _stream(store, "cam-b.mkv").status == "completed", 120, "cam-b rerun")
+        check_object(s3, bucket, b.s3_key, data["cam-b.mkv"])
+        held.release(forward=False)  # the stuck call fails at last; the stream stays done
+        time.sleep(3)
+        assert _stream(store, "cam-b.mkv").status == "completed"
+        check_object(s3, bucket, b.s3_key, data["cam-b.mkv"])

@@ -110,3 +110,22 @@ def test_this_machines_mounts_parse() -> None:
     mounts = parse_mountinfo(Path("/proc/self/mountinfo").read_text())
     assert any(point == "/" for point, _ in mounts)
     assert filesystem_of(os.path.realpath(__file__), mounts) != "unknown"
+
+
+def test_the_last_writer_is_asked_first_and_the_rest_only_when_it_stopped(
+    tmp_path: Path,
+) -> None:
+    """A live recording's writer answers from its own fd table; once it closed the
+    file, every process is looked at again (another may have it open for writing)."""
+    path = tmp_path / "rec.mkv"
+    path.write_bytes(b"x")
+    first, second = hold(path, "ab"), hold(path, "ab")
+    try:
+        known = writers_of(str(path), known=(first.pid,))
+        assert known.pids == (first.pid,)  # the others' fd tables were not read
+        release(first)
+        after = writers_of(str(path), known=(first.pid,))
+        assert after.state == WriterState.WRITING and after.pids == (second.pid,)
+    finally:
+        release(second)
+    assert writers_of(str(path), known=(second.pid,)).state == WriterState.CLOSED

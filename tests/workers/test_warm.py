@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -160,3 +161,41 @@ def test_the_sweep_crashes_a_dead_worker_s_runs_and_schedules_stale_claims_again
     by_name = {r.id: r.name for r in runs}
     decided = {by_name[run_id]: (s.type.value, force) for run_id, s, force in client.states}
     assert decided == {"dead-owner": ("CRASHED", True), "stale-claim": ("SCHEDULED", True)}
+
+
+def test_a_stuck_stream_s_run_is_crashed_with_where_it_waits_and_its_slot_freed():
+    """The stream's lease keeper reported it stuck: the worker crashes the run with
+    the place its thread waits in, and stops waiting for the thread."""
+    client = Client()
+    release = threading.Event()
+
+    def hung(*_: Any, **__: Any) -> Any:
+        release.wait(30)
+        return Completed()
+
+    async def main() -> tuple[bool, bool]:
+        worker = warm.WarmWorker(work_pool_name="p")
+        worker._client = client  # type: ignore[assignment]
+        worker.get_flow_run_logger = lambda _run: logging.getLogger("warm-test")  # type: ignore[method-assign]
+        stuck = warm.Execution(object(), FlowRun(flow_id=uuid.uuid4(), name="ingest-b.mkv"))
+        healthy = warm.Execution(object(), FlowRun(flow_id=uuid.uuid4(), name="ingest-a.mkv"))
+        for execution in (stuck, healthy):
+            worker._executions[execution.run_id] = execution
+            execution.thread.start()
+        stopping.report_stuck(stuck.run_id, "no progress for 300 s, waiting in stat (source.py:41)")
+        await worker._crash_stuck()
+        await worker._crash_stuck()  # once only
+        done = await stuck.finished(1), await healthy.finished(0.2)
+        release.set()  # both threads end while the loop they report to still runs
+        await healthy.finished(5)
+        stuck.thread.join(5)
+        stopping.withdraw(stuck.run_id)
+        return done
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(warm, "run_flow", hung)
+        stuck_done, healthy_done = asyncio.run(main())
+    assert stuck_done and not healthy_done  # the slot is free; the other runs on
+    [(_, state, force)] = client.states
+    assert state.type.value == "CRASHED" and force
+    assert "stream stuck" in state.message and "stat (source.py:41)" in state.message

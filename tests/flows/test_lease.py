@@ -1,0 +1,38 @@
+"""The lease keeper against a private redis-server: it renews while the stream's
+thread beats, and lets the lease expire, saying where the thread waits, once it
+stops beating (a stuck stream)."""
+
+from __future__ import annotations
+
+import time
+
+from blocks.checkpoints import CheckpointStore
+from flows import stopping
+from flows.lease import LeaseKeeper
+
+
+def _hung_read(seconds: float) -> None:
+    time.sleep(seconds)  # stands in for a read on a hung mount
+
+
+def test_a_beating_stream_keeps_its_lease_and_a_stuck_one_lets_it_go(store: CheckpointStore):
+    sid, token = "s-stuck", "run-1"
+    assert store.acquire_lease(sid, token, 2)
+    try:
+        with LeaseKeeper(store, sid, token, ttl=2, stuck_after=1.0) as keeper:
+            until = time.monotonic() + 3  # longer than the TTL: renewals hold it
+            while time.monotonic() < until:
+                keeper.check()
+                time.sleep(0.1)
+            assert store.lease_holder(sid) == token
+            assert token not in stopping.stuck()
+
+            _hung_read(4.5)  # no beat: stuck after 1 s, the lease gone 2 s later
+
+            assert "_hung_read" in keeper.stuck
+            assert "no progress" in stopping.stuck()[token]
+            assert store.lease_holder(sid) is None
+            assert store.acquire_lease(sid, "run-2", 30)  # a rerun takes the stream over
+        assert store.lease_holder(sid) == "run-2"  # the stuck run's exit leaves it be
+    finally:
+        stopping.withdraw(token)
