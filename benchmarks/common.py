@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import threading
@@ -219,3 +220,25 @@ class RssSampler(threading.Thread):
     def stop(self) -> None:
         self._halt.set()
         self.join()
+
+
+def p95(values: list[float]) -> float:
+    return round(statistics.quantiles(values, n=20, method="inclusive")[-1], 2)
+
+
+def close_to_object(writers: list[Any], done: list[float], size: int, rate: float) -> dict:
+    """The figures of N SteadyWriters and the wall-clock times their objects were
+    done (in the writers' order): rates offered and achieved, close -> object."""
+    latencies = [d - w.closed_wall for d, w in zip(done, writers, strict=True)]
+    t_write = min(w.closed_wall - (w.closed_at - w.started_at) for w in writers)
+    total = len(writers) * size
+    return {
+        "streams": len(writers),
+        "size_mib_each": size // MIB,
+        "write_rate_mb_s_each": round(rate / MB, 1),
+        "offered_mb_s": round(total / (max(w.closed_wall for w in writers) - t_write) / MB, 1),
+        "aggregate_mb_s": round(total / (max(done) - t_write) / MB, 1),
+        "close_to_object_s_p50": round(statistics.median(latencies), 2),
+        "close_to_object_s_p95": p95(latencies),
+        "close_to_object_s_max": round(max(latencies), 2),
+    }

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from benchmarks.common import MB, MIB, RssSampler, check_object, log
+from benchmarks.common import MIB, RssSampler, check_object, close_to_object, log
 from benchmarks.writer import SteadyWriter
 
 PART = 8 * MIB  # the product's default part size
@@ -153,24 +152,13 @@ def run(stack: Any, streams: int, size: int, rate: float, stagger: float) -> dic
             raise w.error
     for p in paths:
         check_object(stack, stack.key_for(p), size)
-    latencies = [done[w.path] - w.closed_wall for w in writers]
-    t_write = min(w.closed_wall - (w.closed_at - w.started_at) for w in writers)
-    total = streams * size
+    figures = close_to_object(writers, [done[w.path] for w in writers], size, rate)
     log(f"many: boto3 floor, {streams} streams done")
     stack.drop_objects()
     for p in paths:
         stack.remove_file(p)
     return {
-        "streams": streams,
-        "size_mib_each": size // MIB,
-        "write_rate_mb_s_each": round(rate / MB, 1),
-        "offered_mb_s": round(total / (max(w.closed_wall for w in writers) - t_write) / MB, 1),
-        "aggregate_mb_s": round(total / (max(done.values()) - t_write) / MB, 1),
-        "close_to_object_s_p50": round(statistics.median(latencies), 2),
-        "close_to_object_s_p95": round(
-            statistics.quantiles(latencies, n=20, method="inclusive")[-1], 2
-        ),
-        "close_to_object_s_max": round(max(latencies), 2),
+        **figures,
         "peak_pss_mib_worker_tree": round(rss.peak_pss / MIB),
         "cpu_s_uploader": round(rss.cpu(), 1),
         "stagger_s": stagger,

@@ -37,8 +37,10 @@ from benchmarks.common import (
     MIB,
     RssSampler,
     check_object,
+    close_to_object,
     cpu_seconds,
     log,
+    p95,
     ratio,
     tree_cpu_seconds,
 )
@@ -263,28 +265,18 @@ def _measure(stack: Stack, worker_pid: int, streams: int, size: int, rate: float
     # Completed = the stream's completed_at_utc (after complete, HEAD check and tag),
     # so these latencies include those two calls. Wall clock, like Redis's stamps.
     done = [datetime.fromisoformat(r.completed_at_utc).timestamp() for r in records]
-    t_write = min(w.closed_wall - (w.closed_at - w.started_at) for w in writers)
-    latencies = [d - w.closed_wall for d, w in zip(done, writers, strict=True)]
     first_byte = [
         datetime.fromisoformat(r.started_at_utc).timestamp() - triggered[p]
         for r, p in zip(records, paths, strict=True)
     ]
-    total = streams * size
     lone = _lone_starts(stack)
     stack.drop_objects()
     for p in paths:
         stack.remove_file(p)
     return {
-        "streams": streams,
-        "size_mib_each": size // MIB,
-        "write_rate_mb_s_each": round(rate / MB, 1),
-        "offered_mb_s": round(total / (max(w.closed_wall for w in writers) - t_write) / MB, 1),
-        "aggregate_mb_s": round(total / (max(done) - t_write) / MB, 1),
-        "close_to_object_s_p50": round(statistics.median(latencies), 2),
-        "close_to_object_s_p95": _p95(latencies),
-        "close_to_object_s_max": round(max(latencies), 2),
+        **close_to_object(writers, done, size, rate),
         "trigger_to_first_byte_s_p50": round(statistics.median(first_byte), 2),
-        "trigger_to_first_byte_s_p95": _p95(first_byte),
+        "trigger_to_first_byte_s_p95": p95(first_byte),
         # The same, for single new recordings on the idle worker afterwards.
         "lone_trigger_to_first_byte_s": [round(x, 2) for x in lone],
         "cold_start_trigger_to_all_open_s": round(t_open - t_trigger, 1),
@@ -320,7 +312,3 @@ def _parts_in_s3(stack: Stack) -> int:
             continue  # in per_part_overall, not here
         count += len(listed.get("Parts", []))
     return count
-
-
-def _p95(values: list[float]) -> float:
-    return round(statistics.quantiles(values, n=20, method="inclusive")[-1], 2)
