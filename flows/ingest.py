@@ -99,7 +99,7 @@ def tail_and_finalize(
             state = settled_state(snap.size, snap.mtime_ns, wall_ns)
             free = max(0, s.max_parts_in_flight - tasks.slots())
             ready = planner.ready(snap.size, free * BATCH_PARTS)
-            window = window_for(ready, len(tasks.running))
+            window = window_for(ready, len(tasks.running), planner.done)
             if window is not None:
                 tasks.open_window(window)
             for batch in [] if window else plan_tasks(ready, free, width):

@@ -6,7 +6,7 @@ numbers instead of sleeps.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -57,16 +57,21 @@ BATCH_PARTS = 16
 WINDOW_PARTS = 8
 
 
-def window_for(ready: list[PartRange], in_flight: int) -> range | None:
+def window_for(ready: list[PartRange], in_flight: int, done: Collection[int] = ()) -> range | None:
     """The parts of a window task run for a live stream that is caught up: nothing in
     flight and one full part ready (the recorder is less than two parts ahead). The
     window sends that part and then each next one as its bytes arrive: one task run
     (three API events) per WINDOW_PARTS parts instead of per part, and one part in
-    memory. A stream further ahead goes up in parallel tasks (plan_tasks)."""
+    memory. A stream further ahead goes up in parallel tasks (plan_tasks).
+
+    The window ends before the first `done` part after its first: a resumed
+    checkpoint can have holes (parts finish out of order), and a window sends every
+    part of its range."""
     if in_flight or len(ready) != 1:
         return None
     first = ready[0].number
-    return range(first, first + WINDOW_PARTS)
+    last = min((n for n in done if n > first), default=first + WINDOW_PARTS)
+    return range(first, min(last, first + WINDOW_PARTS))
 
 
 def plan_tasks(ready: list[PartRange], free: int, width: int) -> list[list[PartRange]]:

@@ -13,7 +13,15 @@ import pytest
 
 from blocks.checkpoints import CheckpointStore
 from flows.ingest import stream_ingest
-from tests.faults.conftest import check_object, kill_flow_when, recorder, report, reuploads
+from tests.faults.conftest import (
+    check_object,
+    close_hint,
+    kill_flow_when,
+    recorded_parts,
+    recorder,
+    report,
+    reuploads,
+)
 from tests.faults.proxy import FaultProxy, Rule
 from tests.flows.helpers import (
     MIB,
@@ -102,3 +110,31 @@ def test_kill_between_last_part_and_completion_then_rerun(
     assert s3.list_multipart_uploads(Bucket=registered.s3_bucket).get("Uploads", []) == []
     assert upload_id not in store.uploads()
     report(request, reuploads(first_run))
+
+
+def test_a_rerun_fills_the_hole_a_killed_run_left_and_sends_nothing_twice(
+    registered, s3, store, proxy, watch, tmp_path, request
+):
+    # A file far ahead goes up several parts at a time, so parts finish out of order:
+    # part 1 is held while 2-5 are checkpointed, then the run is killed. The rerun is
+    # caught up at once (one full part missing), and its window must stop before 2.
+    data = payload(5 * PART + 3, seed=33)
+    src = watch / "hole.mkv"
+    src.write_bytes(data)
+    close_hint(store, src)
+    held = proxy.add("UploadPart", "hold", part=1, times=1)
+    sid = kill_flow_when(
+        src, tmp_path / "f.log", store, lambda: held.arrived.is_set() and recorded_parts(store) >= 4
+    )
+    assert sorted(store.parts(sid)) == [2, 3, 4, 5]
+    upload_id = store.require(sid).s3_upload_id
+    _let_go(proxy, held, "UploadPart", reach_s3=False)
+    mark = proxy.mark()
+
+    result = stream_ingest(path=str(src), stream_id=sid)
+
+    assert result["status"] == "completed"
+    assert result["s3_upload_id"] == upload_id
+    check_object(s3, registered.s3_bucket, result["s3_key"], data)
+    assert sorted(proxy.parts_reached_s3(upload_id, since=mark)) == [1, 6]
+    report(request, reuploads(proxy.parts_reached_s3(upload_id)))

@@ -300,6 +300,14 @@ def test_a_caught_up_stream_gets_a_window_of_parts() -> None:
     assert window_for(_ready(5), in_flight=0) == range(5, 5 + WINDOW_PARTS)
 
 
+def test_a_window_stops_before_a_part_already_done() -> None:
+    # A crashed run's checkpoint with a hole (part 1 was still in flight): the rerun's
+    # window sends part 1, not 2-5 again.
+    assert window_for(_ready(1), in_flight=0, done={2, 3, 4, 5}) == range(1, 2)
+    assert window_for(_ready(5), in_flight=0, done={1, 2, 3, 4}) == range(5, 5 + WINDOW_PARTS)
+    assert window_for(_ready(5), in_flight=0, done={9}) == range(5, 9)
+
+
 def test_no_window_while_tasks_run_or_when_the_file_is_ahead() -> None:
     assert window_for(_ready(5), in_flight=1) is None  # one window (or task) at a time
     assert window_for(_ready(5, 6), in_flight=0) is None  # ahead: parallel tasks instead
