@@ -21,6 +21,7 @@ hints, one HSET per stream, which is what the sensor does).
 
 from __future__ import annotations
 
+import itertools
 import os
 import statistics
 import subprocess
@@ -159,6 +160,38 @@ def _open_all(
             time.sleep(1)
 
 
+def _burst_stages(
+    runs: dict[str, Any], triggered: dict[str, float], first_byte: dict[str, float]
+) -> dict[str, list[float]]:
+    """Where a burst's trigger -> first byte went, p50 and p95 of each stage over the
+    streams: the server creating the run (`create`), the run waiting to be claimed
+    (created -> Pending), the claim -> the engine's Running, and Running -> the
+    stream's first byte. Read from each run's state history after the measurement.
+    (A run triggered again counts from its first trigger.)"""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import StateType
+
+    stages: dict[str, list[float]] = {
+        "create": [],
+        "created_to_claimed": [],
+        "claimed_to_running": [],
+        "running_to_first_byte": [],
+    }
+    with get_client(sync_client=True) as client:
+        for path, run_id in runs.items():
+            created = client.read_flow_run(run_id).created
+            first: dict[StateType, float] = {}
+            for state in sorted(client.read_flow_run_states(run_id), key=lambda s: s.timestamp):
+                first.setdefault(state.type, state.timestamp.timestamp())
+            pending, running = first.get(StateType.PENDING), first.get(StateType.RUNNING)
+            if created is None or pending is None or running is None:
+                continue
+            marks = [triggered[path], created.timestamp(), pending, running, first_byte[path]]
+            for name, (a, b) in zip(stages, itertools.pairwise(marks), strict=True):
+                stages[name].append(b - a)
+    return {k: [round(statistics.median(v), 2), p95(v)] for k, v in stages.items() if len(v) > 1}
+
+
 def run(
     stack: Stack, streams: int, size_mib: int, rate_mb_s: float, worker_type: str = WARM
 ) -> dict[str, Any]:
@@ -271,10 +304,12 @@ def _measure(stack: Stack, worker_pid: int, streams: int, size: int, rate: float
     # Completed = the stream's completed_at_utc (after complete, HEAD check and tag),
     # so these latencies include those two calls. Wall clock, like Redis's stamps.
     done = [datetime.fromisoformat(r.completed_at_utc).timestamp() for r in records]
-    first_byte = [
-        datetime.fromisoformat(r.started_at_utc).timestamp() - triggered[p]
+    started = {
+        p: datetime.fromisoformat(r.started_at_utc).timestamp()
         for r, p in zip(records, paths, strict=True)
-    ]
+    }
+    first_byte = [started[p] - triggered[p] for p in paths]
+    stages = _burst_stages(runs, triggered, started)
     lone = _lone_starts(stack)
     stack.drop_objects()
     for p in paths:
@@ -283,6 +318,7 @@ def _measure(stack: Stack, worker_pid: int, streams: int, size: int, rate: float
         **close_to_object(writers, done, size, rate),
         "trigger_to_first_byte_s_p50": round(statistics.median(first_byte), 2),
         "trigger_to_first_byte_s_p95": p95(first_byte),
+        "burst_stages_s_p50_p95": stages,
         # The same, for single new recordings on the idle worker afterwards.
         "lone_trigger_to_first_byte_s": [round(x, 2) for x in lone],
         "cold_start_trigger_to_all_open_s": round(t_open - t_trigger, 1),
