@@ -101,7 +101,7 @@ def tail_and_finalize(
             ready = planner.ready(snap.size, free * BATCH_PARTS)
             window = window_for(ready, len(tasks.running), planner.done)
             if window is not None:
-                tasks.open_window(window)
+                tasks.open_window(window, width)
             for batch in [] if window else plan_tasks(ready, free, width):
                 tasks.submit(batch, width)
                 if state:
@@ -202,9 +202,9 @@ class _Uploads:
         self.running.append(_Running(future, slots(batch, width), numbers))
         self.planner.in_flight.update(numbers)
 
-    def open_window(self, window: range) -> None:
-        future = upload_window.submit(self.ctx, window.start, window.stop - 1, self.end)
-        self.running.append(_Running(future, 1, tuple(window), window=True))
+    def open_window(self, window: range, width: int) -> None:
+        future = upload_window.submit(self.ctx, window.start, window.stop - 1, self.end, width)
+        self.running.append(_Running(future, width, tuple(window), window=True))
         self.planner.in_flight.add(window.start)  # ready now: the file must keep it
         self.planner.reserved.update(window[1:])
 

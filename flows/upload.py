@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from prefect import get_run_logger, task
 from prefect.runtime import task_run
@@ -92,6 +92,9 @@ class WindowEnd:
     def set(self) -> None:
         self._event.set()
 
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
     def wait(self, seconds: float) -> bool:
         return self._event.wait(seconds)
 
@@ -100,22 +103,50 @@ class WindowEnd:
 
 
 @task(name="upload-window", task_run_name="upload-parts-{first}-{last}", **RETRIED)
-def upload_window(ctx: StreamContext, first: int, last: int, end: WindowEnd) -> list[PartRecord]:
+def upload_window(
+    ctx: StreamContext, first: int, last: int, end: WindowEnd, width: int = 1
+) -> list[PartRecord]:
     """A live stream's parts `first`..`last`, each sent once the file holds all of its
-    bytes, one at a time (as fast as a caught-up recorder writes them). Returns the
-    parts sent so far when `end` is set; the flow plans the rest again. A retry of the
-    task run skips the parts its earlier tries checkpointed."""
+    bytes: one at a time while the stream is caught up, up to `width` at once when it
+    has fallen behind (a busy S3), so that a backlog does not grow part by part.
+    Once `end` is set it sends no further part and returns those sent: the flow's
+    finalize sends the rest, in parallel. A retry of the task run skips the parts its
+    earlier tries checkpointed."""
     base = ctx.record.part_base_bytes
     send = _PartSender(ctx)
-    sent: list[PartRecord] = []
-    for number in range(first, last + 1):
-        needed = part_offset(number, base) + part_size(number, base)
-        while (have := _size(ctx.path)) < needed:
-            # Gone or unreadable: the flow's own checks say what happened.
-            if have < 0 or end.wait(ctx.config.poll_interval_seconds):
-                return sent
-        sent.append(send(number))
-    return sent
+    sent: list[Future[PartRecord]] = []
+    with ThreadPoolExecutor(max(1, width), thread_name_prefix="upload-window") as pool:
+        try:
+            for number in range(first, last + 1):
+                needed = part_offset(number, base) + part_size(number, base)
+                if not _bytes_or_end(ctx, needed, end, sent):
+                    break
+                while len(in_flight := [f for f in sent if not f.done()]) >= max(1, width):
+                    wait(in_flight, return_when=FIRST_COMPLETED)
+                sent.append(pool.submit(send, number))
+            return [f.result() for f in sent]
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # a retry sends what is left
+            raise
+
+
+def _bytes_or_end(
+    ctx: StreamContext, needed: int, end: WindowEnd, sent: list[Future[PartRecord]]
+) -> bool:
+    """Wait until the file holds `needed` bytes (True), or the window is ended or the
+    file gone (False: the flow's own checks say what happened). A part that failed
+    meanwhile fails the window now, not after its last part."""
+    while True:
+        for f in sent:
+            if f.done() and f.exception() is not None:
+                f.result()
+        if end.is_set():
+            return False
+        have = _size(ctx.path)
+        if have >= needed:
+            return True
+        if have < 0 or end.wait(ctx.config.poll_interval_seconds):
+            return False
 
 
 class _PartSender:

@@ -62,7 +62,7 @@ def window_for(ready: list[PartRange], in_flight: int, done: Collection[int] = (
     flight and one full part ready (the recorder is less than two parts ahead). The
     window sends that part and then each next one as its bytes arrive: one task run
     (three API events) per WINDOW_PARTS parts instead of per part, and one part in
-    memory. A stream further ahead goes up in parallel tasks (plan_tasks).
+    memory while it keeps up. A stream further ahead goes up in parallel tasks (plan_tasks).
 
     The window ends before the first `done` part after its first: a resumed
     checkpoint can have holes (parts finish out of order), and a window sends every

@@ -15,7 +15,7 @@ import flows.finalize as finalize_module
 import flows.ingest as ingest_module
 from flows.ingest import stream_ingest
 from tests.conftest import edit_config
-from tests.flows.helpers import MIB, GrowingWriter, object_bytes, payload
+from tests.flows.helpers import MIB, GrowingWriter, object_bytes, payload, until
 
 pytestmark = pytest.mark.usefixtures("registered")
 
@@ -282,6 +282,56 @@ def test_a_live_stream_goes_up_in_window_task_runs(registered, s3, store):
     assert windows, uploads
     assert len(uploads) <= 5, uploads  # twelve full parts: per part would be 12
     assert len(store.parts(result["stream_id"])) == 13
+
+
+def test_a_window_that_falls_behind_sends_its_backlog_in_parallel(
+    registered, s3, store, monkeypatch
+):
+    """S3 takes 1 s a part while the recorder writes one every 0.4 s: the window
+    sends the parts that are ready several at once instead of letting the backlog
+    grow part by part (one at a time, the close -> object was the whole backlog)."""
+    from blocks.bucket import StreamBucket
+
+    lock, live, peak = threading.Lock(), [0], [0]
+    writing = threading.Event()
+    real = StreamBucket.upload_part
+
+    def slow(self, *args, **kwargs):
+        with lock:
+            live[0] += 1
+            if writing.is_set():
+                peak[0] = max(peak[0], live[0])
+        try:
+            time.sleep(1.0)
+            return real(self, *args, **kwargs)
+        finally:
+            with lock:
+                live[0] -= 1
+
+    monkeypatch.setattr(StreamBucket, "upload_part", slow)
+    data = payload(7 * 5 * MIB + 99, seed=12)
+    src = Path(registered.watch_dir) / "behind.mkv"
+    src.touch()
+
+    def record() -> None:
+        with open(src, "r+b") as fh:  # open from the start: the recording is live
+            until(lambda: store.list_streams() and store.list_streams()[0].s3_upload_id, 60, "open")
+            writing.set()  # the first part arrives alone: the stream gets a window
+            for i in range(0, len(data), MIB):
+                fh.write(data[i : i + MIB])
+                fh.flush()
+                time.sleep(0.08)
+            writing.clear()
+
+    writer = threading.Thread(target=record, daemon=True)
+    writer.start()
+    result = _ingest(src)
+    writer.join(5)
+
+    assert object_bytes(s3, registered.s3_bucket, result["s3_key"]) == data
+    runs = _task_runs(store.require(result["stream_id"]).flow_run_id)
+    assert [r.name for r in runs if r.task_key.startswith("upload_window")]
+    assert 2 <= peak[0] <= 4  # in parallel while recording, at most half the slots
 
 
 def test_a_run_is_tagged_with_its_stream_once(registered, monkeypatch):
