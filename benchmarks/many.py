@@ -14,9 +14,12 @@ wait until every stream is open (cold start, with its counters per stream; trigg
 to first byte"); then N writers grow the files at once; the aggregate rate is
 all bytes over writers' start -> last stream completed (its completed_at_utc).
 Redis round trips, Prefect API calls and CPU from the writers' start to the end of
-the last run are divided by all parts. The benchmark itself polls S3 and the Prefect API directly, never
-Redis or the proxy, so it adds nothing to those counts (except the writers' close
-hints, one HSET per stream, which is what the sensor does).
+the last run are divided by all parts; those from the writers' start to the first
+close by the parts recorded by then (while streaming). A burst's trigger -> first byte
+is also split into stages, from the runs' state history, after the measurement.
+The benchmark itself polls S3 and the Prefect API directly, never Redis or the
+proxy, so it adds nothing to those counts (except the writers' close hints, one
+HSET per stream, which is what the sensor does).
 """
 
 from __future__ import annotations
