@@ -112,16 +112,16 @@ def upload_window(
     Once `end` is set it sends no further part and returns those sent: the flow's
     finalize sends the rest, in parallel. A retry of the task run skips the parts its
     earlier tries checkpointed."""
-    base = ctx.record.part_base_bytes
+    base, width = ctx.record.part_base_bytes, max(1, width)
     send = _PartSender(ctx)
     sent: list[Future[PartRecord]] = []
-    with ThreadPoolExecutor(max(1, width), thread_name_prefix="upload-window") as pool:
+    with ThreadPoolExecutor(width, thread_name_prefix="upload-window") as pool:
         try:
             for number in range(first, last + 1):
                 needed = part_offset(number, base) + part_size(number, base)
                 if not _bytes_or_end(ctx, needed, end, sent):
                     break
-                while len(in_flight := [f for f in sent if not f.done()]) >= max(1, width):
+                while len(in_flight := [f for f in sent if not f.done()]) >= width:
                     wait(in_flight, return_when=FIRST_COMPLETED)
                 sent.append(pool.submit(send, number))
             return [f.result() for f in sent]

@@ -70,8 +70,7 @@ def window_for(ready: list[PartRange], in_flight: int, done: Collection[int] = (
     if in_flight or len(ready) != 1:
         return None
     first = ready[0].number
-    last = min((n for n in done if n > first), default=first + WINDOW_PARTS)
-    return range(first, min(last, first + WINDOW_PARTS))
+    return range(first, min([n for n in done if n > first] + [first + WINDOW_PARTS]))
 
 
 def plan_tasks(ready: list[PartRange], free: int, width: int) -> list[list[PartRange]]:
