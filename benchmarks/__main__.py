@@ -1,4 +1,4 @@
-"""Run the benchmarks: `./bench.sh [--quick] [--only latency,throughput,overhead,many]`.
+"""Run the benchmarks: `./bench.sh [--quick] [--only latency,throughput,overhead,many,burst]`.
 
 Every benchmark prints one JSON line on stdout (progress goes to stderr), preceded
 by one `environment` line. Servers (redis-server, moto, Prefect, the counting
@@ -22,7 +22,7 @@ from importlib import metadata
 from benchmarks.common import emit, log
 from devstack.services import redis_server_binary
 
-ALL = ("throughput", "latency", "overhead", "many")
+ALL = ("throughput", "latency", "overhead", "many", "burst")
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in [n for n in os.environ if n.startswith(("STREAM_INGEST_", "PREFECT_"))]:
         del os.environ[name]
 
-    from benchmarks import latency, many, overhead, throughput
+    from benchmarks import burst, latency, many, overhead, throughput
     from benchmarks.stack import Stack
 
     env_line = environment(args.quick)
@@ -135,6 +135,12 @@ def main(argv: list[str] | None = None) -> int:
                                 stack, streams, plan.many_size_mib, plan.many_rate_mb_s, worker
                             )
                         )
+            elif name == "burst":
+                counts = [int(x) for x in args.streams.split(",")] if args.streams else None
+                for worker in [w.strip() for w in args.workers.split(",") if w.strip()]:
+                    if worker != many.FLOOR:  # a burst is about starting runs
+                        for streams in counts or plan.many_streams:
+                            report(burst.run(stack, streams, worker))
     log(f"done in {time.monotonic() - started:.0f} s; load average {os.getloadavg()}")
     return 0
 

@@ -5,7 +5,9 @@ HTTP calls, so counting the server's HTTP access log would miss most of the
 traffic a task causes. This proxy relays both HTTP and websockets and counts:
   - HTTP requests by channel, method and path (ids replaced by `{id}`),
   - websocket messages sent upstream, by the `event` name they carry,
-  - log records inside `POST /logs/` batches.
+  - log records inside `POST /logs/` batches,
+and, apart (`GET /__waited`), the seconds each kind of HTTP call waited for the
+server and the answers of 500 and above: where a slow burst's time goes.
 Channels are URL prefixes (`/<channel>/api/...`), so one proxy tells the worker's
 calls apart from the flow runs' calls. `GET /__counts` returns the counters.
 
@@ -19,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import re
+import time
 from collections import Counter
 from typing import Any
 
@@ -36,6 +39,7 @@ _ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 _DROP = {"host", "content-length", "transfer-encoding", "connection", "content-encoding"}
 
 counts: Counter[str] = Counter()
+waited: Counter[str] = Counter()
 upstream = ""
 client: httpx.AsyncClient | None = None
 
@@ -48,15 +52,21 @@ async def counts_endpoint(request: Request) -> Response:
     return JSONResponse(dict(counts))
 
 
+async def waited_endpoint(request: Request) -> Response:
+    return JSONResponse(dict(waited))
+
+
 async def forward(request: Request) -> Response:
     channel, path = request.path_params["channel"], request.path_params["path"]
     body = await request.body()
-    counts[f"{channel} http {request.method} /{_template(path)}"] += 1
+    key = f"{channel} http {request.method} /{_template(path)}"
+    counts[key] += 1
     if path.rstrip("/").endswith("logs") and request.method == "POST":
         with contextlib.suppress(ValueError):
             counts[f"{channel} log-records"] += len(json.loads(body))
     assert client is not None
     headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP}
+    sent = time.monotonic()
     resp = await client.request(
         request.method,
         f"{upstream}/{path}",
@@ -64,6 +74,9 @@ async def forward(request: Request) -> Response:
         content=body,
         headers=headers,
     )
+    waited[key] += time.monotonic() - sent
+    if resp.status_code >= 500:
+        waited[f"{key} {resp.status_code}"] += 1
     out = {k: v for k, v in resp.headers.items() if k.lower() not in _DROP}
     return Response(resp.content, status_code=resp.status_code, headers=out)
 
@@ -108,6 +121,7 @@ def app() -> Starlette:
     return Starlette(
         routes=[
             Route("/__counts", counts_endpoint),
+            Route("/__waited", waited_endpoint),
             Route("/{channel}/{path:path}", forward, methods=methods),
             WebSocketRoute("/{channel}/{path:path}", relay_ws),
         ]

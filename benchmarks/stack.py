@@ -57,7 +57,14 @@ class CountingProxy(Service):
         return f"http://127.0.0.1:{self.port}/{channel}/api"
 
     def counts(self) -> Counter[str]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/__counts", timeout=10) as r:
+        return self._get("__counts")
+
+    def waited(self) -> Counter[str]:
+        """Seconds waited for the server by kind of call; `<kind> <status>`: 5xx answers."""
+        return self._get("__waited")
+
+    def _get(self, what: str) -> Counter[str]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/{what}", timeout=10) as r:
             return Counter(json.loads(r.read()))
 
 

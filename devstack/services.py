@@ -205,7 +205,8 @@ class MotoServer(Service):
 
 
 class PrefectServer(Service):
-    """`prefect server start` on SQLite in workdir, analytics off."""
+    """`prefect server start` on SQLite in workdir, analytics off, write transactions
+    begun IMMEDIATE (devstack/prefect_server.py says why)."""
 
     name = "prefect"
 
@@ -213,9 +214,7 @@ class PrefectServer(Service):
         return [
             sys.executable,
             "-m",
-            "prefect",
-            "server",
-            "start",
+            "devstack.prefect_server",
             "--host",
             "127.0.0.1",
             "--port",

@@ -63,6 +63,7 @@ from prefect.workers.base import (
 from flows import stopping
 from stream_ingest.owners import Owner, orphaned, stale_claim
 from workers.loading import FlowCache, working_directory
+from workers.sharing import SharedSuspension, cache_reads
 
 DEFAULT_LIMIT = 64  # streams at once; more wait Scheduled (--limit to change)
 CANCEL_POLL_SECONDS = 2.0  # one read for all streams: Cancelling -> stop within ~2 s
@@ -184,9 +185,12 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         self._executions: dict[str, Execution] = {}
         self._watch_scope = anyio.CancelScope()
         self._wake = anyio.Event()
+        self._suspension = SharedSuspension()
 
     async def setup(self) -> None:
         await super().setup()
+        cache_reads(self.client)
+        await self._suspension.__aenter__()
         assert self._runs_task_group is not None
         self._runs_task_group.start_soon(self._background)
 
@@ -199,7 +203,14 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
 
     async def teardown(self, *exc_info: Any) -> None:
         self._watch_scope.cancel()
-        await super().teardown(*exc_info)
+        try:
+            await super().teardown(*exc_info)  # the runs have ended
+        finally:
+            await self._suspension.__aexit__(*exc_info)
+
+    async def _propose_submitting_state(self, flow_run: FlowRun) -> None:
+        """Skipped: Pending -> Running is enough here (no infrastructure to wait for),
+        and every state is a write the server serialises with the burst's others."""
 
     async def run(
         self,

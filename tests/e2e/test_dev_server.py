@@ -1,0 +1,58 @@
+"""The local stack's Prefect server (devstack/prefect_server.py) on SQLite: a burst
+of concurrent writes, as many new recordings make, is answered without a 503
+(Prefect's DEFERRED transactions got SQLITE_BUSY_SNAPSHOT, and the client then
+waited 2-8 s per retry)."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+
+from devstack.services import PrefectServer
+
+pytestmark = pytest.mark.e2e
+WRITERS, RUNS_EACH = 8, 6
+
+
+def _write_runs(api: str, flow_id: str, statuses: Counter[int], lock: threading.Lock) -> None:
+    with httpx.Client(base_url=api, timeout=60) as http:
+        for _ in range(RUNS_EACH):
+            run = http.post(
+                "/flow_runs/", json={"flow_id": flow_id, "state": {"type": "SCHEDULED"}}
+            )
+            answers = [run.status_code]
+            if run.status_code < 300:
+                for state in ("PENDING", "RUNNING", "COMPLETED"):
+                    answers.append(
+                        http.post(
+                            f"/flow_runs/{run.json()['id']}/set_state",
+                            json={"state": {"type": state}},
+                        ).status_code
+                    )
+            with lock:
+                statuses.update(answers)
+
+
+def test_a_burst_of_concurrent_writes_gets_no_503(tmp_path: Path):
+    server = PrefectServer(workdir=str(tmp_path))
+    server.start(timeout=90)
+    try:
+        flow_id = httpx.post(f"{server.api_url}/flows/", json={"name": "burst"}).json()["id"]
+        statuses: Counter[int] = Counter()
+        lock = threading.Lock()
+        threads = [
+            threading.Thread(target=_write_runs, args=(server.api_url, flow_id, statuses, lock))
+            for _ in range(WRITERS)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert sum(statuses.values()) == WRITERS * RUNS_EACH * 4
+        assert {code for code in statuses if code >= 300} == set(), statuses
+    finally:
+        server.stop()

@@ -1,0 +1,100 @@
+"""What a warm worker's runs share (workers/sharing.py): recent deployment and flow
+reads, and one suspension observer that still delivers an operator's Suspend."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from prefect import flow, flow_engine
+from prefect._flow_run_suspension import FlowRunSuspensionRequest
+from prefect.client.orchestration import get_client
+from prefect.states import Running, Suspended
+from pydantic import BaseModel
+
+from workers.sharing import RecentReads, SharedSuspension
+
+
+class Deployment(BaseModel):
+    id: int
+    job_variables: dict[str, Any]
+
+
+class Reader:
+    def __init__(self, fail_first: int = 0) -> None:
+        self.calls = 0
+        self.fail_first = fail_first
+
+    async def __call__(self, key: int) -> Deployment:
+        self.calls += 1
+        await asyncio.sleep(0.05)  # concurrent callers arrive while it is on the wire
+        if self.calls <= self.fail_first:
+            raise ConnectionError("server restarting")
+        return Deployment(id=key, job_variables={"env": {"A": "1"}})
+
+
+def test_concurrent_reads_of_one_id_make_one_call_and_each_gets_its_own_copy():
+    reader = Reader()
+    reads = RecentReads(reader)
+
+    async def main() -> list[Deployment]:
+        return list(await asyncio.gather(*(reads(7) for _ in range(20))))
+
+    got = asyncio.run(main())
+    assert reader.calls == 1
+    assert all(d.id == 7 for d in got)
+    # Prefect's job resolution updates the env in place: no caller sees another's.
+    got[0].job_variables["env"]["RUN"] = "x"
+    assert "RUN" not in got[1].job_variables["env"]
+
+
+def test_a_read_is_made_again_after_its_ttl_and_a_failed_one_is_not_kept():
+    reader = Reader(fail_first=1)
+    reads = RecentReads(reader, ttl=0.2)
+
+    async def main() -> None:
+        with pytest.raises(ConnectionError):
+            await reads(1)
+        await reads(1)  # the failure was not kept: asked again
+        await reads(1)  # fresh: kept
+        assert reader.calls == 2
+        await asyncio.sleep(0.25)
+        await reads(1)
+        assert reader.calls == 3
+
+    asyncio.run(main())
+
+
+@flow(name="sharing-test")
+def _nothing() -> None:
+    pass
+
+
+def test_an_operator_s_suspend_reaches_the_run_through_the_shared_observer(prefect_harness):
+    original = flow_engine.observe_flow_run_suspension
+
+    async def main() -> None:
+        async with get_client() as client:
+            runs = [await client.create_flow_run(_nothing) for _ in range(3)]
+            for run in runs:
+                await client.set_flow_run_state(run.id, Running(), force=True)
+            async with SharedSuspension():
+                # The engine's name for it now gives the shared observer.
+                observe = flow_engine.observe_flow_run_suspension
+                assert observe is not original
+                requests = [FlowRunSuspensionRequest() for _ in runs]
+                with observe(runs[0].id, requests[0]), observe(runs[1].id, requests[1]):
+                    await asyncio.sleep(0.5)  # the watches are added on the loop
+                    # What the UI's Suspend does: only that run is asked to stop.
+                    await client.set_flow_run_state(runs[1].id, Suspended(), force=True)
+                    deadline = time.monotonic() + 20
+                    while not requests[1].is_requested() and time.monotonic() < deadline:
+                        await asyncio.sleep(0.1)
+                assert requests[1].is_requested()
+                assert not requests[0].is_requested()
+                assert not requests[2].is_requested()
+        assert flow_engine.observe_flow_run_suspension is original
+
+    asyncio.run(main())

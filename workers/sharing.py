@@ -1,0 +1,105 @@
+"""What the flow runs of one warm worker share instead of setting up each their own.
+
+Starting a run costs the Prefect server more than running it: in a burst of new
+recordings every claimed run reads its deployment three times and its flow once,
+and Prefect's engine gives each deployment run a suspension observer of its own (a
+thread, an event loop, an API client and a websocket subscription, which the server
+answers with a backfill query and then filters every event for). On Prefect on
+SQLite these calls queue behind each other: a burst of 20 made creating a run take
+2.3 s instead of 0.17. Here the worker's runs share one observer and recent reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, Generic, TypeVar
+from uuid import UUID
+
+from prefect import flow_engine
+from prefect._flow_run_suspension import FlowRunSuspensionRequest
+from prefect._internal.observers import FlowRunSuspendingObserver
+from prefect.client.schemas.objects import State
+
+K = TypeVar("K")
+V = TypeVar("V")
+READ_TTL_SECONDS = 30.0  # a redeployment reaches new runs within this
+
+
+class RecentReads(Generic[K, V]):
+    """`read(key)`, kept `ttl` seconds; concurrent reads of one key share one call.
+    Each caller gets its own deep copy (Prefect's job resolution updates the
+    deployment's `env` in place). A failed read is not kept."""
+
+    def __init__(self, read: Callable[[K], Awaitable[V]], ttl: float = READ_TTL_SECONDS) -> None:
+        self._read, self._ttl = read, ttl
+        self._kept: dict[K, tuple[float, asyncio.Future[V]]] = {}
+
+    async def __call__(self, key: K) -> V:
+        now = time.monotonic()
+        kept = self._kept.get(key)
+        if kept is None or now - kept[0] >= self._ttl:
+            kept = (now, asyncio.ensure_future(self._read(key)))
+            self._kept[key] = kept
+        try:
+            value = await asyncio.shield(kept[1])
+        except Exception:
+            if self._kept.get(key) is kept:
+                del self._kept[key]
+            raise
+        return value.model_copy(deep=True) if hasattr(value, "model_copy") else value
+
+
+def cache_reads(client: Any) -> None:
+    """The worker's client reads deployments and flows through RecentReads: the base
+    worker and the job configuration call these by name on the client."""
+    client.read_deployment = RecentReads(client.read_deployment)
+    client.read_flow = RecentReads(client.read_flow)
+
+
+class SharedSuspension:
+    """One FlowRunSuspendingObserver (it watches many runs) for every run of the
+    worker, on the worker's event loop. While entered, Prefect's engine in this
+    process asks it instead of starting an observer per run; an operator's Suspend
+    reaches the run at its next orchestration step, as before."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._observer: FlowRunSuspendingObserver | None = None
+        self._requests: dict[UUID, FlowRunSuspensionRequest] = {}
+        self._original: Any = None
+
+    async def __aenter__(self) -> SharedSuspension:
+        self._loop = asyncio.get_running_loop()
+        self._observer = FlowRunSuspendingObserver(on_suspended=self._suspended)
+        await self._observer.__aenter__()
+        self._original = flow_engine.observe_flow_run_suspension
+        flow_engine.observe_flow_run_suspension = self.observe
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        if self._observer is None:  # never entered (the worker's setup failed)
+            return
+        flow_engine.observe_flow_run_suspension = self._original
+        observer, self._observer = self._observer, None
+        await observer.__aexit__(*exc_info)
+
+    def _suspended(self, flow_run_id: UUID, state: State) -> None:
+        if request := self._requests.get(flow_run_id):
+            request.mark_requested(state)
+
+    @contextlib.contextmanager
+    def observe(self, flow_run_id: UUID, request: FlowRunSuspensionRequest) -> Iterator[None]:
+        """Called by the engine in the run's thread, as observe_flow_run_suspension."""
+        assert self._loop is not None and self._observer is not None
+        self._requests[flow_run_id] = request
+        self._loop.call_soon_threadsafe(self._observer.add_in_flight_flow_run_id, flow_run_id)
+        try:
+            yield
+        finally:
+            self._requests.pop(flow_run_id, None)
+            self._loop.call_soon_threadsafe(
+                self._observer.remove_in_flight_flow_run_id, flow_run_id
+            )
