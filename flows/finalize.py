@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -29,6 +28,7 @@ from prefect.runtime import task_run
 
 from blocks.bucket import STREAM_ID
 from flows import stopping
+from flows.buffers import BUFFERS
 from flows.digest import unchanged
 from flows.retry import RETRIED
 from flows.runtime import StreamContext
@@ -57,19 +57,14 @@ class Finalized:
     sha256: str = ""
 
 
-_buffers = threading.local()  # one part-sized buffer per finalize thread
-
-
 def _verify(ctx: StreamContext, pr: PartRange, known: PartRecord | None) -> PartRecord | None:
     """Read one planned part; re-upload it unless S3 already holds exactly these bytes
-    (then None)."""
-    buf: bytearray | None = getattr(_buffers, "buf", None)
-    if buf is None or len(buf) < pr.size:
-        buf = _buffers.buf = bytearray(pr.size)
-    data = read_into(ctx.path, pr.offset, pr.size, buf)
-    if known and known.size == pr.size and unchanged(known, data):
-        return None
-    return put_part(ctx, pr.number, bytes(data), pr.offset)
+    (then None). The bytes live in a buffer of the process's (flows/buffers.py)."""
+    with BUFFERS.borrow(pr.size) as buf:
+        data = read_into(ctx.path, pr.offset, pr.size, buf)
+        if known and known.size == pr.size and unchanged(known, data):
+            return None
+        return put_part(ctx, pr.number, bytes(data), pr.offset)
 
 
 def _is_final(pr: PartRange, part: PartRecord | None, final: set[int]) -> bool:

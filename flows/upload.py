@@ -12,10 +12,11 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from prefect import get_run_logger, task
 from prefect.runtime import task_run
 
+from flows.buffers import BUFFERS
 from flows.digest import crc32_b64, part_digest, same_digest
 from flows.retry import RETRIED, with_retries
 from flows.runtime import StreamContext
-from flows.source import read_range
+from flows.source import read_into
 from stream_ingest.errors import S3Rejected
 from stream_ingest.parts import part_offset, part_size
 from stream_ingest.records import PartRecord
@@ -64,7 +65,14 @@ def _copy(
 @task(name="upload-part", task_run_name="upload-part-{number}", **RETRIED)
 def upload_part(ctx: StreamContext, number: int, offset: int, size: int) -> PartRecord:
     """Upload part `number`: bytes [offset, offset+size) of the source."""
-    return put_part(ctx, number, read_range(ctx.path, offset, size), offset)
+    return _read_and_put(ctx, number, offset, size)
+
+
+def _read_and_put(ctx: StreamContext, number: int, offset: int, size: int) -> PartRecord:
+    """One part from the file to S3, its bytes in a buffer of the process's
+    (flows/buffers.py)."""
+    with BUFFERS.borrow(size) as buf:
+        return put_part(ctx, number, bytes(read_into(ctx.path, offset, size, buf)), offset)
 
 
 @task(name="upload-parts", task_run_name="upload-parts-{first}-{last}", **RETRIED)
@@ -165,7 +173,7 @@ class _PartSender:
         ctx = self.ctx
         offset, size = part_offset(number, self.base), part_size(number, self.base)
         return with_retries(
-            lambda: put_part(ctx, number, read_range(ctx.path, offset, size), offset),
+            lambda: _read_and_put(ctx, number, offset, size),
             f"part {number}",
             self.log,
         )
