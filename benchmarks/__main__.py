@@ -110,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         for line in [result] if isinstance(result, dict) else result:
             emit({**line, "loadavg_1m_after": os.getloadavg()[0]})
 
+    counts = [int(x) for x in args.streams.split(",")] if args.streams else plan.many_streams
+    workers = [w.strip() for w in args.workers.split(",") if w.strip()]
+    many_runs = [(w, n) for w in workers for n in counts]  # `many` and `burst` alike
+
     with Stack(overrides) as stack:
         log(f"servers up in {time.monotonic() - started:.0f} s (work dir {stack.workdir})")
         for name in chosen:
@@ -127,20 +131,14 @@ def main(argv: list[str] | None = None) -> int:
             elif name == "overhead":
                 report(overhead.run(stack, plan.overhead_parts))
             elif name == "many":
-                counts = [int(x) for x in args.streams.split(",")] if args.streams else None
-                for worker in [w.strip() for w in args.workers.split(",") if w.strip()]:
-                    for streams in counts or plan.many_streams:
-                        report(
-                            many.run(
-                                stack, streams, plan.many_size_mib, plan.many_rate_mb_s, worker
-                            )
-                        )
+                for worker, streams in many_runs:
+                    report(
+                        many.run(stack, streams, plan.many_size_mib, plan.many_rate_mb_s, worker)
+                    )
             elif name == "burst":
-                counts = [int(x) for x in args.streams.split(",")] if args.streams else None
-                for worker in [w.strip() for w in args.workers.split(",") if w.strip()]:
+                for worker, streams in many_runs:
                     if worker != many.FLOOR:  # a burst is about starting runs
-                        for streams in counts or plan.many_streams:
-                            report(burst.run(stack, streams, worker))
+                        report(burst.run(stack, streams, worker))
     log(f"done in {time.monotonic() - started:.0f} s; load average {os.getloadavg()}")
     return 0
 
