@@ -8,9 +8,10 @@ Every run is still a flow run of the deployment, with its task runs, states, log
 and the Retry button.
 
 What a thread cannot have, and what stands in for it:
-- killing: a cancel (Cancelling in the UI) or a shutdown asks the stream to stop
-  (flows/stopping.py); it stops at its next poll, resumable, and the worker ends the
-  run Cancelled, or schedules it again for the next worker (shutdown);
+- killing: a cancel (Cancelling in the UI, heard as the pool's event) or a shutdown
+  asks the stream to stop (flows/stopping.py); it stops at its next poll, resumable,
+  and the worker ends the run Cancelled, or schedules it again for the next worker
+  (shutdown);
 - stuck streams: a stream whose thread stops beating for `stuck_timeout_seconds`
   (flows/stopping.py) lets its lease expire; the worker crashes its run, saying where
   it waits, and frees its slot (the thread itself cannot be stopped);
@@ -52,6 +53,7 @@ from prefect.events.clients import get_events_subscriber
 from prefect.events.filters import EventAnyResourceFilter, EventFilter, EventNameFilter
 from prefect.exceptions import PrefectHTTPStatusError
 from prefect.flow_engine import run_flow
+from prefect.settings import get_current_settings
 from prefect.states import AwaitingRetry, Cancelled, Crashed, Scheduled, State
 from prefect.workers.base import (
     BaseJobConfiguration,
@@ -66,7 +68,7 @@ from workers.loading import FlowCache, working_directory
 from workers.sharing import SharedSuspension, cache_reads
 
 DEFAULT_LIMIT = 64  # streams at once; more wait Scheduled (--limit to change)
-CANCEL_POLL_SECONDS = 2.0  # one read for all streams: Cancelling -> stop within ~2 s
+WATCH_SECONDS = 2.0  # stuck streams (no API call); orphans every ORPHAN_POLL_SECONDS
 ORPHAN_POLL_SECONDS = 60.0
 RECONNECT_SECONDS = 5.0
 SHUTDOWN_GRACE_SECONDS = 30.0  # parts in flight finish and checkpoint meanwhile
@@ -75,6 +77,7 @@ T = TypeVar("T")
 CANCELLED = "cancelled by an operator"
 SHUTDOWN = "the worker is shutting down; the next worker resumes it"
 LIVE = [StateType.PENDING, StateType.RUNNING, StateType.CANCELLING]
+SCHEDULED, CANCELLING = "prefect.flow-run.Scheduled", "prefect.flow-run.Cancelling"
 
 
 async def _busy_retried(call: Callable[[], Awaitable[T]], what: str) -> T:
@@ -281,14 +284,21 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         await self.client.set_flow_run_state(run_id, state, force=True)
 
     async def _watch(self) -> None:
-        """Cancels of running streams (Prefect's own watch only covers runs that have
-        not started) and runs orphaned by a dead worker of this host."""
-        next_orphans = 0.0
+        """Stuck streams, cancels of running streams (Prefect's own watch only covers
+        runs that have not started) and runs orphaned by a dead worker of this host.
+        Cancels come as the pool's events (_listen); they are also read every
+        PREFECT_WORKER_CANCELLATION_POLL_SECONDS (Prefect's fallback, 120 s), for events
+        lost while the socket reconnects (at 50 streams a read every 2 s had been 5 %
+        of the API calls per part)."""
+        every = get_current_settings().worker.cancellation_poll_seconds
+        next_cancels, next_orphans = anyio.current_time() + every, 0.0
         while True:
-            await anyio.sleep(CANCEL_POLL_SECONDS)
+            await anyio.sleep(WATCH_SECONDS)
             try:
                 await self._crash_stuck()
-                await self._stop_cancelled()
+                if anyio.current_time() >= next_cancels:
+                    next_cancels = anyio.current_time() + every
+                    await self._stop_cancelled()
                 if anyio.current_time() >= next_orphans and self._work_pool is not None:
                     await self._crash_orphans()
                     next_orphans = anyio.current_time() + ORPHAN_POLL_SECONDS
@@ -297,19 +307,23 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
 
     async def _listen(self) -> None:
         """A new run in the pool (the sensor's, a rerun, the UI's Retry) wakes the poll
-        at once: without it a run waits up to PREFECT_WORKER_QUERY_SECONDS. The
-        regular poll stays, for events lost while the socket reconnects."""
+        at once: without it a run waits up to PREFECT_WORKER_QUERY_SECONDS. A run of the
+        pool set Cancelling (the UI's Cancel) is asked to stop. The regular poll and
+        read of cancels (_watch) stay, for events lost while the socket reconnects."""
         while self._work_pool is None:
             await anyio.sleep(0.5)
         where = EventFilter(
-            event=EventNameFilter(name=["prefect.flow-run.Scheduled"]),
+            event=EventNameFilter(name=[SCHEDULED, CANCELLING]),
             any_resource=EventAnyResourceFilter(id=[f"prefect.work-pool.{self._work_pool.id}"]),
         )
         while True:
             try:
                 async with get_events_subscriber(filter=where) as events:
-                    async for _event in events:
-                        self._wake.set()
+                    async for event in events:
+                        if event.event == CANCELLING:
+                            self._cancel(event.resource.id.removeprefix("prefect.flow-run."))
+                        else:
+                            self._wake.set()
             except Exception as exc:  # server restarting: the poll covers meanwhile
                 self._logger.debug("event subscription lost (%s); reconnecting", exc)
                 await anyio.sleep(RECONNECT_SECONDS)
@@ -346,9 +360,15 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
             )
         )
         for run in runs:
-            if stopping.requested(str(run.id)) is None:
-                self.get_flow_run_logger(run).info("cancelling: asking the stream to stop")
-                stopping.request(str(run.id), CANCELLED)
+            self._cancel(str(run.id))
+
+    def _cancel(self, run_id: str) -> None:
+        """Ask a stream of ours to stop for an operator's cancel (once)."""
+        execution = self._executions.get(run_id)
+        if execution is None or stopping.requested(run_id) is not None:
+            return
+        self.get_flow_run_logger(execution.flow_run).info("cancelling: asking the stream to stop")
+        stopping.request(run_id, CANCELLED)
 
     async def _crash_orphans(self) -> None:
         runs = await self.client.read_flow_runs(
