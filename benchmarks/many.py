@@ -12,7 +12,7 @@ Phases: trigger N runs at once, as a burst of new files makes the sensor do, and
 wait until every stream is open (cold start, with its counters per stream; trigger
 -> the run's stream record, made once it has read the file's identity, is "trigger
 to first byte"); then N writers grow the files at once; the aggregate rate is
-all bytes over writers' start -> last stream completed (its completed_at_utc).
+all bytes over writers' start -> last object in S3 (its stream's object_at_utc).
 Redis round trips, Prefect API calls and CPU from the writers' start to the end of
 the last run are divided by all parts; those from the writers' start to the first
 close by the parts recorded by then (while streaming). A burst's trigger -> first byte
@@ -344,9 +344,10 @@ def _measure(stack: Stack, worker_pid: int, streams: int, size: int, rate: float
     for p in paths:
         check_object(stack, stack.key_for(p), size)
     parts = sum(r.parts_count for r in records)
-    # Completed = the stream's completed_at_utc (after complete, HEAD check and tag),
-    # so these latencies include those two calls. Wall clock, like Redis's stamps.
-    done = [datetime.fromisoformat(r.completed_at_utc).timestamp() for r in records]
+    # The object = the stream's object_at_utc: completed and checked by a HEAD (the
+    # floor stops at its complete). Until 2026-12-01 this was completed_at_utc, after
+    # the file's SHA-256 and the tag too. Wall clock, like Redis's stamps.
+    done = [datetime.fromisoformat(r.object_at_utc).timestamp() for r in records]
     started = {
         p: datetime.fromisoformat(r.started_at_utc).timestamp()
         for r, p in zip(records, paths, strict=True)

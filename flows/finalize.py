@@ -167,9 +167,12 @@ def finalize(
     if head.get("ETag") not in (expected, None):
         raise RuntimeError(f"object {rec.s3_key} ETag {head.get('ETag')} != expected {expected}")
     # The object exists from here: its SHA-256 is read off the close-to-object path.
+    object_at = utc_now()
     digest = _digest_as_completed(ctx, before)
     copied = sum(1 for p in chosen if p.copied)
-    done = Completion(before.size, before.mtime_ns, len(plan), reuploaded, digest, copied)
+    done = Completion(
+        before.size, before.mtime_ns, len(plan), reuploaded, digest, copied, object_at
+    )
     mark_completed(ctx, done, head.get("ETag") or expected)
     return Finalized(True, parts, before.size, len(plan), reuploaded, digest)
 
@@ -213,6 +216,7 @@ class Completion:
     reuploaded: int
     sha256: str
     copied: int = 0
+    object_at_utc: str = ""  # when the object was checked in S3 ("": now)
 
 
 def mark_completed(ctx: StreamContext, done: Completion, etag: str) -> None:
@@ -220,6 +224,7 @@ def mark_completed(ctx: StreamContext, done: Completion, etag: str) -> None:
     ctx.bucket.tag_object(rec.s3_key, {"sha256": done.sha256, "stream-id": rec.stream_id})
     completed_at = utc_now()
     fields: dict[str, Any] = {
+        "object_at_utc": done.object_at_utc or completed_at,
         "sha256": done.sha256,
         "total_bytes": done.size,
         "bytes_uploaded": done.size,

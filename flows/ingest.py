@@ -21,6 +21,7 @@ from prefect.runtime import flow_run
 from prefect.settings import get_current_settings
 
 from blocks.config import IngestConfig, load_config
+from flows.buffers import BUFFERS
 from flows.finalize import Finalized, confirm_completed, finalize
 from flows.lease import LeaseKeeper
 from flows.opening import TakeSkipped, find_stream, open_upload, record_failure
@@ -80,6 +81,7 @@ def tail_and_finalize(
     log = get_run_logger()
     s, rec = ctx.config, ctx.record
     parts = dict(parts)
+    BUFFERS.at_least(s.max_parts_in_flight)  # its window never waits for the pool
     planner = PartPlanner(rec.part_base_bytes)
     planner.settle(parts)
     growth = Growth()

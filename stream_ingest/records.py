@@ -89,7 +89,8 @@ class StreamRecord:
     part_base_bytes: int = 0
     started_at_utc: str = field(default_factory=utc_now)
     last_activity_at_utc: str = ""
-    completed_at_utc: str = ""
+    completed_at_utc: str = ""  # the record says completed (after the SHA-256 and tag)
+    object_at_utc: str = ""  # the completed object checked in S3 (before its SHA-256)
     bytes_uploaded: int = 0
     total_bytes: int = -1
     parts_count: int = 0

@@ -46,3 +46,28 @@ def test_a_larger_part_gets_a_buffer_big_enough_and_an_error_returns_the_buffer(
         pass
     with buffers.borrow(100) as buf:  # the only slot was returned despite the error
         assert len(buf) >= 100
+
+
+def test_a_stream_configured_for_more_parts_in_flight_raises_the_bound_to_its_own():
+    buffers = PartBuffers(2)
+    buffers.at_least(1)  # never lowered
+    assert buffers.limit == 2
+    held = threading.Barrier(4, timeout=10)
+    done = threading.Event()
+
+    def part() -> None:
+        with buffers.borrow(16):
+            held.wait()  # all four lent at once, or the barrier breaks
+            done.wait(10)
+
+    threads = [threading.Thread(target=part) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)
+    assert held.n_waiting == 2  # the bound of 2 holds the other two back
+    buffers.at_least(4)  # as a stream with max_parts_in_flight=4 does
+    time.sleep(0.2)
+    assert not held.broken and held.n_waiting == 0  # all four met
+    done.set()
+    for t in threads:
+        t.join(10)
