@@ -1,21 +1,31 @@
 """The local stack's Prefect server (devstack/prefect_server.py) on SQLite: a burst
 of concurrent writes, as many new recordings make, is answered without a 503
 (Prefect's DEFERRED transactions got SQLITE_BUSY_SNAPSHOT, and the client then
-waited 2-8 s per retry)."""
+waited 2-8 s per retry); and many open websockets, as many flow-run processes hold,
+do not lock every HTTP request out (Prefect's SQLite request limit counted them)."""
 
 from __future__ import annotations
 
 import threading
 from collections import Counter
-from pathlib import Path
 
 import httpx
 import pytest
+from websockets.sync.client import connect
 
 from devstack.services import PrefectServer
 
 pytestmark = pytest.mark.e2e
 WRITERS, RUNS_EACH = 8, 6
+SOCKETS = 110  # Prefect admits 100 requests at once on SQLite
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    server = PrefectServer(workdir=str(tmp_path_factory.mktemp("prefect")))
+    server.start(timeout=90)
+    yield server
+    server.stop()
 
 
 def _write_runs(api: str, flow_id: str, statuses: Counter[int], lock: threading.Lock) -> None:
@@ -37,22 +47,30 @@ def _write_runs(api: str, flow_id: str, statuses: Counter[int], lock: threading.
                 statuses.update(answers)
 
 
-def test_a_burst_of_concurrent_writes_gets_no_503(tmp_path: Path):
-    server = PrefectServer(workdir=str(tmp_path))
-    server.start(timeout=90)
+def test_a_burst_of_concurrent_writes_gets_no_503(server: PrefectServer):
+    flow_id = httpx.post(f"{server.api_url}/flows/", json={"name": "burst"}).json()["id"]
+    statuses: Counter[int] = Counter()
+    lock = threading.Lock()
+    threads = [
+        threading.Thread(target=_write_runs, args=(server.api_url, flow_id, statuses, lock))
+        for _ in range(WRITERS)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert sum(statuses.values()) == WRITERS * RUNS_EACH * 4
+    assert {code for code in statuses if code >= 300} == set(), statuses
+
+
+def test_open_websockets_leave_room_for_requests(server: PrefectServer):
+    url = server.api_url.replace("http://", "ws://", 1) + "/events/in"
+    sockets = []
     try:
-        flow_id = httpx.post(f"{server.api_url}/flows/", json={"name": "burst"}).json()["id"]
-        statuses: Counter[int] = Counter()
-        lock = threading.Lock()
-        threads = [
-            threading.Thread(target=_write_runs, args=(server.api_url, flow_id, statuses, lock))
-            for _ in range(WRITERS)
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
-        assert sum(statuses.values()) == WRITERS * RUNS_EACH * 4
-        assert {code for code in statuses if code >= 300} == set(), statuses
+        for _ in range(SOCKETS):  # each connect needs a request slot of its own
+            sockets.append(connect(url, subprotocols=["prefect"], open_timeout=10))
+        health = httpx.get(f"{server.api_url}/health", timeout=10)
+        assert health.status_code == 200
     finally:
-        server.stop()
+        for ws in sockets:
+            ws.close()
