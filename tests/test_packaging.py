@@ -1,4 +1,5 @@
-"""docker-compose.yml, the Dockerfile and prefect.yaml agree with the code.
+"""docker-compose.yml, the Dockerfile, prefect.yaml and the docs' commands agree with
+the code.
 
 There is no Docker engine here, so both files are parsed, and every command they run
 is checked in-process against the real CLI parsers: `stream-ingest` through
@@ -217,6 +218,42 @@ def check_command(tokens: list[str]) -> tuple[str, dict[str, Any]]:
 def test_command_checker_rejects_wrong_commands(tokens: list[str]) -> None:
     with pytest.raises(pytest.fail.Exception):
         check_command(tokens)
+
+
+# --- the docs' commands ----------------------------------------------------------------
+
+DOCS = ["README.md", *(f"docs/{p.name}" for p in sorted((ROOT / "docs").glob("*.md")))]
+COMMAND = re.compile(r"^(stream-ingest|prefect) ")
+
+
+def doc_commands(text: str) -> list[str]:
+    """`stream-ingest ...` and `prefect ...` commands of a markdown text: lines of its
+    shell blocks (comments cut) and inline code spans; `[optional]` parts kept, their
+    brackets dropped."""
+    found = []
+    for block in re.findall(r"```[a-z]*\n(.*?)```", text, re.S):
+        found += [line.split("  #")[0].strip() for line in block.splitlines()]
+    prose = re.sub(r"```[a-z]*\n.*?```", "", text, flags=re.S)
+    found += [" ".join(span.split()) for span in re.findall(r"`([^`]+)`", prose)]
+    return [c.replace("[", "").replace("]", "") for c in found if COMMAND.match(c)]
+
+
+def test_doc_commands_are_found() -> None:
+    text = (
+        "Run `stream-ingest streams show ID [--json]` or\n```bash\nprefect deploy --all  # x\n```"
+    )
+    assert doc_commands(text) == ["prefect deploy --all", "stream-ingest streams show ID --json"]
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_every_command_in_the_docs_parses(doc: str) -> None:
+    """An operator copies them: each must be one the CLIs accept (an option in the
+    wrong place, `sensor --config`, once was not)."""
+    commands = doc_commands((ROOT / doc).read_text())
+    for command in commands:
+        check_command(shlex.split(command))
+    if doc == "README.md":
+        assert len(commands) >= 15  # the extraction still finds the README's commands
 
 
 # --- prefect.yaml ---------------------------------------------------------------------

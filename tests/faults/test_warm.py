@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from tests.e2e.stack import BIN, Proc, Stack, new_bucket, product_env, run_cli, 
 from tests.faults.conftest import check_object, reuploads
 from tests.faults.proxy import Rule
 from tests.flows.helpers import MIB, GrowingWriter, payload
+from workers.warm import WATCH_SECONDS
 
 pytestmark = pytest.mark.e2e
 PART = 5 * MIB
@@ -147,6 +149,70 @@ def test_a_dead_worker_s_streams_are_crashed_by_the_next_and_resumable(
             until(lambda n=name: _stream(store, n).status == "completed", 120, f"{name} rerun")
             rec = _stream(store, name)
             check_object(s3, bucket, rec.s3_key, data[name])
+
+
+def test_a_host_that_never_returns_leaves_its_streams_to_the_janitor_and_another_host(
+    tmp_path, redis_server, moto_server, proxy
+):
+    """Scale-out (README, "More than one host"): host A's worker dies with its streams
+    and A never comes back. Its runs stay Running (no worker of A's to crash them);
+    once their leases lapse the janitor deployment fails the streams, and `streams
+    rerun --failed` finishes each on host B's worker, which sees the same files,
+    without sending a checkpointed part again."""
+    held = proxy.add("UploadPart", "hold", part=3, key="cam-a", times=1)
+    stack, s3, bucket, store = _stack(tmp_path, redis_server.url, moto_server.url, proxy.url)
+    stack.env["STREAM_INGEST_LEASE_TTL_SECONDS"] = "6"  # the janitor: stale after 12 s
+    with stack:
+        data, writers = _record_until_held(stack, held, seed=90)
+        assert stack.worker is not None and stack.worker.proc is not None
+        runs = {n: until(lambda n=n: stack.run_for(n), 30, n) for n in NAMES}
+        owners = {n: until(lambda r=r: _owner(stack, r["id"]), 30, n) for n, r in runs.items()}
+        os.killpg(stack.worker.proc.pid, signal.SIGKILL)
+        stack.worker.proc.wait(10)
+        held.release(forward=False)
+        for w in writers:
+            w.join(60)
+        # Host A's owner marks, moved to a host name of their own: this machine plays
+        # host B from here on, and B's worker must leave another host's runs alone.
+        for name, run in runs.items():
+            kind, _host, pid, start = owners[name].split(":")
+            moved = f"{kind}:host-a:{pid}:{start}"
+            stack.patch(f"/flow_runs/{run['id']}", {"infrastructure_pid": moved})
+        checkpointed = {n: set(store.parts(_stream(store, n).stream_id)) for n in NAMES}
+        _next_worker(stack, tmp_path)
+        sids = [_stream(store, n).stream_id for n in NAMES]
+        until(lambda: all(store.lease_holder(s) is None for s in sids), 30, "leases to lapse")
+        last = max(_epoch(_stream(store, n).last_activity_at_utc) for n in NAMES)
+        time.sleep(max(0.0, last + 2 * 6 + 1 - time.time()))
+
+        janitor = stack.get("/deployments/name/janitor/janitor")
+        sweep = stack.post(f"/deployments/{janitor['id']}/create_flow_run", {})
+        stack.wait_for_state(sweep["id"], "COMPLETED", 90)
+        time.sleep(2 * WATCH_SECONDS + 1)  # B ran the janitor: it is up, past an orphan sweep
+        for name in NAMES:
+            rec = _stream(store, name)
+            assert rec.status == "failed" and "lease lost" in rec.error, (name, rec.error)
+        for run in runs.values():  # nothing on host B ended them
+            assert stack.get(f"/flow_runs/{run['id']}")["state_type"] == "RUNNING"
+
+        mark = proxy.mark()
+        run_cli([str(BIN / "stream-ingest"), "streams", "rerun", "--failed"], stack.env)
+        for name in NAMES:
+            until(lambda n=name: _stream(store, n).status == "completed", 120, f"{name} rerun")
+            rec = _stream(store, name)
+            check_object(s3, bucket, rec.s3_key, data[name])
+            resent = proxy.parts_reached_s3(rec.s3_upload_id, since=mark)
+            assert not set(resent) & checkpointed[name], (name, resent)
+
+
+def _owner(stack: Stack, run_id: str) -> str | None:
+    """The run's owner mark once its worker has written it (warm:host:pid:start)."""
+    owner = stack.get(f"/flow_runs/{run_id}")["infrastructure_pid"]
+    return owner if owner and owner.startswith("warm:") else None
+
+
+def _epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
 
 
 def test_a_worker_stopped_by_sigterm_leaves_its_streams_to_the_next(
