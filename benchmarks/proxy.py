@@ -96,7 +96,8 @@ async def relay_ws(ws: WebSocket) -> None:
     target = upstream.replace("http://", "ws://", 1) + "/" + path
     protocols = [p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",")]
     protocols = [p for p in protocols if p]
-    # No timeouts of the proxy's own, here or below: the caller's apply. (With 60 s
+    # No timeouts of the proxy's own on requests or handshakes, here or below: the
+    # caller's apply, as on a direct connection. (With 60 s
     # upstream and websockets' 10 s handshake, a starved server's slow answer became
     # the proxy's 500, which Prefect's client does not retry, where its own read
     # timeout would have asked again: flow runs crashed that no user's would.)
@@ -136,7 +137,7 @@ def app() -> Starlette:
 
 async def _serve(port: int) -> None:
     global client
-    client = httpx.AsyncClient(timeout=None, limits=httpx.Limits(max_connections=200))
+    client = httpx.AsyncClient(timeout=None, limits=httpx.Limits(max_connections=None))
     config = uvicorn.Config(
         app(), host="127.0.0.1", port=port, log_level="warning", ws="websockets"
     )

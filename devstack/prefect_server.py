@@ -10,16 +10,17 @@ this on nearly every run it creates: 20 runs took 45 s to create instead of 3.
 Begun IMMEDIATE, a transaction takes the write lock first and waits its turn.
 
 On SQLite Prefect also admits at most 100 requests at once (`RequestLimitMiddleware`,
-meant for writes), and it counts every websocket for as long as it stays open: each
-flow run, worker and sensor holds one or two. With about 100 open (some 30-50
-flow-run processes on the process worker) every later HTTP request, /api/health
-included, waits for ever while the server sits idle. Websockets write nothing
-through that door (their events go to the server's queues), so they pass it.
+meant for writes), and it counts every websocket (and the app's lifespan) for as
+long as it stays open: each flow run, worker and sensor holds one or two. With about
+100 open (some 30-50 flow-run processes on the process worker) every later HTTP
+request, /api/health included, waits for ever while the server sits idle. So only
+HTTP requests pass the limiter here; the few writes websockets make (a worker's
+connect and heartbeats) wait for SQLite's write lock like any other, begun IMMEDIATE.
 
 Postgres (docker-compose.yml) needs none of this.
 
 Run: python -m devstack.prefect_server --host H --port P (the `prefect server
-start` options).
+start` options, except `--background`: that starts a server of its own, unpatched).
 """
 
 from __future__ import annotations

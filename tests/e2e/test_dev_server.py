@@ -11,6 +11,7 @@ from collections import Counter
 
 import httpx
 import pytest
+from websockets.protocol import State
 from websockets.sync.client import connect
 
 from devstack.services import PrefectServer
@@ -71,6 +72,7 @@ def test_open_websockets_leave_room_for_requests(server: PrefectServer):
             sockets.append(connect(url, subprotocols=["prefect"], open_timeout=10))
         health = httpx.get(f"{server.api_url}/health", timeout=10)
         assert health.status_code == 200
+        assert all(ws.protocol.state is State.OPEN for ws in sockets)  # still held
     finally:
         for ws in sockets:
             ws.close()

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 from blocks.checkpoints import CheckpointStore
+from stream_ingest.janitor_plan import STALE_AFTER_LEASES
 from tests.e2e.stack import BIN, Proc, Stack, new_bucket, product_env, run_cli, until
 from tests.faults.conftest import check_object, reuploads
 from tests.faults.proxy import Rule
 from tests.flows.helpers import MIB, GrowingWriter, payload
-from workers.warm import WATCH_SECONDS
 
 pytestmark = pytest.mark.e2e
 PART = 5 * MIB
@@ -161,12 +161,14 @@ def test_a_host_that_never_returns_leaves_its_streams_to_the_janitor_and_another
     without sending a checkpointed part again."""
     held = proxy.add("UploadPart", "hold", part=3, key="cam-a", times=1)
     stack, s3, bucket, store = _stack(tmp_path, redis_server.url, moto_server.url, proxy.url)
-    stack.env["STREAM_INGEST_LEASE_TTL_SECONDS"] = "6"  # the janitor: stale after 12 s
+    ttl = 6
+    stack.env["STREAM_INGEST_LEASE_TTL_SECONDS"] = str(ttl)
     with stack:
         data, writers = _record_until_held(stack, held, seed=90)
         assert stack.worker is not None and stack.worker.proc is not None
         runs = {n: until(lambda n=n: stack.run_for(n), 30, n) for n in NAMES}
         owners = {n: until(lambda r=r: _owner(stack, r["id"]), 30, n) for n, r in runs.items()}
+        assert not any(w.done.is_set() for w in writers)  # mid-recording
         os.killpg(stack.worker.proc.pid, signal.SIGKILL)
         stack.worker.proc.wait(10)
         held.release(forward=False)
@@ -178,17 +180,25 @@ def test_a_host_that_never_returns_leaves_its_streams_to_the_janitor_and_another
             kind, _host, pid, start = owners[name].split(":")
             moved = f"{kind}:host-a:{pid}:{start}"
             stack.patch(f"/flow_runs/{run['id']}", {"infrastructure_pid": moved})
+        # The control: a run this host's dead worker owned, which B must crash (so B's
+        # sweep for orphans has run when the runs above are still Running).
+        janitor = stack.get("/deployments/name/janitor/janitor")
+        control = stack.post(
+            f"/deployments/{janitor['id']}/create_flow_run", {"state": {"type": "RUNNING"}}
+        )
+        assert control["state_type"] == "RUNNING"  # never picked up by a poll
+        stack.patch(f"/flow_runs/{control['id']}", {"infrastructure_pid": owners["cam-a.mkv"]})
         checkpointed = {n: set(store.parts(_stream(store, n).stream_id)) for n in NAMES}
         _next_worker(stack, tmp_path)
         sids = [_stream(store, n).stream_id for n in NAMES]
         until(lambda: all(store.lease_holder(s) is None for s in sids), 30, "leases to lapse")
-        last = max(_epoch(_stream(store, n).last_activity_at_utc) for n in NAMES)
-        time.sleep(max(0.0, last + 2 * 6 + 1 - time.time()))
+        last = max(_stream(store, n).last_activity_at_utc for n in NAMES)
+        stale_at = datetime.fromisoformat(last).timestamp() + STALE_AFTER_LEASES * ttl + 1
+        time.sleep(max(0.0, stale_at - time.time()))
 
-        janitor = stack.get("/deployments/name/janitor/janitor")
         sweep = stack.post(f"/deployments/{janitor['id']}/create_flow_run", {})
         stack.wait_for_state(sweep["id"], "COMPLETED", 90)
-        time.sleep(2 * WATCH_SECONDS + 1)  # B ran the janitor: it is up, past an orphan sweep
+        stack.wait_for_state(control["id"], "CRASHED", 30)
         for name in NAMES:
             rec = _stream(store, name)
             assert rec.status == "failed" and "lease lost" in rec.error, (name, rec.error)
@@ -209,10 +219,6 @@ def _owner(stack: Stack, run_id: str) -> str | None:
     """The run's owner mark once its worker has written it (warm:host:pid:start)."""
     owner = stack.get(f"/flow_runs/{run_id}")["infrastructure_pid"]
     return owner if owner and owner.startswith("warm:") else None
-
-
-def _epoch(iso: str) -> float:
-    return datetime.fromisoformat(iso).timestamp()
 
 
 def test_a_worker_stopped_by_sigterm_leaves_its_streams_to_the_next(
