@@ -97,10 +97,10 @@ async def relay_ws(ws: WebSocket) -> None:
     protocols = [p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",")]
     protocols = [p for p in protocols if p]
     # No timeouts of the proxy's own on requests or handshakes, here or below: the
-    # caller's apply, as on a direct connection. (With 60 s
-    # upstream and websockets' 10 s handshake, a starved server's slow answer became
-    # the proxy's 500, which Prefect's client does not retry, where its own read
-    # timeout would have asked again: flow runs crashed that no user's would.)
+    # caller's apply, as on a direct connection. (With 60 s upstream and websockets'
+    # 10 s handshake, a starved server's slow answer became the proxy's 500, which
+    # Prefect's client does not retry where its own read timeout would have asked
+    # again: flow runs crashed that no user's would.)
     async with websockets.connect(
         target, subprotocols=protocols or None, max_size=None, open_timeout=None
     ) as up:

@@ -226,7 +226,7 @@ DOCS = ["README.md", *(f"docs/{p.name}" for p in sorted((ROOT / "docs").glob("*.
 COMMAND = re.compile(r"^(stream-ingest|prefect) ")
 
 
-def doc_commands(text: str) -> list[str]:
+def doc_commands(text: str) -> list[list[str]]:
     """`stream-ingest ...` and `prefect ...` commands of a markdown text, as tokens:
     lines of its code blocks (comments cut) and inline code spans; `[optional]`
     parts kept, their brackets dropped."""

@@ -7,6 +7,7 @@ proxy so that one stream's part can be held on the wire."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import time
@@ -17,6 +18,7 @@ import pytest
 
 from blocks.checkpoints import CheckpointStore
 from stream_ingest.janitor_plan import STALE_AFTER_LEASES
+from stream_ingest.owners import Owner, parse_owner
 from tests.e2e.stack import BIN, Proc, Stack, new_bucket, product_env, run_cli, until
 from tests.faults.conftest import check_object, reuploads
 from tests.faults.proxy import Rule
@@ -177,9 +179,8 @@ def test_a_host_that_never_returns_leaves_its_streams_to_the_janitor_and_another
         # Host A's owner marks, moved to a host name of their own: this machine plays
         # host B from here on, and B's worker must leave another host's runs alone.
         for name, run in runs.items():
-            kind, _host, pid, start = owners[name].split(":")
-            moved = f"{kind}:host-a:{pid}:{start}"
-            stack.patch(f"/flow_runs/{run['id']}", {"infrastructure_pid": moved})
+            moved = dataclasses.replace(owners[name], host="host-a")
+            stack.patch(f"/flow_runs/{run['id']}", {"infrastructure_pid": str(moved)})
         # The control: a run this host's dead worker owned, which B must crash (so B's
         # sweep for orphans has run when the runs above are still Running).
         janitor = stack.get("/deployments/name/janitor/janitor")
@@ -187,7 +188,8 @@ def test_a_host_that_never_returns_leaves_its_streams_to_the_janitor_and_another
             f"/deployments/{janitor['id']}/create_flow_run", {"state": {"type": "RUNNING"}}
         )
         assert control["state_type"] == "RUNNING"  # never picked up by a poll
-        stack.patch(f"/flow_runs/{control['id']}", {"infrastructure_pid": owners["cam-a.mkv"]})
+        dead_here = str(owners["cam-a.mkv"])
+        stack.patch(f"/flow_runs/{control['id']}", {"infrastructure_pid": dead_here})
         checkpointed = {n: set(store.parts(_stream(store, n).stream_id)) for n in NAMES}
         _next_worker(stack, tmp_path)
         sids = [_stream(store, n).stream_id for n in NAMES]
@@ -215,10 +217,9 @@ def test_a_host_that_never_returns_leaves_its_streams_to_the_janitor_and_another
             assert not set(resent) & checkpointed[name], (name, resent)
 
 
-def _owner(stack: Stack, run_id: str) -> str | None:
-    """The run's owner mark once its worker has written it (warm:host:pid:start)."""
-    owner = stack.get(f"/flow_runs/{run_id}")["infrastructure_pid"]
-    return owner if owner and owner.startswith("warm:") else None
+def _owner(stack: Stack, run_id: str) -> Owner | None:
+    """The run's owner once its warm worker has written it."""
+    return parse_owner(stack.get(f"/flow_runs/{run_id}")["infrastructure_pid"])
 
 
 def test_a_worker_stopped_by_sigterm_leaves_its_streams_to_the_next(
