@@ -4,8 +4,8 @@ once costs, apart from what streaming them costs (that is `many`).
 N recordings start at once: each file holds a first part and stays open (a live
 recording), and gets one run, created one after another as the sensor does. Once
 every stream has its first byte the files close (with the sensor's hint). Reported:
-trigger -> first byte (the stream's record, made once the run has read the file's
-identity) p50/p95/max, its stages from the runs' state history (as in `many`),
+trigger -> first byte (the run has opened the stream's upload; it reads the file
+next) p50/p95/max, its stages from the runs' state history (as in `many`),
 trigger -> every stream started, and per run, over that time: the Prefect API calls
 by endpoint (worker and its runs alike: the proxy's "worker" channel) and the CPU
 of the worker and of the Prefect server. The worker has run one stream before the
@@ -19,19 +19,18 @@ import os
 import statistics
 import time
 from collections import Counter
-from datetime import datetime
 from typing import Any
 
-from benchmarks.common import MIB, RssSampler, p95, ratio, tree_cpu_seconds
+from benchmarks.common import MIB, RssSampler, log, p95, ratio, tree_cpu_seconds
 from benchmarks.many import (
     IDLE_TIMEOUT,
     WARM,
     burst_stages,
     lone_starts,
-    trigger,
     wait_runs_final,
     worker_on_pool,
 )
+from benchmarks.sensing import SensorTrigger
 from benchmarks.stack import Stack, configure, pid_of
 from benchmarks.writer import identity_of
 from devstack.services import wait_for
@@ -59,21 +58,19 @@ def _measure(stack: Stack, worker_pid: int, streams: int) -> dict[str, Any]:
     server_before = tree_cpu_seconds(pid_of(stack.prefect))
     time.sleep(0.5)  # a first sample of the worker's CPU
     cpu_before, t0 = cpu.cpu(), time.monotonic()
+    sensor = SensorTrigger(stack)
+    log(f"burst: {streams} new recordings")
     triggered, runs = {}, {}
     for p in paths:
         triggered[p] = time.time()
-        runs[p] = trigger(stack, p)
+        runs[p] = sensor(p)
     created_s = time.monotonic() - t0
 
     def all_started() -> dict[str, float] | None:
-        records = [store.get(store.stream_for_identity(identity_of(p)) or "?") for p in paths]
-        if any(r is None or not r.started_at_utc for r in records):
+        opened = {p: sensor.opened_at(p) for p in paths}
+        if None in opened.values():
             return None
-        return {
-            p: datetime.fromisoformat(r.started_at_utc).timestamp()
-            for p, r in zip(paths, records, strict=True)
-            if r is not None
-        }
+        return {p: t for p, t in opened.items() if t is not None}
 
     started = wait_for(all_started, 900, "every stream's first byte", interval=0.2)
     all_started_s = time.monotonic() - t0

@@ -8,10 +8,10 @@ recording. Each model gets its own pool. The worker and the flow runs talk to
 Prefect through the counting proxy (separate channels; a warm worker's runs share
 its channel), so API calls are counted, websocket events included.
 
-Phases: trigger N runs at once, as a burst of new files makes the sensor do, and
-wait until every stream is open (cold start, with its counters per stream; trigger
--> the run's stream record, made once it has read the file's identity, is "trigger
-to first byte"); then N writers grow the files at once; the aggregate rate is
+Phases: trigger N runs at once, as a burst of new files makes the sensor do (with
+the sensor's own handler: benchmarks/sensing.py), and wait until every stream is
+open (cold start, with its counters per stream; trigger -> the run's upload opened,
+which it reads the file next, is "trigger to first byte"); then N writers grow the files at once; the aggregate rate is
 all bytes over writers' start -> last object in S3 (its stream's object_at_utc).
 Redis round trips, Prefect API calls and CPU from the writers' start to the end of
 the last run are divided by all parts; those from the writers' start to the first
@@ -50,6 +50,7 @@ from benchmarks.common import (
     ratio,
     tree_cpu_seconds,
 )
+from benchmarks.sensing import SensorTrigger
 from benchmarks.stack import Stack, configure, pid_of
 from benchmarks.writer import SteadyWriter, identity_of
 from devstack.services import wait_for
@@ -92,46 +93,21 @@ def wait_runs_final(run_ids: list[Any], timeout: float) -> list[str]:
         return wait_for(final, timeout, "the flow runs to finish", interval=1)
 
 
-def trigger(stack: Stack, path: str) -> Any:
-    """One flow run for `path`, as the sensor creates it."""
-    from prefect.deployments import run_deployment
-    from prefect.exceptions import PrefectHTTPStatusError
-
-    for attempt in range(6):  # as the sensor does: a busy server is asked again
-        try:
-            run = run_deployment(
-                "stream-ingest/stream-ingest",
-                parameters={"path": path},
-                timeout=0,
-                job_variables={"env": {"PREFECT_API_URL": stack.proxy.api_url("flows")}},
-            )
-            return run.id
-        except PrefectHTTPStatusError as exc:
-            if exc.response.status_code < 500 or attempt == 5:
-                raise
-            log(f"many: creating the run for {path}: {exc.response.status_code}; again")
-            time.sleep(2**attempt)
-    raise AssertionError("unreachable")
-
-
 def lone_starts(stack: Stack, count: int = 5, name: str = "lone") -> list[float]:
     """Trigger -> first byte for new recordings one at a time, on an idle worker: the
     everyday case of a camera starting. Each file holds one part and is closed."""
-    store, out = stack.store(), []
+    sensor, out = SensorTrigger(stack), []
     for i in range(count):
         path = os.path.join(stack.watch_dir, f"{name}-{i}.mkv")
         with open(path, "wb") as fh:
             fh.write(os.urandom(MIB))
-        store.hint_closed(path, identity_of(path))
         at = time.time()
-        run_id = trigger(stack, path)
-        record = wait_for(
-            lambda p=path: store.get(store.stream_for_identity(identity_of(p)) or "?"),
-            120,
-            "the lone stream's record",
-            interval=0.05,
+        run_id = sensor(path)
+        sensor.store.hint_closed(path, identity_of(path))  # the close, as the sensor hears it
+        opened = wait_for(
+            lambda p=path: sensor.opened_at(p), 120, "the lone stream's upload", interval=0.05
         )
-        out.append(datetime.fromisoformat(record.started_at_utc).timestamp() - at)
+        out.append(opened - at)
         wait_runs_final([run_id], timeout=120)
         stack.remove_file(path)
     return out
@@ -146,11 +122,12 @@ def _open_all(stack: Stack, paths: list[str]) -> tuple[dict, int, dict[str, floa
     triggered again, wall-clock trigger time by path); raises NeverOpened."""
     from prefect.client.orchestration import get_client
 
+    sensor = SensorTrigger(stack)
     triggered: dict[str, float] = {}
     runs = {}
     for p in paths:
         triggered[p] = time.time()
-        runs[p] = trigger(stack, p)
+        runs[p] = sensor(p)
     s3, again = stack.s3(), 0
     began = time.monotonic()
     deadline = began + OPEN_TIMEOUT
@@ -170,7 +147,7 @@ def _open_all(stack: Stack, paths: list[str]) -> tuple[dict, int, dict[str, floa
                     log(
                         f"many: run for {p} ended {state.type.value} before opening ({state.message}); again"
                     )
-                    runs[p], again = trigger(stack, p), again + 1
+                    runs[p], again = sensor.again(p), again + 1
             time.sleep(1)
 
 
@@ -346,7 +323,7 @@ def _measure(stack: Stack, worker_pid: int, streams: int, size: int, rate: float
     # the file's SHA-256 and the tag too. Wall clock, like Redis's stamps.
     done = [datetime.fromisoformat(r.object_at_utc).timestamp() for r in records]
     started = {
-        p: datetime.fromisoformat(r.started_at_utc).timestamp()
+        p: datetime.fromisoformat(r.opened_at_utc).timestamp()
         for r, p in zip(records, paths, strict=True)
     }
     first_byte = [started[p] - triggered[p] for p in paths]

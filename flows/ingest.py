@@ -25,8 +25,8 @@ from flows.buffers import BUFFERS
 from flows.finalize import Finalized, confirm_completed, finalize
 from flows.lease import LeaseKeeper
 from flows.opening import TakeSkipped, find_stream, open_upload, record_failure
-from flows.report import Reporter
-from flows.runs import RunRequest, create_stream_run
+from flows.report import Reporter, name_run
+from flows.runs import RunRequest, create_stream_run, run_name
 from flows.runtime import StreamContext
 from flows.source import snapshot
 from flows.stopping import check as check_stop
@@ -63,12 +63,6 @@ from stream_ingest.tail import (
 
 MAX_REKEYS = 3
 RESULTS = Path(get_current_settings().results.local_storage_path)  # never written
-
-
-def run_name() -> str:
-    params = flow_run.parameters or {}
-    name = str(params.get("path") or "").rstrip("/").rsplit("/", 1)[-1]
-    return f"ingest-{name or params.get('stream_id') or 'stream'}"
 
 
 def tail_and_finalize(
@@ -333,7 +327,9 @@ def _fail(ctx: StreamContext, exc: BaseException, reporter: Reporter) -> None:
 # server's default result storage.
 @flow(
     name="stream-ingest",
-    flow_run_name=run_name,
+    # No flow_run_name: Prefect's engine would rename every run as it starts (a write
+    # the server queues in a burst). The sensor names runs at creation; name_run
+    # renames the others (the UI's Run, `prefect deployment run`).
     log_prints=False,
     persist_result=False,
     result_storage=RESULTS,
@@ -350,6 +346,7 @@ def stream_ingest(
             the worker, else "stream-ingest"); the sensor passes its own.
     """
     log = get_run_logger()
+    name_run(run_name(path, stream_id))
     config = config or config_block_name()
     cfg = load_config(config)
     store = cfg.checkpoints

@@ -28,7 +28,7 @@ from stream_ingest.errors import StreamError, UploadGone
 from stream_ingest.identity import legacy
 from stream_ingest.keys import numbered, object_key
 from stream_ingest.reconcile import multipart_etag, reconcile
-from stream_ingest.records import PartRecord, StreamRecord
+from stream_ingest.records import PartRecord, StreamRecord, utc_now
 from stream_ingest.states import TERMINAL, Status
 from stream_ingest.takes import Change, after_completion, is_new_take
 
@@ -204,6 +204,7 @@ def _new_upload(ctx: StreamContext, flow_run_id: str) -> StreamRecord:
         "part_base_bytes": rec.part_base_bytes or config.part_size_bytes,
         "total_bytes": -1,
         "error": "",
+        "opened_at_utc": utc_now(),
     }
     try:
         store.register_upload(upload_id, rec.stream_id, key)

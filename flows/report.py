@@ -121,6 +121,20 @@ class Reporter:
         self.event("aborted" if aborted else "failed", error=message)
 
 
+def name_run(wanted: str) -> None:
+    """Name this run `wanted` unless it was created so (the sensor and `streams rerun`
+    name their runs; one started from the UI is renamed here: one API call)."""
+    if not flow_run.id or flow_run.name == wanted:
+        return
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_name(UUID(flow_run.id), wanted)
+    except Exception as exc:
+        get_run_logger().warning("could not name the flow run %r: %s", wanted, exc)
+
+
 def add_tag(flow_run_id: str, tag: str) -> None:
     """Add `tag` to the run's tags (a read and an update)."""
     from prefect.client.orchestration import get_client

@@ -11,6 +11,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
+
+
+def run_name(path: str, stream_id: str | None) -> str:
+    """What the UI calls a stream's run: `ingest-<file name>`."""
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    return f"ingest-{name or stream_id or 'stream'}"
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,10 @@ class RunRequest:
     def parameters(self) -> dict[str, str]:
         return {"path": self.path, "stream_id": self.stream_id, "config": self.config}
 
+    @property
+    def name(self) -> str:
+        return run_name(self.path, self.stream_id)
+
 
 @dataclass(frozen=True)
 class CreatedRun:
@@ -57,8 +68,12 @@ class CreatedRun:
     name: str
 
 
-def create_stream_run(request: RunRequest) -> CreatedRun:
-    """Create the flow run without waiting for it, tagged with its stream."""
+def create_stream_run(
+    request: RunRequest, job_variables: dict[str, Any] | None = None
+) -> CreatedRun:
+    """Create the flow run without waiting for it, named and tagged with its stream:
+    the run then need not write either itself while it starts (each is a write that a
+    burst of new runs queues for on the server)."""
     from prefect.deployments import run_deployment
 
     run = run_deployment(
@@ -66,6 +81,8 @@ def create_stream_run(request: RunRequest) -> CreatedRun:
         parameters=request.parameters,
         idempotency_key=request.idempotency_key,
         tags=[f"stream:{request.stream_id}", *request.tags],
+        flow_run_name=request.name,
+        job_variables=job_variables,
         timeout=0,
         as_subflow=False,  # never nest under a flow run the caller happens to be in
     )

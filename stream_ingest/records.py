@@ -88,6 +88,7 @@ class StreamRecord:
     s3_upload_id: str = ""
     part_base_bytes: int = 0
     started_at_utc: str = field(default_factory=utc_now)
+    opened_at_utc: str = ""  # a run opened its multipart upload (it reads the file next)
     last_activity_at_utc: str = ""
     completed_at_utc: str = ""  # the record says completed (after the SHA-256 and tag)
     object_at_utc: str = ""  # the completed object checked in S3 (before its SHA-256)

@@ -230,8 +230,8 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         directory = working_directory(deployment.pull_steps, deployment.path)
         entrypoint = deployment.entrypoint or ""
         flow = await anyio.to_thread.run_sync(self._flows.load, directory, entrypoint)
-        fresh = await _busy_retried(lambda: self.client.read_flow_run(flow_run.id), "read the run")
-        execution = Execution(flow, fresh)
+        # The run as polled (Scheduled): the engine reads it again itself once it runs.
+        execution = Execution(flow, flow_run)
         self._executions[execution.run_id] = execution
         try:
             execution.thread.start()
@@ -254,12 +254,17 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         return WarmWorkerResult(status_code=0, identifier=str(self.owner))
 
     async def _give_worker_labels_to_flow_run(self, flow_run_id: UUID) -> None:
-        """The labels only tell the UI which worker ran it: a busy server is retried,
-        and a failure is logged, never a reason to crash the run."""
+        """The labels only tell the UI which worker ran it: written beside the run's
+        start instead of before it (in a burst each write waits its turn on the
+        server), a busy server retried, a failure logged, never a reason to crash it."""
+        assert self._runs_task_group is not None
+        self._runs_task_group.start_soon(self._label, flow_run_id)
+
+    async def _label(self, flow_run_id: UUID) -> None:
         parent = super()._give_worker_labels_to_flow_run
         try:
             await _busy_retried(lambda: parent(flow_run_id), "label the run")
-        except PrefectHTTPStatusError as exc:
+        except Exception as exc:
             self._logger.warning("could not label flow run %s: %s", flow_run_id, exc)
 
     async def _settle(self, execution: Execution) -> None:

@@ -92,6 +92,9 @@ def test_a_completed_run_tells_its_story_in_the_api(ops: Ops, story: dict[str, A
 
     assert run["name"] == "ingest-story.mp4"
     assert f"stream:{sid}" in run["tags"]
+    # The worker's labels (written beside the run's start) say which worker ran it.
+    assert run["labels"]["prefect.worker.type"] == "stream-ingest-warm", run["labels"]
+    assert run["labels"]["prefect.work-pool.name"] == "video-ingest", run["labels"]
     tasks = stack.post("/task_runs/filter", {"flow_runs": {"id": {"any_": [run["id"]]}}})
     names = {t["name"] for t in tasks}
     assert {"find-stream", "open-upload", "upload-part-1", "upload-part-2", "finalize"} <= names

@@ -7,7 +7,9 @@ import hashlib
 import os
 import threading
 import time
+import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,8 +43,12 @@ def test_finished_file_is_uploaded_byte_identically(registered, s3, store, tmp_p
     assert {"Key": "sha256", "Value": result["sha256"]} in tags
     assert store.get(result["stream_id"]).status == "completed"
     assert result["stream_id"] not in {r.stream_id for r in store.active_streams()}
-    # The object was in S3 before its SHA-256 was read and the record completed.
+    # The upload opened after the stream began; the object was in S3 before its
+    # SHA-256 was read and the record completed.
+    assert result["started_at_utc"] <= result["opened_at_utc"] < result["object_at_utc"]
     assert "" < result["object_at_utc"] < result["completed_at_utc"]
+    # A run not created by the sensor (here: called directly) names itself.
+    assert _flow_run(result["flow_run_id"]).name == "ingest-täst.mp4"
 
 
 def test_file_growing_in_steps_is_uploaded_byte_identically(registered, s3, store):
@@ -168,6 +174,13 @@ def test_a_finished_file_rewritten_before_finalize_is_caught(registered, s3, sto
     assert rewrite_then_finalize.done
     assert object_bytes(s3, registered.s3_bucket, result["s3_key"]) == expected
     assert int(result["reuploaded_parts"]) == 1
+
+
+def _flow_run(flow_run_id: str) -> Any:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(uuid.UUID(flow_run_id))
 
 
 def _task_runs(flow_run_id: str) -> list:

@@ -12,7 +12,7 @@ from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.states import Failed
 
-from flows.runs import RunRequest, create_stream_run, ended_runs, run_is_over
+from flows.runs import RunRequest, create_stream_run, ended_runs, run_is_over, run_name
 from sensors.prefect_calls import describe_prefect_error, run_deployment_trigger
 
 
@@ -43,6 +43,7 @@ def test_the_sensors_request_creates_one_run_per_stream(deployment: str) -> None
     run = _read(first)
     assert run.parameters == {"path": "/rec/a.mp4", "stream_id": "s-1", "config": "cfg-x"}
     assert "stream:s-1" in run.tags
+    assert run.name == "ingest-a.mp4"  # named at creation: the engine need not rename it
     assert run.state is not None and run.state.is_scheduled()  # not waited for
     assert run.parent_task_run_id is None  # never nested as a subflow
 
@@ -60,6 +61,13 @@ def test_a_rerun_is_a_new_run_each_time_even_after_a_failure(deployment: str) ->
         run = _read(rerun.id)
         assert {"rerun", "stream:s-2"} <= set(run.tags) and run.name == rerun.name
         assert run.parameters["stream_id"] == "s-2"
+
+
+def test_a_run_is_named_after_its_file_or_else_its_stream() -> None:
+    assert run_name("/rec/cam 1/take.mkv", "s-1") == "ingest-take.mkv"
+    assert run_name("", "s-1") == "ingest-s-1"  # a path that could not travel in JSON
+    assert run_name("", None) == "ingest-stream"
+    assert RunRequest.rerun("d/x", "/rec/a.mp4", "s-1", "c").name == "ingest-a.mp4"
 
 
 def test_which_runs_are_over(deployment: str) -> None:

@@ -41,7 +41,7 @@ def test_the_flow_is_imported_once_per_entrypoint():
     assert cache.load(ROOT, "flows/ingest.py:stream_ingest") is first
     assert ROOT in sys.path
     with pytest.raises(UnsupportedDeployment, match="not a Prefect flow"):
-        cache.load(ROOT, "flows/ingest.py:run_name")
+        cache.load(ROOT, "flows/ingest.py:name_run")
 
 
 def test_a_process_is_known_by_pid_and_start_time():
