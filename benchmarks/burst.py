@@ -57,9 +57,9 @@ def _measure(stack: Stack, worker_pid: int, streams: int) -> dict[str, Any]:
     api_before, waited_before = stack.proxy.counts(), stack.proxy.waited()
     server_before = tree_cpu_seconds(pid_of(stack.prefect))
     time.sleep(0.5)  # a first sample of the worker's CPU
-    cpu_before, t0 = cpu.cpu(), time.monotonic()
     sensor = SensorTrigger(stack)
     log(f"burst: {streams} new recordings")
+    cpu_before, t0 = cpu.cpu(), time.monotonic()
     triggered, runs = {}, {}
     for p in paths:
         triggered[p] = time.time()

@@ -11,15 +11,16 @@ its channel), so API calls are counted, websocket events included.
 Phases: trigger N runs at once, as a burst of new files makes the sensor do (with
 the sensor's own handler: benchmarks/sensing.py), and wait until every stream is
 open (cold start, with its counters per stream; trigger -> the run's upload opened,
-which it reads the file next, is "trigger to first byte"); then N writers grow the files at once; the aggregate rate is
+after which it reads the file, is "trigger to first byte"); then N writers grow the files at once; the aggregate rate is
 all bytes over writers' start -> last object in S3 (its stream's object_at_utc).
 Redis round trips, Prefect API calls and CPU from the writers' start to the end of
 the last run are divided by all parts; those from the writers' start to the first
 close by the parts recorded by then (while streaming). A burst's trigger -> first byte
 is also split into stages, from the runs' state history, after the measurement.
 The benchmark itself polls S3 and the Prefect API directly, never Redis or the
-proxy, so it adds nothing to those counts (except the writers' close hints, one
-HSET per stream, which is what the sensor does).
+proxy, so it adds nothing to those counts except what the sensor does: its claim of
+each new stream and record of its run (in the opening's Redis counts) and the
+writers' close hints (one HSET per stream).
 """
 
 from __future__ import annotations

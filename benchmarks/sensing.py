@@ -26,7 +26,7 @@ ATTEMPTS = 6  # as the sensor's loop does: a busy server is asked again
 
 
 class SensorTrigger:
-    """`trigger(path)` -> the new run's id; `again(path)` reruns its stream."""
+    """`sensor(path)` -> the new run's id; `sensor.again(path)` reruns its stream."""
 
     def __init__(self, stack: Stack) -> None:
         from prefect.exceptions import PrefectHTTPStatusError
@@ -80,7 +80,9 @@ class SensorTrigger:
         """A run that ended before it opened: rerun its stream, as `streams rerun` does."""
         from flows.runs import RunRequest, create_stream_run
 
-        sid = self.store.stream_for_identity(identity_of(path)) or ""
+        sid = self.store.stream_for_identity(identity_of(path))
+        if sid is None:
+            raise RuntimeError(f"{path}: no stream to rerun")
         request = RunRequest.rerun(DEPLOYMENT, path, sid, self.config)
         return create_stream_run(request, self._job).id
 

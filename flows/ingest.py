@@ -329,7 +329,7 @@ def _fail(ctx: StreamContext, exc: BaseException, reporter: Reporter) -> None:
     name="stream-ingest",
     # No flow_run_name: Prefect's engine would rename every run as it starts (a write
     # the server queues in a burst). The sensor names runs at creation; name_run
-    # renames the others (the UI's Run, `prefect deployment run`).
+    # renames the others (the UI's Run, `prefect deployment run`, automations).
     log_prints=False,
     persist_result=False,
     result_storage=RESULTS,

@@ -16,6 +16,7 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
+from prefect.context import FlowRunContext
 from prefect.events import emit_event
 from prefect.runtime import flow_run
 
@@ -133,6 +134,9 @@ def name_run(wanted: str) -> None:
             client.set_flow_run_name(UUID(flow_run.id), wanted)
     except Exception as exc:
         get_run_logger().warning("could not name the flow run %r: %s", wanted, exc)
+        return
+    if (context := FlowRunContext.get()) is not None and context.flow_run is not None:
+        context.flow_run.name = wanted  # the run's own copy, for its later log lines
 
 
 def add_tag(flow_run_id: str, tag: str) -> None:

@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from stream_ingest.keys import is_text
+
 
 def run_name(path: str, stream_id: str | None) -> str:
     """What the UI calls a stream's run: `ingest-<file name>`."""
@@ -54,12 +56,18 @@ class RunRequest:
         return cls(deployment, path, stream_id, config, key, ("revision",))
 
     @property
+    def sent_path(self) -> str:
+        """The path as the run gets it: "" for a name with bytes that are not UTF-8,
+        which cannot travel in JSON (the run takes the path from the stream's record)."""
+        return self.path if is_text(self.path) else ""
+
+    @property
     def parameters(self) -> dict[str, str]:
-        return {"path": self.path, "stream_id": self.stream_id, "config": self.config}
+        return {"path": self.sent_path, "stream_id": self.stream_id, "config": self.config}
 
     @property
     def name(self) -> str:
-        return run_name(self.path, self.stream_id)
+        return run_name(self.sent_path, self.stream_id)
 
 
 @dataclass(frozen=True)

@@ -88,7 +88,9 @@ class StreamRecord:
     s3_upload_id: str = ""
     part_base_bytes: int = 0
     started_at_utc: str = field(default_factory=utc_now)
-    opened_at_utc: str = ""  # a run opened its multipart upload (it reads the file next)
+    # A run opened the multipart upload (it reads the file next); stamped again for a
+    # new upload (a revision, a re-key, an upload lost), kept when a run resumes one.
+    opened_at_utc: str = ""
     last_activity_at_utc: str = ""
     completed_at_utc: str = ""  # the record says completed (after the SHA-256 and tag)
     object_at_utc: str = ""  # the completed object checked in S3 (before its SHA-256)

@@ -230,7 +230,8 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         directory = working_directory(deployment.pull_steps, deployment.path)
         entrypoint = deployment.entrypoint or ""
         flow = await anyio.to_thread.run_sync(self._flows.load, directory, entrypoint)
-        # The run as polled (Scheduled): the engine reads it again itself once it runs.
+        # The run as polled (Scheduled): the engine sends back only its retry policy,
+        # which claiming it left unchanged, proposes Running by id, then reads it.
         execution = Execution(flow, flow_run)
         self._executions[execution.run_id] = execution
         try:
@@ -256,7 +257,10 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
     async def _give_worker_labels_to_flow_run(self, flow_run_id: UUID) -> None:
         """The labels only tell the UI which worker ran it: written beside the run's
         start instead of before it (in a burst each write waits its turn on the
-        server), a busy server retried, a failure logged, never a reason to crash it."""
+        server), a busy server retried, a failure logged, never a reason to crash it.
+        (With OpenTelemetry configured the engine adds a `traceparent` label at the
+        same time; the server merges labels by read and write, so on Postgres one of
+        the two may be lost: tracing then lacks the worker's labels or the reverse.)"""
         assert self._runs_task_group is not None
         self._runs_task_group.start_soon(self._label, flow_run_id)
 

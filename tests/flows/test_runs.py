@@ -68,6 +68,9 @@ def test_a_run_is_named_after_its_file_or_else_its_stream() -> None:
     assert run_name("", "s-1") == "ingest-s-1"  # a path that could not travel in JSON
     assert run_name("", None) == "ingest-stream"
     assert RunRequest.rerun("d/x", "/rec/a.mp4", "s-1", "c").name == "ingest-a.mp4"
+    # A name that is not UTF-8 cannot travel in JSON: the run reads it from the record.
+    odd = RunRequest.rerun("d/x", "/rec/caf\udce9.mp4", "s-1", "c")
+    assert odd.parameters["path"] == "" and odd.name == "ingest-s-1"
 
 
 def test_which_runs_are_over(deployment: str) -> None:

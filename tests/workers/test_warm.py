@@ -9,8 +9,10 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from prefect.client.schemas.objects import FlowRun
@@ -199,3 +201,46 @@ def test_a_stuck_stream_s_run_is_crashed_with_where_it_waits_and_its_slot_freed(
     [(_, state, force)] = client.states
     assert state.type.value == "CRASHED" and force
     assert "stream stuck" in state.message and "stat (source.py:41)" in state.message
+
+
+def test_a_run_goes_to_the_engine_as_polled_and_a_label_failure_is_only_logged(monkeypatch):
+    """Claimed runs start without a read of the run (the engine makes its own) and
+    without waiting for the worker's labels; labels that cannot be written leave the
+    run and the worker alone."""
+    engine_got: list[Any] = []
+    labelled: list[bool] = []  # per label write: had the run started before it ended?
+
+    def engine(_flow: Any, flow_run: Any, return_type: str) -> Any:
+        engine_got.append(flow_run)
+        return Completed()
+
+    class RunClient(Client):
+        async def read_deployment(self, _id: uuid.UUID) -> Any:
+            return SimpleNamespace(pull_steps=None, path=None, entrypoint="f.py:flow")
+
+        async def update_flow_run_labels(self, _run_id: uuid.UUID, _labels: Any) -> None:
+            with anyio.move_on_after(5):
+                while not engine_got:
+                    await anyio.sleep(0.01)
+            labelled.append(bool(engine_got))
+            raise httpx.ConnectError("server down")
+
+    monkeypatch.setattr(warm, "run_flow", engine)
+    monkeypatch.setattr(warm, "working_directory", lambda _steps, _path: ".")
+    flow_run = FlowRun(flow_id=uuid.uuid4(), name="ingest-x.mkv", deployment_id=uuid.uuid4())
+    client = RunClient()  # no read_flow_run: a read of the run would raise
+
+    async def main() -> Any:
+        worker = warm.WarmWorker(work_pool_name="p")
+        worker._client = client  # type: ignore[assignment]
+        worker._flows = SimpleNamespace(load=lambda _dir, _entry: object())  # type: ignore[assignment]
+        worker.get_flow_run_logger = lambda _run: logging.getLogger("warm-test")  # type: ignore[method-assign]
+        async with anyio.create_task_group() as group:
+            worker._runs_task_group = group
+            await worker._give_worker_labels_to_flow_run(flow_run.id)
+            return await worker.run(flow_run, warm.WarmJobConfiguration())
+
+    result = asyncio.run(main())
+    assert engine_got == [flow_run] and engine_got[0] is flow_run
+    assert labelled == [True]
+    assert result.status_code == 0 and client.states == []

@@ -1,0 +1,71 @@
+"""How a stream's run gets its name: created so by the sensor, or named by the flow
+as it starts. Prefect's client is replaced: the calls made are what is checked."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from types import SimpleNamespace
+from typing import Any
+
+import prefect.client.orchestration
+import pytest
+
+from flows import report
+from flows.ingest import stream_ingest
+
+RUN_ID = str(uuid.uuid4())
+
+
+class Client:
+    def __init__(self, fail: bool = False) -> None:
+        self.renamed: list[tuple[uuid.UUID, str]] = []
+        self.fail = fail
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+    def set_flow_run_name(self, flow_run_id: uuid.UUID, name: str) -> None:
+        if self.fail:
+            raise ConnectionError("server down")
+        self.renamed.append((flow_run_id, name))
+
+
+@pytest.fixture
+def run_named(monkeypatch: pytest.MonkeyPatch):
+    """The current run (prefect.runtime) as `name`, and the client the flow gets."""
+
+    def install(name: str, client: Client) -> Client:
+        monkeypatch.setattr(report, "flow_run", SimpleNamespace(id=RUN_ID, name=name))
+        monkeypatch.setattr(prefect.client.orchestration, "get_client", lambda sync_client: client)
+        monkeypatch.setattr(report, "get_run_logger", lambda: logging.getLogger("report-test"))
+        return client
+
+    return install
+
+
+def test_prefect_s_engine_does_not_rename_the_runs():
+    # A flow_run_name would make the engine write the name at every run's start.
+    assert stream_ingest.flow_run_name is None
+
+
+def test_a_run_created_with_its_name_makes_no_call(run_named):
+    client = run_named("ingest-a.mp4", Client())
+    report.name_run("ingest-a.mp4")
+    assert client.renamed == []
+
+
+def test_a_run_named_otherwise_is_renamed(run_named):
+    client = run_named("crafty-wolf", Client())
+    report.name_run("ingest-a.mp4")
+    assert client.renamed == [(uuid.UUID(RUN_ID), "ingest-a.mp4")]
+
+
+def test_a_failed_rename_is_logged_not_raised(run_named, caplog):
+    run_named("crafty-wolf", Client(fail=True))
+    with caplog.at_level(logging.WARNING, logger="report-test"):
+        report.name_run("ingest-a.mp4")
+    assert "could not name the flow run 'ingest-a.mp4': server down" in caplog.text
