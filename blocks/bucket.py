@@ -117,7 +117,9 @@ class StreamBucket(S3Bucket):
         result = resp["CopyPartResult"]
         return UploadedPart(number, result["ETag"], size, result.get("ChecksumCRC32", ""))
 
-    def upload_part(self, key: str, upload_id: str, number: int, body: bytes) -> UploadedPart:
+    def upload_part(
+        self, key: str, upload_id: str, number: int, body: bytes | bytearray
+    ) -> UploadedPart:
         """Upload one part with its CRC32 (S3 checks it); returns what S3 holds."""
         with _s3_errors(self.bucket_name, upload_id):
             resp = self.s3.upload_part(

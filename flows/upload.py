@@ -22,7 +22,7 @@ from stream_ingest.parts import part_offset, part_size
 from stream_ingest.records import PartRecord
 
 
-def put_part(ctx: StreamContext, number: int, data: bytes, offset: int) -> PartRecord:
+def put_part(ctx: StreamContext, number: int, data: bytes | bytearray, offset: int) -> PartRecord:
     """Upload `data` as part `number` and record it with the stream's progress in
     one atomic, lease-fenced checkpoint write. In a revision, a part with exactly
     these bytes at this offset in the completed object is copied from it instead."""
@@ -45,7 +45,7 @@ def put_part(ctx: StreamContext, number: int, data: bytes, offset: int) -> PartR
 
 
 def _copy(
-    ctx: StreamContext, number: int, data: bytes, offset: int, checksum: str
+    ctx: StreamContext, number: int, data: bytes | bytearray, offset: int, checksum: str
 ) -> PartRecord | None:
     """The part copied from the completed object; None if that object is no longer
     the one the checkpoint knows (replaced outside stream-ingest): then it is sent."""
@@ -72,7 +72,10 @@ def _read_and_put(ctx: StreamContext, number: int, offset: int, size: int) -> Pa
     """One part from the file to S3, its bytes in a buffer of the process's
     (flows/buffers.py)."""
     with BUFFERS.borrow(size) as buf:
-        return put_part(ctx, number, bytes(read_into(ctx.path, offset, size, buf)), offset)
+        view = read_into(ctx.path, offset, size, buf)
+        # boto3 takes bytes or a bytearray, not a view: a part that fills its buffer
+        # goes from the buffer itself, held once in memory instead of twice.
+        return put_part(ctx, number, buf if len(buf) == size else bytes(view), offset)
 
 
 @task(name="upload-parts", task_run_name="upload-parts-{first}-{last}", **RETRIED)

@@ -71,3 +71,42 @@ def test_a_stream_configured_for_more_parts_in_flight_raises_the_bound_to_its_ow
     done.set()
     for t in threads:
         t.join(10)
+
+
+def test_a_part_that_fills_its_buffer_is_sent_from_it_and_a_short_one_as_a_copy(
+    tmp_path, monkeypatch
+):
+    """boto3 takes the pool's bytearray itself for a full part (the part is held once,
+    not twice); a part shorter than its buffer goes as bytes of its own length."""
+    from types import SimpleNamespace
+
+    from blocks.bucket import UploadedPart
+    from flows import upload
+    from stream_ingest.records import StreamRecord
+
+    data = bytes(range(256)) * 64  # 16 KiB: a full part of 8 KiB and a short one
+    path = tmp_path / "rec.mkv"
+    path.write_bytes(data[: 8192 + 5000])
+    sent: list[tuple[object, bytes]] = []
+
+    def upload_part(_key: str, _upload: str, number: int, body: object) -> UploadedPart:
+        sent.append((body, bytes(body)))  # type: ignore[call-overload]
+        return UploadedPart(number, f'"etag-{number}"', len(body), "")  # type: ignore[arg-type]
+
+    ctx = SimpleNamespace(
+        path=str(path),
+        record=StreamRecord(stream_id="s", s3_key="k", s3_upload_id="u"),
+        prior={},
+        token="t",
+        bucket=SimpleNamespace(upload_part=upload_part),
+        store=SimpleNamespace(record_part=lambda *_args: None),
+        config=SimpleNamespace(lease_ttl_seconds=30),
+    )
+    # One buffer: the short part borrows the full part's.
+    monkeypatch.setattr(upload, "BUFFERS", PartBuffers(1))
+    upload._read_and_put(ctx, 1, 0, 8192)  # type: ignore[arg-type]
+    upload._read_and_put(ctx, 2, 8192, 5000)  # type: ignore[arg-type]
+    (full, full_bytes), (short, short_bytes) = sent
+    assert isinstance(full, bytearray) and len(full) == 8192  # the buffer itself
+    assert isinstance(short, bytes) and len(short) == 5000  # a copy of the part only
+    assert full_bytes == data[:8192] and short_bytes == data[8192 : 8192 + 5000]
