@@ -67,10 +67,8 @@ def _measure(stack: Stack, worker_pid: int, streams: int) -> dict[str, Any]:
     created_s = time.monotonic() - t0
 
     def all_started() -> dict[str, float] | None:
-        opened = {p: sensor.opened_at(p) for p in paths}
-        if None in opened.values():
-            return None
-        return {p: t for p, t in opened.items() if t is not None}
+        opened = {p: t for p in paths if (t := sensor.opened_at(p)) is not None}
+        return opened if len(opened) == len(paths) else None
 
     started = wait_for(all_started, 900, "every stream's first byte", interval=0.2)
     all_started_s = time.monotonic() - t0

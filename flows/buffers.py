@@ -5,9 +5,10 @@ worker fifty streams share one process: when they all fall behind and end togeth
 fifty finalizes with 8 parts each in memory took the worker to 2.1 GiB (PSS) where
 the same recordings had needed 1.4. A part's bytes are held only while a buffer is
 borrowed from here, so the process holds at most PARTS_IN_MEMORY of them (plus a
-copy for a part smaller than its buffer), whatever the number of streams. A single stream (and every
-stream on the process worker) never waits: the bound is 4x the default window, and
-a stream configured for more parts in flight raises it to its own (`at_least`).
+copy for a part smaller than its buffer), whatever the number of streams. A single
+stream (and every stream on the process worker) never waits: the bound is 4x the
+default window, and a stream configured for more parts in flight raises it to its
+own (`at_least`).
 """
 
 from __future__ import annotations
