@@ -161,8 +161,9 @@ class StreamBucket(S3Bucket):
         """Complete from `parts` (any order); returns the object's ETag. Part checksums
         go along when every part has one (an upload created with a checksum algorithm
         needs them; one created without must not get them). `if_absent`: only if no
-        object has the key (If-None-Match: *), else KeyTaken; an S3 API that does not
-        implement the condition completes without it (the caller HEADs first)."""
+        object has the key (If-None-Match: *), else KeyTaken; on an S3 API that does not
+        implement the condition, a HEAD stands in for it just before (a narrower guard:
+        a key taken between the two is replaced)."""
         with_crc = all(p.crc32 for p in parts)
         body = {
             "Parts": [
@@ -182,6 +183,8 @@ class StreamBucket(S3Bucket):
                 raise KeyTaken(key) from None
             if not if_absent or exc.code not in ("NotImplemented", "501"):
                 raise
+            if self.head_object(key) is not None:
+                raise KeyTaken(key) from None
             with _s3_errors(self.bucket_name, upload_id):
                 resp = self.s3.complete_multipart_upload(**call, MultipartUpload=body)
         return resp.get("ETag", "")

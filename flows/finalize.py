@@ -141,31 +141,11 @@ def finalize(
     # A run frozen past its TTL must not complete what its successor now owns.
     store.renew_lease(rec.stream_id, ctx.token, ctx.config.lease_ttl_seconds)
     expected = multipart_etag([p.etag for p in chosen])
-    how = _completion(ctx, expected)
-    try:
-        if how != "done":
-            ctx.bucket.complete_multipart_upload(
-                rec.s3_key,
-                rec.s3_upload_id,
-                [UploadedPart(p.number, p.etag, p.size, p.crc32) for p in chosen],
-                if_absent=how == "if-absent",
-            )
-    except (UploadGone, KeyTaken):
-        # A retry after a completion whose answer was lost: the upload is gone (or the
-        # key "taken") because the object exists. It is ours if it has our parts'
-        # multipart ETag.
-        if (ctx.bucket.head_object(rec.s3_key) or {}).get("ETag") != expected:
-            raise
-        how = "done"
-    if how == "done":
-        log.info("stream %s: the upload was completed by this run's earlier try", rec.stream_id)
-    head = ctx.bucket.head_object(rec.s3_key) or {}
-    if head.get("ContentLength") != before.size:
-        raise RuntimeError(
-            f"object {rec.s3_key} has {head.get('ContentLength')} bytes, file has {before.size}"
-        )
-    if head.get("ETag") not in (expected, None):
-        raise RuntimeError(f"object {rec.s3_key} ETag {head.get('ETag')} != expected {expected}")
+    etag = _complete(ctx, chosen, expected)
+    # S3's answer naming our parts' ETag is the object's proof (its size is theirs);
+    # anything else, and an earlier try's completion, is checked by the object's HEAD.
+    if etag != expected or sum(p.size for p in chosen) != before.size:
+        _check_object(ctx, before.size, expected)
     # The object exists from here: its SHA-256 is read off the close-to-object path.
     object_at = utc_now()
     digest = _digest_as_completed(ctx, before)
@@ -173,8 +153,64 @@ def finalize(
     done = Completion(
         before.size, before.mtime_ns, len(plan), reuploaded, digest, copied, object_at
     )
-    mark_completed(ctx, done, head.get("ETag") or expected)
+    mark_completed(ctx, done, expected)
     return Finalized(True, parts, before.size, len(plan), reuploaded, digest)
+
+
+def _complete(ctx: StreamContext, chosen: list[PartRecord], expected: str) -> str:
+    """Complete the upload so that no take ever replaces another take's object; returns
+    the ETag S3 answered ("" if an earlier try of this run had completed it). A first
+    take or an overwrite is one request: the If-None-Match condition itself tells a
+    taken key, and only then does the object's HEAD decide (_completion). Each request
+    on this path is a wait while a busy S3 API answers many streams' ends at once."""
+    rec = ctx.record
+    parts = [UploadedPart(p.number, p.etag, p.size, p.crc32) for p in chosen]
+
+    def complete(how: str) -> str:
+        return ctx.bucket.complete_multipart_upload(
+            rec.s3_key, rec.s3_upload_id, parts, if_absent=how == "if-absent"
+        )
+
+    try:
+        presumed = _presumed(ctx)
+        if presumed is not None:
+            try:
+                return complete(presumed)
+            except KeyTaken:
+                pass  # an object holds the key: whose it is decides
+        how = _completion(ctx, expected)
+        if how != "done":
+            return complete(how)
+    except (UploadGone, KeyTaken):
+        # A retry after a completion whose answer was lost: the upload is gone (or the
+        # key "taken") because the object exists. It is ours if it has our parts'
+        # multipart ETag.
+        if (ctx.bucket.head_object(rec.s3_key) or {}).get("ETag") != expected:
+            raise
+    get_run_logger().info(
+        "stream %s: the upload was completed by this run's earlier try", rec.stream_id
+    )
+    return ""
+
+
+def _presumed(ctx: StreamContext) -> Literal["if-absent", "replace"] | None:
+    """How to complete without asking S3 first: `overwrite` replaces whatever is
+    there; a first take only takes a free key. A revision replaces its own object,
+    which only the object's HEAD can show (None)."""
+    if ctx.config.on_existing == "overwrite":
+        return "replace"
+    return "if-absent" if ctx.record.revision == 1 else None
+
+
+def _check_object(ctx: StreamContext, size: int, expected: str) -> None:
+    """The completed object, by its HEAD, where S3's completion did not name our
+    parts' ETag: it must hold the file's size and, if S3 gives one, that ETag."""
+    key = ctx.record.s3_key
+    head = ctx.bucket.head_object(key) or {}
+    if head.get("ContentLength") != size:
+        raise RuntimeError(f"object {key} has {head.get('ContentLength')} bytes, file has {size}")
+    if head.get("ETag") not in (expected, None):
+        raise RuntimeError(f"object {key} ETag {head.get('ETag')} != expected {expected}")
 
 
 def _completion(ctx: StreamContext, expected: str) -> Literal["if-absent", "replace", "done"]:

@@ -26,6 +26,7 @@ from devstack.services import MotoServer, free_port
 from stream_ingest.errors import (
     BucketMissing,
     CredentialsRejected,
+    KeyTaken,
     S3Rejected,
     S3Unavailable,
     UploadGone,
@@ -132,6 +133,64 @@ def test_reuploading_a_part_replaces_it(bucket: StreamBucket) -> None:
     listed = [(p.number, p.etag, p.size) for p in bucket.list_parts(k, upload_id)]
     assert listed == [(1, new.etag, 9)] and new.crc32 == crc32_b64(b"new head!")
     bucket.abort_multipart_upload(k, upload_id)
+
+
+def _one_part_upload(bucket: StreamBucket, k: str, body: bytes) -> tuple[str, list]:
+    upload_id = bucket.create_multipart_upload(k)
+    return upload_id, [bucket.upload_part(k, upload_id, 1, body)]
+
+
+def test_a_conditional_completion_leaves_a_taken_key_alone(
+    fast_bucket: StreamBucket, s3, bucket_name: str
+) -> None:
+    k = key()
+    upload_id, parts = _one_part_upload(fast_bucket, k, b"our take")
+    s3.put_object(Bucket=bucket_name, Key=k, Body=b"someone else's")
+    with pytest.raises(KeyTaken):
+        fast_bucket.complete_multipart_upload(k, upload_id, parts, if_absent=True)
+    assert s3.get_object(Bucket=bucket_name, Key=k)["Body"].read() == b"someone else's"
+    assert upload_id in {u.upload_id for u in fast_bucket.list_multipart_uploads()}
+    s3.delete_object(Bucket=bucket_name, Key=k)
+    etag = fast_bucket.complete_multipart_upload(k, upload_id, parts, if_absent=True)
+    assert etag == multipart_etag([parts[0].etag])
+    assert s3.get_object(Bucket=bucket_name, Key=k)["Body"].read() == b"our take"
+
+
+class _NoConditionalWrites:
+    """An S3 client for an API that does not implement If-None-Match (501), as older
+    S3-compatible stores answer; everything else is the real client's."""
+
+    def __init__(self, real: object) -> None:
+        self._real = real
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._real, name)
+
+    def complete_multipart_upload(self, **kwargs: object) -> dict:
+        if "IfNoneMatch" in kwargs:
+            error = {"Code": "NotImplemented", "Message": "conditional writes"}
+            meta = {"HTTPStatusCode": 501}
+            raise ClientError({"Error": error, "ResponseMetadata": meta}, "Complete")
+        return self._real.complete_multipart_upload(**kwargs)
+
+
+def test_without_conditional_writes_a_head_guards_the_key(
+    fast_bucket: StreamBucket, s3, bucket_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The caller no longer HEADs before a first take's completion: where the API
+    cannot refuse a taken key itself, the bucket looks before it completes."""
+    real = StreamBucket.s3.fget
+    monkeypatch.setattr(StreamBucket, "s3", property(lambda b: _NoConditionalWrites(real(b))))
+    taken, free = key(), key()
+    s3.put_object(Bucket=bucket_name, Key=taken, Body=b"someone else's")
+    upload_id, parts = _one_part_upload(fast_bucket, taken, b"our take")
+    with pytest.raises(KeyTaken):
+        fast_bucket.complete_multipart_upload(taken, upload_id, parts, if_absent=True)
+    assert s3.get_object(Bucket=bucket_name, Key=taken)["Body"].read() == b"someone else's"
+
+    upload_id, parts = _one_part_upload(fast_bucket, free, b"our take")
+    fast_bucket.complete_multipart_upload(free, upload_id, parts, if_absent=True)
+    assert s3.get_object(Bucket=bucket_name, Key=free)["Body"].read() == b"our take"
 
 
 def test_list_multipart_uploads_filters_by_prefix(bucket: StreamBucket) -> None:

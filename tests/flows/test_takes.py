@@ -80,6 +80,34 @@ def test_a_completed_file_that_grows_and_is_patched_gets_a_revision(
     assert again["message"] == "already completed" and int(again["revision"]) == 2
 
 
+def test_a_first_take_is_completed_by_one_request(registered, s3, store, monkeypatch):
+    """The end of a recording waits on S3 for each request: a first take's completion is
+    the conditional Complete alone (its answer names our parts' ETag), with no HEAD
+    before or after it; the only HEAD is the key's check when the upload is created."""
+    calls: list[str] = []
+    for name in ("head_object", "complete_multipart_upload"):
+        real = getattr(StreamBucket, name)
+
+        def spy(self, *args, _real=real, _name=name, **kwargs):
+            calls.append(_name)
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(StreamBucket, name, spy)
+    data = payload(9 * MIB + 7, seed=49)
+    src = Path(registered.watch_dir) / "first.mp4"
+    src.write_bytes(data)
+
+    result = stream_ingest(path=str(src))
+
+    assert result["status"] == "completed"
+    assert object_bytes(s3, registered.s3_bucket, "rec/first.mp4") == data
+    assert calls == ["head_object", "complete_multipart_upload"]
+    assert (
+        store.require(result["stream_id"]).object_etag
+        == (s3.head_object(Bucket=registered.s3_bucket, Key="rec/first.mp4")["ETag"])
+    )
+
+
 def test_a_new_take_over_a_completed_file_keeps_both(registered, s3, store):
     """`ffmpeg -y` truncates the completed file and records again: a new stream whose
     object is `name (2).ext`; the first take's object is untouched."""
