@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import threading
 import zlib
+from collections.abc import Callable
 
 import xxhash
 
@@ -19,6 +21,7 @@ from stream_ingest.records import PartRecord
 Buffer = bytes | bytearray | memoryview
 
 PREFIX = "xxh3-128:"
+READ_CHUNK = 8 * 1024 * 1024
 
 
 def part_digest(data: Buffer) -> str:
@@ -43,3 +46,45 @@ def unchanged(known: PartRecord, data: Buffer) -> bool:
     if known.checksum.startswith(PREFIX) or not known.crc32:
         return same_digest(known.checksum, data)
     return known.crc32 == crc32_b64(data)
+
+
+class FileSha256:
+    """A stream's file SHA-256, fed each part's bytes as they are read for upload.
+
+    Only bytes that continue what was fed count: a part fed ahead of its turn (parts
+    read in parallel) is left for the end, and a part fed again (read again: its
+    bytes may have changed) starts the digest over. At the stream's end `finish`
+    reads only the bytes past what counted: none for a recording whose parts went up
+    in order and were never rewritten (a live stream's window, MPEG-TS), the whole
+    file for one whose head was patched at close (MP4, MKV). Either way the digest is
+    of the bytes the object holds: every part fed was verified unchanged or uploaded
+    again (which starts it over) before the object was completed."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sha = hashlib.sha256()
+        self.covered = 0  # bytes [0, covered) are in the digest
+
+    def feed(self, offset: int, data: Buffer) -> None:
+        with self._lock:
+            if offset == self.covered:
+                self._sha.update(data)
+                self.covered += len(data)
+            elif offset < self.covered:
+                self._sha, self.covered = hashlib.sha256(), 0
+
+    def finish(
+        self,
+        size: int,
+        read: Callable[[int, int], Buffer],
+        beat: Callable[[], None] = lambda: None,
+    ) -> str:
+        """The SHA-256 of the first `size` bytes: what was fed, then the rest by
+        `read(offset, length)`, calling `beat` after each 8 MiB read."""
+        with self._lock:
+            sha, start = (self._sha.copy(), self.covered) if self.covered <= size else (None, 0)
+        sha = sha or hashlib.sha256()
+        for offset in range(start, size, READ_CHUNK):
+            sha.update(read(offset, min(READ_CHUNK, size - offset)))
+            beat()
+        return sha.hexdigest()

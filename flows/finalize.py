@@ -7,18 +7,20 @@ again if it changed; a missing or short one is uploaded. A part read after the f
 last change cannot have changed and is not read again (a finished file dropped in is
 not re-read at all). The pass overlaps the settle: the file must still be what it was
 when the pass began, or the stream goes back to tailing; otherwise the upload is
-completed and the object's size and multipart ETag are checked. Only then, with the
-object in S3, is the file's SHA-256 read and recorded in Redis and as an object tag:
-it is off the close-to-object path.
+completed; S3's answer must name the parts' multipart ETag (else the object's HEAD is
+checked). Only then, with the object in S3, is the file's SHA-256 finished and
+recorded in Redis and as an object tag, off the close-to-object path: the parts fed
+it as they went up in order (flows/digest.py FileSha256), so only the bytes they did
+not cover are read (none for a recording that only grew; all of one whose head was
+patched at close).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -29,7 +31,7 @@ from prefect.runtime import task_run
 from blocks.bucket import STREAM_ID
 from flows import stopping
 from flows.buffers import BUFFERS
-from flows.digest import unchanged
+from flows.digest import FileSha256, unchanged
 from flows.retry import RETRIED
 from flows.runtime import StreamContext
 from flows.source import Snapshot, read_into, read_range, snapshot
@@ -40,8 +42,6 @@ from stream_ingest.reconcile import multipart_etag
 from stream_ingest.records import PartRecord, Revision, UploadedPart, utc_now
 from stream_ingest.states import Status
 from stream_ingest.tail import FileState, trusted_parts
-
-READ_CHUNK = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -296,7 +296,9 @@ def _digest_as_completed(ctx: StreamContext, completed: Snapshot) -> str:
     """The file's SHA-256, read after the object was completed from the same bytes; ""
     if the file changed meanwhile (that change becomes the next revision, with its
     own digest)."""
-    digest = file_sha256(ctx.path, completed.size, lambda: stopping.beat(ctx.token))
+    digest = ctx.sha256.finish(
+        completed.size, lambda at, n: read_range(ctx.path, at, n), lambda: stopping.beat(ctx.token)
+    )
     now = snapshot(ctx.path, ctx.record.identity)
     if (now.size, now.mtime_ns) != (completed.size, completed.mtime_ns):
         get_run_logger().warning(
@@ -305,14 +307,6 @@ def _digest_as_completed(ctx: StreamContext, completed: Snapshot) -> str:
         )
         return ""
     return digest
-
-
-def file_sha256(path: str, size: int, beat: Callable[[], None] = lambda: None) -> str:
-    digest = hashlib.sha256()
-    for offset in range(0, size, READ_CHUNK):
-        digest.update(read_range(path, offset, min(READ_CHUNK, size - offset)))
-        beat()
-    return digest.hexdigest()
 
 
 @task(name="confirm-completed", task_run_name="confirm-completed", **RETRIED)
@@ -324,7 +318,11 @@ def confirm_completed(ctx: StreamContext) -> Finalized:
     parts = ctx.store.parts(ctx.record.stream_id)
     head = ctx.bucket.head_object(ctx.record.s3_key) or {}
     size = int(head.get("ContentLength", snap.size))
-    digest = file_sha256(ctx.path, min(size, snap.size), lambda: stopping.beat(ctx.token))
+    digest = FileSha256().finish(
+        min(size, snap.size),
+        lambda at, n: read_range(ctx.path, at, n),
+        lambda: stopping.beat(ctx.token),
+    )
     copied = sum(1 for p in parts.values() if p.copied)
     # An mtime of 0 makes the size alone decide whether the file changed since.
     mtime = snap.mtime_ns if size == snap.size else 0

@@ -96,6 +96,39 @@ def test_bytes_rewritten_at_close_are_uploaded_byte_identically(
     assert int(result["reuploaded_parts"]) == 1  # the patched part changed after upload
 
 
+@pytest.mark.parametrize(
+    "patch", [b"", b"\x1a\x45\xdf\xa3-PATCHED-AT-CLOSE"], ids=["grown", "head"]
+)
+def test_the_sha256_is_read_at_the_end_only_where_the_parts_did_not_give_it(
+    registered, s3, store, monkeypatch, patch
+):
+    """Each part's bytes feed the file's SHA-256 as they go up in order: a recording
+    that only grew needs no read at its end; one whose head was patched at close is
+    read whole (the patched part was uploaded again, the digest started over)."""
+    edit_config(max_parts_in_flight=1)  # one part at a time: every part in order
+    read_for_digest: list[int] = []
+    real = finalize_module.read_range
+
+    def counted(path: str, offset: int, size: int) -> bytes:
+        read_for_digest.append(size)
+        return real(path, offset, size)
+
+    monkeypatch.setattr(finalize_module, "read_range", counted)
+    data = payload(16 * MIB + 99, seed=5)
+    src = Path(registered.watch_dir) / "fed.mkv"
+    src.touch()
+    writer = GrowingWriter(src, data, steps=8, pause=0.15, head_patch=patch)
+    writer.start()
+
+    result = _ingest(src)
+    writer.join(5)
+
+    expected = patch + data[len(patch) :]
+    assert object_bytes(s3, registered.s3_bucket, result["s3_key"]) == expected
+    assert result["sha256"] == hashlib.sha256(expected).hexdigest()
+    assert sum(read_for_digest) == (len(expected) if patch else 0)
+
+
 def test_a_rewrite_during_finalize_is_caught(registered, s3, store, monkeypatch):
     """The file changes while finalize verifies it, in a part already verified: the
     stream goes back to tailing, and the next finalize uploads that part again."""

@@ -82,6 +82,7 @@ def test_a_part_that_fills_its_buffer_is_sent_from_it_and_a_short_one_as_a_copy(
 
     from blocks.bucket import UploadedPart
     from flows import upload
+    from flows.digest import FileSha256
     from stream_ingest.records import StreamRecord
 
     data = bytes(range(256)) * 64  # 16 KiB: a full part of 8 KiB and a short one
@@ -98,6 +99,7 @@ def test_a_part_that_fills_its_buffer_is_sent_from_it_and_a_short_one_as_a_copy(
         record=StreamRecord(stream_id="s", s3_key="k", s3_upload_id="u"),
         prior={},
         token="t",
+        sha256=FileSha256(),
         bucket=SimpleNamespace(upload_part=upload_part),
         store=SimpleNamespace(record_part=lambda *_args: None),
         config=SimpleNamespace(lease_ttl_seconds=30),
@@ -110,3 +112,4 @@ def test_a_part_that_fills_its_buffer_is_sent_from_it_and_a_short_one_as_a_copy(
     assert isinstance(full, bytearray) and len(full) == 8192  # the buffer itself
     assert isinstance(short, bytes) and len(short) == 5000  # a copy of the part only
     assert full_bytes == data[:8192] and short_bytes == data[8192 : 8192 + 5000]
+    assert ctx.sha256.covered == 8192 + 5000  # both fed the file's digest, in order

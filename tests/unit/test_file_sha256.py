@@ -1,0 +1,79 @@
+"""flows/digest.py FileSha256: the file's SHA-256 from the parts as they are read, and
+at the end only the bytes that did not continue it in order."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from flows.digest import READ_CHUNK, FileSha256
+
+PART = 5 * 1024 * 1024
+
+
+def _reader(content: bytes, reads: list[tuple[int, int]]):
+    def read(offset: int, size: int) -> bytes:
+        reads.append((offset, size))
+        return content[offset : offset + size]
+
+    return read
+
+
+def _parts(content: bytes) -> list[tuple[int, bytes]]:
+    return [(at, content[at : at + PART]) for at in range(0, len(content), PART)]
+
+
+def test_parts_fed_in_order_need_no_read_at_the_end() -> None:
+    content = os.urandom(3 * PART + 123)
+    digest, reads = FileSha256(), []
+    for offset, data in _parts(content):
+        digest.feed(offset, data)
+
+    assert (
+        digest.finish(len(content), _reader(content, reads)) == hashlib.sha256(content).hexdigest()
+    )
+    assert reads == []
+
+
+def test_a_part_fed_ahead_of_its_turn_is_read_at_the_end() -> None:
+    content = os.urandom(3 * PART + 123)
+    (a, one), (b, two), (c, three), _ = _parts(content)
+    digest, reads, beats = FileSha256(), [], []
+    digest.feed(b, two)  # read in parallel, before part 1
+    digest.feed(a, one)
+    digest.feed(c, three)  # does not continue part 1: left for the end too
+
+    result = digest.finish(len(content), _reader(content, reads), lambda: beats.append(1))
+
+    assert result == hashlib.sha256(content).hexdigest()
+    assert reads[0][0] == PART and sum(n for _, n in reads) == len(content) - PART
+    assert len(beats) == len(reads) == -(-(len(content) - PART) // READ_CHUNK)
+
+
+def test_a_part_fed_again_starts_the_digest_over() -> None:
+    """Finalize uploads a part again when the recorder rewrote it (a patched head):
+    what was fed before holds the old bytes, so the whole file is read."""
+    content = os.urandom(2 * PART + 7)
+    (a, one), (b, two), (c, three) = _parts(content)
+    digest, reads = FileSha256(), []
+    for offset, data in ((a, one), (b, two), (c, three)):
+        digest.feed(offset, data)
+    patched = b"PATCHED" + content[7:]
+    digest.feed(0, patched[:PART])
+
+    assert (
+        digest.finish(len(patched), _reader(patched, reads)) == hashlib.sha256(patched).hexdigest()
+    )
+    assert sum(n for _, n in reads) == len(patched) and reads[0][0] == 0
+
+
+def test_a_digest_past_the_size_asked_for_is_read_again_from_the_start() -> None:
+    content = os.urandom(PART + 10)
+    digest, reads = FileSha256(), []
+    digest.feed(0, content)
+
+    assert (
+        digest.finish(PART, _reader(content, reads)) == hashlib.sha256(content[:PART]).hexdigest()
+    )
+    assert sum(n for _, n in reads) == PART
+    assert FileSha256().finish(0, _reader(b"", reads)) == hashlib.sha256(b"").hexdigest()
