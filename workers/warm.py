@@ -30,10 +30,13 @@ Start it with `prefect worker start --pool video-ingest --type stream-ingest-war
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import os
 import socket
 import threading
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from uuid import UUID
@@ -65,7 +68,7 @@ from prefect.workers.base import (
 from flows import stopping
 from stream_ingest.owners import Owner, orphaned, stale_claim
 from workers.loading import FlowCache, working_directory
-from workers.sharing import SharedSuspension, cache_reads
+from workers.sharing import SharedSuspension, cache_reads, owner_written_by_runs, run_client
 
 DEFAULT_LIMIT = 64  # streams at once; more wait Scheduled (--limit to change)
 WATCH_SECONDS = 2.0  # stuck streams (no API call); orphans every ORPHAN_POLL_SECONDS
@@ -130,9 +133,15 @@ def process_alive(pid: int, start: int) -> bool:
 class Execution:
     """One flow run on its own thread; `finished()` awaits it from the worker's loop."""
 
-    def __init__(self, flow: Any, flow_run: FlowRun) -> None:
+    def __init__(
+        self,
+        flow: Any,
+        flow_run: FlowRun,
+        client: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext,
+    ) -> None:
         self.run_id = str(flow_run.id)
         self.flow_run = flow_run
+        self._client = client  # entered in the thread, around the engine
         self.state: State | None = None
         self.error: BaseException | None = None
         self._flow = flow
@@ -144,7 +153,8 @@ class Execution:
 
     def _main(self) -> None:
         try:
-            self.state = run_flow(self._flow, flow_run=self.flow_run, return_type="state")
+            with self._client():
+                self.state = run_flow(self._flow, flow_run=self.flow_run, return_type="state")
         except BaseException as exc:  # the thread's whole life: a crash of this run only
             self.error = exc
         finally:
@@ -193,6 +203,7 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
     async def setup(self) -> None:
         await super().setup()
         cache_reads(self.client)
+        owner_written_by_runs(self.client, str(self.owner))
         await self._suspension.__aenter__()
         assert self._runs_task_group is not None
         self._runs_task_group.start_soon(self._background)
@@ -232,7 +243,10 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         flow = await anyio.to_thread.run_sync(self._flows.load, directory, entrypoint)
         # The run as polled (Scheduled): the engine sends back only its retry policy,
         # which claiming it left unchanged, proposes Running by id, then reads it.
-        execution = Execution(flow, flow_run)
+        # getattr: a stand-in client in tests has no httpx client.
+        csrf = getattr(getattr(self.client, "_client", None), "enable_csrf_support", True)
+        client = functools.partial(run_client, str(flow_run.id), str(self.owner), csrf)
+        execution = Execution(flow, flow_run, client)
         self._executions[execution.run_id] = execution
         try:
             execution.thread.start()

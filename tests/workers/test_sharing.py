@@ -1,5 +1,6 @@
 """What a warm worker's runs share (workers/sharing.py): recent deployment and flow
-reads, and one suspension observer that still delivers an operator's Suspend."""
+reads, one suspension observer that still delivers an operator's Suspend, and the
+run's client that writes its owner with the engine's first update."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import pytest
 from prefect import flow, flow_engine
 from prefect._flow_run_suspension import FlowRunSuspensionRequest
 from prefect.client.orchestration import get_client
+from prefect.context import SyncClientContext
+from prefect.flow_engine import run_flow
 from prefect.states import Running, Suspended
 from pydantic import BaseModel
 
-from workers.sharing import RecentReads, SharedSuspension
+from workers.sharing import RecentReads, SharedSuspension, owner_written_by_runs, run_client
 
 
 class Deployment(BaseModel):
@@ -98,3 +101,41 @@ def test_an_operator_s_suspend_reaches_the_run_through_the_shared_observer(prefe
         assert flow_engine.observe_flow_run_suspension is original
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("csrf", [True, False])
+def test_the_run_s_owner_goes_with_the_engine_s_first_update(prefect_harness, csrf):
+    """One PATCH of the run (the engine's), carrying the owner; no token asked for
+    where the worker learned the server has CSRF protection off (the harness has)."""
+    owner = "warm:host-a:123:456"
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run(_nothing)
+    sent: list[str] = []
+    with run_client(str(run.id), owner, csrf=csrf):
+        http = SyncClientContext.get().client._client
+        http.event_hooks["request"].append(lambda r: sent.append(f"{r.method} {r.url.path}"))
+        state = run_flow(_nothing, flow_run=run, return_type="state")
+    assert state.is_completed()
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(run.id).infrastructure_pid == owner
+    assert [s for s in sent if s.startswith("PATCH")] == [f"PATCH /api/flow_runs/{run.id}"]
+    assert any("/csrf-token" in s for s in sent) is csrf
+
+
+def test_the_worker_s_own_owner_write_is_left_to_the_run():
+    calls: list[dict[str, Any]] = []
+
+    class Client:
+        async def update_flow_run(self, flow_run_id: Any, **fields: Any) -> None:
+            calls.append(fields)
+
+    client = Client()
+    owner_written_by_runs(client, "warm:h:1:2")
+
+    async def main() -> None:
+        await client.update_flow_run(flow_run_id=1, infrastructure_pid="warm:h:1:2")
+        await client.update_flow_run(flow_run_id=1, infrastructure_pid="warm:h:9:9")
+        await client.update_flow_run(flow_run_id=1, name="x")
+
+    asyncio.run(main())
+    assert calls == [{"infrastructure_pid": "warm:h:9:9"}, {"name": "x"}]

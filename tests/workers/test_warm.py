@@ -4,6 +4,7 @@ the Prefect client replaced: what it sets after a run's thread ended."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -206,9 +207,16 @@ def test_a_stuck_stream_s_run_is_crashed_with_where_it_waits_and_its_slot_freed(
 def test_a_run_goes_to_the_engine_as_polled_and_a_label_failure_is_only_logged(monkeypatch):
     """Claimed runs start without a read of the run (the engine makes its own) and
     without waiting for the worker's labels; labels that cannot be written leave the
-    run and the worker alone."""
+    run and the worker alone. The engine runs inside the run's client, which writes
+    the worker as the run's owner (workers/sharing.py: run_client)."""
     engine_got: list[Any] = []
     labelled: list[bool] = []  # per label write: had the run started before it ended?
+    clients: list[tuple[str, str, bool]] = []
+
+    @contextlib.contextmanager
+    def run_client(run_id: str, owner: str, csrf: bool) -> Any:
+        clients.append((run_id, owner, csrf))
+        yield
 
     def engine(_flow: Any, flow_run: Any, return_type: str) -> Any:
         engine_got.append(flow_run)
@@ -226,6 +234,7 @@ def test_a_run_goes_to_the_engine_as_polled_and_a_label_failure_is_only_logged(m
             raise httpx.ConnectError("server down")
 
     monkeypatch.setattr(warm, "run_flow", engine)
+    monkeypatch.setattr(warm, "run_client", run_client)
     monkeypatch.setattr(warm, "working_directory", lambda _steps, _path: ".")
     flow_run = FlowRun(flow_id=uuid.uuid4(), name="ingest-x.mkv", deployment_id=uuid.uuid4())
     client = RunClient()  # no read_flow_run: a read of the run would raise
@@ -242,5 +251,6 @@ def test_a_run_goes_to_the_engine_as_polled_and_a_label_failure_is_only_logged(m
 
     result = asyncio.run(main())
     assert engine_got == [flow_run] and engine_got[0] is flow_run
+    assert clients == [(str(flow_run.id), result.identifier, True)]
     assert labelled == [True]
     assert result.status_code == 0 and client.states == []
