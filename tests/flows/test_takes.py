@@ -194,13 +194,23 @@ def test_a_reused_inode_is_a_new_stream(registered, s3, store):
     src.write_bytes(one)
     first = stream_ingest(path=str(src))
     ino = os.stat(src).st_ino
-    for _ in range(50):
-        src.unlink()
-        src.write_bytes(payload(MIB + 7, seed=50))
+    src.unlink()
+    # A new file takes the lowest free inode of its folder's group (ext4): where a
+    # lower one was freed meanwhile (pytest cleaning old temp folders), deleting and
+    # creating again would take that one every time. Files created are kept aside
+    # until one gets the deleted file's inode.
+    fillers = []
+    for i in range(10_000):
+        with open(src, "xb"):
+            pass
         if os.stat(src).st_ino == ino:
             break
+        fillers.append(src.rename(src.with_name(f"filler-{i}")))
     else:
         raise AssertionError("the inode was never reused; cannot test")
+    for filler in fillers:
+        filler.unlink()
+    src.write_bytes(payload(MIB + 7, seed=50))
 
     second = stream_ingest(path=str(src))
 
