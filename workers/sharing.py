@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Container, Iterator
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
@@ -114,8 +114,9 @@ def run_client(run_id: str, owner: str, csrf: bool = True) -> Iterator[None]:
 
     The engine's first write of the run is an update (its version and retry policy);
     the run's owner (`infrastructure_pid`, which the worker base writes in a call of
-    its own) goes with it: one write fewer per run start, and the owner is on the run
-    before it is Running. `csrf=False` where the worker's own client learned that the
+    its own) goes with it (and with any later update of the run: the same value):
+    one write fewer per run start, and the owner is on the run before it is Running.
+    Sync flows only: an async flow's engine makes a client of its own. `csrf=False` where the worker's own client learned that the
     server has CSRF protection off: each new client would ask for a token again."""
     with SyncClientContext.get_or_create() as context:
         client = context.client
@@ -135,13 +136,15 @@ def run_client(run_id: str, owner: str, csrf: bool = True) -> Iterator[None]:
             client.update_flow_run = update  # type: ignore[method-assign]
 
 
-def owner_written_by_runs(client: Any, owner: str) -> None:
+def owner_written_by_runs(client: Any, owner: str, by_engine: Container[UUID]) -> None:
     """The worker base writes the owner of each run it submitted in a call of its own;
-    run_client has sent it with the engine's first update already."""
+    for the runs in `by_engine` (sync flows: run_client sent it with the engine's
+    first update) that call is skipped. An async flow's engine has a client of its
+    own, so its run keeps the base's write."""
     update = client.update_flow_run
 
     async def update_flow_run(flow_run_id: UUID, **fields: Any) -> Any:
-        if fields == {"infrastructure_pid": owner}:
+        if fields == {"infrastructure_pid": owner} and flow_run_id in by_engine:
             return None
         return await update(flow_run_id, **fields)
 

@@ -199,11 +199,12 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         self._watch_scope = anyio.CancelScope()
         self._wake = anyio.Event()
         self._suspension = SharedSuspension()
+        self._owned_by_engine: set[UUID] = set()  # runs whose engine writes our owner
 
     async def setup(self) -> None:
         await super().setup()
         cache_reads(self.client)
-        owner_written_by_runs(self.client, str(self.owner))
+        owner_written_by_runs(self.client, str(self.owner), self._owned_by_engine)
         await self._suspension.__aenter__()
         assert self._runs_task_group is not None
         self._runs_task_group.start_soon(self._background)
@@ -243,9 +244,12 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         flow = await anyio.to_thread.run_sync(self._flows.load, directory, entrypoint)
         # The run as polled (Scheduled): the engine sends back only its retry policy,
         # which claiming it left unchanged, proposes Running by id, then reads it.
-        # getattr: a stand-in client in tests has no httpx client.
-        csrf = getattr(getattr(self.client, "_client", None), "enable_csrf_support", True)
-        client = functools.partial(run_client, str(flow_run.id), str(self.owner), csrf)
+        client: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext
+        if not getattr(flow, "isasync", False):  # an async engine makes its own client
+            # getattr: a stand-in client in tests has no httpx client.
+            csrf = getattr(getattr(self.client, "_client", None), "enable_csrf_support", True)
+            client = functools.partial(run_client, str(flow_run.id), str(self.owner), csrf)
+            self._owned_by_engine.add(flow_run.id)
         execution = Execution(flow, flow_run, client)
         self._executions[execution.run_id] = execution
         try:
@@ -265,6 +269,7 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
                 await self._settle(execution)
         finally:
             self._executions.pop(execution.run_id, None)
+            self._owned_by_engine.discard(flow_run.id)
             stopping.withdraw(execution.run_id)
         return WarmWorkerResult(status_code=0, identifier=str(self.owner))
 

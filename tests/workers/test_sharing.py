@@ -122,20 +122,25 @@ def test_the_run_s_owner_goes_with_the_engine_s_first_update(prefect_harness, cs
     assert any("/csrf-token" in s for s in sent) is csrf
 
 
-def test_the_worker_s_own_owner_write_is_left_to_the_run():
+def test_the_worker_s_own_owner_write_is_left_to_runs_whose_engine_writes_it():
     calls: list[dict[str, Any]] = []
 
     class Client:
         async def update_flow_run(self, flow_run_id: Any, **fields: Any) -> None:
-            calls.append(fields)
+            calls.append({"run": flow_run_id, **fields})
 
     client = Client()
-    owner_written_by_runs(client, "warm:h:1:2")
+    owner_written_by_runs(client, "warm:h:1:2", by_engine={1})
 
     async def main() -> None:
         await client.update_flow_run(flow_run_id=1, infrastructure_pid="warm:h:1:2")
+        await client.update_flow_run(flow_run_id=2, infrastructure_pid="warm:h:1:2")
         await client.update_flow_run(flow_run_id=1, infrastructure_pid="warm:h:9:9")
         await client.update_flow_run(flow_run_id=1, name="x")
 
     asyncio.run(main())
-    assert calls == [{"infrastructure_pid": "warm:h:9:9"}, {"name": "x"}]
+    assert calls == [
+        {"run": 2, "infrastructure_pid": "warm:h:1:2"},  # an async flow's run
+        {"run": 1, "infrastructure_pid": "warm:h:9:9"},
+        {"run": 1, "name": "x"},
+    ]

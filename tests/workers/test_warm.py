@@ -204,22 +204,33 @@ def test_a_stuck_stream_s_run_is_crashed_with_where_it_waits_and_its_slot_freed(
     assert "stream stuck" in state.message and "stat (source.py:41)" in state.message
 
 
-def test_a_run_goes_to_the_engine_as_polled_and_a_label_failure_is_only_logged(monkeypatch):
+@pytest.mark.parametrize("isasync", [False, True])
+def test_a_run_goes_to_the_engine_as_polled_and_a_label_failure_is_only_logged(
+    monkeypatch, isasync
+):
     """Claimed runs start without a read of the run (the engine makes its own) and
     without waiting for the worker's labels; labels that cannot be written leave the
-    run and the worker alone. The engine runs inside the run's client, which writes
-    the worker as the run's owner (workers/sharing.py: run_client)."""
+    run and the worker alone. A sync flow's engine runs inside the run's client,
+    which writes the worker as the run's owner (workers/sharing.py: run_client), so
+    the worker's own owner write is skipped for it; an async flow's engine makes its
+    own client, so its run keeps the worker's write."""
     engine_got: list[Any] = []
     labelled: list[bool] = []  # per label write: had the run started before it ended?
     clients: list[tuple[str, str, bool]] = []
+    inside: list[bool] = []  # per engine call: inside the run's client?
+    skipped: list[bool] = []  # per engine call: the worker's owner write skipped?
 
     @contextlib.contextmanager
     def run_client(run_id: str, owner: str, csrf: bool) -> Any:
         clients.append((run_id, owner, csrf))
+        inside.append(True)
         yield
+        inside.append(False)
 
     def engine(_flow: Any, flow_run: Any, return_type: str) -> Any:
         engine_got.append(flow_run)
+        inside.append(bool(inside) and inside[-1])
+        skipped.append(flow_run.id in worker_seen[0]._owned_by_engine)
         return Completed()
 
     class RunClient(Client):
@@ -238,11 +249,14 @@ def test_a_run_goes_to_the_engine_as_polled_and_a_label_failure_is_only_logged(m
     monkeypatch.setattr(warm, "working_directory", lambda _steps, _path: ".")
     flow_run = FlowRun(flow_id=uuid.uuid4(), name="ingest-x.mkv", deployment_id=uuid.uuid4())
     client = RunClient()  # no read_flow_run: a read of the run would raise
+    worker_seen: list[Any] = []
+    loaded = SimpleNamespace(isasync=isasync)
 
     async def main() -> Any:
         worker = warm.WarmWorker(work_pool_name="p")
+        worker_seen.append(worker)
         worker._client = client  # type: ignore[assignment]
-        worker._flows = SimpleNamespace(load=lambda _dir, _entry: object())  # type: ignore[assignment]
+        worker._flows = SimpleNamespace(load=lambda _dir, _entry: loaded)  # type: ignore[assignment]
         worker.get_flow_run_logger = lambda _run: logging.getLogger("warm-test")  # type: ignore[method-assign]
         async with anyio.create_task_group() as group:
             worker._runs_task_group = group
@@ -251,6 +265,11 @@ def test_a_run_goes_to_the_engine_as_polled_and_a_label_failure_is_only_logged(m
 
     result = asyncio.run(main())
     assert engine_got == [flow_run] and engine_got[0] is flow_run
-    assert clients == [(str(flow_run.id), result.identifier, True)]
+    if isasync:
+        assert clients == [] and skipped == [False]
+    else:
+        assert clients == [(str(flow_run.id), result.identifier, True)]
+        assert inside == [True, True, False] and skipped == [True]
+    assert not worker_seen[0]._owned_by_engine  # forgotten once the run ended
     assert labelled == [True]
     assert result.status_code == 0 and client.states == []
