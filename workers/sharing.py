@@ -116,8 +116,9 @@ def run_client(run_id: str, owner: str, csrf: bool = True) -> Iterator[None]:
     the run's owner (`infrastructure_pid`, which the worker base writes in a call of
     its own) goes with it (and with any later update of the run: the same value):
     one write fewer per run start, and the owner is on the run before it is Running.
-    Sync flows only: an async flow's engine makes a client of its own. `csrf=False` where the worker's own client learned that the
-    server has CSRF protection off: each new client would ask for a token again."""
+    Sync flows only: an async flow's engine makes a client of its own. `csrf=False`
+    where the worker's own client learned that the server has CSRF protection off:
+    each new client would ask for a token again."""
     with SyncClientContext.get_or_create() as context:
         client = context.client
         if not csrf:

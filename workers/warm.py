@@ -36,7 +36,6 @@ import os
 import socket
 import threading
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from uuid import UUID
@@ -137,7 +136,7 @@ class Execution:
         self,
         flow: Any,
         flow_run: FlowRun,
-        client: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext,
+        client: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
     ) -> None:
         self.run_id = str(flow_run.id)
         self.flow_run = flow_run
@@ -244,14 +243,16 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         flow = await anyio.to_thread.run_sync(self._flows.load, directory, entrypoint)
         # The run as polled (Scheduled): the engine sends back only its retry policy,
         # which claiming it left unchanged, proposes Running by id, then reads it.
-        client: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext
-        if not getattr(flow, "isasync", False):  # an async engine makes its own client
+        client: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
+        sync = not getattr(flow, "isasync", False)  # an async engine makes its own client
+        if sync:
             # getattr: a stand-in client in tests has no httpx client.
             csrf = getattr(getattr(self.client, "_client", None), "enable_csrf_support", True)
             client = functools.partial(run_client, str(flow_run.id), str(self.owner), csrf)
-            self._owned_by_engine.add(flow_run.id)
         execution = Execution(flow, flow_run, client)
         self._executions[execution.run_id] = execution
+        if sync:  # the engine writes the owner: the base's own write is skipped
+            self._owned_by_engine.add(flow_run.id)
         try:
             execution.thread.start()
             if task_status is not None:
