@@ -8,6 +8,7 @@ proxy) are private child processes on free ports, stopped at the end.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import os
 import platform
@@ -82,6 +83,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="STREAM_INGEST_X=V",
         help="a setting for every flow (experiments; the defaults are what is measured)",
     )
+    parser.add_argument(
+        "--prefect-database",
+        metavar="URL",
+        help="run Prefect on a PostgreSQL server you run, in a database of its own "
+        "created there and dropped at the end (URL: postgresql+asyncpg://user@host:port/"
+        "database to connect to); default: SQLite, as ./dev.sh",
+    )
     args = parser.parse_args(argv)
     chosen = [b.strip() for b in args.only.split(",") if b.strip()]
     unknown = set(chosen) - set(ALL)
@@ -97,13 +105,40 @@ def main(argv: list[str] | None = None) -> int:
     for name in [n for n in os.environ if n.startswith(("STREAM_INGEST_", "PREFECT_"))]:
         del os.environ[name]
 
+    from benchmarks.postgres import DatabaseUnusable, described, scratch_database, server_of
+
+    database: contextlib.AbstractContextManager[tuple[str, str] | None] = contextlib.nullcontext()
+    if args.prefect_database:
+        try:
+            server = server_of(args.prefect_database)
+        except DatabaseUnusable as exc:
+            parser.error(str(exc))
+        database = scratch_database(args.prefect_database)
+    try:
+        with database as scratch:
+            env_line = environment(args.quick)
+            env_line["prefect_database"] = "sqlite (the local stack's)"
+            if scratch is not None:
+                env_line["prefect_database"] = f"{described(server)}, version {scratch[1]}"
+            if overrides:
+                env_line["overrides"] = overrides
+            emit(env_line)
+            return _run_all(args, plan, chosen, overrides, scratch and scratch[0])
+    except DatabaseUnusable as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run_all(
+    args: argparse.Namespace,
+    plan: Plan,
+    chosen: list[str],
+    overrides: dict[str, str],
+    prefect_database: str | None,
+) -> int:
     from benchmarks import burst, latency, many, overhead, throughput
     from benchmarks.stack import Stack
 
-    env_line = environment(args.quick)
-    if overrides:
-        env_line["overrides"] = overrides
-    emit(env_line)
     started = time.monotonic()
 
     def report(result: dict[str, object] | Iterable[dict[str, object]]) -> None:
@@ -114,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     workers = [w.strip() for w in args.workers.split(",") if w.strip()]
     many_runs = [(w, n) for w in workers for n in counts]  # `many` and `burst` alike
 
-    with Stack(overrides) as stack:
+    with Stack(overrides, prefect_database) as stack:
         log(f"servers up in {time.monotonic() - started:.0f} s (work dir {stack.workdir})")
         for name in chosen:
             if name == "throughput":

@@ -80,14 +80,18 @@ def configure(name: str | None = None, **options: Any) -> None:
 
 
 class Stack:
-    """Start with `with Stack() as stack:`; `env` is what flow processes need."""
+    """Start with `with Stack() as stack:`; `env` is what flow processes need.
+    Prefect runs on SQLite in the work dir, as ./dev.sh, unless `prefect_database`
+    names a PostgreSQL database (benchmarks/postgres.py)."""
 
-    def __init__(self, overrides: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, overrides: dict[str, str] | None = None, prefect_database: str | None = None
+    ) -> None:
         self.overrides = dict(overrides or {})
         self.workdir = tempfile.mkdtemp(prefix="si-bench-")
         self.redis = RedisServer(workdir=self._dir("redis"))
         self.moto = MotoServer(workdir=self._dir("moto"))
-        self.prefect = PrefectServer(workdir=self._dir("prefect"))
+        self.prefect = PrefectServer(workdir=self._dir("prefect"), database_url=prefect_database)
         self.proxy = CountingProxy(self.prefect.url, self._dir("proxy"))
         self.bucket = "bench"
         self.namespace = f"bench-{uuid.uuid4().hex[:8]}"

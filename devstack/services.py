@@ -206,9 +206,16 @@ class MotoServer(Service):
 
 class PrefectServer(Service):
     """`prefect server start` on SQLite in workdir, analytics off, write transactions
-    begun IMMEDIATE (devstack/prefect_server.py says why)."""
+    begun IMMEDIATE (devstack/prefect_server.py says why); or on the PostgreSQL
+    database `database_url` names (the benchmarks' `--prefect-database`)."""
 
     name = "prefect"
+
+    def __init__(
+        self, port: int | None = None, workdir: str | None = None, database_url: str | None = None
+    ) -> None:
+        super().__init__(port, workdir)
+        self.database_url = database_url
 
     def command(self) -> list[str]:
         return [
@@ -228,7 +235,8 @@ class PrefectServer(Service):
             PREFECT_SERVER_ANALYTICS_ENABLED="false",
             PREFECT_API_URL=self.api_url,
             PREFECT_API_DATABASE_CONNECTION_URL=(
-                "sqlite+aiosqlite:///" + os.path.join(self.workdir, "prefect.db")
+                self.database_url
+                or "sqlite+aiosqlite:///" + os.path.join(self.workdir, "prefect.db")
             ),
         )
         return env
