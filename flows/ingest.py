@@ -20,14 +20,14 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.settings import get_current_settings
 
-from blocks.config import IngestConfig, load_config
+from blocks.config import IngestConfig
 from flows.buffers import BUFFERS
 from flows.finalize import Finalized, confirm_completed, finalize
 from flows.lease import LeaseKeeper
 from flows.opening import TakeSkipped, find_stream, open_upload, record_failure
 from flows.report import Reporter, name_run
 from flows.runs import RunRequest, create_stream_run, run_name
-from flows.runtime import StreamContext
+from flows.runtime import StreamContext, config_of_run
 from flows.source import snapshot
 from flows.stopping import check as check_stop
 from flows.upload import WindowEnd, upload_part, upload_parts, upload_window
@@ -348,13 +348,13 @@ def stream_ingest(
     log = get_run_logger()
     name_run(run_name(path, stream_id))
     config = config or config_block_name()
-    cfg = load_config(config)
+    flow_run_id = str(flow_run.id or "")
+    cfg = config_of_run(flow_run_id, config)
     store = cfg.checkpoints
     # Redis down at the start is configuration or an outage, not a hiccup: fail now
     # with the reason (the client already retried for a few seconds) instead of
     # letting every task's retries stretch it into a minute-long storm.
     store.ping()
-    flow_run_id = str(flow_run.id or "")
     token = flow_run_id or str(uuid.uuid4())
     try:
         found = find_stream(cfg, path, stream_id, token)

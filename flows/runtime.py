@@ -8,14 +8,18 @@ flow owns the stream's record: tasks return a new record, and the flow keeps it 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
+from concurrent.futures import Future
 from types import MappingProxyType
+from typing import Any
 
 from blocks.bucket import StreamBucket
 from blocks.checkpoints import CheckpointStore
-from blocks.config import IngestConfig
+from blocks.config import IngestConfig, load_config
 from flows.digest import FileSha256
 from stream_ingest.records import PartRecord, StreamRecord
+from stream_ingest.settings import config_block_name
 
 
 class StreamContext:
@@ -58,3 +62,38 @@ class StreamContext:
 
     def __repr__(self) -> str:  # shown in Prefect's task inputs: no secrets, no clients
         return f"StreamContext({self.record.stream_id})"
+
+
+# Config blocks read ahead of their run's flow, by run id: (block name, the read).
+_read_early: dict[str, tuple[str, Future[IngestConfig]]] = {}
+_early_lock = threading.Lock()
+
+
+def read_config_early(run_id: str, parameters: Mapping[str, Any]) -> None:
+    """Read the config block the run's flow will load (its `config` parameter, else
+    the default name), here and now. The warm worker calls this beside the engine's
+    start of the run: the read is no longer one more call after Running, one after
+    another with the engine's, before the stream's first byte."""
+    name = parameters.get("config") or config_block_name()
+    read: Future[IngestConfig] = Future()
+    with _early_lock:
+        _read_early[run_id] = (name, read)
+    try:
+        read.set_result(load_config(name))
+    except BaseException as exc:  # the flow raises it where it would have read
+        read.set_exception(exc)
+
+
+def config_of_run(run_id: str, name: str) -> IngestConfig:
+    """The config block `name` for this run: read early if it was, else now."""
+    with _early_lock:
+        early = _read_early.pop(run_id, None)
+    if early is not None and early[0] == name:
+        return early[1].result()
+    return load_config(name)
+
+
+def forget_early_read(run_id: str) -> None:
+    """The run ended (a run of another flow, or one that failed before loading)."""
+    with _early_lock:
+        _read_early.pop(run_id, None)

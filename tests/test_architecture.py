@@ -18,7 +18,8 @@ ALLOWED = {
     "stream_ingest": {"stream_ingest"},
     "blocks": {"stream_ingest", "blocks"},
     "flows": {"stream_ingest", "blocks", "flows"},
-    # The warm worker runs flows it imports by entrypoint: only the stop registry.
+    # The warm worker runs flows it imports by entrypoint: only the stop registry
+    # and the early config read (flows/stopping.py, flows/runtime.py).
     "workers": {"stream_ingest", "flows", "workers"},
     "sensors": {"stream_ingest", "blocks", "flows", "sensors"},
     "cli": {"stream_ingest", "blocks", "flows", "workers", "sensors", "cli"},

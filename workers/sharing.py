@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import threading
 import time
 from collections.abc import Awaitable, Callable, Container, Iterator
 from typing import Any, Generic, TypeVar
@@ -109,13 +111,17 @@ class SharedSuspension:
 
 
 @contextlib.contextmanager
-def run_client(run_id: str, owner: str, csrf: bool = True) -> Iterator[None]:
+def run_client(
+    run_id: str, owner: str, csrf: bool = True, prepare: Callable[[], None] | None = None
+) -> Iterator[None]:
     """The client the run's engine finds (in the run's thread, around `run_flow`).
 
     The engine's first write of the run is an update (its version and retry policy);
     the run's owner (`infrastructure_pid`, which the worker base writes in a call of
     its own) goes with it (and with any later update of the run: the same value):
     one write fewer per run start, and the owner is on the run before it is Running.
+    `prepare` (the flow's reads that do not wait for the run's state) runs on a
+    thread of its own in this client's context, beside the engine's start.
     Sync flows only: an async flow's engine makes a client of its own. `csrf=False`
     where the worker's own client learned that the server has CSRF protection off:
     each new client would ask for a token again."""
@@ -123,6 +129,9 @@ def run_client(run_id: str, owner: str, csrf: bool = True) -> Iterator[None]:
         client = context.client
         if not csrf:
             client._client.enable_csrf_support = False
+        if prepare is not None:
+            beside = contextvars.copy_context().run
+            threading.Thread(target=beside, args=(prepare,), name="prepare", daemon=True).start()
         update = client.update_flow_run
 
         def update_with_owner(flow_run_id: UUID, **fields: Any) -> Any:

@@ -65,6 +65,7 @@ from prefect.workers.base import (
 )
 
 from flows import stopping
+from flows.runtime import forget_early_read, read_config_early
 from stream_ingest.owners import Owner, orphaned, stale_claim
 from workers.loading import FlowCache, working_directory
 from workers.sharing import SharedSuspension, cache_reads, owner_written_by_runs, run_client
@@ -248,7 +249,10 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         if sync:
             # getattr: a stand-in client in tests has no httpx client.
             csrf = getattr(getattr(self.client, "_client", None), "enable_csrf_support", True)
-            client = functools.partial(run_client, str(flow_run.id), str(self.owner), csrf)
+            early = functools.partial(read_config_early, str(flow_run.id), flow_run.parameters)
+            client = functools.partial(
+                run_client, str(flow_run.id), str(self.owner), csrf, prepare=early
+            )
         execution = Execution(flow, flow_run, client)
         self._executions[execution.run_id] = execution
         if sync:  # the engine writes the owner: the base's own write is skipped
@@ -272,6 +276,7 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
             self._executions.pop(execution.run_id, None)
             self._owned_by_engine.discard(flow_run.id)
             stopping.withdraw(execution.run_id)
+            forget_early_read(execution.run_id)
         return WarmWorkerResult(status_code=0, identifier=str(self.owner))
 
     async def _give_worker_labels_to_flow_run(self, flow_run_id: UUID) -> None:

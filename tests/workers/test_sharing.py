@@ -1,13 +1,16 @@
 """What a warm worker's runs share (workers/sharing.py): recent deployment and flow
 reads, one suspension observer that still delivers an operator's Suspend, and the
-run's client that writes its owner with the engine's first update."""
+run's client that writes its owner with the engine's first update and runs the
+flow's early reads beside the engine's start."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from typing import Any
 
+import httpx
 import pytest
 from prefect import flow, flow_engine
 from prefect._flow_run_suspension import FlowRunSuspensionRequest
@@ -144,3 +147,29 @@ def test_the_worker_s_own_owner_write_is_left_to_runs_whose_engine_writes_it():
         {"run": 1, "infrastructure_pid": "warm:h:9:9"},
         {"run": 1, "name": "x"},
     ]
+
+
+def test_prepare_runs_beside_the_engine_s_start_in_the_run_s_client(prefect_harness):
+    """`prepare` (the flow's early reads) is on its own thread while the engine
+    starts the run (it waits here until Running is asked for: run before the
+    engine, it would wait its whole timeout), with the run's client."""
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run(_nothing)
+    running_asked, prepared = threading.Event(), threading.Event()
+    seen: list[Any] = []  # (Running asked meanwhile?, the client prepare had)
+
+    def see_running(request: httpx.Request) -> None:
+        if request.url.path.endswith("/set_state"):
+            running_asked.set()
+
+    def prepare() -> None:
+        seen.append((running_asked.wait(10), SyncClientContext.get().client))
+        prepared.set()
+
+    with run_client(str(run.id), "warm:h:1:2", csrf=False, prepare=prepare):
+        run_s_client = SyncClientContext.get().client
+        run_s_client._client.event_hooks["request"].append(see_running)
+        state = run_flow(_nothing, flow_run=run, return_type="state")
+    assert state.is_completed()
+    assert prepared.wait(10)
+    assert seen == [(True, run_s_client)]

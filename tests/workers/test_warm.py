@@ -20,7 +20,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.exceptions import PrefectHTTPStatusError
 from prefect.states import Completed, Failed, Pending, Running
 
-from flows import stopping
+from flows import runtime, stopping
 from stream_ingest.owners import PENDING_STALE_SECONDS
 from workers import warm
 
@@ -213,7 +213,9 @@ def test_a_run_goes_to_the_engine_as_polled_and_a_label_failure_is_only_logged(
     run and the worker alone. A sync flow's engine runs inside the run's client,
     which writes the worker as the run's owner (workers/sharing.py: run_client), so
     the worker's own owner write is skipped for it; an async flow's engine makes its
-    own client, so its run keeps the worker's write."""
+    own client, so its run keeps the worker's write. The run's config block (its
+    `config` parameter) is read beside the engine's start and the flow takes that
+    read (flows/runtime.py: read_config_early)."""
     engine_got: list[Any] = []
     labelled: list[bool] = []  # per label write: had the run started before it ended?
     clients: list[tuple[str, str, bool]] = []
@@ -221,8 +223,9 @@ def test_a_run_goes_to_the_engine_as_polled_and_a_label_failure_is_only_logged(
     skipped: list[bool] = []  # per engine call: the worker's owner write skipped?
 
     @contextlib.contextmanager
-    def run_client(run_id: str, owner: str, csrf: bool) -> Any:
+    def run_client(run_id: str, owner: str, csrf: bool, prepare: Any) -> Any:
         clients.append((run_id, owner, csrf))
+        prepare()  # in run_client: beside the engine's start
         inside.append(True)
         yield
         inside.append(False)
@@ -231,6 +234,7 @@ def test_a_run_goes_to_the_engine_as_polled_and_a_label_failure_is_only_logged(
         engine_got.append(flow_run)
         inside.append(bool(inside) and inside[-1])
         skipped.append(flow_run.id in worker_seen[0]._owned_by_engine)
+        configs.append(runtime.config_of_run(str(flow_run.id), "cams"))  # the flow's load
         return Completed()
 
     class RunClient(Client):
@@ -244,10 +248,20 @@ def test_a_run_goes_to_the_engine_as_polled_and_a_label_failure_is_only_logged(
             labelled.append(bool(engine_got))
             raise httpx.ConnectError("server down")
 
+    loads: list[tuple[str, bool]] = []  # the config block's reads: (name, engine started?)
+    configs: list[Any] = []  # what the flow's load got
+    monkeypatch.setattr(
+        runtime, "load_config", lambda name: loads.append((name, bool(engine_got))) or name
+    )
     monkeypatch.setattr(warm, "run_flow", engine)
     monkeypatch.setattr(warm, "run_client", run_client)
     monkeypatch.setattr(warm, "working_directory", lambda _steps, _path: ".")
-    flow_run = FlowRun(flow_id=uuid.uuid4(), name="ingest-x.mkv", deployment_id=uuid.uuid4())
+    flow_run = FlowRun(
+        flow_id=uuid.uuid4(),
+        name="ingest-x.mkv",
+        deployment_id=uuid.uuid4(),
+        parameters={"path": "x.mkv", "config": "cams"},
+    )
     client = RunClient()  # no read_flow_run: a read of the run would raise
     worker_seen: list[Any] = []
     loaded = SimpleNamespace(isasync=isasync)
@@ -267,9 +281,12 @@ def test_a_run_goes_to_the_engine_as_polled_and_a_label_failure_is_only_logged(
     assert engine_got == [flow_run] and engine_got[0] is flow_run
     if isasync:
         assert clients == [] and skipped == [False]
+        assert loads == [("cams", True)] and configs == ["cams"]  # the flow read it itself
     else:
         assert clients == [(str(flow_run.id), result.identifier, True)]
         assert inside == [True, True, False] and skipped == [True]
+        assert loads == [("cams", False)] and configs == ["cams"]  # read early, once
+    assert not runtime._read_early  # an early read not taken is dropped with its run
     assert not worker_seen[0]._owned_by_engine  # forgotten once the run ended
     assert labelled == [True]
     assert result.status_code == 0 and client.states == []

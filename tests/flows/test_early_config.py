@@ -1,0 +1,60 @@
+"""A run's config block read ahead of its flow (flows/runtime.py): the warm worker
+reads it beside the engine's start, and the flow takes that read instead of
+making its own."""
+
+from __future__ import annotations
+
+import pytest
+
+from flows import runtime
+from stream_ingest.errors import ConfigurationError
+
+
+@pytest.fixture
+def reads(monkeypatch):
+    made: list[str] = []
+
+    def load(name: str) -> str:
+        made.append(name)
+        if name == "broken":
+            raise ConfigurationError("ingest-config/broken is invalid")
+        return f"config {name} #{len(made)}"
+
+    monkeypatch.setattr(runtime, "load_config", load)
+    monkeypatch.setenv("STREAM_INGEST_CONFIG_BLOCK", "site-default")
+    yield made
+    runtime._read_early.clear()
+
+
+def test_the_flow_takes_the_early_read_once(reads):
+    runtime.read_config_early("run-1", {"path": "a.mkv", "config": "cams"})
+    assert runtime.config_of_run("run-1", "cams") == "config cams #1"
+    assert runtime.config_of_run("run-1", "cams") == "config cams #2"  # taken: read again
+    assert reads == ["cams", "cams"]
+
+
+def test_without_a_config_parameter_the_default_block_is_read(reads):
+    runtime.read_config_early("run-1", {"path": "a.mkv", "config": None})
+    assert runtime.config_of_run("run-1", "site-default") == "config site-default #1"
+    assert reads == ["site-default"]
+
+
+def test_a_read_of_another_name_or_run_is_not_taken(reads):
+    runtime.read_config_early("run-1", {"config": "cams"})
+    assert runtime.config_of_run("run-1", "other") == "config other #2"
+    runtime.read_config_early("run-2", {"config": "cams"})
+    assert runtime.config_of_run("run-3", "cams") == "config cams #4"
+    assert reads == ["cams", "other", "cams", "cams"]
+
+
+def test_an_early_read_s_error_is_raised_where_the_flow_loads(reads):
+    runtime.read_config_early("run-1", {"config": "broken"})  # does not raise here
+    with pytest.raises(ConfigurationError, match="broken is invalid"):
+        runtime.config_of_run("run-1", "broken")
+
+
+def test_an_early_read_not_taken_is_forgotten_with_its_run(reads):
+    runtime.read_config_early("run-1", {"config": "cams"})
+    runtime.forget_early_read("run-1")
+    assert not runtime._read_early
+    runtime.forget_early_read("run-1")  # twice: harmless
