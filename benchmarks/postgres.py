@@ -2,9 +2,11 @@
 (`./bench.sh --prefect-database URL`).
 
 The URL names a PostgreSQL server you run and a database on it to connect to
-(e.g. postgresql+asyncpg://postgres@127.0.0.1:5432/postgres). The benchmark creates
-a database of its own there (`si_bench_<random>`), runs Prefect on it, and drops it
-at the end: what the local stack's SQLite measures against the database a site's
+(e.g. postgresql+asyncpg://postgres@127.0.0.1:5432/postgres; Prefect's server uses
+the asyncpg driver whatever the URL names). The benchmark creates a database of its
+own there (`si_bench_<random>`), runs Prefect on it, and drops it at the end
+(`DROP DATABASE ... WITH (FORCE)`: PostgreSQL 13 or newer; on an older server the
+database is left there, and the log says so): what the local stack's SQLite measures against the database a site's
 Prefect server runs on (docker-compose.yml: Postgres).
 """
 
@@ -33,12 +35,12 @@ def server_of(url: str) -> URL:
             "--prefect-database: not a database URL "
             "(postgresql+asyncpg://user[:password]@host:port/database)"
         ) from None
-    if parsed.get_backend_name() != "postgresql":
+    if parsed.get_backend_name() not in ("postgresql", "postgres"):
         raise DatabaseUnusable(
             f"--prefect-database: {parsed.get_backend_name()} is not PostgreSQL "
             "(the local stack's default is SQLite already)"
         )
-    return parsed
+    return parsed.set(drivername="postgresql+asyncpg")  # the driver Prefect's server uses
 
 
 def described(server: URL) -> str:
@@ -67,7 +69,13 @@ async def _run(dsn: str, server: URL, statement: str) -> str:
 
     try:
         conn = await asyncpg.connect(dsn, timeout=10)
-    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+    except (
+        TimeoutError,
+        OSError,
+        ValueError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+    ) as exc:
         raise DatabaseUnusable(
             f"--prefect-database: cannot connect to {described(server)}: "
             f"{type(exc).__name__}: {_without(exc, server)}"

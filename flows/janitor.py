@@ -17,17 +17,20 @@ import time
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
 
-from blocks.config import load_config
 from flows.runs import ended_runs
+from flows.runtime import config_of_run
 from stream_ingest.janitor_plan import STALE_AFTER_LEASES, Action, plan_streams, plan_uploads
+from stream_ingest.settings import config_block_name
 from stream_ingest.states import Status
 
 
 @task(name="sweep", task_run_name="sweep", cache_policy=NO_CACHE)
 def sweep(config: str | None = None, now: float | None = None) -> list[Action]:
     log = get_run_logger()
-    cfg = load_config(config)
+    # The warm worker read it beside the run's start (flows/runtime.py).
+    cfg = config_of_run(str(flow_run.id or ""), config or config_block_name())
     bucket, store = cfg.bucket, cfg.checkpoints
     now = time.time() if now is None else now
     active = {r.stream_id: r for r in store.active_streams()}

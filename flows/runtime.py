@@ -9,7 +9,7 @@ flow owns the stream's record: tasks return a new record, and the flow keeps it 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from types import MappingProxyType
 from typing import Any
@@ -69,19 +69,25 @@ _read_early: dict[str, tuple[str, Future[IngestConfig]]] = {}
 _early_lock = threading.Lock()
 
 
-def read_config_early(run_id: str, parameters: Mapping[str, Any]) -> None:
-    """Read the config block the run's flow will load (its `config` parameter, else
-    the default name), here and now. The warm worker calls this beside the engine's
-    start of the run: the read is no longer one more call after Running, one after
-    another with the engine's, before the stream's first byte."""
+def early_config_read(run_id: str, parameters: Mapping[str, Any]) -> Callable[[], None]:
+    """The read of the config block the run's flow will load (its `config` parameter,
+    else the default name), to run beside the engine's start of the run: it is then
+    no longer one more call after Running, in line with the engine's, before the
+    stream's first byte. The read is registered here, in the caller's thread, so
+    `forget_early_read` at the run's end always finds it; the caller must run the
+    returned read (the flow waits for it)."""
     name = parameters.get("config") or config_block_name()
     read: Future[IngestConfig] = Future()
     with _early_lock:
         _read_early[run_id] = (name, read)
-    try:
-        read.set_result(load_config(name))
-    except BaseException as exc:  # the flow raises it where it would have read
-        read.set_exception(exc)
+
+    def load() -> None:
+        try:
+            read.set_result(load_config(name))
+        except BaseException as exc:  # the flow raises it where it would have read
+            read.set_exception(exc)
+
+    return load
 
 
 def config_of_run(run_id: str, name: str) -> IngestConfig:

@@ -9,8 +9,10 @@ from benchmarks.postgres import DatabaseUnusable, described, scratch_database, s
 from devstack.services import free_port
 
 
-def test_only_a_postgresql_url_is_taken():
+def test_only_a_postgresql_url_is_taken_and_prefect_gets_asyncpg():
     assert server_of("postgresql+asyncpg://u@db.example:6543/postgres").port == 6543
+    assert server_of("postgresql://u@db/postgres").drivername == "postgresql+asyncpg"
+    assert server_of("postgres://u@db/postgres").drivername == "postgresql+asyncpg"
     with pytest.raises(DatabaseUnusable, match="sqlite is not PostgreSQL"):
         server_of("sqlite+aiosqlite:///x.db")
     with pytest.raises(DatabaseUnusable, match="not a database URL"):
@@ -29,3 +31,18 @@ def test_an_unreachable_server_is_one_line_without_the_password():
     message = str(caught.value)
     assert message.startswith("--prefect-database: cannot connect to postgresql on 127.0.0.1:")
     assert "s3cret" not in message and "\n" not in message
+
+
+def test_a_driver_error_that_echoes_the_dsn_loses_the_password(monkeypatch):
+    import asyncpg
+
+    async def connect(dsn: str, timeout: float) -> None:
+        raise asyncpg.ClientConfigurationError(f"invalid sslmode in {dsn}")
+
+    monkeypatch.setattr(asyncpg, "connect", connect)
+    url = "postgresql+asyncpg://admin:s3cret@db.example:6543/postgres?sslmode=bogus"
+    with pytest.raises(DatabaseUnusable) as caught, scratch_database(url):
+        pytest.fail("no database was created")
+    message = str(caught.value)
+    assert "ClientConfigurationError: invalid sslmode in postgresql://admin:***@" in message
+    assert "s3cret" not in message

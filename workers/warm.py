@@ -65,7 +65,7 @@ from prefect.workers.base import (
 )
 
 from flows import stopping
-from flows.runtime import forget_early_read, read_config_early
+from flows.runtime import early_config_read, forget_early_read
 from stream_ingest.owners import Owner, orphaned, stale_claim
 from workers.loading import FlowCache, working_directory
 from workers.sharing import SharedSuspension, cache_reads, owner_written_by_runs, run_client
@@ -249,7 +249,7 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         if sync:
             # getattr: a stand-in client in tests has no httpx client.
             csrf = getattr(getattr(self.client, "_client", None), "enable_csrf_support", True)
-            early = functools.partial(read_config_early, str(flow_run.id), flow_run.parameters)
+            early = early_config_read(str(flow_run.id), flow_run.parameters)
             client = functools.partial(
                 run_client, str(flow_run.id), str(self.owner), csrf, prepare=early
             )

@@ -204,10 +204,8 @@ def test_a_stuck_stream_s_run_is_crashed_with_where_it_waits_and_its_slot_freed(
     assert "stream stuck" in state.message and "stat (source.py:41)" in state.message
 
 
-@pytest.mark.parametrize("isasync", [False, True])
-def test_a_run_goes_to_the_engine_as_polled_and_a_label_failure_is_only_logged(
-    monkeypatch, isasync
-):
+@pytest.mark.parametrize("kind", ["sync", "sync, config not loaded", "async"])
+def test_a_run_goes_to_the_engine_as_polled_and_a_label_failure_is_only_logged(monkeypatch, kind):
     """Claimed runs start without a read of the run (the engine makes its own) and
     without waiting for the worker's labels; labels that cannot be written leave the
     run and the worker alone. A sync flow's engine runs inside the run's client,
@@ -215,7 +213,9 @@ def test_a_run_goes_to_the_engine_as_polled_and_a_label_failure_is_only_logged(
     the worker's own owner write is skipped for it; an async flow's engine makes its
     own client, so its run keeps the worker's write. The run's config block (its
     `config` parameter) is read beside the engine's start and the flow takes that
-    read (flows/runtime.py: read_config_early)."""
+    read (flows/runtime.py: early_config_read); a run that does not take it (another
+    flow) leaves nothing behind."""
+    isasync, takes = kind == "async", kind != "sync, config not loaded"
     engine_got: list[Any] = []
     labelled: list[bool] = []  # per label write: had the run started before it ended?
     clients: list[tuple[str, str, bool]] = []
@@ -234,7 +234,8 @@ def test_a_run_goes_to_the_engine_as_polled_and_a_label_failure_is_only_logged(
         engine_got.append(flow_run)
         inside.append(bool(inside) and inside[-1])
         skipped.append(flow_run.id in worker_seen[0]._owned_by_engine)
-        configs.append(runtime.config_of_run(str(flow_run.id), "cams"))  # the flow's load
+        if takes:
+            configs.append(runtime.config_of_run(str(flow_run.id), "cams"))  # the flow's load
         return Completed()
 
     class RunClient(Client):
@@ -253,6 +254,7 @@ def test_a_run_goes_to_the_engine_as_polled_and_a_label_failure_is_only_logged(
     monkeypatch.setattr(
         runtime, "load_config", lambda name: loads.append((name, bool(engine_got))) or name
     )
+    monkeypatch.setattr(runtime, "_read_early", {})  # this test's own
     monkeypatch.setattr(warm, "run_flow", engine)
     monkeypatch.setattr(warm, "run_client", run_client)
     monkeypatch.setattr(warm, "working_directory", lambda _steps, _path: ".")
@@ -285,7 +287,8 @@ def test_a_run_goes_to_the_engine_as_polled_and_a_label_failure_is_only_logged(
     else:
         assert clients == [(str(flow_run.id), result.identifier, True)]
         assert inside == [True, True, False] and skipped == [True]
-        assert loads == [("cams", False)] and configs == ["cams"]  # read early, once
+        assert loads == [("cams", False)]  # read early, once
+        assert configs == (["cams"] if takes else [])
     assert not runtime._read_early  # an early read not taken is dropped with its run
     assert not worker_seen[0]._owned_by_engine  # forgotten once the run ended
     assert labelled == [True]
