@@ -1,13 +1,13 @@
 """A scratch PostgreSQL database for the benchmarks' Prefect server
-(`./bench.sh --prefect-database URL`).
+(`./bench.sh --prefect-database URL`): what the local stack's SQLite measures
+against the database a site's Prefect server runs on (docker-compose.yml).
 
 The URL names a PostgreSQL server you run and a database on it to connect to
 (e.g. postgresql+asyncpg://postgres@127.0.0.1:5432/postgres; Prefect's server uses
 the asyncpg driver whatever the URL names). The benchmark creates a database of its
 own there (`si_bench_<random>`), runs Prefect on it, and drops it at the end
 (`DROP DATABASE ... WITH (FORCE)`: PostgreSQL 13 or newer; on an older server the
-database is left there, and the log says so): what the local stack's SQLite measures against the database a site's
-Prefect server runs on (docker-compose.yml: Postgres).
+database is left there, and the log says so).
 """
 
 from __future__ import annotations
@@ -50,13 +50,15 @@ def described(server: URL) -> str:
 
 @contextlib.contextmanager
 def scratch_database(url: str) -> Iterator[tuple[str, str]]:
-    """(Prefect's connection URL for a new, empty database; the server's version)."""
+    """(Prefect's connection URL for a new, empty database; the server and its
+    version, for the environment line)."""
     server = server_of(url)
     admin = server.set(drivername="postgresql").render_as_string(hide_password=False)
     name = f"si_bench_{uuid.uuid4().hex[:8]}"
     version = asyncio.run(_run(admin, server, f'CREATE DATABASE "{name}"'))
     try:
-        yield server.set(database=name).render_as_string(hide_password=False), version
+        prefect_url = server.set(database=name).render_as_string(hide_password=False)
+        yield prefect_url, f"{described(server)}, version {version}"
     finally:
         try:
             asyncio.run(_run(admin, server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -22,7 +22,6 @@ from prefect.runtime import flow_run
 from flows.runs import ended_runs
 from flows.runtime import config_of_run
 from stream_ingest.janitor_plan import STALE_AFTER_LEASES, Action, plan_streams, plan_uploads
-from stream_ingest.settings import config_block_name
 from stream_ingest.states import Status
 
 
@@ -30,7 +29,7 @@ from stream_ingest.states import Status
 def sweep(config: str | None = None, now: float | None = None) -> list[Action]:
     log = get_run_logger()
     # The warm worker read it beside the run's start (flows/runtime.py).
-    cfg = config_of_run(str(flow_run.id or ""), config or config_block_name())
+    cfg = config_of_run(str(flow_run.id or ""), config)
     bucket, store = cfg.bucket, cfg.checkpoints
     now = time.time() if now is None else now
     active = {r.stream_id: r for r in store.active_streams()}

@@ -76,7 +76,7 @@ def early_config_read(run_id: str, parameters: Mapping[str, Any]) -> Callable[[]
     stream's first byte. The read is registered here, in the caller's thread, so
     `forget_early_read` at the run's end always finds it; the caller must run the
     returned read (the flow waits for it)."""
-    name = parameters.get("config") or config_block_name()
+    name = _block_name(parameters.get("config"))
     read: Future[IngestConfig] = Future()
     with _early_lock:
         _read_early[run_id] = (name, read)
@@ -90,8 +90,10 @@ def early_config_read(run_id: str, parameters: Mapping[str, Any]) -> Callable[[]
     return load
 
 
-def config_of_run(run_id: str, name: str) -> IngestConfig:
-    """The config block `name` for this run: read early if it was, else now."""
+def config_of_run(run_id: str, name: str | None) -> IngestConfig:
+    """The config block `name` (default: the configured one) for this run: read
+    early if it was, else now."""
+    name = _block_name(name)
     with _early_lock:
         early = _read_early.pop(run_id, None)
     if early is not None and early[0] == name:
@@ -103,3 +105,7 @@ def forget_early_read(run_id: str) -> None:
     """The run ended (a run of another flow, or one that failed before loading)."""
     with _early_lock:
         _read_early.pop(run_id, None)
+
+
+def _block_name(name: str | None) -> str:
+    return name or config_block_name()
