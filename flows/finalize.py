@@ -159,7 +159,7 @@ def finalize(
 
 def _complete(ctx: StreamContext, chosen: list[PartRecord], expected: str) -> str:
     """Complete the upload so that no take ever replaces another take's object; returns
-    the ETag S3 answered ("" if an earlier try of this run had completed it). A first
+    the ETag S3 answered ("" if the object already held these parts). A first
     take or an overwrite is one request: the If-None-Match condition itself tells a
     taken key, and only then does the object's HEAD decide (_completion). Each request
     on this path is a wait while a busy S3 API answers many streams' ends at once."""
@@ -187,8 +187,12 @@ def _complete(ctx: StreamContext, chosen: list[PartRecord], expected: str) -> st
         # multipart ETag.
         if (ctx.bucket.head_object(rec.s3_key) or {}).get("ETag") != expected:
             raise
+    # The object holds exactly these parts already: an earlier try of this run
+    # completed them, or a revision found the bytes unchanged. An upload still open
+    # is redundant, and S3 would bill its parts until it is aborted.
+    ctx.bucket.abort_multipart_upload(rec.s3_key, rec.s3_upload_id)
     get_run_logger().info(
-        "stream %s: the upload was completed by this run's earlier try", rec.stream_id
+        "stream %s: the object already holds these parts; nothing to complete", rec.stream_id
     )
     return ""
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import PurePath
@@ -19,7 +20,7 @@ from prefect import get_run_logger, task
 
 from blocks.checkpoints import CheckpointStore
 from blocks.config import IngestConfig
-from flows.digest import same_digest
+from flows.digest import unchanged
 from flows.retry import RETRIED
 from flows.runs import run_is_over
 from flows.runtime import StreamContext
@@ -30,7 +31,7 @@ from stream_ingest.keys import numbered, object_key
 from stream_ingest.reconcile import multipart_etag, reconcile
 from stream_ingest.records import PartRecord, StreamRecord, utc_now
 from stream_ingest.states import TERMINAL, Status
-from stream_ingest.takes import Change, after_completion, is_new_take
+from stream_ingest.takes import Change, after_completion, by_content, is_new_take
 
 
 class TakeSkipped(StreamError):
@@ -115,9 +116,11 @@ def find_stream(config: IngestConfig, path: str, stream_id: str | None, token: s
     # Under the lease, ask again: another run may have uploaded this very change.
     record = store.require(record.stream_id)
     change = _change(store, record)
-    if change == Change.REVISION and not _shares_a_part(record, store.parts(record.stream_id)):
-        # Nothing of the completed object is in the file any more: `ffmpeg -y` wrote a
-        # longer take before anyone looked. A new stream, never a revision over take 1.
+    if change == Change.REVISION:
+        change = _by_content(store, record)
+    if change == Change.NEW_TAKE:
+        # Nothing of the completed object is in the file any more: `ffmpeg -y` wrote
+        # another take before anyone looked. A new stream, never a revision over take 1.
         store.release_lease(record.stream_id, token)
         return Found(record, False, _hand_over(store, record))
     if change != Change.REVISION:
@@ -142,20 +145,38 @@ def _change(store: CheckpointStore, record: StreamRecord) -> Change:
     return after_completion(record, snap.size, snap.mtime_ns)
 
 
-def _shares_a_part(record: StreamRecord, parts: dict[int, PartRecord]) -> bool:
-    """Whether some full part of the completed object still holds the same bytes in
-    the file (the first match ends the reading: an append or a head patch matches at
-    once). With only a last part to compare, it cannot tell, and says yes."""
-    full = sorted(n for n in parts if n != max(parts, default=0))
-    for number in full:
-        part = parts[number]
-        try:
-            data = read_range(record.original_path, part.offset, part.size)
-        except StreamError:
-            return True  # it changed under us: the revision run will find out
-        if same_digest(part.checksum, data):
-            return True
-    return not full
+def _by_content(store: CheckpointStore, record: StreamRecord) -> Change:
+    """A completed take's file whose size or mtime changed, judged by its bytes: the
+    completed parts' digests against what the file holds at their offsets
+    (stream_ingest.takes.by_content). Bytes unchanged (a touch): the record takes the
+    new mtime, so the next look is a stat again, and no revision is opened."""
+    parts = store.parts(record.stream_id)
+    path = record.original_path
+    try:
+        before = snapshot(path, record.identity or None)
+    except StreamError:
+        return Change.NONE  # gone or replaced since: the sensor sees to what is there now
+
+    def matches() -> Iterator[bool]:
+        for number in sorted(parts):
+            part = parts[number]
+            yield unchanged(part, read_range(path, part.offset, part.size))
+
+    try:
+        change = by_content(matches(), grown=before.size > record.total_bytes)
+    except StreamError:
+        return Change.REVISION  # it changed under us: the revision run will find out
+    if change == Change.NONE:
+        after = snapshot(path, record.identity or None)
+        if (after.size, after.mtime_ns) != (before.size, before.mtime_ns):
+            return Change.REVISION  # written while we read: a revision run looks again
+        store.update(record.stream_id, completed_mtime_ns=before.mtime_ns)
+        get_run_logger().info(
+            "stream %s: %s was touched but its bytes are the object's; nothing to upload",
+            record.stream_id,
+            path,
+        )
+    return change
 
 
 def _hand_over(store: CheckpointStore, old: StreamRecord) -> StreamRecord:

@@ -9,6 +9,7 @@ replaced, with the unchanged parts copied server-side.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
 
 from stream_ingest.records import StreamRecord
@@ -51,3 +52,27 @@ def is_new_take(record: StreamRecord, size: int, mtime_ns: int) -> bool:
     if record.status == Status.SKIPPED:
         return False
     return size < record.bytes_uploaded
+
+
+def by_content(matches: Iterable[bool], grown: bool) -> Change:
+    """What a completed take's file holds now, by its parts' bytes: `matches` says,
+    part by part (read lazily: the answer stops the reading), whether the file still
+    holds a part's bytes at its offset; `grown`, whether the file is larger than the
+    object. A part still there makes it the same take (a revision), unless every part
+    is and the size is too: the bytes did not change (a touch, a backup tool that
+    opened it for writing). No part there: another recording was written over it.
+
+    >>> [str(by_content(m, g)) for m, g in (([True, True], False), ([False, True], False),
+    ...     ([True], True), ([False], True), ([], True), ([], False))]
+    ['unchanged', 'revision', 'revision', 'new take', 'revision', 'unchanged']
+    """
+    matched = differed = False
+    for match in matches:
+        matched, differed = matched or match, differed or not match
+        if matched and (grown or differed):
+            return Change.REVISION
+    if matched:
+        return Change.NONE
+    if differed:
+        return Change.NEW_TAKE
+    return Change.REVISION if grown else Change.NONE  # an empty object: nothing to compare

@@ -242,3 +242,75 @@ def test_a_longer_new_take_seen_only_at_its_end_is_not_a_revision(registered, s3
     second = stream_ingest(stream_id=new_sid)  # its run (the sensor's, in production)
     assert second["status"] == "completed" and second["s3_key"] == "rec/longer (2).mp4"
     assert object_bytes(s3, registered.s3_bucket, "rec/longer (2).mp4") == take2
+
+
+def _open_uploads(s3, bucket: str) -> list[str]:
+    return [u["UploadId"] for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
+
+
+def test_a_touched_completed_file_opens_no_upload(registered, s3, store, s3_calls):
+    """`touch`, chmod, a backup tool or a thumbnailer that opens it for writing: the
+    bytes are the object's, so nothing is uploaded or left open, however often."""
+    data = payload(12 * MIB + 7, seed=61)  # three parts
+    src = Path(registered.watch_dir) / "touched.mp4"
+    src.write_bytes(data)
+    first = stream_ingest(path=str(src))
+    etag = s3.head_object(Bucket=registered.s3_bucket, Key=first["s3_key"])["ETag"]
+    s3_calls.clear()
+
+    for bump in (5, 10):
+        os.utime(src, ns=(time.time_ns(), time.time_ns() + bump * 10**9))
+        again = stream_ingest(stream_id=first["stream_id"])  # the run the close starts
+        assert again["status"] == "completed"
+
+    assert _open_uploads(s3, registered.s3_bucket) == []
+    assert s3_calls == Counter()
+    record = store.require(first["stream_id"])
+    assert (record.status, record.revision) == (Status.COMPLETED, 1)
+    assert s3.head_object(Bucket=registered.s3_bucket, Key=first["s3_key"])["ETag"] == etag
+    assert object_bytes(s3, registered.s3_bucket, first["s3_key"]) == data
+
+
+def test_a_revision_that_finds_its_bytes_unchanged_leaves_no_upload(
+    registered, s3, store, monkeypatch
+):
+    """Should a revision reach its end with the object's very parts (the bytes were
+    changed and changed back meanwhile), its upload is aborted, not left open."""
+    from flows import opening
+    from stream_ingest.takes import Change
+
+    monkeypatch.setattr(opening, "_by_content", lambda store, record: Change.REVISION)
+    data = payload(11 * MIB, seed=62)
+    src = Path(registered.watch_dir) / "same.mp4"
+    src.write_bytes(data)
+    first = stream_ingest(path=str(src))
+    os.utime(src, ns=(time.time_ns(), time.time_ns() + 5 * 10**9))
+
+    again = stream_ingest(stream_id=first["stream_id"])
+
+    assert again["status"] == "completed"
+    assert _open_uploads(s3, registered.s3_bucket) == []
+    assert object_bytes(s3, registered.s3_bucket, first["s3_key"]) == data
+
+
+def test_a_one_part_take_recorded_over_in_place_keeps_both(registered, s3, store):
+    """A 3 MiB take (one part: nothing full to compare) lands; with the sensor down the
+    file is truncated and a 14 MiB take recorded in place (same inode). Its bytes are
+    not the first take's: a new take, and both objects stay."""
+    take1, take2 = payload(3 * MIB, seed=63), payload(14 * MIB, seed=64)
+    src = Path(registered.watch_dir) / "short.mp4"
+    src.write_bytes(take1)
+    first = stream_ingest(path=str(src))
+    with open(src, "r+b") as fh:  # O_TRUNC in place, as `ffmpeg -y` does
+        fh.truncate(0)
+        fh.write(take2)
+
+    looked = stream_ingest(stream_id=first["stream_id"])  # the catch-up scan's run
+
+    assert "new take" in looked["message"]
+    kept = store.require(first["stream_id"])
+    assert (kept.status, kept.revision) == (Status.COMPLETED, 1)
+    assert object_bytes(s3, registered.s3_bucket, "rec/short.mp4") == take1
+    second = stream_ingest(stream_id=store.stream_for_identity(first["identity"]))
+    assert second["s3_key"] == "rec/short (2).mp4"
+    assert object_bytes(s3, registered.s3_bucket, "rec/short (2).mp4") == take2

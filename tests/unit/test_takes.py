@@ -7,7 +7,7 @@ import pytest
 
 from stream_ingest.records import StreamRecord
 from stream_ingest.states import Status
-from stream_ingest.takes import Change, after_completion, is_new_take
+from stream_ingest.takes import Change, after_completion, by_content, is_new_take
 
 MTIME = 1_700_000_000_000_000_000
 
@@ -58,3 +58,33 @@ def test_only_a_completed_stream_has_revisions(status: Status) -> None:
 )
 def test_a_new_take_needs_a_stream_of_its_own(record: StreamRecord, size: int, new: bool) -> None:
     assert is_new_take(record, size, MTIME + 5) is new
+
+
+@pytest.mark.parametrize(
+    ("matches", "grown", "change"),
+    [
+        ([True, True, True], False, Change.NONE),  # touch: every part and the size as they were
+        ([False, True, True], False, Change.REVISION),  # head patched in place
+        ([True, True, False], True, Change.REVISION),  # the last part grew: appended
+        ([True], True, Change.REVISION),  # a one-part take that grew
+        ([False], True, Change.NEW_TAKE),  # a longer take recorded over a one-part take
+        ([False, False], False, Change.NEW_TAKE),  # a same-size take over it
+        ([], True, Change.REVISION),  # an empty object: nothing to lose
+        ([], False, Change.NONE),
+    ],
+)
+def test_by_content(matches: list[bool], grown: bool, change: Change) -> None:
+    assert by_content(iter(matches), grown) is change
+
+
+def test_by_content_stops_reading_at_the_answer() -> None:
+    """Each match is a part read from disk: an append is known at its first part."""
+    read: list[int] = []
+
+    def parts():
+        for n in range(1, 100):
+            read.append(n)
+            yield True
+
+    assert by_content(parts(), grown=True) is Change.REVISION
+    assert read == [1]
