@@ -85,7 +85,8 @@ class Shelf:
         smaller = next((i for i, (_, buf) in enumerate(self._free) if len(buf) < size), -1)
         if smaller >= 0:
             self._drop(smaller, smaller + 1)
-        self._drop(0, max(0, len(self._free) - max(0, room)))
+        if len(self._free) > room:
+            self._drop(0, len(self._free) - room)
         return None
 
     def put(self, buf: bytearray, now: float) -> None:
@@ -98,14 +99,15 @@ class Shelf:
         keep = 0
         while keep < len(self._free) and self._free[keep][0] + self.idle_seconds <= now:
             keep += 1
-        self._drop(0, keep)
+        if keep:
+            self._drop(0, keep)
 
     def next_expiry(self) -> float | None:
         """When the oldest free buffer expires; None when there is none."""
         return self._free[0][0] + self.idle_seconds if self._free else None
 
     def _drop(self, start: int, stop: int) -> None:
-        self.dropped += max(0, stop - start)
+        self.dropped += stop - start
         del self._free[start:stop]
 
 
@@ -118,8 +120,8 @@ class Held:
     lent_bytes: int
     free: int
     free_bytes: int
-    made: int = 0
-    dropped: int = 0
+    made: int
+    dropped: int
 
     @property
     def bytes(self) -> int:

@@ -10,7 +10,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 
-from flows.buffers import PartBuffers
+from flows.buffers import PartBuffers, fits
 
 IDLE = 30.0
 KIB = 1024
@@ -232,6 +232,12 @@ def test_a_part_takes_a_buffer_of_its_size_or_for_a_short_part_one_under_twice_i
         pass
     held = pool.held()
     assert (held.free, held.free_bytes) == (3, 8 * KIB + 2 * KIB + 1 * KIB)
+
+
+def test_a_buffer_fits_its_own_size_or_a_short_part_of_more_than_half_of_it():
+    assert fits(8 * KIB, 8 * KIB) and fits(8 * KIB, 4 * KIB + 1) and fits(0, 0)
+    assert not fits(8 * KIB, 4 * KIB)  # half: a buffer of its own
+    assert not fits(8 * KIB, 8 * KIB + 1) and not fits(8 * KIB, 0)
 
 
 def test_after_a_burst_one_part_at_a_time_keeps_one_buffer():
