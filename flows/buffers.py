@@ -24,9 +24,10 @@ size for the life of the process. So what is kept follows what is borrowed now:
   return, or by a timer when the streams are quiet; the last returned is lent
   first, so a burst's extra buffers are the ones that age out.
 
-Held bytes are thus at most the bound x the largest part borrowed in the last
-IDLE_SECONDS, and a stream's own at most its window x its part size. `held()` says
-what the pool holds (benchmarks/buffers.py).
+Held bytes thus follow the parts borrowed in the last IDLE_SECONDS: at most the
+bound x the largest of them, and a stream's lent buffers at most its window x its
+part size (a short part's buffer may be up to twice its length). `held()` says what
+the pool holds (benchmarks/buffers.py).
 """
 
 from __future__ import annotations
@@ -96,11 +97,11 @@ class Shelf:
 
     def expire(self, now: float) -> None:
         """Drop the buffers not borrowed again for `idle_seconds`."""
-        keep = 0
-        while keep < len(self._free) and self._free[keep][0] + self.idle_seconds <= now:
-            keep += 1
-        if keep:
-            self._drop(0, keep)
+        old = 0
+        while old < len(self._free) and self._free[old][0] + self.idle_seconds <= now:
+            old += 1
+        if old:
+            self._drop(0, old)
 
     def next_expiry(self) -> float | None:
         """When the oldest free buffer expires; None when there is none."""
