@@ -1,4 +1,4 @@
-"""Run the benchmarks: `./bench.sh [--quick] [--only latency,throughput,overhead,many,burst]`.
+"""Run the benchmarks: `./bench.sh [--quick] [--only latency,throughput,overhead,many,burst,buffers]`.
 
 Every benchmark prints one JSON line on stdout (progress goes to stderr), preceded
 by one `environment` line. Servers (redis-server, moto, Prefect, the counting
@@ -23,7 +23,8 @@ from importlib import metadata
 from benchmarks.common import emit, log
 from devstack.services import redis_server_binary
 
-ALL = ("throughput", "latency", "overhead", "many", "burst")
+ALL = ("throughput", "latency", "overhead", "many", "burst", "buffers")
+NO_SERVERS = ("buffers",)  # run in a process of their own, before the servers start
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,7 @@ def _run_all(
     overrides: dict[str, str],
     prefect_database: str | None,
 ) -> int:
-    from benchmarks import burst, latency, many, overhead, throughput
+    from benchmarks import buffers, burst, latency, many, overhead, throughput
     from benchmarks.stack import Stack
 
     started = time.monotonic()
@@ -143,6 +144,10 @@ def _run_all(
     workers = [w.strip() for w in args.workers.split(",") if w.strip()]
     many_runs = [(w, n) for w in workers for n in counts]  # `many` and `burst` alike
 
+    if "buffers" in chosen:
+        report(buffers.in_child())
+    if all(name in NO_SERVERS for name in chosen):
+        return 0
     with Stack(overrides, prefect_database) as stack:
         log(f"servers up in {time.monotonic() - started:.0f} s (work dir {stack.workdir})")
         for name in chosen:
