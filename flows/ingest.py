@@ -25,7 +25,14 @@ from flows.buffers import BUFFERS
 from flows.finalize import Finalized, confirm_completed, finalize
 from flows.lease import LeaseKeeper
 from flows.opening import TakeSkipped, find_stream, open_upload, record_failure
-from flows.report import Reporter, name_run
+from flows.report import (
+    ABORTED,
+    FAILED,
+    Reporter,
+    how_it_ended,
+    name_run,
+    record_failed,
+)
 from flows.runs import RunRequest, create_stream_run, run_name
 from flows.runtime import StreamContext, config_of_run
 from flows.source import snapshot
@@ -296,7 +303,8 @@ def _skip(ctx: StreamContext, skipped: TakeSkipped) -> dict[str, Any]:
 
 def _fail(ctx: StreamContext, exc: BaseException, reporter: Reporter) -> None:
     """Record the failure in the checkpoint: abort the upload for terminal source
-    errors, keep it (resumable) for everything else."""
+    errors, keep it (resumable) for everything else; a cancel or a worker's shutdown
+    is recorded so too, but not counted as a failure (flows/report.py)."""
     log = get_run_logger()
     rec = ctx.record
     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -310,14 +318,15 @@ def _fail(ctx: StreamContext, exc: BaseException, reporter: Reporter) -> None:
                 ctx.store.forget_upload(rec.s3_upload_id)
             ctx.store.set_status(rec.stream_id, Status.ABORTED, error=message)
             log.error("stream %s aborted: %s", rec.stream_id, message)
-            reporter.failed(message, aborted=True)
+            reporter.ended(ABORTED, message)
         else:
-            # Counted on the stored record: this run's copy may predate other failures.
-            stored = ctx.store.get(rec.stream_id) or rec
-            failures = stored.failures + 1
-            ctx.store.set_status(rec.stream_id, Status.FAILED, error=message, failures=failures)
-            log.error("stream %s failed (resumable): %s", rec.stream_id, message)
-            reporter.failed(message, aborted=False)
+            # A cancel or a worker's shutdown is no failure: not counted, not rerun.
+            how = how_it_ended(exc)
+            reporter.record = record_failed(ctx.store, rec, message, counted=how == FAILED)
+            (log.error if how == FAILED else log.warning)(
+                "stream %s %s (resumable): %s", rec.stream_id, how, message
+            )
+            reporter.ended(how, message)
     except Exception as inner:  # Redis or S3 down too: the UI still has the reason
         log.error("stream %s: could not record failure (%s)", rec.stream_id, inner)
 

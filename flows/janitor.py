@@ -19,9 +19,11 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
+from flows.report import janitor_failed
 from flows.runs import ended_runs
 from flows.runtime import config_of_run
 from stream_ingest.janitor_plan import STALE_AFTER_LEASES, Action, plan_streams, plan_uploads
+from stream_ingest.settings import config_block_name
 from stream_ingest.states import Status
 
 
@@ -30,6 +32,7 @@ def sweep(config: str | None = None, now: float | None = None) -> list[Action]:
     log = get_run_logger()
     # The warm worker read it beside the run's start (flows/runtime.py).
     cfg = config_of_run(str(flow_run.id or ""), config)
+    config_name = config or config_block_name()  # what the flow would use by default
     bucket, store = cfg.bucket, cfg.checkpoints
     now = time.time() if now is None else now
     active = {r.stream_id: r for r in store.active_streams()}
@@ -38,7 +41,7 @@ def sweep(config: str | None = None, now: float | None = None) -> list[Action]:
     stale = STALE_AFTER_LEASES * cfg.lease_ttl_seconds
     actions = plan_streams(active, leased, ended_runs(runs), now, stale)
     for act in actions:
-        store.set_status(act.stream_id, Status.FAILED, error=f"janitor: {act.reason}")
+        janitor_failed(store, active[act.stream_id], f"janitor: {act.reason}", config_name)
         active[act.stream_id] = dataclasses.replace(active[act.stream_id], status=Status.FAILED)
         log.info("stream %s marked failed: %s", act.stream_id, act.reason)
     registry = store.uploads()

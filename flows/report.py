@@ -1,13 +1,21 @@
 """What the Prefect UI shows about a stream: the run's tag, a progress artifact, a
 summary table at the end, and events with the stream as their resource.
 
+A stream that ends without completing is announced by how it ended: `aborted`
+(terminal), `failed` (counted: an automation reruns it a bounded number of times,
+automations/), or, not counted and never rerun by it, `cancelled` (an operator
+cancelled its run) and `rescheduled` (its worker shut down and runs it again).
+
 Reporting never fails a stream: every call to the API is best-effort and logged.
 """
 
 from __future__ import annotations
 
+import contextvars
+import dataclasses
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from prefect import get_run_logger
@@ -16,14 +24,27 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
-from prefect.context import FlowRunContext
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.context import FlowRunContext, TaskRunContext
 from prefect.events import emit_event
+from prefect.exceptions import TerminationSignal
 from prefect.runtime import flow_run
 
+from flows import stopping
+from flows.stopping import StopRequested
 from stream_ingest.progress import progress_due
 from stream_ingest.records import StreamRecord
+from stream_ingest.states import Status
+
+if TYPE_CHECKING:
+    from blocks.checkpoints import CheckpointStore
 
 EVENT_PREFIX = "stream-ingest.stream"
+FAILED, CANCELLED, RESCHEDULED, ABORTED = "failed", "cancelled", "rescheduled", "aborted"
+# Stops someone asked for: the warm worker's reasons (flows/stopping.py), and the
+# intents Prefect's process supervisor sends over its control channel before SIGTERM.
+_STOPS = {stopping.CANCELLED: CANCELLED, stopping.SHUTDOWN: RESCHEDULED}
+_INTENTS = {"cancel": CANCELLED, "reschedule": RESCHEDULED, "relinquish": RESCHEDULED}
 
 
 def stream_resource(record: StreamRecord, config: str) -> dict[str, str]:
@@ -38,6 +59,49 @@ def stream_resource(record: StreamRecord, config: str) -> dict[str, str]:
         "stream-ingest.stream-id": record.stream_id,
         "stream-ingest.failures": str(record.failures),
     }
+
+
+def how_it_ended(exc: BaseException) -> str:
+    """How a run that raised `exc` (not a terminal source error) ended: `cancelled`,
+    `rescheduled` or `failed`.
+
+    A warm worker asks its run's thread to stop and says why (flows/stopping.py). A
+    process worker's run gets SIGTERM, which Prefect raises as TerminationSignal,
+    after telling the run why over its control channel: `cancel`, or `reschedule` /
+    `relinquish` when `prefect flow-run execute` shuts down. A SIGTERM nobody
+    explained (the process killed from outside) is a crash: a failure.
+    """
+    if isinstance(exc, StopRequested):
+        return _STOPS.get(exc.reason, FAILED)
+    if isinstance(exc, TerminationSignal):
+        return _INTENTS.get(_termination_intent() or "", FAILED)
+    return FAILED
+
+
+def _termination_intent() -> str | None:
+    # The engine's own source of truth for the same decision (prefect.flow_engine).
+    try:
+        from prefect._internal.control_listener import get_intent
+    except ImportError:  # a private module of Prefect's: gone, every SIGTERM is a crash
+        return None
+    return get_intent()
+
+
+def record_failed(
+    store: CheckpointStore, record: StreamRecord, message: str, counted: bool
+) -> StreamRecord:
+    """Mark the stream failed (resumable), the failure counted if `counted`. Every
+    writer of a failure (the flow, the janitor) comes here: the count is what an
+    automation bounds its reruns by, and a completion resets it (flows/finalize.py).
+
+    Returns:
+        The stream as stored now: its events carry the new count.
+    """
+    # Counted on the stored record: a run's copy may predate other failures.
+    stored = store.get(record.stream_id) or record
+    failures = stored.failures + 1 if counted else stored.failures
+    store.set_status(record.stream_id, Status.FAILED, error=message, failures=failures)
+    return dataclasses.replace(stored, status=Status.FAILED, error=message, failures=failures)
 
 
 class Reporter:
@@ -116,10 +180,95 @@ class Reporter:
             key=f"stream-{rec.stream_id[:8]}",
             description=f"Summary of stream {rec.stream_id}",
         )
+        # The completion reset the stored count (flows/finalize.py): the event says so.
+        self.record = dataclasses.replace(rec, failures=0)
         self.event("completed", bytes=size, parts=parts, reuploaded_parts=reuploaded, sha256=sha256)
 
-    def failed(self, message: str, aborted: bool) -> None:
-        self.event("aborted" if aborted else "failed", error=message)
+    def ended(self, how: str, message: str) -> None:
+        """Announce an end other than completed: `failed`, `cancelled`, `rescheduled`
+        or `aborted`. Set `record` to the stored one first (record_failed)."""
+        self.event(how, error=message)
+
+
+def janitor_failed(
+    store: CheckpointStore, record: StreamRecord, message: str, config: str
+) -> StreamRecord:
+    """Fail a stream for the janitor (its run ended without finishing, or lost its
+    lease) and announce it as the flow would have: `failed` and counted, with the
+    flow's resource, so that the automation reruns it; `cancelled` and not counted if
+    an operator cancelled its run.
+
+    The event is related to the stream's run and that run's deployment, never to the
+    janitor's own run: an automation's `source: inferred` runs the first deployment
+    it finds among them.
+
+    Args:
+        store: the checkpoints.
+        record: the stream as the janitor read it.
+        message: why, for the record and the event.
+        config: the block to name when the run's is not known (given none, or
+            unreadable): the janitor's.
+
+    Returns:
+        The stream as stored now.
+    """
+    run = _read_run(record.flow_run_id)
+    cancel = (StateType.CANCELLING, StateType.CANCELLED)
+    how = CANCELLED if run and run.state and run.state.type in cancel else FAILED
+    failed = record_failed(store, record, message, counted=how == FAILED)
+    config = str((run.parameters.get("config") if run else None) or config)
+    try:
+        _outside_any_run(
+            emit_event,
+            event=f"{EVENT_PREFIX}.{how}",
+            resource=stream_resource(failed, config),
+            related=_run_resources(run) if run else [],
+            payload={"stream_id": failed.stream_id, "s3_key": failed.s3_key, "error": message},
+        )
+    except Exception as exc:
+        get_run_logger().warning("could not emit %s: %s", how, exc)
+    return failed
+
+
+def _read_run(flow_run_id: str) -> FlowRun | None:
+    """The stream's run as Prefect has it; None if there is none or it cannot be read."""
+    try:
+        run_id = UUID(flow_run_id)
+    except ValueError:
+        return None
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            return client.read_flow_run(run_id)
+    except Exception as exc:
+        get_run_logger().warning("could not read flow run %s: %s", flow_run_id, exc)
+        return None
+
+
+def _run_resources(run: FlowRun) -> list[dict[str, str]]:
+    """The run and its deployment as related resources, as Prefect relates them to
+    the events of the run itself (prefect.events.related)."""
+    related = [
+        {"prefect.resource.id": f"prefect.flow-run.{run.id}", "prefect.resource.role": "flow-run"}
+    ]
+    if run.deployment_id:
+        deployment = f"prefect.deployment.{run.deployment_id}"
+        related.append({"prefect.resource.id": deployment, "prefect.resource.role": "deployment"})
+    return related
+
+
+def _outside_any_run(fn: Callable[..., Any], **kwargs: Any) -> Any:
+    """Call `fn` where Prefect sees no flow or task run: an event emitted there gets
+    no related resources from the run context (Prefect appends them to every event
+    a run emits, and the janitor's deployment must not be the one inferred)."""
+
+    def call() -> Any:
+        FlowRunContext.__var__.set(None)
+        TaskRunContext.__var__.set(None)
+        return fn(**kwargs)
+
+    return contextvars.copy_context().run(call)
 
 
 def name_run(wanted: str) -> None:

@@ -20,6 +20,11 @@ import time
 
 from stream_ingest.errors import StreamError
 
+# The reasons the warm worker gives; the flow reports the first as `cancelled` and the
+# second as `rescheduled` (flows/report.py), never as a failure to rerun.
+CANCELLED = "cancelled by an operator"
+SHUTDOWN = "the worker is shutting down; the next worker resumes it"
+
 _lock = threading.Lock()
 _requests: dict[str, str] = {}  # flow run id -> why
 _beats: dict[str, float] = {}  # flow run id -> time.monotonic() of the last beat

@@ -66,6 +66,7 @@ from prefect.workers.base import (
 
 from flows import stopping
 from flows.runtime import early_config_read, forget_early_read
+from flows.stopping import CANCELLED, SHUTDOWN
 from stream_ingest.owners import Owner, orphaned, stale_claim
 from workers.loading import FlowCache, working_directory
 from workers.sharing import SharedSuspension, cache_reads, owner_written_by_runs, run_client
@@ -77,8 +78,6 @@ RECONNECT_SECONDS = 5.0
 SHUTDOWN_GRACE_SECONDS = 30.0  # parts in flight finish and checkpoint meanwhile
 BUSY_RETRIES = 5  # 0.5 + 1 + 2 + 4 s of waiting for a busy server
 T = TypeVar("T")
-CANCELLED = "cancelled by an operator"
-SHUTDOWN = "the worker is shutting down; the next worker resumes it"
 LIVE = [StateType.PENDING, StateType.RUNNING, StateType.CANCELLING]
 SCHEDULED, CANCELLING = "prefect.flow-run.Scheduled", "prefect.flow-run.Cancelling"
 
