@@ -1,4 +1,5 @@
-"""Run the benchmarks: `./bench.sh [--quick] [--only latency,throughput,overhead,many,burst]`.
+"""Run the benchmarks: `./bench.sh [--quick] [--only latency,throughput,overhead,many,burst,
+retention]`.
 
 Every benchmark prints one JSON line on stdout (progress goes to stderr), preceded
 by one `environment` line. Servers (redis-server, moto, Prefect, the counting
@@ -23,7 +24,7 @@ from importlib import metadata
 from benchmarks.common import emit, log
 from devstack.services import redis_server_binary
 
-ALL = ("throughput", "latency", "overhead", "many", "burst")
+ALL = ("throughput", "latency", "overhead", "many", "burst", "retention")
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,13 @@ def _run_all(
     workers = [w.strip() for w in args.workers.split(",") if w.strip()]
     many_runs = [(w, n) for w in workers for n in counts]  # `many` and `burst` alike
 
+    if "retention" in chosen:  # a redis-server of its own: no stack needed
+        from benchmarks import retention
+
+        report(retention.run())
+        chosen = [name for name in chosen if name != "retention"]
+        if not chosen:
+            return 0
     with Stack(overrides, prefect_database) as stack:
         log(f"servers up in {time.monotonic() - started:.0f} s (work dir {stack.workdir})")
         for name in chosen:
