@@ -305,20 +305,23 @@ def test_prune_deletes_what_ended_past_the_retention_and_expires_the_rest(store)
 
 
 def test_prune_spares_a_stream_reopened_since_it_looked(store, monkeypatch) -> None:
-    """A revision that reopens the stream between the plan and the deletion wins."""
+    """A revision that reopens the stream between the plan and the deletion wins, even
+    once it has completed again (ended, but just now)."""
     store.set_retention(30 * DAY)
     legacy_ended(store, "reopened", Status.COMPLETED, 40, "2:2:2")
     real = CheckpointStore.list_streams
 
-    def list_then_reopen(self, status=None):
+    def list_then_revise(self, status=None):
         found = real(self, status)
         self.begin_revision("reopened", "run-2")
+        self.set_status("reopened", Status.FINALIZING)
+        self.set_status("reopened", Status.COMPLETED)
         return found
 
-    monkeypatch.setattr(CheckpointStore, "list_streams", list_then_reopen)
+    monkeypatch.setattr(CheckpointStore, "list_streams", list_then_revise)
 
     retired, _ = store.prune()
 
     assert retired == []
-    assert store.require("reopened").status == Status.UPLOADING
+    assert store.require("reopened").revision == 2
     assert store.stream_for_identity("2:2:2") == "reopened"
