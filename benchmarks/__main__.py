@@ -1,4 +1,5 @@
-"""Run the benchmarks: `./bench.sh [--quick] [--only latency,throughput,overhead,many,burst,buffers]`.
+"""Run the benchmarks: `./bench.sh [--quick] [--only latency,throughput,overhead,many,burst,
+buffers,retention]`.
 
 Every benchmark prints one JSON line on stdout (progress goes to stderr), preceded
 by one `environment` line. Servers (redis-server, moto, Prefect, the counting
@@ -23,8 +24,9 @@ from importlib import metadata
 from benchmarks.common import emit, log
 from devstack.services import redis_server_binary
 
-ALL = ("throughput", "latency", "overhead", "many", "burst", "buffers")
-NO_SERVERS = ("buffers",)  # run in a process of their own, before the servers start
+ALL = ("throughput", "latency", "overhead", "many", "burst", "buffers", "retention")
+# Run before (and without) the stack: a process or a redis-server of their own.
+NO_SERVERS = ("buffers", "retention")
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,10 @@ def _run_all(
 
     if "buffers" in chosen:
         report(buffers.in_child())
+    if "retention" in chosen:
+        from benchmarks import retention
+
+        report(retention.run())
     if all(name in NO_SERVERS for name in chosen):
         return 0
     with Stack(overrides, prefect_database) as stack:

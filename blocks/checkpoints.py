@@ -12,14 +12,17 @@ Keys, all under the namespace `ns` (default "stream-ingest"):
   {ns}:streams:all          zset   every id, scored by start time (for listing)
   {ns}:streams:by-identity  hash   file identity "dev:ino:birth" -> stream id
   {ns}:uploads              hash   upload id -> {stream_id, key, created} (janitor)
-  {ns}:hint:{sha1(path)}    hash   sensor hints: closed_at, closed_identity
+  {ns}:hint:{sha1(path)}    hash   sensor hints: closed_at, closed_identity (TTL a day)
 A part's record and the stream's progress change in one Lua script that first checks
 the lease token, so a run that lost its lease can never overwrite a newer checkpoint.
-Claims and status changes are optimistic transactions (WATCH, MULTI, EXEC).
+Claims and status changes are optimistic transactions (WATCH, MULTI, EXEC). A stream
+that ends keeps its four stream keys for the retention; then they expire and the
+index sweep drops its entries (blocks/retention.py).
 
 Redis permissions (ACL) for the flow, the sensor, the janitor and the CLI, on keys
 `{ns}:*`: GET SET DEL EXISTS HGET HSET HSETNX HGETALL HDEL HINCRBY HLEN SADD SREM
-SMEMBERS ZADD ZRANGE WATCH MULTI EXEC UNWATCH EVALSHA EVAL SCRIPT PING
+SMEMBERS ZADD ZRANGE ZREM PEXPIRE PERSIST PTTL WATCH MULTI EXEC UNWATCH EVALSHA EVAL
+SCRIPT PING
 (`stream-ingest doctor` tries them).
 """
 
@@ -42,13 +45,15 @@ from pydantic import Field, PrivateAttr
 from blocks.identities import IdentityIndex
 from blocks.leases import Leases
 from blocks.redis_support import CLIENT_OPTIONS, RECORD_PART, unavailable
+from blocks.retention import HINT_TTL_SECONDS, Retention
 from blocks.revisions import RevisionLog
 from stream_ingest.errors import LeaseLost, StreamNotFound
+from stream_ingest.options import DAY_SECONDS, DEFAULT_RETENTION_DAYS
 from stream_ingest.records import PartRecord, StreamRecord, utc_now
 from stream_ingest.states import ACTIVE, Status, transition
 
 
-class CheckpointStore(IdentityIndex, RevisionLog, Leases, Block):
+class CheckpointStore(IdentityIndex, RevisionLog, Leases, Retention, Block):
     """Stream checkpoints in Redis, under one key namespace.
 
     Example:
@@ -72,6 +77,10 @@ class CheckpointStore(IdentityIndex, RevisionLog, Leases, Block):
     )
     _client: redis.Redis | None = PrivateAttr(default=None)
     _scripts: dict[str, Any] = PrivateAttr(default_factory=dict)
+    # Not fields of the block: the IngestConfig block holds the retention and hands it
+    # to its store (set_retention); a store loaded alone keeps the default.
+    _retention_seconds: float = PrivateAttr(default=DEFAULT_RETENTION_DAYS * DAY_SECONDS)
+    _hint_ttl_seconds: float = PrivateAttr(default=HINT_TTL_SECONDS)
 
     @classmethod
     def from_url(cls, url: str, namespace: str = "stream-ingest") -> CheckpointStore:
@@ -166,6 +175,7 @@ class CheckpointStore(IdentityIndex, RevisionLog, Leases, Block):
             pipe.sadd(self.active_key, record.stream_id)
         else:
             pipe.srem(self.active_key, record.stream_id)
+        self._queue_retention(pipe, record.stream_id, record.status)
 
     @unavailable
     def get(self, stream_id: str) -> StreamRecord | None:
@@ -206,6 +216,7 @@ class CheckpointStore(IdentityIndex, RevisionLog, Leases, Block):
                 pipe.sadd(self.active_key, stream_id)
             else:
                 pipe.srem(self.active_key, stream_id)
+            self._queue_retention(pipe, stream_id, status, before=current.decode())
 
         self.redis_client.transaction(apply, meta)
         return status
@@ -308,9 +319,11 @@ class CheckpointStore(IdentityIndex, RevisionLog, Leases, Block):
     # -- sensor hints ---------------------------------------------------------
     @unavailable
     def hint_closed(self, path: str, identity: str) -> None:
-        self.redis_client.hset(
-            self.hint_key(path), mapping={"closed_at": time.time(), "closed_identity": identity}
-        )
+        key = self.hint_key(path)
+        with self.redis_client.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping={"closed_at": time.time(), "closed_identity": identity})
+            pipe.pexpire(key, max(1, int(self.hint_ttl_seconds * 1000)))
+            pipe.execute()
 
     @unavailable
     def clear_hints(self, path: str) -> None:

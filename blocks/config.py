@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from prefect.blocks.core import Block
 from prefect.exceptions import ObjectNotFound
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from blocks.bucket import StreamBucket
 from blocks.checkpoints import CheckpointStore
@@ -37,6 +37,13 @@ class IngestConfig(Block, IngestOptions):
 
     bucket: StreamBucket = Field(description="The bucket recordings are uploaded into.")
     checkpoints: CheckpointStore = Field(description="Where streams are checkpointed (Redis).")
+
+    @model_validator(mode="after")
+    def _hand_retention_to_the_store(self) -> IngestConfig:
+        # The store expires a stream's keys when it ends, in whichever component ends
+        # it: it learns the retention from the one block they all load.
+        self.checkpoints.set_retention(self.retention_seconds)
+        return self
 
 
 def load_config(name: str | None = None) -> IngestConfig:

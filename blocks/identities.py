@@ -1,6 +1,10 @@
 """The identity index of the checkpoint store: which stream each file incarnation
 ("dev:ino:birth") belongs to. A mixin of CheckpointStore (blocks/checkpoints.py), kept
-apart because the sensor's dedupe rests on these transactions alone."""
+apart because the sensor's dedupe rests on these transactions alone.
+
+An identity bound to a stream whose record is gone (it ended and expired, and the
+index sweep has not dropped the entry yet) is free: a file with that identity is a
+new stream, never one bound to a record that no longer exists."""
 
 from __future__ import annotations
 
@@ -32,14 +36,16 @@ class IdentityIndex:
 
         def claim(pipe: redis.client.Pipeline) -> tuple[str, bool]:
             existing = pipe.hget(self.identity_key, identity)
-            if existing is not None:
+            if existing is not None and self._exists(pipe, existing):
                 return existing.decode(), False
-            before = pipe.hget(self.identity_key, old) if old else None
+            before = pipe.hget(self.identity_key, old) if old and existing is None else None
+            moved = before is not None and self._exists(pipe, before)
             pipe.multi()
             if before is not None:
+                pipe.hdel(self.identity_key, old)
+            if moved:
                 # Bound before birth times were kept: the same file, moved to its full
                 # identity (an upgrade must not make every known file a new stream).
-                pipe.hdel(self.identity_key, old)
                 pipe.hset(self.identity_key, identity, before)
                 return before.decode(), False
             pipe.hset(self.identity_key, identity, record.stream_id)
@@ -58,7 +64,11 @@ class IdentityIndex:
 
         def rebind(pipe: redis.client.Pipeline) -> tuple[str, bool]:
             existing = pipe.hget(self.identity_key, identity)
-            if existing is not None and existing.decode() != old_id:
+            if (
+                existing is not None
+                and existing.decode() != old_id
+                and self._exists(pipe, existing)
+            ):
                 return existing.decode(), False
             pipe.multi()
             pipe.hset(self.identity_key, identity, record.stream_id)
@@ -66,6 +76,13 @@ class IdentityIndex:
             return record.stream_id, True
 
         return self.redis_client.transaction(rebind, self.identity_key, value_from_callable=True)
+
+    def _exists(self: CheckpointStore, pipe: redis.client.Pipeline, sid: bytes) -> bool:
+        """Whether the stream's record exists, watched until the transaction ends (a
+        record that appears or expires meanwhile makes it retry)."""
+        meta = self.meta_key(sid.decode())
+        pipe.watch(meta)
+        return bool(pipe.exists(meta))
 
     @unavailable
     def forget_identity(self: CheckpointStore, identity: str, stream_id: str) -> None:

@@ -62,6 +62,8 @@ class RevisionLog:
                 },
             )
             pipe.sadd(self.active_key, stream_id)
+            # Live again: its keys must not expire under the revision's upload.
+            self._queue_retention(pipe, stream_id, Status.UPLOADING, before=current.status)
 
         self.redis_client.transaction(begin, meta, parts_key)
         return self.require(stream_id)
@@ -73,10 +75,13 @@ class RevisionLog:
 
     @unavailable
     def add_revision(self: CheckpointStore, stream_id: str, revision: Revision) -> None:
-        """Record a completed revision; its source parts are not needed any more."""
+        """Record a completed revision; its source parts are not needed any more. The
+        list expires with the stream's record (it is written after the completion)."""
+        key = self.revisions_key(stream_id)
         with self.redis_client.pipeline(transaction=True) as pipe:
-            pipe.hset(self.revisions_key(stream_id), revision.number, revision.to_json())
+            pipe.hset(key, revision.number, revision.to_json())
             pipe.delete(self.prior_key(stream_id))
+            self._follow_meta(pipe, stream_id, key)
             pipe.execute()
 
     @unavailable

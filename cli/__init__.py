@@ -4,6 +4,7 @@
     stream-ingest sensor [--watch DIR]       watch the folder, trigger one run per video
     stream-ingest blocks register            save the blocks from STREAM_INGEST_* settings
     stream-ingest streams list|show|rerun    inspect and rerun streams
+    stream-ingest streams prune [--dry-run]  drop streams that ended past the retention
     stream-ingest doctor                     check settings, S3, Redis, Prefect, folder
 
 Every command but `blocks register` and `dev` reads the IngestConfig block named by

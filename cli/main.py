@@ -32,7 +32,7 @@ app = typer.Typer(
     add_completion=False,
 )
 blocks_app = typer.Typer(help="Prefect blocks.", no_args_is_help=True)
-streams_app = typer.Typer(help="Inspect and rerun streams.", no_args_is_help=True)
+streams_app = typer.Typer(help="Inspect, rerun and prune streams.", no_args_is_help=True)
 app.add_typer(blocks_app, name="blocks")
 app.add_typer(streams_app, name="streams")
 
@@ -188,6 +188,30 @@ def streams_rerun(
         out.print("no failed streams")
     for rerun in reruns:
         out.print(f"{rerun.stream_id}: {rerun.message}")
+
+
+@streams_app.command("prune")
+def streams_prune(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print what would be done; change nothing.")
+    ] = False,
+) -> None:
+    """Apply the retention (retention_days) now: delete streams that ended longer ago,
+    give the others the expiry they lack, and drop index entries of streams that are
+    gone. One line per action, then the count."""
+    config = _config()
+    retired, dropped = config.checkpoints.prune(dry_run=dry_run)
+    verb = "would " if dry_run else ""
+    for step in retired:
+        out.print(f"{verb}{step.describe()}")
+    for entry in dropped:
+        out.print(f"{verb}drop {entry.describe()}")
+    count = len(retired) + len(dropped)
+    retention = f"retention {config.retention_days:g} days"
+    if dry_run:
+        out.print(f"{count} actions in a dry run ({retention}): nothing changed")
+    else:
+        out.print(f"{count} actions ({retention})")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -261,7 +261,16 @@ class Completion:
 
 def mark_completed(ctx: StreamContext, done: Completion, etag: str) -> None:
     rec, store = ctx.record, ctx.store
-    ctx.bucket.tag_object(rec.s3_key, {"sha256": done.sha256, "stream-id": rec.stream_id})
+    # What finds the recording again once its checkpoint expired (S3 allows 10 tags).
+    ctx.bucket.tag_object(
+        rec.s3_key,
+        {
+            "sha256": done.sha256,
+            "stream-id": rec.stream_id,
+            "size": str(done.size),
+            "revision": str(rec.revision),
+        },
+    )
     completed_at = utc_now()
     fields: dict[str, Any] = {
         "object_at_utc": done.object_at_utc or completed_at,

@@ -6,6 +6,8 @@
    other application and are never touched, even under our prefix.
 2. Marks streams whose run ended without finishing (crashed run, lost lease) as
    failed, so `stream-ingest streams rerun --failed` finds them.
+3. Drops the index entries of streams whose keys expired (after the uploads: an
+   orphaned upload of such a stream is aborted first).
 It reports what it did in a table artifact.
 """
 
@@ -23,6 +25,7 @@ from flows.report import janitor_failed
 from flows.runs import ended_runs
 from flows.runtime import config_of_run
 from stream_ingest.janitor_plan import STALE_AFTER_LEASES, Action, plan_streams, plan_uploads
+from stream_ingest.retention import sweep_report
 from stream_ingest.settings import config_block_name
 from stream_ingest.states import Status
 
@@ -57,7 +60,7 @@ def sweep(config: str | None = None, now: float | None = None) -> list[Action]:
         bucket.abort_multipart_upload(keys[act.target], act.target)
         store.forget_upload(act.target)
         log.info("aborted upload %s of stream %s: %s", act.target[:12], act.stream_id, act.reason)
-    return actions + uploads
+    return actions + uploads + sweep_report(store.sweep_indexes(now))
 
 
 @flow(name="janitor", flow_run_name="janitor", log_prints=False)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 from pydantic_settings import NoDecode
 
 from stream_ingest.keys import validate_template
@@ -19,6 +19,8 @@ from stream_ingest.parts import MIB
 
 DEFAULT_EXTENSIONS = (".mp4", ".mkv", ".mov", ".ts", ".m2ts", ".flv", ".webm", ".avi")
 DEFAULT_IGNORE = (".*", "*.tmp", "*.part", "*.crdownload", "*~")
+DEFAULT_RETENTION_DAYS = 30.0
+DAY_SECONDS = 86_400.0
 
 
 class IngestOptions(BaseModel):
@@ -79,6 +81,13 @@ class IngestOptions(BaseModel):
     upload_ttl_hours: float = Field(
         24.0, gt=0, description="Janitor: age after which an orphaned upload of ours is aborted."
     )
+    retention_days: float = Field(
+        DEFAULT_RETENTION_DAYS,
+        gt=0,
+        description="How long Redis keeps a stream that ended (completed, aborted, skipped): "
+        "its record, parts and revisions expire then (the object's tags keep its stream id, "
+        "take, size and SHA-256). At least upload_ttl_hours.",
+    )
     deployment: str = Field(
         "stream-ingest/stream-ingest",
         pattern=r"^[^/]+/[^/]+$",
@@ -89,6 +98,19 @@ class IngestOptions(BaseModel):
     @classmethod
     def _folder(cls, value: object) -> object:
         return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+    @field_validator("retention_days")
+    @classmethod
+    def _retention(cls, value: float, info: ValidationInfo) -> float:
+        # The janitor aborts an orphaned upload once it is upload_ttl_hours old, and it
+        # needs the upload's entry in the registry for that: a stream that expired
+        # before then would take the entry along and leave the upload to cost forever.
+        ttl_hours = info.data.get("upload_ttl_hours")
+        if ttl_hours is not None and value * 24 < ttl_hours:
+            raise ValueError(
+                f"must be at least upload_ttl_hours ({ttl_hours:g} h = {ttl_hours / 24:g} days)"
+            )
+        return value
 
     @field_validator("s3_key_template")
     @classmethod
@@ -118,6 +140,10 @@ class IngestOptions(BaseModel):
     @property
     def part_size_bytes(self) -> int:
         return self.part_size_mib * MIB
+
+    @property
+    def retention_seconds(self) -> float:
+        return self.retention_days * DAY_SECONDS
 
     def options(self) -> IngestOptions:
         """Just the shared fields (of a subclass: the block or the seed settings)."""

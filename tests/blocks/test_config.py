@@ -34,6 +34,7 @@ def seeded(prefect_harness, redis_server, namespace, monkeypatch):
         redis_namespace=namespace,
         part_size_mib=6,
         video_extensions="mp4,mkv",
+        retention_days=7,
     )
     lines = register_blocks(settings)
     return settings, lines
@@ -47,6 +48,8 @@ def test_register_then_load_gives_every_setting_back(seeded) -> None:
     assert config.s3_prefix == "rec" and config.video_extensions == (".mp4", ".mkv")
     assert config.bucket.bucket_name == "my-recordings"
     assert config.checkpoints.namespace == settings.redis_namespace
+    assert config.retention_days == 7
+    assert config.checkpoints.retention_seconds == 7 * 86_400  # the store applies it
     assert config.checkpoints.redis_client.ping()
     creds = config.bucket.credentials
     assert creds.aws_secret_access_key.get_secret_value() == SECRET
@@ -71,12 +74,14 @@ def test_an_edit_of_a_referenced_block_reaches_the_config(seeded) -> None:
     store.save(settings.config_block, overwrite=True)
     config = IngestConfig.load(settings.config_block)
     config.s3_prefix = "moved"
+    config.retention_days = 90
     config.save(settings.config_block, overwrite=True)
 
     reloaded = load_config(settings.config_block)
     assert reloaded.bucket.bucket_name == "other-recordings"
     assert reloaded.checkpoints.namespace == "edited-ns"
     assert reloaded.s3_prefix == "moved"
+    assert reloaded.checkpoints.retention_seconds == 90 * 86_400
 
 
 def test_a_missing_config_names_the_command_that_creates_it(prefect_harness) -> None:

@@ -115,17 +115,20 @@ def test_trigger_failure_is_retried_without_a_second_stream(
     assert store.require(first).flow_run_id == prefect.runs[f"stream-ingest:{first}"]
 
 
-def test_identity_without_its_record_is_rebuilt_and_triggered(
+def test_identity_without_its_record_is_a_new_stream(
     watch: Path, store: CheckpointStore, prefect: FakePrefect, make_trigger: MakeTrigger
 ) -> None:
-    """claim_identity is HSETNX then a separate write of the record: a crash between
-    them leaves an index entry the flow could not open."""
+    """An index entry whose stream's record is gone (the stream ended and expired, or
+    Redis lost the record) binds nothing: the file is a new stream and is triggered."""
     video = write(watch / "a.mp4")
     store.redis_client.hset(store.identity_key, identity(video), "s-orphan")
     make_trigger().handle(FileAppeared(str(video), "created"))
-    assert [c.stream_id for c in prefect.calls] == ["s-orphan"]
-    record = store.require("s-orphan")
+    [call] = prefect.calls
+    assert call.stream_id != "s-orphan"
+    record = store.require(call.stream_id)
     assert (record.status, record.original_path) == (Status.DETECTED, str(video))
+    assert store.stream_for_identity(identity(video)) == call.stream_id
+    assert store.get("s-orphan") is None
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ def test_defaults_load(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.s3_key_template == "{prefix}/{relpath}"
     validate_template(s.s3_key_template)
     assert s.watch_dir == "recordings"
+    assert s.retention_days == 30 and s.retention_seconds == 30 * 86_400
 
 
 def test_values_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -54,6 +55,8 @@ def test_overrides_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
         ("STREAM_INGEST_REDIS_NAMESPACE", "has space"),
         ("STREAM_INGEST_S3_BUCKET", "ab"),
         ("STREAM_INGEST_MAX_PARTS_IN_FLIGHT", "0"),
+        ("STREAM_INGEST_RETENTION_DAYS", "0"),
+        ("STREAM_INGEST_RETENTION_DAYS", "0.5"),  # shorter than the upload TTL (24 h)
     ],
 )
 def test_a_bad_value_names_its_variable(
@@ -75,6 +78,17 @@ def test_every_bad_value_is_reported_at_once(monkeypatch: pytest.MonkeyPatch) ->
     assert "STREAM_INGEST_PART_SIZE_MIB" in str(info.value)
     assert "STREAM_INGEST_IDLE_TIMEOUT_SECONDS" in str(info.value)
     assert isinstance(info.value, ValueError)
+
+
+def test_the_retention_must_outlast_the_upload_ttl(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The janitor aborts an orphaned upload through the registry entry that a stream
+    past its retention takes along."""
+    monkeypatch.setenv("STREAM_INGEST_RETENTION_DAYS", "0.5")
+    monkeypatch.setenv("STREAM_INGEST_UPLOAD_TTL_HOURS", "12")
+    assert load_settings().retention_seconds == 43_200
+    monkeypatch.setenv("STREAM_INGEST_UPLOAD_TTL_HOURS", "13")
+    with pytest.raises(SettingsError, match=r"RETENTION_DAYS: .*upload_ttl_hours"):
+        load_settings()
 
 
 def test_bad_override_names_the_variable() -> None:
