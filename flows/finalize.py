@@ -61,7 +61,7 @@ def _verify(ctx: StreamContext, pr: PartRange, known: PartRecord | None) -> Part
     """Read one planned part; re-upload it unless S3 already holds exactly these bytes
     (then None). The bytes live in a buffer of the process's (flows/buffers.py)."""
     with BUFFERS.borrow(pr.size) as buf:
-        data = read_into(ctx.path, pr.offset, pr.size, buf)
+        data = read_into(ctx.path, pr.offset, pr.size, buf, ctx.owned)
         if known and known.size == pr.size and unchanged(known, data):
             return None
         return put_part(ctx, pr.number, bytes(data), pr.offset)
@@ -86,7 +86,7 @@ def finalize(
     the file must not be completed (the settle, which the verification overlaps)."""
     log = get_run_logger()
     rec, store = ctx.record, ctx.store
-    before = snapshot(ctx.path, rec.identity)
+    before = snapshot(ctx.path, ctx.owned)
     # Redis may have restarted empty since the last part was recorded: without its
     # record the stream could only start over, with a new upload and every part again.
     if store.restore(rec):
@@ -132,7 +132,7 @@ def finalize(
                         )
                     parts[done_pr.number] = uploaded
     time.sleep(max(0.0, settle_until - time.monotonic()))
-    after = snapshot(ctx.path, rec.identity)
+    after = snapshot(ctx.path, ctx.owned)
     if (after.size, after.mtime_ns) != (before.size, before.mtime_ns):
         log.info("stream %s: file changed while finalizing; tailing again", rec.stream_id)
         store.set_status(rec.stream_id, Status.UPLOADING)

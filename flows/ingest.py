@@ -90,7 +90,7 @@ def tail_and_finalize(
             lease.check()
             check_stop(ctx.token)  # a warm worker's cancel or shutdown
             wall_ns = time.time_ns()  # before the stat: see settled_state
-            snap = snapshot(ctx.path, rec.identity)
+            snap = snapshot(ctx.path, ctx.owned)
             now = time.monotonic()
             growth.observe(snap.size, snap.mtime_ns, now)
             if snap.size < planner.covered():
