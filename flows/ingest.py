@@ -114,7 +114,10 @@ def tail_and_finalize(
             quiet = now - growth.changed_at
             # Only a quiet file can have ended: ask the OS about its writers then.
             look = quiet > 0 if eager else quiet >= s.settle_seconds
-            seen = writers.look(now, (snap.size, snap.mtime_ns)) if look else None
+            try:
+                seen = writers.look(now, (snap.size, snap.mtime_ns)) if look else None
+            except FileNotFoundError:  # deleted since the stat above
+                raise SourceMissing(ctx.path) from None
             state = seen.state if seen else WriterState.UNKNOWN
             # The sensor's hint counts only where the writers are unknown, after the
             # settle: read it then, not on every poll (a Redis round trip each).
