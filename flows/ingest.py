@@ -4,7 +4,8 @@ open (find-stream, open-upload) -> tail loop (upload-part-k whenever part k's by
 exist, several in flight when the file is ahead) -> end of recording (close hint +
 settle, or idle timeout) -> finalize (verify, tail, complete). A terminal source error
 (deleted, shrank, replaced) aborts the upload; anything else leaves the stream
-`failed` and resumable: rerunning the flow picks up from the checkpoint.
+`failed` and resumable: rerunning the flow picks up from the checkpoint. Once S3 has
+completed the object, no source error fails the stream (flows/completed.py).
 """
 
 from __future__ import annotations
