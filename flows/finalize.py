@@ -9,10 +9,10 @@ not re-read at all). The pass overlaps the settle: the file must still be what i
 when the pass began, or the stream goes back to tailing; otherwise the upload is
 completed; S3's answer must name the parts' multipart ETag (else the object's HEAD is
 checked). Only then, with the object in S3, is the file's SHA-256 finished and
-recorded in Redis and as an object tag, off the close-to-object path: the parts fed
-it as they went up in order (flows/digest.py FileSha256), so only the bytes they did
-not cover are read (none for a recording that only grew; all of one whose head was
-patched at close).
+recorded in Redis and as an object tag (flows/completed.py), off the close-to-object
+path: the parts fed it as they went up in order (flows/digest.py FileSha256), so only
+the bytes they did not cover are read (none for a recording that only grew; all of
+one whose head was patched at close).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from prefect import get_run_logger, task
 from prefect.runtime import task_run
@@ -31,15 +31,22 @@ from prefect.runtime import task_run
 from blocks.bucket import STREAM_ID
 from flows import stopping
 from flows.buffers import BUFFERS
-from flows.digest import FileSha256, unchanged
+from flows.completed import (
+    Completion,
+    digest_as_completed,
+    holds_the_parts,
+    mark_completed,
+    record_object,
+)
+from flows.digest import unchanged
 from flows.retry import RETRIED
 from flows.runtime import StreamContext
-from flows.source import Snapshot, read_into, read_range, snapshot
+from flows.source import read_into, snapshot
 from flows.upload import put_part
-from stream_ingest.errors import KeyTaken, StreamNotFound, UploadGone
+from stream_ingest.errors import KeyTaken, SourceError, StreamNotFound, UploadGone
 from stream_ingest.parts import PartRange, final_plan
 from stream_ingest.reconcile import multipart_etag
-from stream_ingest.records import PartRecord, Revision, UploadedPart, utc_now
+from stream_ingest.records import PartRecord, UploadedPart, utc_now
 from stream_ingest.states import Status
 from stream_ingest.tail import FileState, trusted_parts
 
@@ -61,7 +68,7 @@ def _verify(ctx: StreamContext, pr: PartRange, known: PartRecord | None) -> Part
     """Read one planned part; re-upload it unless S3 already holds exactly these bytes
     (then None). The bytes live in a buffer of the process's (flows/buffers.py)."""
     with BUFFERS.borrow(pr.size) as buf:
-        data = read_into(ctx.path, pr.offset, pr.size, buf)
+        data = read_into(ctx.path, pr.offset, pr.size, buf, ctx.owned)
         if known and known.size == pr.size and unchanged(known, data):
             return None
         return put_part(ctx, pr.number, bytes(data), pr.offset)
@@ -86,7 +93,14 @@ def finalize(
     the file must not be completed (the settle, which the verification overlaps)."""
     log = get_run_logger()
     rec, store = ctx.record, ctx.store
-    before = snapshot(ctx.path, rec.identity)
+    try:
+        before = snapshot(ctx.path, ctx.owned)
+    except SourceError:
+        # A retry of a try that completed the object, then failed to record it (Redis
+        # or S3 away): the object is the stream's, whatever became of the file since.
+        if (task_run.run_count or 1) > 1 and holds_the_parts(ctx):
+            return _confirmed(ctx)
+        raise
     # Redis may have restarted empty since the last part was recorded: without its
     # record the stream could only start over, with a new upload and every part again.
     if store.restore(rec):
@@ -132,7 +146,7 @@ def finalize(
                         )
                     parts[done_pr.number] = uploaded
     time.sleep(max(0.0, settle_until - time.monotonic()))
-    after = snapshot(ctx.path, rec.identity)
+    after = snapshot(ctx.path, ctx.owned)
     if (after.size, after.mtime_ns) != (before.size, before.mtime_ns):
         log.info("stream %s: file changed while finalizing; tailing again", rec.stream_id)
         store.set_status(rec.stream_id, Status.UPLOADING)
@@ -148,7 +162,7 @@ def finalize(
         _check_object(ctx, before.size, expected)
     # The object exists from here: its SHA-256 is read off the close-to-object path.
     object_at = utc_now()
-    digest = _digest_as_completed(ctx, before)
+    digest = digest_as_completed(ctx, before)
     copied = sum(1 for p in chosen if p.copied)
     done = Completion(
         before.size, before.mtime_ns, len(plan), reuploaded, digest, copied, object_at
@@ -246,99 +260,14 @@ def _etag_of(parts: Mapping[int, PartRecord]) -> str:
     return multipart_etag([parts[n].etag for n in sorted(parts)]) if parts else ""
 
 
-@dataclass(frozen=True)
-class Completion:
-    """What the completed object is: the figures a revision entry and the record keep."""
-
-    size: int
-    mtime_ns: int
-    parts: int
-    reuploaded: int
-    sha256: str
-    copied: int = 0
-    object_at_utc: str = ""  # when the object was checked in S3 ("": now)
-
-
-def mark_completed(ctx: StreamContext, done: Completion, etag: str) -> None:
-    rec, store = ctx.record, ctx.store
-    # What finds the recording again once its checkpoint expired (S3 allows 10 tags).
-    ctx.bucket.tag_object(
-        rec.s3_key,
-        {
-            "sha256": done.sha256,
-            "stream-id": rec.stream_id,
-            "size": str(done.size),
-            "revision": str(rec.revision),
-        },
-    )
-    completed_at = utc_now()
-    fields: dict[str, Any] = {
-        "object_at_utc": done.object_at_utc or completed_at,
-        "sha256": done.sha256,
-        "total_bytes": done.size,
-        "bytes_uploaded": done.size,
-        "parts_count": done.parts,
-        "reuploaded_parts": rec.reuploaded_parts + done.reuploaded,
-        "completed_at_utc": completed_at,
-        "completed_mtime_ns": done.mtime_ns,
-        "object_etag": etag,
-        "error": "",
-        "failures": 0,
-    }
-    try:
-        store.set_status(rec.stream_id, Status.COMPLETED, **fields)
-    except StreamNotFound:
-        # Redis lost the stream after the object was completed: the run's copy,
-        # completed, is the record (the object exists; nothing is uploaded again).
-        store.put(dataclasses.replace(rec, status=Status.COMPLETED, **fields))
-    store.add_revision(
-        rec.stream_id,
-        Revision(
-            rec.revision,
-            done.size,
-            done.sha256,
-            completed_at,
-            done.parts - done.copied,
-            done.copied,
-        ),
-    )
-    store.forget_upload(rec.s3_upload_id)
-
-
-def _digest_as_completed(ctx: StreamContext, completed: Snapshot) -> str:
-    """The file's SHA-256, read after the object was completed from the same bytes; ""
-    if the file changed meanwhile (that change becomes the next revision, with its
-    own digest)."""
-    digest = ctx.sha256.finish(
-        completed.size, lambda at, n: read_range(ctx.path, at, n), lambda: stopping.beat(ctx.token)
-    )
-    now = snapshot(ctx.path, ctx.record.identity)
-    if (now.size, now.mtime_ns) != (completed.size, completed.mtime_ns):
-        get_run_logger().warning(
-            "stream %s: the file changed right after completion; its SHA-256 is not recorded",
-            ctx.record.stream_id,
-        )
-        return ""
-    return digest
-
-
 @task(name="confirm-completed", task_run_name="confirm-completed", **RETRIED)
 def confirm_completed(ctx: StreamContext) -> Finalized:
     """A crashed run completed the object but not the checkpoint: finish the record
     with what the object holds. If the file has grown since, the record says the
     object's size, so the change is seen (and uploaded) as the next revision."""
-    snap = snapshot(ctx.path, ctx.record.identity)
-    parts = ctx.store.parts(ctx.record.stream_id)
-    head = ctx.bucket.head_object(ctx.record.s3_key) or {}
-    size = int(head.get("ContentLength", snap.size))
-    digest = FileSha256().finish(
-        min(size, snap.size),
-        lambda at, n: read_range(ctx.path, at, n),
-        lambda: stopping.beat(ctx.token),
-    )
-    copied = sum(1 for p in parts.values() if p.copied)
-    # An mtime of 0 makes the size alone decide whether the file changed since.
-    mtime = snap.mtime_ns if size == snap.size else 0
-    done = Completion(size, mtime, len(parts), 0, digest, copied)
-    mark_completed(ctx, done, head.get("ETag", ""))
-    return Finalized(True, parts, size, len(parts), 0, digest)
+    return _confirmed(ctx)
+
+
+def _confirmed(ctx: StreamContext) -> Finalized:
+    done, parts = record_object(ctx)
+    return Finalized(True, parts, done.size, done.parts, 0, done.sha256)

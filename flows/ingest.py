@@ -4,7 +4,8 @@ open (find-stream, open-upload) -> tail loop (upload-part-k whenever part k's by
 exist, several in flight when the file is ahead) -> end of recording (close hint +
 settle, or idle timeout) -> finalize (verify, tail, complete). A terminal source error
 (deleted, shrank, replaced) aborts the upload; anything else leaves the stream
-`failed` and resumable: rerunning the flow picks up from the checkpoint.
+`failed` and resumable: rerunning the flow picks up from the checkpoint. Once S3 has
+completed the object, no source error fails the stream (flows/completed.py).
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def tail_and_finalize(
             lease.check()
             check_stop(ctx.token)  # a warm worker's cancel or shutdown
             wall_ns = time.time_ns()  # before the stat: see settled_state
-            snap = snapshot(ctx.path, rec.identity)
+            snap = snapshot(ctx.path, ctx.owned)
             now = time.monotonic()
             growth.observe(snap.size, snap.mtime_ns, now)
             if snap.size < planner.covered():
@@ -121,7 +122,10 @@ def tail_and_finalize(
             quiet = now - growth.changed_at
             # Only a quiet file can have ended: ask the OS about its writers then.
             look = quiet > 0 if eager else quiet >= s.settle_seconds
-            seen = writers.look(now, (snap.size, snap.mtime_ns)) if look else None
+            try:
+                seen = writers.look(now, (snap.size, snap.mtime_ns)) if look else None
+            except FileNotFoundError:  # deleted since the stat above
+                raise SourceMissing(ctx.path) from None
             state = seen.state if seen else WriterState.UNKNOWN
             # The sensor's hint counts only where the writers are unknown, after the
             # settle: read it then, not on every poll (a Redis round trip each).

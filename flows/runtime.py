@@ -18,6 +18,7 @@ from blocks.bucket import StreamBucket
 from blocks.checkpoints import CheckpointStore
 from blocks.config import IngestConfig, load_config
 from flows.digest import FileSha256
+from flows.source import Owned
 from stream_ingest.records import PartRecord, StreamRecord
 from stream_ingest.settings import config_block_name
 
@@ -53,6 +54,13 @@ class StreamContext:
     @property
     def path(self) -> str:
         return self.record.original_path
+
+    @property
+    def owned(self) -> Owned:
+        """What the run's reads of its file must find (flows/source.py)."""
+        rec = self.record
+        folder = rec.watch_dir or self.config.watch_dir
+        return Owned(folder, rec.identity, self.config.follow_symlinks)
 
     def with_record(self, record: StreamRecord) -> StreamContext:
         return StreamContext(self.config, record, self.token, self.prior, self.sha256)

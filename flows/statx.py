@@ -8,6 +8,7 @@ import os
 import sys
 
 _AT_FDCWD = -100
+_AT_EMPTY_PATH = 0x1000
 _STATX_BTIME = 0x800
 
 
@@ -54,10 +55,19 @@ _statx = _load()
 def birth_ns(path: str) -> int:
     """The birth time of the file at `path` (symlinks followed, like os.stat) in ns,
     or 0 if it cannot be known."""
+    return _birth(_AT_FDCWD, os.fsencode(path), 0)
+
+
+def birth_ns_of_fd(fd: int) -> int:
+    """The birth time of the open file `fd` in ns, or 0 if it cannot be known."""
+    return _birth(fd, b"", _AT_EMPTY_PATH)
+
+
+def _birth(dir_fd: int, path: bytes, flags: int) -> int:
     if _statx is None:
         return 0
     buf = _Statx()
-    if _statx(_AT_FDCWD, os.fsencode(path), 0, _STATX_BTIME, ctypes.byref(buf)) != 0:  # type: ignore[operator]
+    if _statx(dir_fd, path, flags, _STATX_BTIME, ctypes.byref(buf)) != 0:  # type: ignore[operator]
         return 0
     if not buf.mask & _STATX_BTIME:
         return 0

@@ -73,7 +73,7 @@ def _read_and_put(ctx: StreamContext, number: int, offset: int, size: int) -> Pa
     """One part from the file to S3, its bytes in a buffer of the process's
     (flows/buffers.py)."""
     with BUFFERS.borrow(size) as buf:
-        view = read_into(ctx.path, offset, size, buf)
+        view = read_into(ctx.path, offset, size, buf, ctx.owned)
         # boto3 takes bytes or a bytearray, not a view: a part that fills its buffer
         # goes from the buffer itself, held once in memory instead of twice.
         return put_part(ctx, number, buf if len(buf) == size else bytes(view), offset)

@@ -13,7 +13,12 @@ class StreamError(Exception):
     transient = False
 
 
-class SourceMissing(StreamError):
+class SourceError(StreamError):
+    """The source file cannot be read as the stream's own: gone, changed, not a
+    file, or reached through a link out of the watch folder."""
+
+
+class SourceMissing(SourceError):
     terminal = True
 
     def __init__(self, path: str) -> None:
@@ -21,19 +26,19 @@ class SourceMissing(StreamError):
         self.path = path
 
 
-class SourceNotAFile(StreamError):
+class SourceNotAFile(SourceError):
     def __init__(self, path: str) -> None:
         super().__init__(f"source is not a regular file: {path}")
         self.path = path
 
 
-class SourceUnreadable(StreamError):
+class SourceUnreadable(SourceError):
     def __init__(self, path: str, reason: str) -> None:
         super().__init__(f"source file is not readable: {path} ({reason})")
         self.path = path
 
 
-class SourceShrank(StreamError):
+class SourceShrank(SourceError):
     terminal = True
 
     def __init__(self, path: str, before: int, after: int) -> None:
@@ -41,7 +46,7 @@ class SourceShrank(StreamError):
         self.path, self.before, self.after = path, before, after
 
 
-class SourceReplaced(StreamError):
+class SourceReplaced(SourceError):
     terminal = True
 
     def __init__(self, path: str) -> None:
@@ -114,7 +119,7 @@ class KeyTooLong(StreamError, ValueError):
         self.path, self.length = path, length
 
 
-class SourceOutsideFolder(StreamError):
+class SourceOutsideFolder(SourceError):
     def __init__(self, path: str, target: str) -> None:
         super().__init__(
             f"{path} leads to {target}, outside the watch folder "

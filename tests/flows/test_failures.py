@@ -119,6 +119,31 @@ def test_deleted_source_aborts_the_upload(registered, s3, store):
     assert _uploads(s3, registered.s3_bucket) == []
 
 
+def test_source_deleted_between_its_stat_and_the_writers_look_aborts(
+    registered, s3, store, monkeypatch
+):
+    """The file goes after the tail loop's stat, before the OS is asked who writes
+    it: the same terminal "not found" as anywhere else, not an errno line."""
+    import flows.writers
+
+    src = Path(registered.watch_dir) / "gone-late.mp4"
+    src.write_bytes(payload(3 * MIB, seed=6))
+    look = flows.writers.writers_of
+
+    def delete_then_look(path: str, *args, **kwargs):
+        Path(path).unlink(missing_ok=True)
+        return look(path, *args, **kwargs)
+
+    monkeypatch.setattr(flows.writers, "writers_of", delete_then_look)
+
+    state = stream_ingest(path=str(src), return_state=True)
+
+    assert state.is_failed() and f"source file not found: {src}" in state.message
+    [record] = store.list_streams()
+    assert record.status == "aborted" and record.error == f"source file not found: {src}"
+    assert _uploads(s3, registered.s3_bucket) == []
+
+
 def test_two_runs_for_one_stream_one_uploads_the_other_ends_cleanly(registered, s3, store):
     src = Path(registered.watch_dir) / "race.mp4"
     src.touch()

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+import flows.completed as completed_module
 import flows.finalize as finalize_module
 import flows.ingest as ingest_module
 from flows.ingest import stream_ingest
@@ -107,13 +108,13 @@ def test_the_sha256_is_read_at_the_end_only_where_the_parts_did_not_give_it(
     read whole (the patched part was uploaded again, the digest started over)."""
     edit_config(max_parts_in_flight=1)  # one part at a time: every part in order
     read_for_digest: list[int] = []
-    real = finalize_module.read_range
+    real = completed_module.read_range
 
-    def counted(path: str, offset: int, size: int) -> bytes:
+    def counted(path: str, offset: int, size: int, owned=None) -> bytes:
         read_for_digest.append(size)
-        return real(path, offset, size)
+        return real(path, offset, size, owned)
 
-    monkeypatch.setattr(finalize_module, "read_range", counted)
+    monkeypatch.setattr(completed_module, "read_range", counted)
     data = payload(16 * MIB + 99, seed=5)
     src = Path(registered.watch_dir) / "fed.mkv"
     src.touch()
@@ -172,9 +173,9 @@ def test_a_finished_file_is_not_read_again_at_finalize(registered, s3, store, mo
     reads: list[int] = []
     real = finalize_module.read_into
 
-    def counted(path, offset, size, buf):
+    def counted(path, offset, size, buf, owned=None):
         reads.append(offset)
-        return real(path, offset, size, buf)
+        return real(path, offset, size, buf, owned)
 
     monkeypatch.setattr(finalize_module, "read_into", counted)
     result = _ingest(src)

@@ -142,6 +142,7 @@ def test_a_part_that_fills_its_buffer_is_sent_from_it_and_a_short_one_as_a_copy(
     from blocks.bucket import UploadedPart
     from flows import upload
     from flows.digest import FileSha256
+    from flows.source import Owned
     from stream_ingest.records import StreamRecord
 
     data = bytes(range(256)) * 64  # 16 KiB: a full part of 8 KiB and a short one
@@ -155,6 +156,7 @@ def test_a_part_that_fills_its_buffer_is_sent_from_it_and_a_short_one_as_a_copy(
 
     ctx = SimpleNamespace(
         path=str(path),
+        owned=Owned(str(tmp_path)),
         record=StreamRecord(stream_id="s", s3_key="k", s3_upload_id="u"),
         prior={},
         token="t",

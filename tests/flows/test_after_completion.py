@@ -1,0 +1,182 @@
+"""Once S3 has completed the object, the stream is completed whatever becomes of the
+file or the tags: a file deleted, replaced or cut short right after completion, or a
+store without object tagging, never fails nor aborts it (flow under the test harness)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import botocore.client
+import pytest
+from botocore.exceptions import ClientError
+
+import flows.ingest
+from blocks.bucket import StreamBucket
+from blocks.checkpoints import CheckpointStore
+from flows.ingest import stream_ingest
+from stream_ingest.errors import CheckpointUnavailable
+from stream_ingest.states import Status
+from tests.flows.helpers import MIB, object_bytes, payload
+
+pytestmark = pytest.mark.usefixtures("registered")
+
+
+@pytest.fixture
+def aborts(monkeypatch) -> list[str]:
+    """The upload ids the run aborts."""
+    calls: list[str] = []
+    abort = StreamBucket.abort_multipart_upload
+
+    def recorded(self, key, upload_id):
+        calls.append(upload_id)
+        return abort(self, key, upload_id)
+
+    monkeypatch.setattr(StreamBucket, "abort_multipart_upload", recorded)
+    return calls
+
+
+def _after_completion(monkeypatch, then) -> None:
+    """Call `then()` right after S3 answers the completion."""
+    complete = StreamBucket.complete_multipart_upload
+
+    def completing(self, *args, **kwargs):
+        etag = complete(self, *args, **kwargs)
+        then()
+        return etag
+
+    monkeypatch.setattr(StreamBucket, "complete_multipart_upload", completing)
+
+
+def _swap(src: Path) -> None:
+    src.rename(src.with_suffix(".old"))
+    src.write_bytes(b"another take")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [Path.unlink, _swap, lambda src: src.write_bytes(b"cut")],
+    ids=["deleted", "replaced", "cut-short"],
+)
+def test_a_file_changed_right_after_completion_leaves_the_stream_completed(
+    registered, s3, store, monkeypatch, aborts, caplog, change
+):
+    # Patched at close: its whole SHA-256 is read after completion, from the file.
+    data = payload(11 * MIB + 7, seed=96)
+    src = Path(registered.watch_dir) / "gone-after.mp4"
+    src.write_bytes(data)
+    _after_completion(monkeypatch, lambda: change(src))
+    monkeypatch.setattr(flows.ingest, "MAX_REKEYS", 0)  # no second upload hides a failure
+
+    with caplog.at_level(logging.WARNING):
+        state = stream_ingest(path=str(src), return_state=True)
+
+    assert state.is_completed(), state.message
+    result = state.result()
+    assert object_bytes(s3, registered.s3_bucket, result["s3_key"]) == data
+    record = store.require(result["stream_id"])
+    assert record.status == Status.COMPLETED and record.error == ""
+    assert record.sha256 == "" and "its SHA-256 is not recorded" in caplog.text
+    assert aborts == []
+
+
+@pytest.mark.parametrize(("code", "status"), [("NotImplemented", 501), ("AccessDenied", 403)])
+def test_a_store_without_object_tagging_still_completes(
+    registered, s3, store, monkeypatch, aborts, caplog, code, status
+):
+    call = botocore.client.BaseClient._make_api_call
+    refused: list[str] = []
+
+    def without_tagging(self, operation, params):
+        if operation == "PutObjectTagging":
+            refused.append(operation)
+            error = {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}
+            raise ClientError(error, operation)
+        return call(self, operation, params)
+
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", without_tagging)
+    data = payload(6 * MIB + 5, seed=97)
+    src = Path(registered.watch_dir) / "untagged.mp4"
+    src.write_bytes(data)
+
+    with caplog.at_level(logging.WARNING):
+        state = stream_ingest(path=str(src), return_state=True)
+
+    assert refused == ["PutObjectTagging"]  # refused for good: asked once
+    assert state.is_completed(), state.message
+    result = state.result()
+    assert object_bytes(s3, registered.s3_bucket, result["s3_key"]) == data
+    record = store.require(result["stream_id"])
+    assert record.status == Status.COMPLETED
+    assert record.sha256 == hashlib.sha256(data).hexdigest()  # kept in the checkpoint
+    assert "the object is not tagged" in caplog.text and code in caplog.text
+    assert aborts == []
+
+
+def test_a_retry_after_completion_finds_the_file_gone_and_still_completes(
+    registered, s3, store, monkeypatch, aborts
+):
+    """The completion's record fails on a Redis blip (finalize is retried), and the
+    file is deleted meanwhile: the retry records the object S3 holds."""
+    data = payload(11 * MIB + 7, seed=98)
+    src = Path(registered.watch_dir) / "retried.mp4"
+    src.write_bytes(data)
+    _after_completion(monkeypatch, src.unlink)
+    set_status, blips = CheckpointStore.set_status, []
+
+    def blip_once(self, sid, status, **values):
+        if status == Status.COMPLETED and not blips:
+            blips.append(sid)
+            raise CheckpointUnavailable("connection reset")
+        return set_status(self, sid, status, **values)
+
+    monkeypatch.setattr(CheckpointStore, "set_status", blip_once)
+
+    state = stream_ingest(path=str(src), return_state=True)
+
+    assert blips and state.is_completed(), state.message
+    result = state.result()
+    assert object_bytes(s3, registered.s3_bucket, result["s3_key"]) == data
+    record = store.require(result["stream_id"])
+    assert record.status == Status.COMPLETED and int(record.total_bytes) == len(data)
+    assert aborts == []
+
+
+@pytest.mark.parametrize(
+    "change", [Path.unlink, lambda src: src.write_bytes(b"cut")], ids=["deleted", "cut-short"]
+)
+def test_a_rerun_confirming_a_completed_object_ignores_what_became_of_the_file(
+    registered, s3, store, monkeypatch, aborts, change
+):
+    """A run died between S3's completion and the record; its rerun finds the object
+    complete and records it, while the file is deleted or cut short."""
+    data = payload(11 * MIB + 7, seed=99)
+    src = Path(registered.watch_dir) / "confirmed.mp4"
+    src.write_bytes(data)
+    with monkeypatch.context() as dying:
+
+        def die():
+            raise RuntimeError("the run's process died here")
+
+        _after_completion(dying, die)
+        dying.setattr(flows.ingest, "_fail", lambda *args: None)  # a dead run records nothing
+        assert stream_ingest(path=str(src), return_state=True).is_failed()
+    [first] = store.list_streams()
+    assert first.status == Status.FINALIZING
+    confirm = flows.ingest.confirm_completed
+
+    def confirm_after_change(ctx):
+        change(src)
+        return confirm(ctx)
+
+    monkeypatch.setattr(flows.ingest, "confirm_completed", confirm_after_change)
+
+    state = stream_ingest(path=str(src), stream_id=first.stream_id, return_state=True)
+
+    assert state.is_completed(), state.message
+    record = store.require(first.stream_id)
+    assert record.status == Status.COMPLETED and int(record.total_bytes) == len(data)
+    assert record.sha256 == ""  # never the digest of bytes the object does not hold
+    assert object_bytes(s3, registered.s3_bucket, record.s3_key) == data
+    assert aborts == []
