@@ -12,7 +12,8 @@ Keys, all under the namespace `ns` (default "stream-ingest"):
   {ns}:streams:all          zset   every id, scored by start time (for listing)
   {ns}:streams:by-identity  hash   file identity "dev:ino:birth" -> stream id
   {ns}:uploads              hash   upload id -> {stream_id, key, created} (janitor)
-  {ns}:hint:{sha1(path)}    hash   sensor hints: closed_at, closed_identity (TTL a day)
+  {ns}:hint:{sha1(path)}    hash   a close the sensor saw: closed_at, closed_identity,
+                                   closed_size, closed_mtime_ns (TTL a day; used once)
 A part's record and the stream's progress change in one Lua script that first checks
 the lease token, so a run that lost its lease can never overwrite a newer checkpoint.
 Claims and status changes are optimistic transactions (WATCH, MULTI, EXEC). A stream
@@ -51,6 +52,16 @@ from stream_ingest.errors import LeaseLost, StreamNotFound
 from stream_ingest.options import DAY_SECONDS, DEFAULT_RETENTION_DAYS
 from stream_ingest.records import PartRecord, StreamRecord, utc_now
 from stream_ingest.states import ACTIVE, Status, transition
+
+# A close hint of this take is read and deleted in one step, so that it ends at most
+# one run's recording, and only if the file is still as it was when it was closed.
+_TAKE_HINT = """
+local h = redis.call('HMGET', KEYS[1], 'closed_identity', 'closed_size', 'closed_mtime_ns')
+if h[1] ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+if h[2] ~= '-1' and h[2] == ARGV[2] and h[3] == ARGV[3] then return 1 end
+return 0
+"""
 
 
 class CheckpointStore(IdentityIndex, RevisionLog, Leases, Retention, Block):
@@ -318,12 +329,31 @@ class CheckpointStore(IdentityIndex, RevisionLog, Leases, Retention, Block):
 
     # -- sensor hints ---------------------------------------------------------
     @unavailable
-    def hint_closed(self, path: str, identity: str) -> None:
+    def hint_closed(self, path: str, identity: str, size: int = -1, mtime_ns: int = -1) -> None:
+        """The sensor saw `path` (this incarnation) closed after writing, when the file
+        had `size` bytes and `mtime_ns` (-1: not known, the hint can never end a run)."""
         key = self.hint_key(path)
+        fields = {
+            "closed_at": time.time(),
+            "closed_identity": identity,
+            "closed_size": size,
+            "closed_mtime_ns": mtime_ns,
+        }
         with self.redis_client.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping={"closed_at": time.time(), "closed_identity": identity})
+            pipe.delete(key)  # a hint is one close, not fields of several
+            pipe.hset(key, mapping=fields)
             pipe.pexpire(key, max(1, int(self.hint_ttl_seconds * 1000)))
             pipe.execute()
+
+    @unavailable
+    def take_closed_hint(self, path: str, identity: str, size: int, mtime_ns: int) -> bool:
+        """Use this take's close hint once: True if it says the file was closed as it
+        is now (`size`, `mtime_ns`: nothing was written since the close). A hint of this
+        take that writes followed is stale and goes too; another take's is left."""
+        taken = self._script("take_hint", _TAKE_HINT)(
+            keys=[self.hint_key(path)], args=[identity, size, mtime_ns]
+        )
+        return bool(taken)
 
     @unavailable
     def clear_hints(self, path: str) -> None:

@@ -12,8 +12,14 @@ if TYPE_CHECKING:
     from blocks.checkpoints import CheckpointStore
 
 
+# A run that found the lease held leaves this much time for the holder to notice.
+ASK_AGAIN_TTL_SECONDS = 24 * 3600
+
+
 class Leases:
-    """`{ns}:stream:{id}:lease`: take, renew, take over from a dead run, release."""
+    """`{ns}:stream:{id}:lease`: take, renew, take over from a dead run, release; and
+    `{ns}:stream:{id}:ask-again`: a run that found the lease held asks its holder to
+    look at the file again once it lets go (a change it may not have seen)."""
 
     @unavailable
     def acquire_lease(self: CheckpointStore, stream_id: str, token: str, ttl: float) -> bool:
@@ -46,3 +52,16 @@ class Leases:
     def lease_holder(self: CheckpointStore, stream_id: str) -> str | None:
         holder = self.redis_client.get(self.lease_key(stream_id))
         return holder.decode() if holder else None
+
+    def ask_again_key(self: CheckpointStore, stream_id: str) -> str:
+        return f"{self.namespace}:stream:{stream_id}:ask-again"
+
+    @unavailable
+    def ask_again(self: CheckpointStore, stream_id: str) -> None:
+        """Another run holds the lease: ask it to look at the file again when it ends."""
+        self.redis_client.set(self.ask_again_key(stream_id), 1, ex=ASK_AGAIN_TTL_SECONDS)
+
+    @unavailable
+    def take_ask_again(self: CheckpointStore, stream_id: str) -> bool:
+        """Whether a run asked since (and the request is consumed: one look answers it)."""
+        return self.redis_client.getdel(self.ask_again_key(stream_id)) is not None

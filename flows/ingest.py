@@ -24,6 +24,7 @@ from prefect.settings import get_current_settings
 from blocks.config import IngestConfig
 from flows.buffers import BUFFERS
 from flows.finalize import Finalized, confirm_completed, finalize
+from flows.follow_up import look_again
 from flows.lease import LeaseKeeper
 from flows.opening import TakeSkipped, find_stream, open_upload, record_failure
 from flows.report import (
@@ -127,12 +128,18 @@ def tail_and_finalize(
             except FileNotFoundError:  # deleted since the stat above
                 raise SourceMissing(ctx.path) from None
             state = seen.state if seen else WriterState.UNKNOWN
-            # The sensor's hint counts only where the writers are unknown, after the
-            # settle: read it then, not on every poll (a Redis round trip each).
+            # Where the writers are unknown, the idle timeout ends a recording: any
+            # program that opens it for writing (touch, a backup tool) sends a close,
+            # and a paused recorder would be cut short. Only where the operator trusts
+            # closes does the sensor's hint end it, and only a hint of this take that
+            # no write followed; each is used once. Read after the settle, not on
+            # every poll (a Redis round trip each).
             closed = False
-            if state == WriterState.UNKNOWN and quiet >= s.settle_seconds:
+            if state == WriterState.UNKNOWN and s.trust_close_hints and quiet >= s.settle_seconds:
                 try:
-                    closed = ctx.store.closed_hint(ctx.path, rec.identity) is not None
+                    closed = ctx.store.take_closed_hint(
+                        ctx.path, rec.identity, snap.size, snap.mtime_ns
+                    )
                 except CheckpointUnavailable:  # a Redis blip is no reason to fail: the
                     closed = False  # tasks retry their writes; the idle timeout still ends it
             if seen and state == WriterState.WRITING and quiet >= s.idle_timeout_seconds:
@@ -418,6 +425,7 @@ def stream_ingest(
         except BaseException as exc:
             _fail(ctx, exc, reporter)
             raise
+    look_again(cfg, config, record.stream_id)  # the lease is released: a change it hid
     reporter.completed(result.size, result.parts, result.reuploaded, result.sha256)
     log.info(
         "stream %s completed: s3://%s/%s, %d bytes, %d parts (%d re-uploaded), sha256 %s",

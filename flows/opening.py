@@ -101,7 +101,7 @@ def find_stream(config: IngestConfig, path: str, stream_id: str | None, token: s
     if not record.original_path:
         store.update(record.stream_id, original_path=path)
         record = dataclasses.replace(record, original_path=path)
-    if record.status in TERMINAL and _change(store, record) != Change.REVISION:
+    if record.status in TERMINAL and change_since(store, record) != Change.REVISION:
         return Found(record, False)
     ttl = config.lease_ttl_seconds
     leased = store.acquire_lease(record.stream_id, token, ttl)
@@ -111,11 +111,19 @@ def find_stream(config: IngestConfig, path: str, stream_id: str | None, token: s
         leased = bool(holder and run_is_over(holder)) and store.take_over_lease(
             record.stream_id, holder or "", token, ttl
         )
+    if not leased:
+        # The holder may be past its last look at the file (completing it): ask it to
+        # look again when it lets go, then try once more, so that a holder that let go
+        # meanwhile cannot miss the request (it asks after its release).
+        store.ask_again(record.stream_id)
+        leased = store.acquire_lease(record.stream_id, token, ttl)
+    if leased:
+        store.take_ask_again(record.stream_id)  # this run looks at the file itself
     if not leased or record.status != Status.COMPLETED:
         return Found(record, leased)
     # Under the lease, ask again: another run may have uploaded this very change.
     record = store.require(record.stream_id)
-    change = _change(store, record)
+    change = change_since(store, record)
     if change == Change.REVISION:
         change = _by_content(store, record)
     if change == Change.NEW_TAKE:
@@ -130,7 +138,7 @@ def find_stream(config: IngestConfig, path: str, stream_id: str | None, token: s
     return Found(store.begin_revision(record.stream_id, token), True)
 
 
-def _change(store: CheckpointStore, record: StreamRecord) -> Change:
+def change_since(store: CheckpointStore, record: StreamRecord) -> Change:
     """What happened to a completed stream's file since: nothing if it is gone, is
     another file, or its identity now belongs to another stream (a new take)."""
     try:

@@ -277,7 +277,7 @@ class StreamTrigger:
         if cause == "moved":
             # Renamed into place (`x.mp4.part` -> `x.mp4`): written already, and no
             # close-after-write will follow, so the flow need not wait its idle timeout.
-            self.store.hint_closed(path, identity)
+            self._hint_closed(path, identity)
         log.info("%s: new recording (%s); stream %s, flow run %s", path, cause, sid, run_id)
         self._emit(
             "detected",
@@ -287,6 +287,15 @@ class StreamTrigger:
             run_id,
         )
 
+    def _hint_closed(self, path: str, identity: str) -> None:
+        """Record the close with the file as it is now: a run uses it only while no
+        write has followed (a touch during a paused recording is then stale)."""
+        try:
+            snap = snapshot(path, identity)
+        except StreamError:  # gone or replaced already: nothing this close could end
+            return
+        self.store.hint_closed(path, identity, snap.size, snap.mtime_ns)
+
     # -- close ----------------------------------------------------------------
     def closed(self, path: str) -> None:
         # A close of a file we never saw appear (created while the sensor was down)
@@ -294,7 +303,7 @@ class StreamTrigger:
         identity = self.appeared(path, "closed")
         if identity is None:
             return
-        self.store.hint_closed(path, identity)
+        self._hint_closed(path, identity)
         log.info("%s: closed after writing", path)
         self._emit("closed", path, identity, {"stream_id": self._sid(path)})
 

@@ -70,6 +70,13 @@ class IngestOptions(BaseModel):
         description="End a recording when no process has it open for writing (/proc). "
         "Turn off where recorders run outside the worker's view (another host or container).",
     )
+    trust_close_hints: bool = Field(
+        False,
+        description="Where writers are unknown (detect_writers off, network mounts), end a "
+        "recording when the sensor saw it closed and nothing was written since, after the "
+        "settle, instead of the idle timeout. Any program that opens a file for writing "
+        "(touch, backup tools) sends such a close: turn on only where recorders alone do.",
+    )
     follow_symlinks: bool = Field(
         False, description="Upload files that symlinks in the folder point to outside it."
     )

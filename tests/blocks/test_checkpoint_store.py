@@ -364,6 +364,21 @@ def test_closed_hint_only_for_the_matching_identity(store: CheckpointStore) -> N
     assert store.closed_hint(path, "1:3") is None
 
 
+def test_a_close_hint_is_used_once_and_only_while_no_write_followed(
+    store: CheckpointStore,
+) -> None:
+    path = "/w/cam 1/a.mp4"
+    store.hint_closed(path, "1:2", 100, 7)
+    assert not store.take_closed_hint(path, "1:3", 100, 7)  # another take's: left alone
+    assert store.take_closed_hint(path, "1:2", 100, 7)
+    assert not store.take_closed_hint(path, "1:2", 100, 7)  # used once
+    store.hint_closed(path, "1:2", 100, 7)  # a touch, then the recorder wrote on
+    assert not store.take_closed_hint(path, "1:2", 150, 9)
+    assert store.closed_hint(path, "1:2") is None  # a stale hint goes
+    store.hint_closed(path, "1:2")  # the file's state unknown: never ends a recording
+    assert not store.take_closed_hint(path, "1:2", -1, -1)
+
+
 # -- Redis down ------------------------------------------------------------------
 
 

@@ -159,3 +159,75 @@ def test_redis_wiped_during_finalize_still_completes(
     assert record.status == Status.COMPLETED and record.sha256 == result["sha256"]
     calls = upload_part_calls(Path(moto_server.log_path), log_start, record.s3_upload_id)
     assert sorted(calls) == [1, 2, 3], "a part S3 already held was uploaded again"
+
+
+def _paused_recorder(
+    src: Path, data: bytes, touched: threading.Event, store, then: int = 0
+) -> threading.Thread:
+    """A recorder that writes its first part, pauses (a low-rate muxer) while another
+    program opens and closes the file (touch: the sensor records a close), then
+    writes the rest and closes. `then`: bytes written right after the touch, before
+    the pause (the touch's close is stale by the time anyone looks)."""
+
+    def record() -> None:
+        with open(src, "wb") as fh:
+            fh.write(data[: 6 * MIB])
+            fh.flush()
+            os.utime(src)
+            st = os.stat(src)
+            store.hint_closed(str(src), _identity(src), st.st_size, st.st_mtime_ns)
+            fh.write(data[6 * MIB : 6 * MIB + then])
+            fh.flush()
+            touched.set()
+            time.sleep(1.5)  # past the settle (0.5 s), within the idle timeout (3 s)
+            fh.write(data[6 * MIB + then :])
+        st = os.stat(src)
+        store.hint_closed(str(src), _identity(src), st.st_size, st.st_mtime_ns)
+
+    return threading.Thread(target=record, name="writer")
+
+
+def _identity(src: Path) -> str:
+    from flows.source import identity_of
+
+    return identity_of(str(src)) or ""
+
+
+def test_with_writers_unknown_a_close_does_not_end_a_recording(registered, s3, store):
+    """detect_writers off (another container, a network mount): a touch's close while
+    the recorder pauses must not complete a third of the recording."""
+    edit_config(detect_writers=False)
+    data = payload(13 * MIB + 5, seed=93)
+    src = Path(registered.watch_dir) / "touched-live.mkv"
+    touched = threading.Event()
+    writer = _paused_recorder(src, data, touched, store)
+    writer.start()
+    touched.wait(10)
+    thread, out = run_in_thread(src)
+    writer.join(30)
+    thread.join(60)
+
+    result = out["state"].result()
+    assert result["status"] == "completed"
+    assert object_bytes(s3, registered.s3_bucket, result["s3_key"]) == data
+
+
+def test_trusted_closes_end_a_recording_only_when_no_write_followed(registered, s3, store):
+    """trust_close_hints: the touch's close is stale once the recorder writes on; the
+    recorder's own close ends the recording after the settle, not the idle timeout."""
+    edit_config(detect_writers=False, trust_close_hints=True, idle_timeout_seconds=120)
+    data = payload(13 * MIB + 5, seed=94)
+    src = Path(registered.watch_dir) / "trusted.mkv"
+    touched = threading.Event()
+    writer = _paused_recorder(src, data, touched, store, then=MIB)
+    writer.start()
+    touched.wait(10)
+    thread, out = run_in_thread(src)
+    writer.join(30)
+    thread.join(60)  # far less than the idle timeout: the close ended it
+
+    assert not thread.is_alive()
+    result = out["state"].result()
+    assert result["status"] == "completed"
+    assert object_bytes(s3, registered.s3_bucket, result["s3_key"]) == data
+    assert store.closed_hint(str(src), result["identity"]) is None  # used
