@@ -221,6 +221,22 @@ class StreamBucket(S3Bucket):
                 return None
             raise
 
+    def read_range(self, key: str, offset: int, size: int) -> bytes | None:
+        """`size` bytes of the object at `offset` (fewer at its end), or None if there
+        is no such object."""
+        if size <= 0:
+            return b""
+        try:
+            with _s3_errors(self.bucket_name):
+                resp = self.s3.get_object(
+                    Bucket=self.bucket_name, Key=key, Range=f"bytes={offset}-{offset + size - 1}"
+                )
+                return resp["Body"].read()
+        except S3Rejected as exc:
+            if exc.code in NOT_FOUND:
+                return None
+            raise
+
     def owner(self, key: str) -> str | None:
         """Whose take the object at `key` is: its stream id ("" for an object that
         stream-ingest did not make, or made before it recorded owners), or None if

@@ -18,6 +18,7 @@ from pathlib import PurePath
 
 from prefect import get_run_logger, task
 
+from blocks.bucket import StreamBucket
 from blocks.checkpoints import CheckpointStore
 from blocks.config import IngestConfig
 from flows.digest import unchanged
@@ -31,7 +32,13 @@ from stream_ingest.keys import numbered, object_key
 from stream_ingest.reconcile import multipart_etag, reconcile
 from stream_ingest.records import PartRecord, StreamRecord, utc_now
 from stream_ingest.states import TERMINAL, Status
-from stream_ingest.takes import Change, after_completion, by_content, is_new_take
+from stream_ingest.takes import (
+    Change,
+    after_completion,
+    by_content,
+    is_new_take,
+    shares_a_block,
+)
 
 
 class TakeSkipped(StreamError):
@@ -125,7 +132,7 @@ def find_stream(config: IngestConfig, path: str, stream_id: str | None, token: s
     record = store.require(record.stream_id)
     change = change_since(store, record)
     if change == Change.REVISION:
-        change = _by_content(store, record)
+        change = _by_content(store, config.bucket, record)
     if change == Change.NEW_TAKE:
         # Nothing of the completed object is in the file any more: `ffmpeg -y` wrote
         # another take before anyone looked. A new stream, never a revision over take 1.
@@ -153,11 +160,13 @@ def change_since(store: CheckpointStore, record: StreamRecord) -> Change:
     return after_completion(record, snap.size, snap.mtime_ns)
 
 
-def _by_content(store: CheckpointStore, record: StreamRecord) -> Change:
+def _by_content(store: CheckpointStore, bucket: StreamBucket, record: StreamRecord) -> Change:
     """A completed take's file whose size or mtime changed, judged by its bytes: the
     completed parts' digests against what the file holds at their offsets
     (stream_ingest.takes.by_content). Bytes unchanged (a touch): the record takes the
-    new mtime, so the next look is a stat again, and no revision is opened."""
+    new mtime, so the next look is a stat again, and no revision is opened. No part
+    unchanged (a one-part take has no other): the last part's bytes in S3 against the
+    file's, block by block, tell a patched head from another recording."""
     parts = store.parts(record.stream_id)
     path = record.original_path
     try:
@@ -174,6 +183,8 @@ def _by_content(store: CheckpointStore, record: StreamRecord) -> Change:
         change = by_content(matches(), grown=before.size > record.total_bytes)
     except StreamError:
         return Change.REVISION  # it changed under us: the revision run will find out
+    if change == Change.NEW_TAKE and parts and _patched(bucket, record, parts[max(parts)]):
+        return Change.REVISION
     if change == Change.NONE:
         after = snapshot(path, record.identity or None)
         if (after.size, after.mtime_ns) != (before.size, before.mtime_ns):
@@ -185,6 +196,25 @@ def _by_content(store: CheckpointStore, record: StreamRecord) -> Change:
             path,
         )
     return change
+
+
+# At most this much of the last part is fetched back from S3 to compare: enough blocks
+# to see a patched head in a one-part take, little for a take with grown parts.
+PATCH_WINDOW = 8 * 1024 * 1024
+
+
+def _patched(bucket: StreamBucket, record: StreamRecord, part: PartRecord) -> bool:
+    """Whether the file still holds some block of `part` as the object has it (the
+    part's digest differs): a patch, not another recording over it."""
+    size = min(part.size, PATCH_WINDOW)
+    old = bucket.read_range(record.s3_key, part.offset, size)
+    if not old:
+        return False  # the object is gone: nothing says it is the same take; keep both
+    try:
+        new = read_range(record.original_path, part.offset, len(old), None)
+    except StreamError:
+        return False
+    return shares_a_block(old, new)
 
 
 def _hand_over(store: CheckpointStore, old: StreamRecord) -> StreamRecord:

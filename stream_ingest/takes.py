@@ -76,3 +76,28 @@ def by_content(matches: Iterable[bool], grown: bool) -> Change:
     if differed:
         return Change.NEW_TAKE
     return Change.REVISION if grown else Change.NONE  # an empty object: nothing to compare
+
+
+# Compared in blocks this large: a tool that patches a recording's head (a muxer's
+# header at close, a tag editor) leaves the blocks past it as they were.
+BLOCK = 64 * 1024
+
+
+def shares_a_block(old: bytes, new: bytes, block: int = BLOCK) -> bool:
+    """Whether `new` still holds one of `old`'s blocks at its offset: the evidence that
+    a take whose one part changed was patched, not recorded over. A block of one byte
+    value repeated (zeros, padding) is evidence of nothing.
+
+    >>> import os
+    >>> old = os.urandom(3 * BLOCK)
+    >>> shares_a_block(old, b"PATCH" + old[5:] + b"more"), shares_a_block(old, os.urandom(4 * BLOCK))
+    (True, False)
+    >>> shares_a_block(bytes(2 * BLOCK), bytes(2 * BLOCK))
+    False
+    """
+    for start in range(0, min(len(old), len(new)), block):
+        chunk = old[start : start + block]
+        uniform = chunk.count(chunk[:1]) == len(chunk)
+        if len(chunk) == block and not uniform and chunk == new[start : start + block]:
+            return True
+    return False

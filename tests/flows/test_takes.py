@@ -279,7 +279,7 @@ def test_a_revision_that_finds_its_bytes_unchanged_leaves_no_upload(
     from flows import opening
     from stream_ingest.takes import Change
 
-    monkeypatch.setattr(opening, "_by_content", lambda store, record: Change.REVISION)
+    monkeypatch.setattr(opening, "_by_content", lambda *_: Change.REVISION)
     data = payload(11 * MIB, seed=62)
     src = Path(registered.watch_dir) / "same.mp4"
     src.write_bytes(data)
@@ -314,3 +314,26 @@ def test_a_one_part_take_recorded_over_in_place_keeps_both(registered, s3, store
     second = stream_ingest(stream_id=store.stream_for_identity(first["identity"]))
     assert second["s3_key"] == "rec/short (2).mp4"
     assert object_bytes(s3, registered.s3_bucket, "rec/short (2).mp4") == take2
+
+
+def test_a_one_part_take_patched_in_place_and_extended_is_a_revision(registered, s3, store):
+    """A 3 MiB take (one part) whose head a tool patches and to which it appends, seen
+    after the take completed: its blocks past the head are the object's, so it is the
+    same take, and the object is replaced by its revision."""
+    take = payload(3 * MIB, seed=65)
+    src = Path(registered.watch_dir) / "patched.mkv"
+    src.write_bytes(take)
+    first = stream_ingest(path=str(src))
+    final = take[:64] + b"PATCHED" + take[71:] + bytes(4096)
+    with open(src, "r+b") as fh:  # in place: the same inode
+        fh.seek(64)
+        fh.write(b"PATCHED")
+        fh.seek(0, os.SEEK_END)
+        fh.write(bytes(4096))
+
+    second = stream_ingest(stream_id=first["stream_id"])
+
+    assert second["status"] == "completed" and int(second["revision"]) == 2
+    assert second["s3_key"] == first["s3_key"]
+    assert object_bytes(s3, registered.s3_bucket, first["s3_key"]) == final
+    assert _keys(s3, registered.s3_bucket) == [first["s3_key"]]
