@@ -25,45 +25,14 @@ start` options, except `--background`: that starts a server of its own, unpatche
 
 from __future__ import annotations
 
-import contextlib
 import sys
-from collections.abc import AsyncIterator
-from typing import Any
 
-from prefect.server.api import server as api_server
-from prefect.server.database import configurations
-
-
-def immediate_transactions() -> None:
-    sqlite = configurations.AioSqliteConfiguration
-    begin = sqlite.begin_transaction
-
-    @contextlib.asynccontextmanager
-    async def begin_immediate(
-        self: Any, session: Any, with_for_update: bool = False
-    ) -> AsyncIterator[Any]:
-        async with begin(self, session, with_for_update=True) as transaction:
-            yield transaction
-
-    sqlite.begin_transaction = begin_immediate  # type: ignore[method-assign]
-
-
-def websockets_outside_the_request_limit() -> None:
-    middleware = api_server.RequestLimitMiddleware
-    limited = middleware.__call__
-
-    async def call(self: Any, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            await limited(self, scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
-
-    middleware.__call__ = call  # type: ignore[method-assign]
+from flows.prefect_private import sqlite_transactions_immediate, websockets_unlimited
 
 
 def main() -> None:
-    immediate_transactions()
-    websockets_outside_the_request_limit()
+    sqlite_transactions_immediate()
+    websockets_unlimited()
     from prefect.cli import app
 
     sys.argv = ["prefect", "server", "start", *sys.argv[1:]]

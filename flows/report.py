@@ -31,6 +31,7 @@ from prefect.exceptions import TerminationSignal
 from prefect.runtime import flow_run
 
 from flows import stopping
+from flows.prefect_private import termination_intent
 from flows.stopping import StopRequested
 from stream_ingest.progress import progress_due
 from stream_ingest.records import StreamRecord
@@ -74,17 +75,8 @@ def how_it_ended(exc: BaseException) -> str:
     if isinstance(exc, StopRequested):
         return _STOPS.get(exc.reason, FAILED)
     if isinstance(exc, TerminationSignal):
-        return _INTENTS.get(_termination_intent() or "", FAILED)
+        return _INTENTS.get(termination_intent() or "", FAILED)
     return FAILED
-
-
-def _termination_intent() -> str | None:
-    # The engine's own source of truth for the same decision (prefect.flow_engine).
-    try:
-        from prefect._internal.control_listener import get_intent
-    except ImportError:  # a private module of Prefect's: gone, every SIGTERM is a crash
-        return None
-    return get_intent()
 
 
 def record_failed(

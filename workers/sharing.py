@@ -22,11 +22,16 @@ from collections.abc import Awaitable, Callable, Container, Iterator
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
-from prefect import flow_engine
-from prefect._flow_run_suspension import FlowRunSuspensionRequest
-from prefect._internal.observers import FlowRunSuspendingObserver
 from prefect.client.schemas.objects import State
 from prefect.context import SyncClientContext
+
+from flows.prefect_private import (
+    FlowRunSuspendingObserver,
+    FlowRunSuspensionRequest,
+    replace_method,
+    suspension_observed_by,
+    without_csrf,
+)
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -60,8 +65,8 @@ class RecentReads(Generic[K, V]):
 def cache_reads(client: Any) -> None:
     """The worker's client reads deployments and flows through RecentReads: the base
     worker and the job configuration call these by name on the client."""
-    client.read_deployment = RecentReads(client.read_deployment)
-    client.read_flow = RecentReads(client.read_flow)
+    for name in ("read_deployment", "read_flow"):
+        replace_method(client, name, RecentReads(getattr(client, name)))
 
 
 class SharedSuspension:
@@ -74,20 +79,21 @@ class SharedSuspension:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._observer: FlowRunSuspendingObserver | None = None
         self._requests: dict[UUID, FlowRunSuspensionRequest] = {}
-        self._original: Any = None
+        self._swapped: contextlib.ExitStack | None = None
 
     async def __aenter__(self) -> SharedSuspension:
         self._loop = asyncio.get_running_loop()
         self._observer = FlowRunSuspendingObserver(on_suspended=self._suspended)
         await self._observer.__aenter__()
-        self._original = flow_engine.observe_flow_run_suspension
-        flow_engine.observe_flow_run_suspension = self.observe
+        self._swapped = contextlib.ExitStack()
+        self._swapped.enter_context(suspension_observed_by(self.observe))
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
         if self._observer is None:  # never entered (the worker's setup failed)
             return
-        flow_engine.observe_flow_run_suspension = self._original
+        if self._swapped is not None:
+            self._swapped.close()
         observer, self._observer = self._observer, None
         await observer.__aexit__(*exc_info)
 
@@ -128,7 +134,7 @@ def run_client(
     with SyncClientContext.get_or_create() as context:
         client = context.client
         if not csrf:
-            client._client.enable_csrf_support = False
+            without_csrf(client)
         if prepare is not None:
             beside = contextvars.copy_context().run
             threading.Thread(target=beside, args=(prepare,), name="prepare", daemon=True).start()
@@ -139,11 +145,11 @@ def run_client(
                 fields["infrastructure_pid"] = owner
             return update(flow_run_id, **fields)
 
-        client.update_flow_run = update_with_owner  # type: ignore[method-assign]
+        replace_method(client, "update_flow_run", update_with_owner)
         try:
             yield
         finally:
-            client.update_flow_run = update  # type: ignore[method-assign]
+            replace_method(client, "update_flow_run", update)
 
 
 def owner_written_by_runs(client: Any, owner: str, by_engine: Container[UUID]) -> None:
@@ -158,4 +164,4 @@ def owner_written_by_runs(client: Any, owner: str, by_engine: Container[UUID]) -
             return None
         return await update(flow_run_id, **fields)
 
-    client.update_flow_run = update_flow_run
+    replace_method(client, "update_flow_run", update_flow_run)

@@ -65,6 +65,7 @@ from prefect.workers.base import (
 )
 
 from flows import stopping
+from flows.prefect_private import run_task_group, work_pool, work_pool_name, worker_logger
 from flows.runtime import early_config_read, forget_early_read
 from flows.stopping import CANCELLED, SHUTDOWN
 from stream_ingest.owners import Owner, orphaned, stale_claim
@@ -205,8 +206,7 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         cache_reads(self.client)
         owner_written_by_runs(self.client, str(self.owner), self._owned_by_engine)
         await self._suspension.__aenter__()
-        assert self._runs_task_group is not None
-        self._runs_task_group.start_soon(self._background)
+        run_task_group(self).start_soon(self._background)
 
     async def _background(self) -> None:
         with self._watch_scope:
@@ -285,15 +285,14 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
         (With OpenTelemetry configured the engine adds a `traceparent` label at the
         same time; the server merges labels by read and write, so on Postgres one of
         the two may be lost: tracing then lacks the worker's labels or the reverse.)"""
-        assert self._runs_task_group is not None
-        self._runs_task_group.start_soon(self._label, flow_run_id)
+        run_task_group(self).start_soon(self._label, flow_run_id)
 
     async def _label(self, flow_run_id: UUID) -> None:
         parent = super()._give_worker_labels_to_flow_run
         try:
             await _busy_retried(lambda: parent(flow_run_id), "label the run")
         except Exception as exc:
-            self._logger.warning("could not label flow run %s: %s", flow_run_id, exc)
+            worker_logger(self).warning("could not label flow run %s: %s", flow_run_id, exc)
 
     async def _settle(self, execution: Execution) -> None:
         """The run's final word where its engine could not say it: a cancel, a
@@ -332,22 +331,22 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
                 if anyio.current_time() >= next_cancels:
                     next_cancels = anyio.current_time() + every
                     await self._stop_cancelled()
-                if anyio.current_time() >= next_orphans and self._work_pool is not None:
+                if anyio.current_time() >= next_orphans and work_pool(self) is not None:
                     await self._crash_orphans()
                     next_orphans = anyio.current_time() + ORPHAN_POLL_SECONDS
             except Exception as exc:  # the API is down: try again next round
-                self._logger.warning("could not check for cancels or orphans: %s", exc)
+                worker_logger(self).warning("could not check for cancels or orphans: %s", exc)
 
     async def _listen(self) -> None:
         """A new run in the pool (the sensor's, a rerun, the UI's Retry) wakes the poll
         at once: without it a run waits up to PREFECT_WORKER_QUERY_SECONDS. A run of the
         pool set Cancelling (the UI's Cancel) is asked to stop. The regular poll and
         read of cancels (_watch) stay, for events lost while the socket reconnects."""
-        while self._work_pool is None:
+        while (pool := work_pool(self)) is None:
             await anyio.sleep(0.5)
         where = EventFilter(
             event=EventNameFilter(name=[SCHEDULED, CANCELLING]),
-            any_resource=EventAnyResourceFilter(id=[f"prefect.work-pool.{self._work_pool.id}"]),
+            any_resource=EventAnyResourceFilter(id=[f"prefect.work-pool.{pool.id}"]),
         )
         while True:
             try:
@@ -358,7 +357,7 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
                         else:
                             self._wake.set()
             except Exception as exc:  # server restarting: the poll covers meanwhile
-                self._logger.debug("event subscription lost (%s); reconnecting", exc)
+                worker_logger(self).debug("event subscription lost (%s); reconnecting", exc)
                 await anyio.sleep(RECONNECT_SECONDS)
 
     async def _poll_when_woken(self) -> None:
@@ -368,7 +367,7 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
             try:
                 await self.get_and_submit_flow_runs()
             except Exception as exc:
-                self._logger.warning("could not poll for runs: %s", exc)
+                worker_logger(self).warning("could not poll for runs: %s", exc)
 
     async def _crash_stuck(self) -> None:
         """Runs whose stream stopped beating (flows/stopping.py): Crashed with where
@@ -405,7 +404,7 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
 
     async def _crash_orphans(self) -> None:
         runs = await self.client.read_flow_runs(
-            work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[self._work_pool_name])),
+            work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[work_pool_name(self)])),
             flow_run_filter=FlowRunFilter(
                 state=FlowRunFilterState(type=FlowRunFilterStateType(any_=LIVE))
             ),

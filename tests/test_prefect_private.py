@@ -1,0 +1,64 @@
+"""The contract with the installed Prefect: every private use the project makes
+(flows/prefect_private.py) still holds, and no other module makes one."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from flows import prefect_private
+from flows.prefect_private import ASSUMPTIONS, WORKER_ATTRIBUTES
+
+ROOT = Path(__file__).resolve().parents[1]
+PRODUCT = ("stream_ingest", "blocks", "flows", "workers", "sensors", "cli", "devstack")
+SEAM = "flows/prefect_private.py"
+
+
+@pytest.mark.parametrize("name", list(ASSUMPTIONS))
+def test_the_installed_prefect_holds_to(name: str) -> None:
+    try:
+        ASSUMPTIONS[name]()
+    except (AssertionError, AttributeError, ImportError, TypeError, OSError) as exc:
+        pytest.fail(f"this Prefect release breaks an assumption of stream-ingest: {name} ({exc})")
+
+
+def test_a_release_without_the_suspension_hook_is_caught(monkeypatch) -> None:
+    monkeypatch.delattr(prefect_private.flow_engine, "observe_flow_run_suspension")
+    with pytest.raises(AssertionError):
+        ASSUMPTIONS["flow_engine.observe_flow_run_suspension and FlowRunSuspendingObserver"]()
+
+
+def _private_uses(path: Path) -> list[str]:
+    """Imports of underscored Prefect modules or names, and reads of BaseWorker's
+    private members, in one source file."""
+    tree = ast.parse(path.read_text(), str(path))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("prefect"):
+            parts = node.module.split(".")
+            names = [a.name for a in node.names]
+            if any(p.startswith("_") for p in parts) or any(n.startswith("_") for n in names):
+                found.append(f"line {node.lineno}: from {node.module} import {', '.join(names)}")
+        elif (isinstance(node, ast.Attribute) and node.attr in WORKER_ATTRIBUTES) or (
+            isinstance(node, ast.Attribute) and node.attr == "enable_csrf_support"
+        ):
+            found.append(f"line {node.lineno}: .{node.attr}")
+    return found
+
+
+def test_no_module_but_the_seam_uses_prefects_private_api() -> None:
+    uses = {
+        rel: found
+        for pkg in PRODUCT
+        for path in sorted((ROOT / pkg).rglob("*.py"))
+        if (rel := path.relative_to(ROOT).as_posix()) != SEAM and (found := _private_uses(path))
+    }
+    assert uses == {}
+
+
+def test_the_scan_sees_a_private_import(tmp_path: Path) -> None:
+    source = tmp_path / "m.py"
+    source.write_text("from prefect._internal.observers import X\nworker._work_pool\n")
+    assert len(_private_uses(source)) == 2
