@@ -34,6 +34,7 @@ from stream_ingest.errors import (
     s3_error,
 )
 from stream_ingest.records import PendingUpload, UploadedPart
+from stream_ingest.verify import ObjectFacts
 
 NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
 # Metadata on every upload we create: the janitor only ever touches uploads of ours.
@@ -43,6 +44,9 @@ CREATED_BY = {"created-by": "stream-ingest"}
 # re-reading the object: 2-4x slower completes (benchmarks/).
 CHECKSUM = "CRC32"
 STREAM_ID = "stream-id"  # object metadata: the stream whose take the object is
+# Object metadata: which upload of ours completed the object, where neither its ETag
+# nor a checksum can say so (stream_ingest/verify.py).
+UPLOAD_MARK = "upload-mark"
 
 
 @contextmanager
@@ -66,6 +70,16 @@ def _s3_errors(bucket: str, upload_id: str | None = None) -> Iterator[None]:
         raise S3Unavailable(type(exc).__name__) from None
 
 
+def facts_of(head: dict[str, Any]) -> ObjectFacts:
+    """What an object's HEAD says that proves whose parts made it."""
+    return ObjectFacts(
+        etag=head.get("ETag", ""),
+        crc32=head.get("ChecksumCRC32", ""),
+        mark=head.get("Metadata", {}).get(UPLOAD_MARK, ""),
+        size=head.get("ContentLength"),
+    )
+
+
 class StreamBucket(S3Bucket):
     """An S3 bucket that stream-ingest uploads recordings into, part by part.
 
@@ -85,10 +99,15 @@ class StreamBucket(S3Bucket):
     def s3(self) -> Any:
         return self.credentials.get_s3_client()
 
-    def create_multipart_upload(self, key: str, stream_id: str = "") -> str:
+    def create_multipart_upload(self, key: str, stream_id: str = "", mark: str = "") -> str:
         """Start a multipart upload marked as ours (and as `stream_id`'s, so that a
-        HEAD tells whose take an object is); returns its upload id."""
-        metadata = CREATED_BY | ({STREAM_ID: stream_id} if stream_id else {})
+        HEAD tells whose take an object is, and with `mark`, so that it tells which
+        upload completed it); returns its upload id."""
+        metadata = (
+            CREATED_BY
+            | ({STREAM_ID: stream_id} if stream_id else {})
+            | ({UPLOAD_MARK: mark} if mark else {})
+        )
         with _s3_errors(self.bucket_name):
             resp = self.s3.create_multipart_upload(
                 Bucket=self.bucket_name,
@@ -215,7 +234,8 @@ class StreamBucket(S3Bucket):
         """The object's HEAD response, or None if there is no such object."""
         try:
             with _s3_errors(self.bucket_name):
-                return self.s3.head_object(Bucket=self.bucket_name, Key=key)
+                # The checksum too, where the store keeps one (verify.py).
+                return self.s3.head_object(Bucket=self.bucket_name, Key=key, ChecksumMode="ENABLED")
         except S3Rejected as exc:
             if exc.code in NOT_FOUND:
                 return None

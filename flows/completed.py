@@ -9,21 +9,22 @@ tag objects leaves it untagged; neither fails the stream, never mind aborts it.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from prefect import get_run_logger
 
+from blocks.bucket import facts_of
 from flows import stopping
 from flows.digest import FileSha256
 from flows.retry import with_retries
 from flows.runtime import StreamContext
 from flows.source import Snapshot, read_range, snapshot
 from stream_ingest.errors import SourceError, StreamError, StreamNotFound
-from stream_ingest.reconcile import multipart_etag
-from stream_ingest.records import PartRecord, Revision, utc_now
+from stream_ingest.records import PartRecord, Revision, StreamRecord, utc_now
 from stream_ingest.states import Status
+from stream_ingest.verify import ObjectFacts, holds_parts
 
 
 @dataclass(frozen=True)
@@ -130,15 +131,24 @@ def _no_digest(ctx: StreamContext, why: str) -> str:
 
 def holds_the_parts(ctx: StreamContext) -> bool:
     """Whether the object is the one the stream's checkpointed parts make (by its
-    multipart ETag and size): an earlier try completed it."""
+    multipart ETag, its checksum or its upload's mark, and its size: verify.py): an
+    earlier try completed it."""
     parts = ctx.store.parts(ctx.record.stream_id)
     head = ctx.bucket.head_object(ctx.record.s3_key)
     if head is None or not parts:
         return False
-    size = sum(p.size for p in parts.values())
-    return (
-        head.get("ETag") == multipart_etag([parts[n].etag for n in sorted(parts)])
-        and head.get("ContentLength") == size
+    return made_of(facts_of(head), ctx.record, [parts[n] for n in sorted(parts)])
+
+
+def made_of(facts: ObjectFacts, record: StreamRecord, parts: Sequence[PartRecord]) -> bool:
+    """Whether the object `facts` describes was completed from `parts` of `record`'s
+    upload."""
+    return holds_parts(
+        facts,
+        [p.etag for p in parts],
+        [p.crc32 for p in parts],
+        record.upload_mark,
+        sum(p.size for p in parts),
     )
 
 

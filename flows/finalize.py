@@ -28,13 +28,14 @@ from typing import Literal
 from prefect import get_run_logger, task
 from prefect.runtime import task_run
 
-from blocks.bucket import STREAM_ID
+from blocks.bucket import STREAM_ID, facts_of
 from flows import stopping
 from flows.buffers import BUFFERS
 from flows.completed import (
     Completion,
     digest_as_completed,
     holds_the_parts,
+    made_of,
     mark_completed,
     record_object,
 )
@@ -45,10 +46,10 @@ from flows.source import read_into, snapshot
 from flows.upload import put_part
 from stream_ingest.errors import KeyTaken, SourceError, StreamNotFound, UploadGone
 from stream_ingest.parts import PartRange, final_plan
-from stream_ingest.reconcile import multipart_etag
 from stream_ingest.records import PartRecord, UploadedPart, utc_now
 from stream_ingest.states import Status
 from stream_ingest.tail import FileState, trusted_parts
+from stream_ingest.verify import multipart_etag
 
 
 @dataclass(frozen=True)
@@ -154,12 +155,13 @@ def finalize(
     chosen = [parts[pr.number] for pr in plan]
     # A run frozen past its TTL must not complete what its successor now owns.
     store.renew_lease(rec.stream_id, ctx.token, ctx.config.lease_ttl_seconds)
+    etag = _complete(ctx, chosen)
+    # An answer naming our parts' multipart ETag is the object's proof (its size is
+    # theirs); anything else (an opaque ETag, an earlier try's completion) is checked
+    # by the object's HEAD.
     expected = multipart_etag([p.etag for p in chosen])
-    etag = _complete(ctx, chosen, expected)
-    # S3's answer naming our parts' ETag is the object's proof (its size is theirs);
-    # anything else, and an earlier try's completion, is checked by the object's HEAD.
-    if etag != expected or sum(p.size for p in chosen) != before.size:
-        _check_object(ctx, before.size, expected)
+    if not expected or etag != expected or sum(p.size for p in chosen) != before.size:
+        etag = _check_object(ctx, before.size, chosen)
     # The object exists from here: its SHA-256 is read off the close-to-object path.
     object_at = utc_now()
     digest = digest_as_completed(ctx, before)
@@ -167,11 +169,11 @@ def finalize(
     done = Completion(
         before.size, before.mtime_ns, len(plan), reuploaded, digest, copied, object_at
     )
-    mark_completed(ctx, done, expected)
+    mark_completed(ctx, done, etag)
     return Finalized(True, parts, before.size, len(plan), reuploaded, digest)
 
 
-def _complete(ctx: StreamContext, chosen: list[PartRecord], expected: str) -> str:
+def _complete(ctx: StreamContext, chosen: list[PartRecord]) -> str:
     """Complete the upload so that no take ever replaces another take's object; returns
     the ETag S3 answered ("" if the object already held these parts). A first
     take or an overwrite is one request: the If-None-Match condition itself tells a
@@ -192,14 +194,14 @@ def _complete(ctx: StreamContext, chosen: list[PartRecord], expected: str) -> st
                 return complete(presumed)
             except KeyTaken:
                 pass  # an object holds the key: whose it is decides
-        how = _completion(ctx, expected)
+        how = _completion(ctx, chosen)
         if how != "done":
             return complete(how)
     except (UploadGone, KeyTaken):
         # A retry after a completion whose answer was lost: the upload is gone (or the
-        # key "taken") because the object exists. It is ours if it has our parts'
-        # multipart ETag.
-        if (ctx.bucket.head_object(rec.s3_key) or {}).get("ETag") != expected:
+        # key "taken") because the object exists. It is ours if our parts made it.
+        head = ctx.bucket.head_object(rec.s3_key)
+        if head is None or not made_of(facts_of(head), rec, chosen):
             raise
     # The object holds exactly these parts already: an earlier try of this run
     # completed them, or a revision found the bytes unchanged. An upload still open
@@ -220,18 +222,23 @@ def _presumed(ctx: StreamContext) -> Literal["if-absent", "replace"] | None:
     return "if-absent" if ctx.record.revision == 1 else None
 
 
-def _check_object(ctx: StreamContext, size: int, expected: str) -> None:
+def _check_object(ctx: StreamContext, size: int, chosen: list[PartRecord]) -> str:
     """The completed object, by its HEAD, where S3's completion did not name our
-    parts' ETag: it must hold the file's size and, if S3 gives one, that ETag."""
+    parts' multipart ETag: it must hold the file's size and be made of these parts
+    (stream_ingest/verify.py). Returns its ETag."""
     key = ctx.record.s3_key
     head = ctx.bucket.head_object(key) or {}
     if head.get("ContentLength") != size:
         raise RuntimeError(f"object {key} has {head.get('ContentLength')} bytes, file has {size}")
-    if head.get("ETag") not in (expected, None):
-        raise RuntimeError(f"object {key} ETag {head.get('ETag')} != expected {expected}")
+    facts = facts_of(head)
+    if not made_of(facts, ctx.record, chosen):
+        raise RuntimeError(f"object {key} (ETag {facts.etag}) is not made of this upload's parts")
+    return facts.etag
 
 
-def _completion(ctx: StreamContext, expected: str) -> Literal["if-absent", "replace", "done"]:
+def _completion(
+    ctx: StreamContext, chosen: list[PartRecord]
+) -> Literal["if-absent", "replace", "done"]:
     """How to complete, decided just before it under the lease, so that no take ever
     replaces another take's object: only if the key is still free (If-None-Match), by
     replacing this stream's own object (a revision), or not at all (an earlier try of
@@ -241,7 +248,7 @@ def _completion(ctx: StreamContext, expected: str) -> Literal["if-absent", "repl
     if head is None:
         return "replace" if policy == "overwrite" else "if-absent"
     etag, owner = head.get("ETag"), head.get("Metadata", {}).get(STREAM_ID)
-    if etag == expected:
+    if made_of(facts_of(head), rec, chosen):
         return "done"
     if policy == "overwrite":
         return "replace"

@@ -21,6 +21,7 @@ from prefect import get_run_logger, task
 from blocks.bucket import StreamBucket
 from blocks.checkpoints import CheckpointStore
 from blocks.config import IngestConfig
+from flows.completed import holds_the_parts
 from flows.digest import unchanged
 from flows.retry import RETRIED
 from flows.runs import run_is_over
@@ -29,7 +30,7 @@ from flows.source import check_inside, check_readable, read_range, snapshot
 from stream_ingest.errors import StreamError, UploadGone
 from stream_ingest.identity import legacy
 from stream_ingest.keys import numbered, object_key
-from stream_ingest.reconcile import multipart_etag, reconcile
+from stream_ingest.reconcile import reconcile
 from stream_ingest.records import PartRecord, StreamRecord, utc_now
 from stream_ingest.states import TERMINAL, Status
 from stream_ingest.takes import (
@@ -253,8 +254,10 @@ def _new_upload(ctx: StreamContext, flow_run_id: str) -> StreamRecord:
             started=started,
         ),
     )
-    upload_id = bucket.create_multipart_upload(key, rec.stream_id)
+    mark = uuid.uuid4().hex
+    upload_id = bucket.create_multipart_upload(key, rec.stream_id, mark)
     fields = {
+        "upload_mark": mark,
         "s3_bucket": bucket.bucket_name,
         "s3_key": key,
         "s3_upload_id": upload_id,
@@ -294,19 +297,6 @@ def free_key(ctx: StreamContext, wanted: str) -> str:
     return key
 
 
-def _finished_meanwhile(ctx: StreamContext) -> bool:
-    """After UploadGone: did a crashed run complete the object before it could mark
-    the stream completed? Proved by size and the multipart ETag of our parts."""
-    rec = ctx.record
-    head = ctx.bucket.head_object(rec.s3_key)
-    parts = ctx.store.parts(rec.stream_id)
-    if head is None or not parts:
-        return False
-    expected = multipart_etag([parts[k].etag for k in sorted(parts)])
-    size = sum(p.size for p in parts.values())
-    return head.get("ETag") == expected and head.get("ContentLength") == size
-
-
 @task(name="open-upload", task_run_name="open-upload", **RETRIED)
 def open_upload(ctx: StreamContext, flow_run_id: str) -> Opened:
     """Create the stream's multipart upload, or resume it: reconcile the checkpoint
@@ -326,7 +316,7 @@ def open_upload(ctx: StreamContext, flow_run_id: str) -> Opened:
     try:
         in_s3 = ctx.bucket.list_parts(rec.s3_key, rec.s3_upload_id)
     except UploadGone:
-        if _finished_meanwhile(ctx):
+        if holds_the_parts(ctx):
             log.info("stream %s: object was completed by an earlier run", rec.stream_id)
             return Opened(rec, None)
         log.warning("stream %s: multipart upload is gone; starting a new one", rec.stream_id)

@@ -8,7 +8,6 @@ where the part plan says it should.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 
 from stream_ingest.parts import part_offset, part_size
 from stream_ingest.records import PartRecord, UploadedPart
@@ -30,10 +29,3 @@ def reconcile(
         # S3's checksum wins (a checkpoint written before checksums were kept has none).
         keep.append(dataclasses.replace(rec, crc32=held.crc32) if held.crc32 else rec)
     return keep
-
-
-def multipart_etag(etags: list[str]) -> str:
-    """The ETag S3 gives an object completed from parts with these ETags (MD5 of the
-    concatenated part MD5s, then "-N"); used to prove a completed object is ours."""
-    digest = hashlib.md5(b"".join(bytes.fromhex(e.strip('"')) for e in etags))
-    return f'"{digest.hexdigest()}-{len(etags)}"'

@@ -105,6 +105,7 @@ class StreamRecord:
     revision: int = 1  # the revision being uploaded, or the last one completed
     object_etag: str = ""  # the completed object's ETag (a revision's copy source)
     completed_mtime_ns: int = 0  # the file's mtime at completion: a later change is news
+    upload_mark: str = ""  # the mark in the metadata of the upload's object (verify.py)
 
     def to_hash(self) -> dict[str, str]:
         return {f.name: str(getattr(self, f.name)) for f in fields(self)}

@@ -31,8 +31,8 @@ from stream_ingest.errors import (
     S3Unavailable,
     UploadGone,
 )
-from stream_ingest.reconcile import multipart_etag
 from stream_ingest.settings import load_settings
+from stream_ingest.verify import multipart_etag
 
 MIB = 1024 * 1024
 

@@ -6,6 +6,10 @@ really reached S3. Rules match on the S3 operation (derived from method and quer
 the way S3 routes requests) and optionally a part number; the first active rule
 that matches a request decides what happens to it.
 
+A store unlike moto: `opaque_etags` gives objects opaque ETags (as AWS does under
+SSE-KMS, and GCS), mapped back where a request names one (a copy's If-Match);
+`without_checksums` drops every checksum from the answers (as Ceph's gateway does).
+
 Actions:
   status      answer `status` without forwarding (S3 never sees the request)
   drop        close the connection without an answer, before forwarding
@@ -16,7 +20,9 @@ Actions:
 
 from __future__ import annotations
 
+import hashlib
 import http.client
+import re
 import socket
 import struct
 import threading
@@ -29,6 +35,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 # Headers that belong to one hop, not to the request: never forwarded.
 _HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "expect", "te"}
 HOLD_LIMIT = 300.0  # a held request is let go after this long, so nothing hangs forever
+# A multipart object's ETag ("<md5>-N"), in a header and in an XML answer.
+_MULTIPART = re.compile(r'"[0-9a-f]{32}-[0-9]+"')
+_MULTIPART_XML = re.compile(r"<ETag>((?:&quot;|\")[0-9a-f]{32}-[0-9]+(?:&quot;|\"))</ETag>")
 
 
 def s3_operation(method: str, path: str, query: dict[str, list[str]]) -> str:
@@ -110,6 +119,9 @@ class FaultProxy:
         self.rules: list[Rule] = []
         self.calls: list[Call] = []
         self.lock = threading.Lock()
+        self.opaque_etags = False
+        self.without_checksums = False
+        self._real_etags: dict[str, str] = {}  # opaque -> the store's own
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.server.daemon_threads = True
         self._thread = threading.Thread(
@@ -131,6 +143,40 @@ class FaultProxy:
             rules, self.rules = self.rules, []
         for rule in rules:
             rule.release(forward=False)
+
+    def opaque(self, etag: str) -> str:
+        """The opaque ETag shown for a multipart object's ETag ("<md5>-N")."""
+        value = '"' + hashlib.sha256(etag.encode()).hexdigest()[:32] + '"'
+        with self.lock:
+            self._real_etags[value] = etag
+        return value
+
+    def real(self, etag: str) -> str:
+        with self.lock:
+            return self._real_etags.get(etag, etag)
+
+    def disguise(self, headers: list[tuple[str, str]], data: bytes) -> tuple[list, bytes]:
+        """The answer as the store this proxy plays would give it."""
+        original = data
+        if self.opaque_etags:
+            headers = [
+                (k, self.opaque(v) if k.lower() == "etag" and _MULTIPART.fullmatch(v) else v)
+                for k, v in headers
+            ]
+            data = (
+                _MULTIPART_XML.sub(
+                    lambda m: "<ETag>" + self.opaque(m[1].replace("&quot;", '"')) + "</ETag>",
+                    data.decode("utf-8", "replace"),
+                ).encode()
+                if b"<ETag>" in data
+                else data
+            )
+        if self.without_checksums:
+            headers = [(k, v) for k, v in headers if not k.lower().startswith("x-amz-checksum")]
+            data = re.sub(rb"<Checksum[A-Z0-9]+>[^<]*</Checksum[A-Z0-9]+>", b"", data)
+        if data != original:  # a rewritten body (never a HEAD's): its own length
+            headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+        return headers, data
 
     def _decide(self, op: str, part: int | None, path: str = "") -> Rule | None:
         now = time.monotonic()
@@ -244,6 +290,7 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 log("drop_after", status, True)
                 return self._drop()
             log("forwarded", status, True)
+            headers, data = proxy.disguise(headers, data)
             self._reply(status, headers, data)
 
         def _forward(self, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
@@ -251,6 +298,9 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             try:
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
                 headers["Content-Length"] = str(len(body))
+                for name in ("x-amz-copy-source-if-match", "If-Match"):
+                    for k in [k for k in headers if k.lower() == name.lower()]:
+                        headers[k] = proxy.real(headers[k])
                 conn.request(self.command, self.path, body=body, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()

@@ -9,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream_ingest.parts import MIN_PART, part_offset, part_size
-from stream_ingest.reconcile import multipart_etag, reconcile
+from stream_ingest.reconcile import reconcile
 from stream_ingest.records import PartRecord, UploadedPart
+from stream_ingest.verify import multipart_etag
 
 BASE = MIN_PART
 
