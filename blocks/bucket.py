@@ -4,7 +4,8 @@ Each method is one S3 call (ListParts/ListMultipartUploads: every page). Provide
 errors become domain errors in `_s3_errors`, the one place that knows S3 error codes.
 Needs s3:CreateMultipartUpload, UploadPart, ListMultipartUploadParts, CompleteMultipart
 Upload, AbortMultipartUpload, ListBucketMultipartUploads, GetObject (HEAD, and the
-copy source of UploadPartCopy), PutObjectTagging on the bucket. What S3 errors mean (retry or not) is decided by one
+copy source of UploadPartCopy), PutObjectTagging, and DeleteObject (a salvage moves its
+object off the stream's key: flows/salvage.py) on the bucket. What S3 errors mean (retry or not) is decided by one
 table, `stream_ingest.errors.s3_error`.
 """
 
@@ -99,10 +100,13 @@ class StreamBucket(S3Bucket):
     def s3(self) -> Any:
         return self.credentials.get_s3_client()
 
-    def create_multipart_upload(self, key: str, stream_id: str = "", mark: str = "") -> str:
+    def create_multipart_upload(
+        self, key: str, stream_id: str = "", mark: str = "", checksum: bool = True
+    ) -> str:
         """Start a multipart upload marked as ours (and as `stream_id`'s, so that a
         HEAD tells whose take an object is, and with `mark`, so that it tells which
-        upload completed it); returns its upload id."""
+        upload completed it); returns its upload id. `checksum=False` for an upload
+        whose parts are all copied (no bytes here to checksum)."""
         metadata = (
             CREATED_BY
             | ({STREAM_ID: stream_id} if stream_id else {})
@@ -113,23 +117,31 @@ class StreamBucket(S3Bucket):
                 Bucket=self.bucket_name,
                 Key=key,
                 Metadata=metadata,
-                ChecksumAlgorithm=CHECKSUM,
+                **({"ChecksumAlgorithm": CHECKSUM} if checksum else {}),
             )
         return resp["UploadId"]
 
     def copy_part(
-        self, key: str, upload_id: str, number: int, source_etag: str, offset: int, size: int
+        self,
+        key: str,
+        upload_id: str,
+        number: int,
+        source_etag: str,
+        offset: int,
+        size: int,
+        source_key: str = "",
     ) -> UploadedPart:
         """Part `number` copied server-side from bytes [offset, offset+size) of the
-        object now at `key`, only while it is still the one with `source_etag`. The
-        checksum is S3's where it gives one, else "" (the caller computes it)."""
+        object now at `source_key` (default: `key` itself), only while it is still the
+        one with `source_etag`. The checksum is S3's where it gives one, else "" (the
+        caller computes it)."""
         with _s3_errors(self.bucket_name, upload_id):
             resp = self.s3.upload_part_copy(
                 Bucket=self.bucket_name,
                 Key=key,
                 UploadId=upload_id,
                 PartNumber=number,
-                CopySource={"Bucket": self.bucket_name, "Key": key},
+                CopySource={"Bucket": self.bucket_name, "Key": source_key or key},
                 CopySourceRange=f"bytes={offset}-{offset + size - 1}",
                 CopySourceIfMatch=source_etag,
             )
@@ -215,6 +227,24 @@ class StreamBucket(S3Bucket):
                 self.s3.abort_multipart_upload(Bucket=self.bucket_name, Key=key, UploadId=upload_id)
         except UploadGone:
             pass
+
+    def delete_object(self, key: str, etag: str) -> None:
+        """Delete the object at `key` only while it is the one with `etag` (If-Match,
+        where S3 implements it; elsewhere a HEAD just before stands in for it)."""
+        call = {"Bucket": self.bucket_name, "Key": key}
+        try:
+            with _s3_errors(self.bucket_name):
+                self.s3.delete_object(**call, IfMatch=etag)
+            return
+        except S3Rejected as exc:
+            if exc.code in ("PreconditionFailed", "412"):
+                raise KeyTaken(key) from None
+            if exc.code not in ("NotImplemented", "501"):
+                raise
+        if (self.head_object(key) or {}).get("ETag") != etag:
+            raise KeyTaken(key)
+        with _s3_errors(self.bucket_name):
+            self.s3.delete_object(**call)
 
     def list_multipart_uploads(self, prefix: str = "") -> list[PendingUpload]:
         """Every in-progress upload under `prefix`, following both markers."""

@@ -5,6 +5,8 @@
     stream-ingest blocks register            save the blocks from STREAM_INGEST_* settings
     stream-ingest streams list|show|rerun    inspect and rerun streams
     stream-ingest streams prune [--dry-run]  drop streams that ended past the retention
+    stream-ingest streams salvage|abort ID   keep a failed stream's parts as
+                                             `<stem>.partial<ext>`, or discard them
     stream-ingest doctor                     check settings, S3, Redis, Prefect, folder
 
 Every command but `blocks register` and `dev` reads the IngestConfig block named by

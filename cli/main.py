@@ -10,7 +10,7 @@ import dataclasses
 import json
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -32,7 +32,9 @@ app = typer.Typer(
     add_completion=False,
 )
 blocks_app = typer.Typer(help="Prefect blocks.", no_args_is_help=True)
-streams_app = typer.Typer(help="Inspect, rerun and prune streams.", no_args_is_help=True)
+streams_app = typer.Typer(
+    help="Inspect, rerun, salvage, abort and prune streams.", no_args_is_help=True
+)
 app.add_typer(blocks_app, name="blocks")
 app.add_typer(streams_app, name="streams")
 
@@ -212,6 +214,43 @@ def streams_prune(
         out.print(f"{count} actions in a dry run ({retention}): nothing changed")
     else:
         out.print(f"{count} actions ({retention})")
+
+
+DryRunOption = Annotated[
+    bool, typer.Option("--dry-run", help="Print what would be done; change nothing.")
+]
+YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+
+
+@streams_app.command("salvage")
+def streams_salvage(stream_id: str, dry_run: DryRunOption = False, yes: YesOption = False) -> None:
+    """Keep what a failed stream uploaded as an object of its own, `<stem>.partial<ext>`
+    beside its key (the file's first bytes, byte for byte), and mark it salvaged."""
+    _end(stream_id, "salvage", dry_run, yes)
+
+
+@streams_app.command("abort")
+def streams_abort(stream_id: str, dry_run: DryRunOption = False, yes: YesOption = False) -> None:
+    """Abort a failed stream's multipart upload, discarding its parts, and mark it aborted."""
+    _end(stream_id, "abort", dry_run, yes)
+
+
+def _end(stream_id: str, action: Literal["salvage", "abort"], dry_run: bool, yes: bool) -> None:
+    from cli.ending import end, preview
+
+    config = _config()
+    plan = preview(config, stream_id, action)
+    if dry_run:
+        out.print(f"would {plan.describe()}: nothing changed")
+        return
+    if not yes:
+        if not sys.stdin.isatty():
+            raise StreamError(f"not confirmed: stdin is not a terminal (pass --yes to {action})")
+        if not typer.confirm(f"{plan.describe()}?"):
+            out.print("nothing changed")
+            raise typer.Exit(1)
+    ended = end(config, state.config, stream_id, action)
+    out.print(f"stream {stream_id} {ended.how}: {ended.summary}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

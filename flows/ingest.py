@@ -3,8 +3,8 @@
 open (find-stream, open-upload) -> tail loop (upload-part-k whenever part k's bytes
 exist, several in flight when the file is ahead) -> end of recording (close hint +
 settle, or idle timeout) -> finalize (verify, tail, complete). A terminal source error
-(deleted, shrank, replaced) aborts the upload; anything else leaves the stream
-`failed` and resumable: rerunning the flow picks up from the checkpoint. Once S3 has
+(deleted, shrank, replaced) salvages what was uploaded (flows/salvage.py); anything
+else leaves the stream `failed` and resumable: rerunning the flow picks up from the checkpoint. Once S3 has
 completed the object, no source error fails the stream (flows/completed.py).
 """
 
@@ -28,7 +28,6 @@ from flows.follow_up import look_again
 from flows.lease import LeaseKeeper
 from flows.opening import TakeSkipped, find_stream, open_upload, record_failure
 from flows.report import (
-    ABORTED,
     FAILED,
     Reporter,
     how_it_ended,
@@ -37,6 +36,7 @@ from flows.report import (
 )
 from flows.runs import RunRequest, create_stream_run, run_name
 from flows.runtime import StreamContext, config_of_run
+from flows.salvage import carry_out, plan_end
 from flows.source import snapshot
 from flows.stopping import check as check_stop
 from flows.upload import WindowEnd, upload_part, upload_parts, upload_window
@@ -312,10 +312,30 @@ def _skip(ctx: StreamContext, skipped: TakeSkipped) -> dict[str, Any]:
     return {**ctx.store.require(rec.stream_id).public(), "message": str(skipped)}
 
 
+def _end_lost(ctx: StreamContext, message: str, reporter: Reporter) -> None:
+    """The file is gone, shrank or was replaced: what was uploaded of it is salvaged
+    (or the upload aborted, if it holds nothing to keep). Where that cannot be done
+    now, the stream fails with its upload kept, for the janitor or an operator."""
+    log, sid = get_run_logger(), ctx.record.stream_id
+    record = ctx.store.get(sid) or ctx.record
+    try:
+        ended = carry_out(ctx.bucket, ctx.store, plan_end(ctx.bucket, ctx.store, record), message)
+    except StreamError as exc:
+        why = f"{message}; {exc}"
+        reporter.record = record_failed(ctx.store, record, why, counted=True)
+        log.error("stream %s failed (upload kept): %s", sid, why)
+        reporter.ended(FAILED, why)
+        return
+    reporter.record = ended.record
+    log.error("stream %s %s: %s (%s)", sid, ended.how, ended.summary, message)
+    reporter.event(ended.how, error=message, **ended.payload)
+
+
 def _fail(ctx: StreamContext, exc: BaseException, reporter: Reporter) -> None:
-    """Record the failure in the checkpoint: abort the upload for terminal source
-    errors, keep it (resumable) for everything else; a cancel or a worker's shutdown
-    is recorded so too, but not counted as a failure (flows/report.py)."""
+    """Record the failure in the checkpoint: salvage what was uploaded for terminal
+    source errors, keep the upload (resumable) for everything else; a cancel or a
+    worker's shutdown is recorded so too, but not counted as a failure
+    (flows/report.py)."""
     log = get_run_logger()
     rec = ctx.record
     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -324,12 +344,7 @@ def _fail(ctx: StreamContext, exc: BaseException, reporter: Reporter) -> None:
         return
     try:
         if isinstance(exc, StreamError) and exc.terminal:
-            if rec.s3_upload_id:
-                ctx.bucket.abort_multipart_upload(rec.s3_key, rec.s3_upload_id)
-                ctx.store.forget_upload(rec.s3_upload_id)
-            ctx.store.set_status(rec.stream_id, Status.ABORTED, error=message)
-            log.error("stream %s aborted: %s", rec.stream_id, message)
-            reporter.ended(ABORTED, message)
+            _end_lost(ctx, message, reporter)
         else:
             # A cancel or a worker's shutdown is no failure: not counted, not rerun.
             how = how_it_ended(exc)

@@ -1,9 +1,13 @@
 """The janitor flow: nothing leaks storage cost, nothing stays "uploading" forever.
 
-1. Aborts multipart uploads that stream-ingest created (recorded in the uploads
-   registry the moment they were created) and that no live stream owns, once they are
-   older than `upload_ttl_hours`. Uploads that are not in the registry belong to some
-   other application and are never touched, even under our prefix.
+1. Looks at the multipart uploads that stream-ingest created (recorded in the uploads
+   registry the moment they were created) that no live run holds and that made no
+   progress for `upload_ttl_hours`. A failed stream's own upload is resumable and
+   kept while its file can be read; once the file cannot be read (gone, replaced,
+   unreadable), its parts are salvaged into `<stem>.partial<ext>` (flows/salvage.py).
+   An upload that is not its stream's current one is aborted. Uploads that are not in
+   the registry belong to some other application and are never touched, even under
+   our prefix.
 2. Marks streams whose run ended without finishing (crashed run, lost lease) as
    failed, so `stream-ingest streams rerun --failed` finds them.
 3. Drops the index entries of streams whose keys expired (after the uploads: an
@@ -21,9 +25,12 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
+from blocks.config import IngestConfig
 from flows.report import janitor_failed
 from flows.runs import ended_runs
 from flows.runtime import config_of_run
+from flows.salvage import SALVAGED, end_unheld, source_lost
+from stream_ingest.errors import StreamError
 from stream_ingest.janitor_plan import STALE_AFTER_LEASES, Action, plan_streams, plan_uploads
 from stream_ingest.retention import sweep_report
 from stream_ingest.settings import config_block_name
@@ -54,18 +61,53 @@ def sweep(config: str | None = None, now: float | None = None) -> list[Action]:
     prefix = cfg.s3_prefix if cfg.s3_key_template.startswith("{prefix}/") else ""
     pending = bucket.list_multipart_uploads(prefix)
     ttl = cfg.upload_ttl_hours * 3600
-    uploads = plan_uploads(pending, registry, records, leased, now, ttl)
+    ids = {p.upload_id for p in pending}
+    lost = {
+        sid: why
+        for sid, rec in records.items()
+        if rec.status == Status.FAILED
+        and rec.s3_upload_id in ids
+        and (why := source_lost(rec)) is not None
+    }
+    uploads = plan_uploads(pending, registry, records, leased, now, ttl, lost)
     keys = {p.upload_id: p.key for p in pending}
+    done = []
     for act in uploads:
-        bucket.abort_multipart_upload(keys[act.target], act.target)
-        store.forget_upload(act.target)
-        log.info("aborted upload %s of stream %s: %s", act.target[:12], act.stream_id, act.reason)
-    return actions + uploads + sweep_report(store.sweep_indexes(now))
+        if act.kind == "salvage":
+            done.append(_salvage(cfg, act, config_name))
+        elif act.kind == "abort-upload":
+            bucket.abort_multipart_upload(keys[act.target], act.target)
+            store.forget_upload(act.target)
+            log.info(
+                "aborted upload %s of stream %s: %s", act.target[:12], act.stream_id, act.reason
+            )
+            done.append(act)
+        else:
+            log.info("kept upload %s of stream %s: %s", act.target[:12], act.stream_id, act.reason)
+            done.append(act)
+    return actions + done + sweep_report(store.sweep_indexes(now))
+
+
+def _salvage(cfg: IngestConfig, act: Action, config_name: str) -> Action:
+    """Salvage a failed stream whose file is gone (or abort an upload that holds
+    nothing to keep); where that cannot be done now, its upload is kept."""
+    log = get_run_logger()
+    try:
+        ended = end_unheld(
+            cfg, act.stream_id, "salvage", f"janitor: {act.reason}", config_name, log
+        )
+    except StreamError as exc:
+        log.warning("kept upload %s of stream %s: %s", act.target[:12], act.stream_id, exc)
+        return Action("keep-upload", act.stream_id, act.target, str(exc))
+    if ended.how == SALVAGED:
+        return Action("salvaged", act.stream_id, ended.record.salvage_key, ended.summary)
+    return Action("abort-upload", act.stream_id, act.target, ended.record.error)
 
 
 @flow(name="janitor", flow_run_name="janitor", log_prints=False)
 def janitor(config: str | None = None) -> list[dict[str, str]]:
-    """Abort orphaned uploads of ours and fail streams whose run is gone.
+    """Abort orphaned uploads of ours, salvage failed streams whose file is gone, and
+    fail streams whose run is gone.
 
     Args:
         config: the IngestConfig block (default: STREAM_INGEST_CONFIG_BLOCK, else

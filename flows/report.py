@@ -1,8 +1,8 @@
 """What the Prefect UI shows about a stream: the run's tag, a progress artifact, a
 summary table at the end, and events with the stream as their resource.
 
-A stream that ends without completing is announced by how it ended: `aborted`
-(terminal), `failed` (counted: an automation reruns it a bounded number of times,
+A stream that ends without completing is announced by how it ended: `aborted` or
+`salvaged` (terminal), `failed` (counted: an automation reruns it a bounded number of times,
 automations/), or, not counted and never rerun by it, `cancelled` (an operator
 cancelled its run) and `rescheduled` (its worker shut down and runs it again).
 
@@ -220,6 +220,23 @@ def janitor_failed(
     except Exception as exc:
         get_run_logger().warning("could not emit %s: %s", how, exc)
     return failed
+
+
+def announce(
+    record: StreamRecord, how: str, message: str, config: str, log: Any, **payload: Any
+) -> None:
+    """Announce an end that no run of the stream announces (the janitor's, an
+    operator's): the stream as the resource, no run's resources related to it."""
+    body = {"stream_id": record.stream_id, "s3_key": record.s3_key, "error": message}
+    try:
+        _outside_any_run(
+            emit_event,
+            event=f"{EVENT_PREFIX}.{how}",
+            resource=stream_resource(record, config),
+            payload=body | payload,
+        )
+    except Exception as exc:
+        log.warning("could not emit %s: %s", how, exc)
 
 
 def _read_run(flow_run_id: str) -> FlowRun | None:

@@ -1,7 +1,7 @@
 """Domain errors. Each carries its data and says in one line what happened.
 
-`terminal` errors end the stream (the multipart upload is aborted); the others leave
-it resumable (status failed, upload kept). `transient` errors are worth an automatic
+`terminal` errors end the stream (what was uploaded is salvaged, flows/salvage.py);
+the others leave it resumable (status failed, upload kept). `transient` errors are worth an automatic
 retry; the rest are not, so a bad bucket or bad credentials never cause a retry storm.
 """
 
@@ -135,6 +135,14 @@ class KeyTaken(StreamError):
     def __init__(self, key: str) -> None:
         super().__init__(f"another object took the key {key} during the upload")
         self.key = key
+
+
+class CannotSalvage(StreamError):
+    """A stream's parts cannot be kept as an object now; its upload is left as it is."""
+
+    def __init__(self, stream_id: str, why: str) -> None:
+        super().__init__(f"stream {stream_id} cannot be salvaged: {why}")
+        self.stream_id, self.why = stream_id, why
 
 
 # S3 error codes by what a retry can do about them (S3 API reference, "Error codes").

@@ -1,4 +1,5 @@
-"""Pure decisions of the janitor: which uploads to abort, which streams to fail.
+"""Pure decisions of the janitor: which uploads to abort, keep or salvage, which
+streams to fail.
 
 The janitor flow (flows/janitor.py) gathers the facts (S3's pending uploads, the
 uploads registry, the streams, their leases, which runs Prefect reports over) and
@@ -7,6 +8,7 @@ acts on what these functions return.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,9 +22,11 @@ STALE_AFTER_LEASES = 2
 
 @dataclass(frozen=True)
 class Action:
-    kind: str  # "abort-upload" | "mark-failed"
+    # "abort-upload" | "mark-failed" | "salvage" | "keep-upload", and what a salvage
+    # did: "salvaged" (target: the partial key) or "abort-upload"
+    kind: str
     stream_id: str
-    target: str  # upload id or stream status
+    target: str  # upload id, stream status or object key
     reason: str
 
 
@@ -33,32 +37,45 @@ def plan_uploads(
     leased: set[str],
     now: float,
     ttl_seconds: float,
+    lost: Mapping[str, str] | None = None,
 ) -> list[Action]:
-    """Pure: which uploads to abort. Ours (in the registry), older than the TTL, and
-    not the current upload of a stream that is live (leased) or resumable."""
+    """Pure: what to do with the uploads of ours (in the registry) that made no
+    progress for the TTL and that no live run holds. A failed stream's own upload is
+    resumable: kept while its file can be read, salvaged once it cannot (`lost`: why,
+    by stream id), never aborted for its age. An upload that is not its stream's
+    current one (the stream ended, or moved on to another upload) is aborted."""
+    lost = lost or {}
     actions = []
     for up in pending:
         mine = registry.get(up.upload_id)
-        # The later of S3's Initiated and our own record of the creation: a server
-        # whose clock (or whose emulator: moto says 2010) is off never makes a fresh
-        # upload look old.
-        created = max(up.initiated_epoch, float(mine.get("created", 0))) if mine else 0.0
-        if mine is None or now - created < ttl_seconds:
+        if mine is None:
             continue
         sid = str(mine.get("stream_id", ""))
         record = records.get(sid)
-        if sid in leased:
-            continue
         owned = (
             record is not None
             and record.s3_upload_id == up.upload_id
             and record.status not in TERMINAL
         )
-        if owned and record.status != Status.FAILED:
-            continue  # an active stream between runs: the next rule handles it first
-        if owned:
-            reason = "failed stream past the upload TTL"
-        elif record is None:
+        # The later of S3's Initiated and our own record of the creation (a server
+        # whose clock, or whose emulator: moto says 2010, is off never makes a fresh
+        # upload look old) and, for a stream's own upload, of its last progress: a
+        # recording longer than the TTL is not old.
+        last = max(up.initiated_epoch, float(mine.get("created", 0)))
+        if owned and record is not None:
+            last = max(last, _epoch(record.last_activity_at_utc))
+        if now - last < ttl_seconds or sid in leased:
+            continue
+        if owned and record is not None:
+            if record.status != Status.FAILED:
+                continue  # an active stream between runs: plan_streams handles it first
+            if sid in lost:
+                actions.append(Action("salvage", sid, up.upload_id, lost[sid]))
+            else:
+                why = "failed stream whose file is still readable: resumable"
+                actions.append(Action("keep-upload", sid, up.upload_id, why))
+            continue
+        if record is None:
             reason = "no stream record"
         else:
             reason = f"stream is {record.status} with upload {record.s3_upload_id[:12] or 'none'}"

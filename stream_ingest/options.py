@@ -86,12 +86,16 @@ class IngestOptions(BaseModel):
         "'name (2).ext'), overwrite it, or skip this recording.",
     )
     upload_ttl_hours: float = Field(
-        24.0, gt=0, description="Janitor: age after which an orphaned upload of ours is aborted."
+        24.0,
+        gt=0,
+        description="Janitor: time without progress after which an upload of ours that no "
+        "run holds is judged: a failed stream's is salvaged if its file cannot be read (else "
+        "kept), one that is no longer its stream's is aborted.",
     )
     retention_days: float = Field(
         DEFAULT_RETENTION_DAYS,
         gt=0,
-        description="How long Redis keeps a stream that ended (completed, aborted, skipped): "
+        description="How long Redis keeps a stream that ended (completed, aborted, skipped, salvaged): "
         "its record, parts and revisions expire then (the object's tags keep its stream id, "
         "take, size and SHA-256). At least upload_ttl_hours.",
     )

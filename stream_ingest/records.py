@@ -106,6 +106,10 @@ class StreamRecord:
     object_etag: str = ""  # the completed object's ETag (a revision's copy source)
     completed_mtime_ns: int = 0  # the file's mtime at completion: a later change is news
     upload_mark: str = ""  # the mark in the metadata of the upload's object (verify.py)
+    # Set when a salvage begins (a crash part-way goes on from there), kept once done:
+    # the object that holds the first `salvaged_bytes` of the file (stream_ingest/salvage.py).
+    salvage_key: str = ""
+    salvaged_bytes: int = 0
 
     def to_hash(self) -> dict[str, str]:
         return {f.name: str(getattr(self, f.name)) for f in fields(self)}

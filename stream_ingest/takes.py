@@ -42,10 +42,11 @@ def after_completion(record: StreamRecord, size: int, mtime_ns: int) -> Change:
 
 def is_new_take(record: StreamRecord, size: int, mtime_ns: int) -> bool:
     """Whether the file now bound to `record`'s identity is a new take that needs a
-    stream of its own: the old stream was aborted (the file vanished, shrank or was
-    replaced, and is back: renamed while the sensor was down, written again), or the
+    stream of its own: the old stream was aborted or salvaged (the file vanished,
+    shrank or was replaced, and is back: renamed while the sensor was down, written
+    again), or the
     file is now smaller than what the stream uploaded or completed (truncated)."""
-    if record.status == Status.ABORTED:
+    if record.status in (Status.ABORTED, Status.SALVAGED):
         return True
     if record.status == Status.COMPLETED:
         return after_completion(record, size, mtime_ns) == Change.NEW_TAKE

@@ -29,6 +29,12 @@ def _uploads(s3, bucket: str) -> list[dict]:
     return s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
 
 
+def _salvaged(s3, bucket: str, record) -> bytes:
+    stem, ext = record.s3_key.rsplit(".", 1)
+    assert record.salvage_key == f"{stem}.partial.{ext}"
+    return s3.get_object(Bucket=bucket, Key=record.salvage_key)["Body"].read()
+
+
 def test_head_rewrite_at_close_while_s3_refuses_the_reupload(
     registered, s3, store, proxy, watch, request
 ):
@@ -83,9 +89,12 @@ def test_source_truncated_while_the_run_is_dead(
 
     assert state.is_failed() and "shrank" in state.message
     record = store.require(sid)
-    assert record.status == "aborted" and "shrank" in record.error
-    assert proxy.parts_reached_s3(since=mark) == []
-    assert _uploads(s3, registered.s3_bucket) == []  # the upload was aborted
+    # The recorded parts are the only copy of the first take's start: kept.
+    assert record.status == "salvaged" and "shrank" in record.error
+    # (the salvage's copies inside S3 go to an upload of their own)
+    assert proxy.parts_reached_s3(record.s3_upload_id, since=mark) == []
+    assert _uploads(s3, registered.s3_bucket) == []  # completed into the partial object
+    assert _salvaged(s3, registered.s3_bucket, record) == data[: record.salvaged_bytes]
     report(request, [])
 
 
@@ -104,10 +113,12 @@ def test_source_deleted_while_the_run_is_dead(
     assert f"source file not found: {src}" in state.message
     record = store.require(sid)
     # The rerun takes the crashed run's lease, then finds the source gone: the stream
-    # cannot be finished, so its upload is aborted instead of left to cost storage.
-    assert record.status == "aborted" and "source file not found" in record.error
+    # cannot be finished; what it uploaded is kept as an object of its own.
+    assert record.status == "salvaged" and "source file not found" in record.error
     assert _uploads(s3, registered.s3_bucket) == []
-    assert proxy.parts_reached_s3(since=mark) == []  # nothing uploaded, only the abort
+    assert proxy.parts_reached_s3(record.s3_upload_id, since=mark) == []  # nothing sent again
+    assert record.salvaged_bytes >= 2 * PART
+    assert _salvaged(s3, registered.s3_bucket, record) == data[: record.salvaged_bytes]
     objects = s3.list_objects_v2(Bucket=registered.s3_bucket).get("Contents", [])
-    assert objects == []  # nothing half-written was ever completed
+    assert [o["Key"] for o in objects] == [record.salvage_key]  # nothing at the stream's key
     report(request, [])

@@ -150,3 +150,57 @@ def upload_part_calls(log: Path, start: int, upload_id: str) -> list[int]:
         if query.get("uploadId") == [upload_id] and "partNumber" in query:
             out.append(int(query["partNumber"][0]))
     return out
+
+
+def failed_stream(
+    s3,
+    store: CheckpointStore,
+    settings,
+    data: bytes,
+    parts: int,
+    name: str = "cam1/take.mkv",
+    last_activity: str = "2020-01-01T00:00:00.000+00:00",
+    created_hours_ago: float = 48,
+):
+    """A failed stream as a crashed run leaves it: its multipart upload (made as the
+    flow makes them) holding `parts` parts of `data` (5 MiB each, the last maybe
+    short), registered `created_hours_ago`; its file at `name` in the watch folder
+    is not written (the caller writes it if it is still there)."""
+    import json
+    import uuid
+
+    from blocks.bucket import CHECKSUM, CREATED_BY, STREAM_ID
+    from stream_ingest.records import StreamRecord
+    from stream_ingest.states import Status
+
+    bucket, key, sid = settings.s3_bucket, f"rec/{name}", str(uuid.uuid4())
+    upload = s3.create_multipart_upload(
+        Bucket=bucket, Key=key, Metadata=CREATED_BY | {STREAM_ID: sid}, ChecksumAlgorithm=CHECKSUM
+    )["UploadId"]
+    for k in range(1, parts + 1):
+        body = data[(k - 1) * 5 * MIB : k * 5 * MIB]
+        s3.upload_part(
+            Bucket=bucket,
+            Key=key,
+            UploadId=upload,
+            PartNumber=k,
+            Body=body,
+            ChecksumAlgorithm=CHECKSUM,
+        )
+    created = time.time() - created_hours_ago * 3600
+    entry = {"stream_id": sid, "key": key, "created": created}
+    store.redis_client.hset(store.uploads_key, upload, json.dumps(entry))
+    record = StreamRecord(
+        stream_id=sid,
+        original_path=str(Path(settings.watch_dir) / name),
+        watch_dir=str(settings.watch_dir),
+        status=Status.FAILED,
+        s3_bucket=bucket,
+        s3_key=key,
+        s3_upload_id=upload,
+        part_base_bytes=5 * MIB,
+        last_activity_at_utc=last_activity,
+        error="flow run crashed",
+    )
+    store.put(record)
+    return record

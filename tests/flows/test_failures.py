@@ -1,5 +1,5 @@
 """Failures end the run with a one-line reason, in the Prefect state and in the
-checkpoint; terminal source errors abort the multipart upload."""
+checkpoint; terminal source errors salvage what was uploaded (or abort an empty upload)."""
 
 from __future__ import annotations
 
@@ -82,10 +82,24 @@ def test_unreachable_redis_fails_with_clear_reason(registered):
     assert time.monotonic() - started < 20  # the client's own retries, no task retries
 
 
-def test_shrinking_source_aborts_the_upload(registered, s3, store):
+def _salvaged(s3, bucket: str, record, data: bytes) -> None:
+    """The stream kept its uploaded prefix as `<stem>.partial<ext>`, byte for byte,
+    and left no upload open and nothing at its own key."""
+    stem, ext = record.s3_key.rsplit(".", 1)
+    assert record.salvage_key == f"{stem}.partial.{ext}"
+    assert record.salvaged_bytes >= 5 * MIB
+    held = s3.get_object(Bucket=bucket, Key=record.salvage_key)["Body"].read()
+    assert held == data[: record.salvaged_bytes]
+    assert _uploads(s3, bucket) == []
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert keys == [record.salvage_key]
+
+
+def test_shrinking_source_salvages_the_upload(registered, s3, store):
     src = Path(registered.watch_dir) / "shrink.mp4"
     src.touch()
-    writer = GrowingWriter(src, payload(12 * MIB), steps=6, pause=0.2)
+    data = payload(12 * MIB)
+    writer = GrowingWriter(src, data, steps=6, pause=0.2)
     writer.start()
     thread, out = run_in_thread(src)
     sid = wait_for_parts(store, 1)
@@ -98,14 +112,16 @@ def test_shrinking_source_aborts_the_upload(registered, s3, store):
     state = out["state"]
     assert state.is_failed() and "shrank" in state.message
     record = store.get(sid)
-    assert record.status == "aborted" and "shrank" in record.error
-    assert _uploads(s3, registered.s3_bucket) == []
+    assert record.status == "salvaged" and "shrank" in record.error
+    _salvaged(s3, registered.s3_bucket, record, data)
 
 
-def test_deleted_source_aborts_the_upload(registered, s3, store):
+def test_deleted_source_salvages_the_upload(registered, s3, store):
+    """The recording host's disk is gone: the parts in S3 are the only copy."""
     src = Path(registered.watch_dir) / "gone.mp4"
     src.touch()
-    writer = GrowingWriter(src, payload(8 * MIB), steps=4, pause=0.2)
+    data = payload(8 * MIB)
+    writer = GrowingWriter(src, data, steps=4, pause=0.2)
     writer.start()
     thread, out = run_in_thread(src)
     sid = wait_for_parts(store, 1)
@@ -115,11 +131,12 @@ def test_deleted_source_aborts_the_upload(registered, s3, store):
     thread.join(30)
 
     assert out["state"].is_failed() and "not found" in out["state"].message
-    assert store.get(sid).status == "aborted"
-    assert _uploads(s3, registered.s3_bucket) == []
+    record = store.get(sid)
+    assert record.status == "salvaged" and "not found" in record.error
+    _salvaged(s3, registered.s3_bucket, record, data)
 
 
-def test_source_deleted_between_its_stat_and_the_writers_look_aborts(
+def test_source_deleted_between_its_stat_and_the_writers_look_ends_it(
     registered, s3, store, monkeypatch
 ):
     """The file goes after the tail loop's stat, before the OS is asked who writes
@@ -140,7 +157,9 @@ def test_source_deleted_between_its_stat_and_the_writers_look_aborts(
 
     assert state.is_failed() and f"source file not found: {src}" in state.message
     [record] = store.list_streams()
-    assert record.status == "aborted" and record.error == f"source file not found: {src}"
+    # Its one part is short, sent only at the end: nothing was uploaded to keep.
+    assert record.status == "aborted"
+    assert record.error == f"source file not found: {src}; no part was uploaded"
     assert _uploads(s3, registered.s3_bucket) == []
 
 

@@ -64,15 +64,43 @@ def test_active_streams_keep_their_current_upload() -> None:
         )
 
 
-def test_failed_stream_past_the_ttl_and_superseded_uploads_are_aborted() -> None:
-    records = {"f": _rec("f", Status.FAILED, upload="cur"), "u": _rec("u", Status.UPLOADING, "new")}
-    registry = {"cur": {"stream_id": "f"}, "stale": {"stream_id": "u"}}
+def test_superseded_uploads_are_aborted() -> None:
+    records = {"u": _rec("u", Status.UPLOADING, "new"), "c": _rec("c", Status.COMPLETED, "cur")}
+    registry = {"stale": {"stream_id": "u"}, "cur": {"stream_id": "c"}}
 
-    actions = plan_uploads(_pending("cur", "stale"), registry, records, set(), NOW, TTL)
+    actions = plan_uploads(_pending("stale", "cur"), registry, records, set(), NOW, TTL)
 
-    assert _targets(actions) == ["cur", "stale"]
-    assert actions[0].reason == "failed stream past the upload TTL"
-    assert actions[1].reason.startswith("stream is uploading with upload new")
+    assert [(a.kind, a.target) for a in actions] == [
+        ("abort-upload", "stale"),
+        ("abort-upload", "cur"),
+    ]
+    assert actions[0].reason.startswith("stream is uploading with upload new")
+    assert actions[1].reason.startswith("stream is completed with upload cur")
+
+
+def test_a_failed_stream_is_never_aborted_for_its_age() -> None:
+    """Its file still readable: resumable, kept. Its file gone: salvaged, not aborted."""
+    records = {"f": _rec("f", Status.FAILED, upload="cur"), "g": _rec("g", Status.FAILED, "up")}
+    registry = {"cur": {"stream_id": "f"}, "up": {"stream_id": "g"}}
+    lost = {"g": "source file not found: /w/g.mkv"}
+
+    actions = plan_uploads(_pending("cur", "up"), registry, records, set(), NOW, TTL, lost)
+
+    assert [(a.kind, a.target) for a in actions] == [("keep-upload", "cur"), ("salvage", "up")]
+    assert actions[0].reason == "failed stream whose file is still readable: resumable"
+    assert actions[1].reason == "source file not found: /w/g.mkv"
+
+
+def test_age_counts_from_the_last_progress_not_the_creation() -> None:
+    """A recording longer than the TTL, or a failure found late: its upload was
+    created long ago, its last part went up a moment ago."""
+    records = {"f": _rec("f", Status.FAILED, upload="u", last=RECENT_ISO)}
+    registry = {"u": {"stream_id": "f", "created": OLD}}
+    lost = {"f": "source file not found: /w/f.mkv"}
+
+    assert plan_uploads(_pending("u"), registry, records, set(), NOW, TTL, lost) == []
+    late = {"f": _rec("f", Status.FAILED, upload="u", last=ANCIENT_ISO)}
+    assert _targets(plan_uploads(_pending("u"), registry, late, set(), NOW, TTL, lost)) == ["u"]
 
 
 def test_streams_whose_run_ended_are_failed_detected_included() -> None:

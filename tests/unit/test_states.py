@@ -11,7 +11,7 @@ import pytest
 
 from stream_ingest.states import ACTIVE, TERMINAL, IllegalTransition, Status, transition
 
-D, U, FIN, C, F, A, S = (
+D, U, FIN, C, F, A, S, V = (
     Status.DETECTED,
     Status.UPLOADING,
     Status.FINALIZING,
@@ -19,6 +19,7 @@ D, U, FIN, C, F, A, S = (
     Status.FAILED,
     Status.ABORTED,
     Status.SKIPPED,
+    Status.SALVAGED,
 )
 
 
@@ -54,6 +55,9 @@ def reachable(start: Status, avoiding: frozenset[Status] = frozenset()) -> set[S
         [D, U, FIN, C, U, F, U, FIN, C],  # a revision that failed and was resumed
         [D, S],  # on_existing=skip: the key belongs to another take
         [D, U, FIN, S],  # ... found taken at completion
+        [D, U, V],  # source deleted mid-recording: its parts kept as a partial object
+        [D, U, FIN, V],  # ... while finalizing
+        [D, U, F, V],  # the janitor or an operator salvages a failed stream
     ],
 )
 def test_the_lifecycles_paths_are_legal(path: list[Status]) -> None:
@@ -62,13 +66,18 @@ def test_the_lifecycles_paths_are_legal(path: list[Status]) -> None:
         assert transition(str(cur), str(nxt)) is nxt  # as read from Redis
 
 
-@pytest.mark.parametrize("end", [A, S])
+@pytest.mark.parametrize("end", [A, S, V])
 def test_an_ended_stream_has_no_way_out(end: Status) -> None:
     for target in Status:
         with pytest.raises(IllegalTransition) as info:
             transition(end, target)
         assert (info.value.current, info.value.target) == (end, target)
         assert f"{end} -> {target}" in str(info.value)
+
+
+def test_only_a_stream_with_an_upload_is_salvaged() -> None:
+    assert V in TERMINAL
+    assert [t for t in Status if legal(t, V)] == [U, FIN, F]
 
 
 def test_completed_needs_finalizing_and_finalizing_needs_uploading() -> None:

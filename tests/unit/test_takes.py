@@ -38,7 +38,9 @@ def test_a_record_completed_before_mtimes_were_kept_compares_sizes() -> None:
     assert after_completion(old, 1001, MTIME) is Change.REVISION
 
 
-@pytest.mark.parametrize("status", [Status.UPLOADING, Status.FAILED, Status.ABORTED])
+@pytest.mark.parametrize(
+    "status", [Status.UPLOADING, Status.FAILED, Status.ABORTED, Status.SALVAGED]
+)
 def test_only_a_completed_stream_has_revisions(status: Status) -> None:
     record = StreamRecord("s1", status=status, total_bytes=1000)
     assert after_completion(record, 5000, MTIME) is Change.NONE
@@ -50,6 +52,7 @@ def test_only_a_completed_stream_has_revisions(status: Status) -> None:
         (completed(), 10, True),  # truncated after completion
         (completed(), 2000, False),  # grew: a revision, not a new stream
         (StreamRecord("s", status=Status.ABORTED), 2000, True),  # back after an abort
+        (StreamRecord("s", status=Status.SALVAGED), 2000, True),  # ... after a salvage
         (StreamRecord("s", status=Status.UPLOADING, bytes_uploaded=800), 100, True),
         (StreamRecord("s", status=Status.UPLOADING, bytes_uploaded=800), 900, False),
         (StreamRecord("s", status=Status.FAILED, bytes_uploaded=800), 0, True),

@@ -1,0 +1,172 @@
+"""The janitor never destroys the only copy: a failed stream is judged by its last
+progress, kept while its file can be read, salvaged into `<stem>.partial<ext>` once
+it cannot; only an upload with nothing to keep, or whose bytes are all in the
+completed object, is aborted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flows import report
+from flows.janitor import janitor
+from stream_ingest.records import PartRecord, utc_now
+from tests.conftest import edit_config
+from tests.flows.automation import Events
+from tests.flows.helpers import MIB, failed_stream, object_bytes, payload
+
+pytestmark = pytest.mark.usefixtures("registered")
+
+
+@pytest.fixture
+def events(monkeypatch: pytest.MonkeyPatch) -> Events:
+    sent = Events()
+    monkeypatch.setattr(report, "emit_event", sent)
+    return sent
+
+
+@pytest.fixture(autouse=True)
+def one_hour_ttl(registered) -> None:
+    edit_config(upload_ttl_hours=1.0)
+
+
+def _pending(s3, bucket: str) -> set[str]:
+    return {u["UploadId"] for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])}
+
+
+def _keys(s3, bucket: str) -> list[str]:
+    return sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []))
+
+
+def test_a_failed_stream_with_recent_progress_is_kept_however_old_its_upload(registered, s3, store):
+    """A recording longer than the TTL, or a failure found late: the upload was
+    created two days ago, its last part went up a moment ago. Not even its file's
+    absence makes it old."""
+    rec = failed_stream(s3, store, registered, payload(6 * MIB), 1, last_activity=utc_now())
+
+    actions = janitor()
+
+    assert actions == []
+    assert _pending(s3, registered.s3_bucket) == {rec.s3_upload_id}
+    assert store.get(rec.stream_id).status == "failed"
+
+
+def test_a_failed_stream_whose_file_is_readable_is_resumable_not_aborted(registered, s3, store):
+    data = payload(6 * MIB, seed=1)
+    rec = failed_stream(s3, store, registered, data, 1)
+    Path(rec.original_path).parent.mkdir(parents=True)
+    Path(rec.original_path).write_bytes(data)
+
+    [action] = janitor()
+
+    assert action["kind"] == "keep-upload" and "resumable" in action["reason"]
+    assert _pending(s3, registered.s3_bucket) == {rec.s3_upload_id}
+    assert store.get(rec.stream_id).status == "failed"
+
+
+def test_a_failed_stream_whose_file_is_gone_is_salvaged(registered, s3, store, events):
+    """Parts 1 and 2 full, part 3 short, part 5 after a gap: the first three make the
+    file's first 12 MiB, byte for byte, at the first free partial key (another
+    object holds `take.partial.mkv`: it is left alone)."""
+    bucket = registered.s3_bucket
+    data = payload(22 * MIB, seed=2)
+    rec = failed_stream(s3, store, registered, data[: 12 * MIB], 3)
+    s3.upload_part(
+        Bucket=bucket, Key=rec.s3_key, UploadId=rec.s3_upload_id, PartNumber=5, Body=data[:5]
+    )
+    s3.put_object(Bucket=bucket, Key="rec/cam1/take.partial.mkv", Body=b"someone else's")
+
+    [action] = janitor()
+
+    salvaged = store.get(rec.stream_id)
+    assert salvaged.status == "salvaged"
+    assert salvaged.salvage_key == "rec/cam1/take.partial (2).mkv"
+    assert salvaged.salvaged_bytes == 12 * MIB
+    assert salvaged.error == f"janitor: source file not found: {rec.original_path}"
+    assert object_bytes(s3, bucket, salvaged.salvage_key) == data[: 12 * MIB]
+    assert object_bytes(s3, bucket, "rec/cam1/take.partial.mkv") == b"someone else's"
+    assert _keys(s3, bucket) == ["rec/cam1/take.partial (2).mkv", "rec/cam1/take.partial.mkv"]
+    assert _pending(s3, bucket) == set() and store.uploads() == {}
+    assert (action["kind"], action["target"]) == ("salvaged", salvaged.salvage_key)
+    [event] = events.sent
+    assert event["event"] == "stream-ingest.stream.salvaged"
+    assert event["resource"]["stream-ingest.stream-id"] == rec.stream_id
+    assert event["payload"]["salvage_key"] == salvaged.salvage_key
+    assert event["payload"]["bytes"] == 12 * MIB and event["payload"]["left_out_parts"] == 1
+
+
+def test_an_upload_with_nothing_to_keep_is_aborted_with_the_reason(registered, s3, store, events):
+    rec = failed_stream(s3, store, registered, b"", 0)
+
+    [action] = janitor()
+
+    aborted = store.get(rec.stream_id)
+    assert aborted.status == "aborted" and aborted.error.endswith("; no part was uploaded")
+    assert action["kind"] == "abort-upload"
+    assert _pending(s3, registered.s3_bucket) == set()
+    assert [e["event"] for e in events.sent] == ["stream-ingest.stream.aborted"]
+
+
+def _revision_of(s3, store, registered, data: bytes, parts: int):
+    """Revision 2 of a completed two-part object, failed with `parts` parts of
+    `data` uploaded, its file gone."""
+    import dataclasses
+
+    bucket = registered.s3_bucket
+    first = payload(10 * MIB, seed=3)
+    rec = failed_stream(s3, store, registered, data, parts)
+    done = s3.create_multipart_upload(Bucket=bucket, Key=rec.s3_key)["UploadId"]
+    etags = [
+        s3.upload_part(
+            Bucket=bucket,
+            Key=rec.s3_key,
+            UploadId=done,
+            PartNumber=k,
+            Body=first[(k - 1) * 5 * MIB : k * 5 * MIB],
+        )["ETag"]
+        for k in (1, 2)
+    ]
+    etag = s3.complete_multipart_upload(
+        Bucket=bucket,
+        Key=rec.s3_key,
+        UploadId=done,
+        MultipartUpload={
+            "Parts": [{"PartNumber": k, "ETag": e} for k, e in [(1, etags[0]), (2, etags[1])]]
+        },
+    )["ETag"]
+    prior = {k: PartRecord(k, etags[k - 1], (k - 1) * 5 * MIB, 5 * MIB, "x") for k in (1, 2)}
+    store.redis_client.hset(
+        store.prior_key(rec.stream_id), mapping={k: p.to_json() for k, p in prior.items()}
+    )
+    revised = dataclasses.replace(rec, revision=2, object_etag=etag)
+    store.put(revised)
+    return revised, first
+
+
+def test_a_revision_whose_bytes_are_all_in_the_completed_object_is_aborted(registered, s3, store):
+    bucket = registered.s3_bucket
+    rec, first = _revision_of(s3, store, registered, payload(10 * MIB, seed=3), 2)
+
+    [action] = janitor()
+
+    aborted = store.get(rec.stream_id)
+    assert aborted.status == "aborted" and "in the object of revision 1" in aborted.error
+    assert action["kind"] == "abort-upload"
+    assert _pending(s3, bucket) == set()
+    assert object_bytes(s3, bucket, rec.s3_key) == first  # revision 1 untouched
+
+
+def test_a_revision_with_new_bytes_is_never_aborted(registered, s3, store):
+    """Its key holds revision 1, which a salvage must not replace: the upload is kept
+    for an operator, and the report says why."""
+    bucket = registered.s3_bucket
+    rec, first = _revision_of(s3, store, registered, payload(10 * MIB, seed=4), 2)
+
+    [action] = janitor()
+
+    assert action["kind"] == "keep-upload" and "holds its key" in action["reason"]
+    assert _pending(s3, bucket) == {rec.s3_upload_id}
+    assert store.get(rec.stream_id).status == "failed"
+    assert store.get(rec.stream_id).salvage_key == ""
+    assert object_bytes(s3, bucket, rec.s3_key) == first
