@@ -1,4 +1,4 @@
-"""The dependency rule of docs/architecture.md, enforced: every import of every module
+"""The dependency rule of docs/how-it-works.md ("Layers"), enforced: every import of every module
 (module level and inside functions) is read from its source and checked against the
 layer it may reach; and a production install carries no development stack."""
 
