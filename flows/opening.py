@@ -27,7 +27,7 @@ from flows.retry import RETRIED
 from flows.runs import run_is_over
 from flows.runtime import StreamContext
 from flows.source import check_inside, check_readable, read_range, snapshot
-from stream_ingest.errors import StreamError, UploadGone
+from stream_ingest.errors import SourceError, StreamError, UploadGone
 from stream_ingest.identity import legacy
 from stream_ingest.keys import numbered, object_key
 from stream_ingest.reconcile import reconcile
@@ -304,15 +304,24 @@ def open_upload(ctx: StreamContext, flow_run_id: str) -> Opened:
     log = get_run_logger()
     rec, store = ctx.record, ctx.store
     folder = rec.watch_dir or ctx.config.watch_dir
-    check_inside(rec.original_path, folder, ctx.config.follow_symlinks)
-    check_readable(rec.original_path)
     # A revision copies unchanged parts from the completed object (see upload.put_part).
     prior = store.prior_parts(rec.stream_id) if rec.revision > 1 else {}
+    try:
+        check_inside(rec.original_path, folder, ctx.config.follow_symlinks)
+        check_readable(rec.original_path)
+        if rec.s3_upload_id:
+            snapshot(rec.original_path, rec.identity or None)
+    except SourceError:
+        # A run that died between S3's completion and its record: the object is the
+        # recording, whatever became of the file since (confirm_completed records it).
+        if rec.s3_upload_id and holds_the_parts(ctx):
+            log.info("stream %s: object was completed by an earlier run", rec.stream_id)
+            return Opened(rec, None, prior)
+        raise
     if not rec.s3_upload_id:
         what = f"revision {rec.revision} of" if rec.revision > 1 else "new multipart upload for"
         log.info("stream %s: %s %s", rec.stream_id, what, rec.original_path)
         return Opened(_new_upload(ctx, flow_run_id), {}, prior)
-    snapshot(rec.original_path, rec.identity or None)
     try:
         in_s3 = ctx.bucket.list_parts(rec.s3_key, rec.s3_upload_id)
     except UploadGone:

@@ -180,3 +180,35 @@ def test_a_rerun_confirming_a_completed_object_ignores_what_became_of_the_file(
     assert record.sha256 == ""  # never the digest of bytes the object does not hold
     assert object_bytes(s3, registered.s3_bucket, record.s3_key) == data
     assert aborts == []
+
+
+@pytest.mark.parametrize("change", [Path.unlink, _swap], ids=["deleted", "replaced"])
+def test_a_rerun_after_a_completion_the_run_did_not_record_with_the_file_gone(
+    registered, s3, store, monkeypatch, aborts, change
+):
+    """A run died between S3's completion and the record, and the file was deleted or
+    replaced before the rerun: the object is the recording, so the stream ends
+    completed with it (not salvaged, not failed)."""
+    data = payload(11 * MIB + 7, seed=98)
+    src = Path(registered.watch_dir) / "gone before rerun.mp4"
+    src.write_bytes(data)
+    with monkeypatch.context() as dying:
+
+        def die():
+            raise RuntimeError("the run's process died here")
+
+        _after_completion(dying, die)
+        dying.setattr(flows.ingest, "_fail", lambda *args: None)  # a dead run records nothing
+        assert stream_ingest(path=str(src), return_state=True).is_failed()
+    [first] = store.list_streams()
+    change(src)
+
+    state = stream_ingest(stream_id=first.stream_id, return_state=True)
+
+    assert state.is_completed(), state.message
+    record = store.require(first.stream_id)
+    assert record.status == Status.COMPLETED and int(record.total_bytes) == len(data)
+    assert object_bytes(s3, registered.s3_bucket, record.s3_key) == data
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=registered.s3_bucket)["Contents"]]
+    assert keys == [record.s3_key]  # no salvage beside it
+    assert aborts == []
