@@ -297,6 +297,17 @@ def free_key(ctx: StreamContext, wanted: str) -> str:
     return key
 
 
+def _confirming(ctx: StreamContext, flow_run_id: str, prior: dict[int, PartRecord]) -> Opened:
+    """An earlier run completed the object but not the record: confirm-completed records
+    it. The stream goes through finalizing as every completion does (a failed stream's
+    rerun resumes first: the janitor marks a stream failed when its run died)."""
+    rec, store = ctx.record, ctx.store
+    if rec.status == Status.FAILED:
+        store.set_status(rec.stream_id, Status.UPLOADING, flow_run_id=flow_run_id, error="")
+    store.set_status(rec.stream_id, Status.FINALIZING)
+    return Opened(store.require(rec.stream_id), None, prior)
+
+
 @task(name="open-upload", task_run_name="open-upload", **RETRIED)
 def open_upload(ctx: StreamContext, flow_run_id: str) -> Opened:
     """Create the stream's multipart upload, or resume it: reconcile the checkpoint
@@ -316,7 +327,7 @@ def open_upload(ctx: StreamContext, flow_run_id: str) -> Opened:
         # recording, whatever became of the file since (confirm_completed records it).
         if rec.s3_upload_id and holds_the_parts(ctx):
             log.info("stream %s: object was completed by an earlier run", rec.stream_id)
-            return Opened(rec, None, prior)
+            return _confirming(ctx, flow_run_id, prior)
         raise
     if not rec.s3_upload_id:
         what = f"revision {rec.revision} of" if rec.revision > 1 else "new multipart upload for"
@@ -327,7 +338,7 @@ def open_upload(ctx: StreamContext, flow_run_id: str) -> Opened:
     except UploadGone:
         if holds_the_parts(ctx):
             log.info("stream %s: object was completed by an earlier run", rec.stream_id)
-            return Opened(rec, None)
+            return _confirming(ctx, flow_run_id, prior)
         log.warning("stream %s: multipart upload is gone; starting a new one", rec.stream_id)
         store.forget_upload(rec.s3_upload_id)
         fresh = ctx.with_record(dataclasses.replace(rec, s3_upload_id=""))

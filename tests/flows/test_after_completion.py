@@ -182,13 +182,21 @@ def test_a_rerun_confirming_a_completed_object_ignores_what_became_of_the_file(
     assert aborts == []
 
 
-@pytest.mark.parametrize("change", [Path.unlink, _swap], ids=["deleted", "replaced"])
-def test_a_rerun_after_a_completion_the_run_did_not_record_with_the_file_gone(
-    registered, s3, store, monkeypatch, aborts, change
+def _kept(src: Path) -> None:
+    pass
+
+
+@pytest.mark.parametrize(
+    ("change", "marked_failed"),
+    [(Path.unlink, False), (_swap, False), (_kept, True), (Path.unlink, True)],
+    ids=["deleted", "replaced", "failed-by-the-janitor", "deleted-and-failed"],
+)
+def test_a_rerun_after_a_completion_the_run_did_not_record(
+    registered, s3, store, monkeypatch, aborts, change, marked_failed
 ):
-    """A run died between S3's completion and the record, and the file was deleted or
-    replaced before the rerun: the object is the recording, so the stream ends
-    completed with it (not salvaged, not failed)."""
+    """A run died between S3's completion and the record; the file was deleted or
+    replaced before the rerun, or the janitor marked the stream failed: the object is
+    the recording, so the stream ends completed with it (not salvaged, not failed)."""
     data = payload(11 * MIB + 7, seed=98)
     src = Path(registered.watch_dir) / "gone before rerun.mp4"
     src.write_bytes(data)
@@ -202,6 +210,8 @@ def test_a_rerun_after_a_completion_the_run_did_not_record_with_the_file_gone(
         assert stream_ingest(path=str(src), return_state=True).is_failed()
     [first] = store.list_streams()
     change(src)
+    if marked_failed:  # what the janitor does to a stream whose run died
+        store.set_status(first.stream_id, Status.FAILED, error="its run crashed")
 
     state = stream_ingest(stream_id=first.stream_id, return_state=True)
 
