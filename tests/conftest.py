@@ -3,6 +3,8 @@ one Prefect test harness per session. Nothing here touches the machine's Redis."
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import os
 import tempfile
 import threading
@@ -66,8 +68,34 @@ def bucket_name(s3) -> str:
 def prefect_harness() -> Iterator[None]:
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=90):
+    with prefect_test_harness(server_startup_timeout=90), block_schemas_derived_once():
         yield
+
+
+@contextlib.contextmanager
+def block_schemas_derived_once() -> Iterator[None]:
+    """Prefect's Block.save derives the block class's whole JSON schema again for each
+    field it checks for secrets: hundreds of derivations of the IngestConfig (and the
+    blocks nested in it) per save, 10-40 s of CPU for one register_blocks on a loaded
+    machine. A class's schema cannot change while the tests run, so here each (class,
+    arguments) is derived once and every caller gets its own copy, as before; the
+    requests to the server are the same."""
+    from prefect.blocks.core import Block
+
+    derive = Block.__dict__["model_json_schema"]
+    schemas: dict[tuple[object, ...], dict] = {}
+
+    def model_json_schema(cls, *args: object, **kwargs: object) -> dict:
+        key = (cls, args, tuple(sorted(kwargs.items())))
+        if key not in schemas:
+            schemas[key] = derive.__func__(cls, *args, **kwargs)
+        return copy.deepcopy(schemas[key])
+
+    Block.model_json_schema = classmethod(model_json_schema)  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        Block.model_json_schema = derive  # type: ignore[method-assign]
 
 
 @pytest.fixture
