@@ -12,7 +12,10 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-# Before anything imports prefect: a private home, no telemetry, quiet logs.
+# Before anything imports prefect: a private home, no telemetry, quiet logs. Each
+# pytest-xdist worker gets a home of its own (it inherits the controller's environment).
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="si-prefect-home-")
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="si-prefect-home-"))
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
@@ -27,6 +30,81 @@ from blocks.checkpoints import CheckpointStore  # noqa: E402
 from devstack.services import MotoServer, RedisServer  # noqa: E402
 
 AWS_KEYS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+
+TESTS = Path(__file__).resolve().parent
+# Folders whose tests run only in the full tier, one at a time: a real Prefect server
+# and stack per test, faults timed against a flow run, the lifecycle model. A new test
+# file in one of them joins that tier by where it is.
+SERIAL_DIRS = {"e2e", "faults", "model"}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("tiers")
+    group.addoption(
+        "--all",
+        action="store_true",
+        help="the full tier: also the serial tests (tests/e2e, tests/faults, "
+        "tests/model) and those marked slow",
+    )
+    group.addoption(
+        "--serial",
+        choices=("only", "skip"),
+        help="with --all: only the serial tests, or all but them (./test.sh --all runs "
+        "the rest on every core, then these one at a time)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        try:
+            folder = item.path.resolve().relative_to(TESTS).parts[0]
+        except ValueError:
+            continue
+        if folder in SERIAL_DIRS:
+            item.add_marker(pytest.mark.serial)
+    serial = config.getoption("--serial")
+    if not config.getoption("--all"):
+        drop = [i for i in items if i.get_closest_marker("serial") or i.get_closest_marker("slow")]
+        config.stash[FULL_TIER_LEFT_OUT] = len(drop)
+    elif serial == "only":
+        drop = [i for i in items if not i.get_closest_marker("serial")]
+    elif serial == "skip":
+        drop = [i for i in items if i.get_closest_marker("serial")]
+    else:
+        drop = []
+    if drop:
+        dropped = set(map(id, drop))
+        config.hook.pytest_deselected(items=drop)
+        items[:] = [i for i in items if id(i) not in dropped]
+
+
+FULL_TIER_LEFT_OUT = pytest.StashKey[int]()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    """Captured output that holds a file name which is not UTF-8 (os.fsdecode's
+    surrogates) is escaped: a pytest-xdist worker cannot send it to the controller."""
+    outcome = yield
+    report = outcome.get_result()
+    report.sections = [(title, _sendable(text)) for title, text in report.sections]
+
+
+def _sendable(text: str) -> str:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode(errors="backslashreplace").decode()
+    return text
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    left_out = config.stash.get(FULL_TIER_LEFT_OUT, 0)
+    if left_out:
+        terminalreporter.write_line(
+            f"{left_out} tests of the full tier (serial or slow) were deselected: "
+            "./test.sh --all runs them"
+        )
 
 
 @pytest.fixture(scope="session")
