@@ -3,6 +3,7 @@ one Prefect test harness per session. Nothing here touches the machine's Redis."
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import copy
 import os
@@ -146,7 +147,11 @@ def bucket_name(s3) -> str:
 def prefect_harness() -> Iterator[None]:
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=90), block_schemas_derived_once():
+    with (
+        prefect_test_harness(server_startup_timeout=90),
+        block_schemas_derived_once(),
+        block_types_registered_once(),
+    ):
         yield
 
 
@@ -174,6 +179,40 @@ def block_schemas_derived_once() -> Iterator[None]:
         yield
     finally:
         Block.model_json_schema = derive  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def block_types_registered_once() -> Iterator[None]:
+    """register_blocks registers the block types (and the types nested in them) before
+    it saves the blocks: a dozen requests that change nothing once this session's
+    server holds them. Each class is registered for real the first time only; the
+    blocks are still saved per test."""
+    from prefect.blocks.core import Block
+
+    register = Block.__dict__["register_type_and_schema"]
+    registered: set[type] = set()
+
+    def register_type_and_schema(cls, *args: object, **kwargs: object) -> object:
+        if _in_event_loop() or cls not in registered:  # the async form: as it is
+            result = register.__func__(cls, *args, **kwargs)
+            if not _in_event_loop():
+                registered.add(cls)
+            return result
+        return None
+
+    Block.register_type_and_schema = classmethod(register_type_and_schema)  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        Block.register_type_and_schema = register  # type: ignore[method-assign]
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 @pytest.fixture
