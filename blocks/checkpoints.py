@@ -54,10 +54,22 @@ from stream_ingest.records import PartRecord, StreamRecord, utc_now
 from stream_ingest.states import ACTIVE, Status, transition
 
 # A close hint of this take is read and deleted in one step, so that it ends at most
-# one run's recording, and only if the file is still as it was when it was closed.
+# one run's recording, and only if the file is still as it was when it was closed. A
+# hint of a later state of the file than the caller's look (the recorder wrote on and
+# closed after that stat) is left for the next look, which sees that state: deleted,
+# the recording would end only at the idle timeout. Sizes and times are compared as
+# decimal strings (nanoseconds since the epoch exceed a Lua number's precision).
 _TAKE_HINT = """
+local function later(a, b)
+  if #a ~= #b then return #a > #b end
+  return a > b
+end
 local h = redis.call('HMGET', KEYS[1], 'closed_identity', 'closed_size', 'closed_mtime_ns')
 if h[1] ~= ARGV[1] then return 0 end
+if type(h[2]) == 'string' and type(h[3]) == 'string' and h[2] ~= '-1'
+    and (later(h[2], ARGV[2]) or later(h[3], ARGV[3])) then
+  return 0
+end
 redis.call('DEL', KEYS[1])
 if h[2] ~= '-1' and h[2] == ARGV[2] and h[3] == ARGV[3] then return 1 end
 return 0

@@ -3,6 +3,9 @@ one Prefect test harness per session. Nothing here touches the machine's Redis."
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import copy
 import os
 import tempfile
 import threading
@@ -10,7 +13,10 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-# Before anything imports prefect: a private home, no telemetry, quiet logs.
+# Before anything imports prefect: a private home, no telemetry, quiet logs. Each
+# pytest-xdist worker gets a home of its own (it inherits the controller's environment).
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="si-prefect-home-")
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="si-prefect-home-"))
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
@@ -25,6 +31,81 @@ from blocks.checkpoints import CheckpointStore  # noqa: E402
 from devstack.services import MotoServer, RedisServer  # noqa: E402
 
 AWS_KEYS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+
+TESTS = Path(__file__).resolve().parent
+# Folders whose tests run only in the full tier, one at a time: a real Prefect server
+# and stack per test, faults timed against a flow run, the lifecycle model. A new test
+# file in one of them joins that tier by where it is.
+SERIAL_DIRS = {"e2e", "faults", "model"}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("tiers")
+    group.addoption(
+        "--all",
+        action="store_true",
+        help="the full tier: also the serial tests (tests/e2e, tests/faults, "
+        "tests/model) and those marked slow",
+    )
+    group.addoption(
+        "--serial",
+        choices=("only", "skip"),
+        help="with --all: only the serial tests, or all but them (./test.sh --all runs "
+        "the rest on every core, then these one at a time)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        try:
+            folder = item.path.resolve().relative_to(TESTS).parts[0]
+        except ValueError:
+            continue
+        if folder in SERIAL_DIRS:
+            item.add_marker(pytest.mark.serial)
+    serial = config.getoption("--serial")
+    if not config.getoption("--all"):
+        drop = [i for i in items if i.get_closest_marker("serial") or i.get_closest_marker("slow")]
+        config.stash[FULL_TIER_LEFT_OUT] = len(drop)
+    elif serial == "only":
+        drop = [i for i in items if not i.get_closest_marker("serial")]
+    elif serial == "skip":
+        drop = [i for i in items if i.get_closest_marker("serial")]
+    else:
+        drop = []
+    if drop:
+        dropped = set(map(id, drop))
+        config.hook.pytest_deselected(items=drop)
+        items[:] = [i for i in items if id(i) not in dropped]
+
+
+FULL_TIER_LEFT_OUT = pytest.StashKey[int]()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    """Captured output that holds a file name which is not UTF-8 (os.fsdecode's
+    surrogates) is escaped: a pytest-xdist worker cannot send it to the controller."""
+    outcome = yield
+    report = outcome.get_result()
+    report.sections = [(title, _sendable(text)) for title, text in report.sections]
+
+
+def _sendable(text: str) -> str:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode(errors="backslashreplace").decode()
+    return text
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    left_out = config.stash.get(FULL_TIER_LEFT_OUT, 0)
+    if left_out:
+        terminalreporter.write_line(
+            f"{left_out} tests of the full tier (serial or slow) were deselected: "
+            "./test.sh --all runs them"
+        )
 
 
 @pytest.fixture(scope="session")
@@ -66,8 +147,72 @@ def bucket_name(s3) -> str:
 def prefect_harness() -> Iterator[None]:
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=90):
+    with (
+        prefect_test_harness(server_startup_timeout=90),
+        block_schemas_derived_once(),
+        block_types_registered_once(),
+    ):
         yield
+
+
+@contextlib.contextmanager
+def block_schemas_derived_once() -> Iterator[None]:
+    """Prefect's Block.save derives the block class's whole JSON schema again for each
+    field it checks for secrets: hundreds of derivations of the IngestConfig (and the
+    blocks nested in it) per save, 10-40 s of CPU for one register_blocks on a loaded
+    machine. A class's schema cannot change while the tests run, so here each (class,
+    arguments) is derived once and every caller gets its own copy, as before; the
+    requests to the server are the same."""
+    from prefect.blocks.core import Block
+
+    derive = Block.__dict__["model_json_schema"]
+    schemas: dict[tuple[object, ...], dict] = {}
+
+    def model_json_schema(cls, *args: object, **kwargs: object) -> dict:
+        key = (cls, args, tuple(sorted(kwargs.items())))
+        if key not in schemas:
+            schemas[key] = derive.__func__(cls, *args, **kwargs)
+        return copy.deepcopy(schemas[key])
+
+    Block.model_json_schema = classmethod(model_json_schema)  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        Block.model_json_schema = derive  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def block_types_registered_once() -> Iterator[None]:
+    """register_blocks registers the block types (and the types nested in them) before
+    it saves the blocks: a dozen requests that change nothing once this session's
+    server holds them. Each class is registered for real the first time only; the
+    blocks are still saved per test."""
+    from prefect.blocks.core import Block
+
+    register = Block.__dict__["register_type_and_schema"]
+    registered: set[type] = set()
+
+    def register_type_and_schema(cls, *args: object, **kwargs: object) -> object:
+        if _in_event_loop() or cls not in registered:  # the async form: as it is
+            result = register.__func__(cls, *args, **kwargs)
+            if not _in_event_loop():
+                registered.add(cls)
+            return result
+        return None
+
+    Block.register_type_and_schema = classmethod(register_type_and_schema)  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        Block.register_type_and_schema = register  # type: ignore[method-assign]
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 @pytest.fixture

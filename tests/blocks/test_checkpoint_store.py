@@ -377,6 +377,12 @@ def test_a_close_hint_is_used_once_and_only_while_no_write_followed(
     assert store.closed_hint(path, "1:2") is None  # a stale hint goes
     store.hint_closed(path, "1:2")  # the file's state unknown: never ends a recording
     assert not store.take_closed_hint(path, "1:2", -1, -1)
+    # A close after the caller's look (grown, or only rewritten) waits for a look
+    # that sees the file as it was closed.
+    store.hint_closed(path, "1:2", 150, 1_796_514_762_717_431_768)
+    assert not store.take_closed_hint(path, "1:2", 100, 1_796_514_761_217_431_679)
+    assert not store.take_closed_hint(path, "1:2", 150, 1_796_514_762_717_431_767)
+    assert store.take_closed_hint(path, "1:2", 150, 1_796_514_762_717_431_768)
 
 
 # -- Redis down ------------------------------------------------------------------

@@ -33,7 +33,8 @@ def payload(size: int, seed: int = 0) -> bytes:
 class GrowingWriter(threading.Thread):
     """Appends `data` in `steps` chunks through one open handle, `pause` seconds apart,
     then optionally rewrites the first bytes (as MP4/MKV muxers do on close), closes
-    the file and calls `on_done`."""
+    the file and calls `on_done`. `before_patch` waits (file still open) for the moment
+    to rewrite, e.g. until the flow has uploaded the part the rewrite changes."""
 
     def __init__(
         self,
@@ -44,11 +45,13 @@ class GrowingWriter(threading.Thread):
         head_patch: bytes = b"",
         on_done: Callable[[], None] | None = None,
         patch_at: int = 0,
+        before_patch: Callable[[], object] | None = None,
     ):
         super().__init__(name="writer", daemon=True)
         self.path, self.data, self.steps, self.pause = path, data, steps, pause
         self.head_patch, self.patch_at = head_patch, patch_at  # the patch, and where
         self.on_done = on_done  # e.g. the sensor's close hint
+        self.before_patch = before_patch
         self.done = threading.Event()
 
     def run(self) -> None:
@@ -60,6 +63,8 @@ class GrowingWriter(threading.Thread):
                 os.fsync(fh.fileno())
                 time.sleep(self.pause)
             if self.head_patch:
+                if self.before_patch:
+                    self.before_patch()
                 fh.seek(self.patch_at)
                 fh.write(self.head_patch)
                 fh.flush()
@@ -81,6 +86,18 @@ def wait_for_parts(store: CheckpointStore, n: int, timeout: float = 60) -> str:
         ),
         timeout,
         f"a stream with {n} checkpointed parts",
+    )
+
+
+def wait_for_part(store: CheckpointStore, number: int, timeout: float = 60) -> str:
+    """Wait until some stream has part `number` checkpointed (uploaded); return its id."""
+    return until(
+        lambda: next(
+            (r.stream_id for r in store.list_streams() if number in store.parts(r.stream_id)),
+            None,
+        ),
+        timeout,
+        f"a stream with part {number} checkpointed",
     )
 
 

@@ -18,7 +18,14 @@ import flows.finalize as finalize_module
 import flows.ingest as ingest_module
 from flows.ingest import stream_ingest
 from tests.conftest import edit_config
-from tests.flows.helpers import MIB, GrowingWriter, object_bytes, payload, until
+from tests.flows.helpers import (
+    MIB,
+    GrowingWriter,
+    object_bytes,
+    payload,
+    until,
+    wait_for_part,
+)
 
 pytestmark = pytest.mark.usefixtures("registered")
 
@@ -85,7 +92,11 @@ def test_bytes_rewritten_at_close_are_uploaded_byte_identically(
     data = payload(16 * MIB + 99, seed=3)
     src = Path(registered.watch_dir) / "rewrite.mp4"
     src.touch()
-    writer = GrowingWriter(src, data, steps=8, pause=0.15, head_patch=patch, patch_at=patch_at)
+    # The rewrite comes once the part it changes is uploaded, however late the run starts.
+    uploaded = lambda: wait_for_part(store, patch_at // (5 * MIB) + 1)  # noqa: E731
+    writer = GrowingWriter(
+        src, data, steps=8, pause=0.15, head_patch=patch, patch_at=patch_at, before_patch=uploaded
+    )
     writer.start()
 
     result = _ingest(src)
@@ -118,7 +129,9 @@ def test_the_sha256_is_read_at_the_end_only_where_the_parts_did_not_give_it(
     data = payload(16 * MIB + 99, seed=5)
     src = Path(registered.watch_dir) / "fed.mkv"
     src.touch()
-    writer = GrowingWriter(src, data, steps=8, pause=0.15, head_patch=patch)
+    # A head rewrite comes once the first part is uploaded, however late the run starts.
+    uploaded = lambda: wait_for_part(store, 1)  # noqa: E731
+    writer = GrowingWriter(src, data, steps=8, pause=0.15, head_patch=patch, before_patch=uploaded)
     writer.start()
 
     result = _ingest(src)
