@@ -10,7 +10,12 @@ from pathlib import Path
 import pytest
 
 from blocks.checkpoints import CheckpointStore
+from flows.runs import RunRequest
+from flows.source import snapshot
+from sensors.events import FileAppeared, FileClosed, FileOpened
+from sensors.trigger import StreamTrigger
 from stream_ingest.records import StreamRecord
+from stream_ingest.states import Status
 
 
 @pytest.fixture
@@ -20,10 +25,61 @@ def watch(tmp_path: Path) -> Path:
     return folder
 
 
+class Runs:
+    """Prefect's run creation as the sensor sees it: one run per idempotency key."""
+
+    def __init__(self) -> None:
+        self.started: dict[str, RunRequest] = {}
+
+    def __call__(self, request: RunRequest) -> str:
+        self.started.setdefault(request.idempotency_key, request)
+        return f"run-{len(self.started)}"
+
+
+def _trigger(store: CheckpointStore, watch: Path, runs: Runs) -> StreamTrigger:
+    return StreamTrigger(
+        store,
+        deployment="stream-ingest/stream-ingest",
+        config="stream-ingest",
+        watch_dir=str(watch),
+        trigger=runs,
+        emit=lambda **_: None,
+    )
+
+
 def _wipe(store: CheckpointStore) -> None:
     """Redis restarted without its data (the test's namespace only)."""
     for key in store.redis_client.scan_iter(f"{store.namespace}:*"):
         store.redis_client.delete(key)
+
+
+def test_a_take_recorded_after_redis_lost_its_data_gets_a_run(
+    watch: Path, store: CheckpointStore
+) -> None:
+    """The sensor remembers the file's identity and stream; Redis loses the record;
+    `ffmpeg -y` records a new take over the file (same inode). The open, the close and
+    every later scan of the file found the sensor's memory and a record that is gone,
+    and did nothing: the take was never uploaded (until the sensor restarted)."""
+    runs = Runs()
+    sensor = _trigger(store, watch, runs)
+    video = watch / "a.mp4"
+    video.write_bytes(b"take one")
+    sensor.handle(FileAppeared(str(video), "created"))
+    assert len(runs.started) == 1
+    _wipe(store)
+
+    with open(video, "r+b") as fh:  # O_TRUNC in place: the same identity
+        fh.truncate(0)
+        fh.write(b"take two")
+    sensor.handle(FileOpened(str(video)))
+    sensor.handle(FileClosed(str(video)))
+    sensor.handle(FileAppeared(str(video), "scan"))
+
+    assert len(runs.started) == 2
+    second = list(runs.started.values())[1]
+    record = store.require(second.stream_id)
+    assert (record.status, record.original_path) == (Status.DETECTED, str(video))
+    assert store.stream_for_identity(str(snapshot(str(video)).identity)) == second.stream_id
 
 
 def test_a_field_written_to_a_lost_record_does_not_make_half_a_record(
