@@ -11,7 +11,7 @@ abstracted, and what each check means):
 - Redis keys per stream are bounded (the schema's, a record per part, ended streams
   expire).
 
-Budget: MODEL_EXAMPLES (default 200) examples of at most MODEL_STEPS (default 8)
+Budget: MODEL_EXAMPLES (default 200) examples of at most MODEL_STEPS (default 10)
 steps. The seed is fixed (MODEL_SEED, default below) so that a failure in CI is the
 change's, not a new draw's; MODEL_SEED=random explores, and the seed used is printed
 either way. Every failure the model finds is kept as a plain test in
@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, seed, settings
+from hypothesis import HealthCheck, Phase, seed, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -64,6 +64,12 @@ recorder_actions = st.one_of(*RECORDER)
 actions = st.one_of(
     *RECORDER, st.tuples(st.just("redis"), st.booleans()), st.tuples(st.just("tick"))
 )
+operations = st.one_of(
+    st.tuples(st.just("sensor")),
+    st.tuples(st.just("redis"), st.booleans()),
+    st.tuples(st.just("janitor")),
+    st.tuples(st.just("rerun")),
+)
 # (k, after, hard): the run's k-th call to S3 or Redis fails, before or after it is
 # made; hard: and every later one (its process died).
 crashes = st.none() | st.tuples(st.integers(1, 30), st.booleans(), st.booleans())
@@ -86,27 +92,20 @@ class IngestModel(RuleBasedStateMachine):
         self.world.do(action)
         self.world.sensor_tick()
 
-    @precondition(lambda self: self.world.sensor_up)
-    @rule()
-    def sensor_stop(self) -> None:
-        self.world.sensor_stop()
-
-    @precondition(lambda self: not self.world.sensor_up)
-    @rule()
-    def sensor_start(self) -> None:
-        self.world.sensor_start()
-
-    @rule(keep=st.booleans())
-    def restart_redis(self, keep: bool) -> None:
-        self.world.restart_redis(keep)
-
-    @rule()
-    def janitor(self) -> None:
-        self.world.janitor()
-
-    @rule()
-    def rerun_failed(self) -> None:
-        self.world.rerun_failed()
+    @rule(op=operations)
+    def operate(self, op: tuple) -> None:
+        """Something around the recorders: the sensor stops or starts again, Redis
+        restarts, the janitor sweeps, an operator reruns the failed streams."""
+        what, *args = op
+        world = self.world
+        if what == "sensor":
+            world.sensor_stop() if world.sensor_up else world.sensor_start()
+        elif what == "redis":
+            world.restart_redis(*args)
+        elif what == "janitor":
+            world.janitor()
+        else:
+            world.rerun_failed()
 
     @precondition(lambda self: bool(self.world.pending))
     @rule(crash=crashes)
@@ -150,7 +149,8 @@ def test_the_model(registered, restartable_redis, s3, tmp_path: Path, monkeypatc
     )
     chosen = model_seed()
     examples = int(os.environ.get("MODEL_EXAMPLES", "200"))
-    steps = int(os.environ.get("MODEL_STEPS", "8"))
+    steps = int(os.environ.get("MODEL_STEPS", "10"))
+    shrink = os.environ.get("MODEL_SHRINK", "1") != "0"
     print(f"\nmodel: seed {chosen} (replay with MODEL_SEED={chosen}), {examples} examples")
     started = time.monotonic()
     seed(chosen)(IngestModel)
@@ -164,6 +164,8 @@ def test_the_model(registered, restartable_redis, s3, tmp_path: Path, monkeypatc
                 database=None,
                 print_blob=True,
                 suppress_health_check=list(HealthCheck),
+                # MODEL_SHRINK=0: report the first failure as found (a quick look).
+                phases=[p for p in Phase if p != Phase.shrink or shrink],
             ),
         )
     finally:

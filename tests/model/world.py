@@ -79,9 +79,13 @@ class Take:
     versions: set[str] = dataclasses.field(default_factory=set)
     names: list[str] = dataclasses.field(default_factory=list)
     fd: int | None = None  # the recorder's handle while it records
+    lost_records: int = 0  # Redis lost its data while the take was completed
+
+    def digest(self) -> str:
+        return hashlib.sha256(self.content).hexdigest()
 
     def seen(self) -> None:
-        self.versions.add(hashlib.sha256(self.content).hexdigest())
+        self.versions.add(self.digest())
 
 
 class Clock:
@@ -155,7 +159,9 @@ def _engine_methods(cls: type) -> list[str]:
         if name.startswith("_"):
             continue
         attr = getattr(cls, name, None)
-        if isinstance(attr, types.FunctionType) and attr.__module__.startswith("blocks."):
+        pure = name.endswith(("_key", "_keys")) or name in ("same_place", "set_retention")
+        ours = isinstance(attr, types.FunctionType) and attr.__module__.startswith("blocks.")
+        if ours and not pure:
             names.append(name)
     return names
 
@@ -207,6 +213,15 @@ class World:
 
         for module in (flows.ingest, flows.janitor):
             monkeypatch.setattr(module, "config_of_run", self._config)
+        real_ended = flows.janitor.ended_runs
+
+        def ended_runs(run_ids: Any) -> set[str]:
+            # The sensor's runs have the model's ids (Prefect's would be the runs'
+            # own): a run the model has run is over, as Prefect would say.
+            ids = set(run_ids)
+            return (ids & self.finished) | real_ended(ids - self.finished)
+
+        monkeypatch.setattr(flows.janitor, "ended_runs", ended_runs)
         shim = self.clock.shim()
         monkeypatch.setattr(flows.ingest, "time", shim)
         monkeypatch.setattr(flows.finalize, "time", shim)
@@ -260,6 +275,7 @@ class World:
         self.takes: list[Take] = []
         self.files: dict[str, Take | str] = {}  # name -> its take, or "link"
         self.runs_by_key: dict[str, str] = {}
+        self.finished: set[str] = set()  # ids of the queued runs that have run
         self.pending: list[RunRequest] = []
         self.events: list[Any] = []
         self.sensor_up = True
@@ -268,6 +284,7 @@ class World:
         self.arm.set(None)
         self.outside_reads.clear()
         self.wiped_uploads: set[str] = set()
+        self._digest_of: dict[tuple[str, str], str] = {}
         self.log: list[str] = []
         self.unexpected: list[str] = []
         self.store.redis_client.flushall()
@@ -436,8 +453,13 @@ class World:
         self.log.append(f"link {name}")
 
     def do(self, action: tuple[Any, ...]) -> None:
-        """One recorder, sensor or Redis action, as a script names it."""
+        """One recorder, sensor or Redis action, as a script names it. An action on a
+        name that holds no recording starts one there instead: every step does
+        something."""
         what, *args = action
+        on_a_take = ("append", "close", "touch", "delete", "rename", "swap_for_link")
+        if what in on_a_take and self.take_at(args[0]) is None:
+            what, args = "record", [args[0], args[1] if what == "append" else 777]
         if what == "redis":
             self.restart_redis(*args)
         elif what == "tick":
@@ -506,6 +528,14 @@ class World:
             for up in self.s3.list_multipart_uploads(Bucket=self.bucket).get("Uploads", []):
                 if up["UploadId"] != running:
                     self.wiped_uploads.add(up["UploadId"])
+            # A known failure (test_regressions.py, xfail): a completed take still in
+            # the folder when Redis loses its data is uploaded again under a new key
+            # once the sensor claims its file anew. Each such loss may add one object.
+            with self.arm.bypass():
+                held = set(self.digests().values())
+            for take in self.takes:
+                if self.files.get(take.name) is take and take.digest() in held:
+                    take.lost_records += 1
         self.redis.restart(keep_data)
         self.log.append(f"redis restart keep={keep_data}")
 
@@ -549,6 +579,7 @@ class World:
                 return_state=True,
             )
         finally:
+            self.finished.add(self.runs_by_key[request.idempotency_key])
             stalled = self.current.get("stalled")
             self.current = {}
             self.arm.set(None)
@@ -621,18 +652,21 @@ class World:
         return any(u["UploadId"] not in owned | self.wiped_uploads for u in ups)
 
     # -- the invariants -------------------------------------------------------------
-    def objects(self) -> dict[str, bytes]:
+    def digests(self) -> dict[str, str]:
+        """Each object's SHA-256 (a body is read again only when its ETag changed)."""
         out = {}
         for obj in self.s3.list_objects_v2(Bucket=self.bucket).get("Contents", []):
-            body = self.s3.get_object(Bucket=self.bucket, Key=obj["Key"])["Body"].read()
-            out[obj["Key"]] = body
+            key, etag = obj["Key"], obj["ETag"]
+            if (key, etag) not in self._digest_of:
+                body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+                self._digest_of[(key, etag)] = hashlib.sha256(body).hexdigest()
+            out[key] = self._digest_of[(key, etag)]
         return out
 
     @timed
     def check(self, final: bool = False) -> None:
         with self.arm.bypass():
-            objects = self.objects()
-            digests = {k: hashlib.sha256(v).hexdigest() for k, v in objects.items()}
+            digests = self.digests()
             records = self.store.list_streams()
             self._check_objects(digests, records)
             self._check_uploads(records, final)
@@ -714,13 +748,15 @@ class World:
     def _check_takes(self, digests: dict[str, str]) -> None:
         """Every take still in the folder has its final bytes in exactly one completed
         object. A rename starts a new stream under the new name (documented), so a
-        take renamed after it completed may be in one object per name it had."""
+        take renamed after it completed may be in one object per name it had; and
+        one more per loss of Redis's data after it completed (a known failure, see
+        restart_redis)."""
         for name, entry in self.files.items():
             if not isinstance(entry, Take):
                 continue
-            final = hashlib.sha256(entry.content).hexdigest()
+            final = entry.digest()
             holders = [k for k, d in digests.items() if d == final]
-            most = len(set(entry.names))
+            most = len(set(entry.names)) + entry.lost_records
             if not 1 <= len(holders) <= most:
                 raise Violation(
                     f"take {entry.number} at {name} ({len(entry.content)} bytes) is in "
