@@ -130,3 +130,50 @@ def test_a_completed_take_is_not_uploaded_again_after_redis_lost_its_data(
 
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=registered.s3_bucket)["Contents"]]
     assert keys == ["rec/a.mp4"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a revision run that dies before it begins the revision (killed, or a "
+    "non-transient error in find-stream) leaves the stream completed and the change "
+    "never uploaded: the sensor's request for that file state has the same idempotency "
+    "key and gets the dead run back, and neither the janitor nor the rerun automation "
+    "looks at completed streams",
+)
+def test_a_revision_whose_run_died_before_it_began_is_uploaded(
+    registered, s3, store, quick_runs, monkeypatch
+) -> None:
+    import flows.ingest
+    from flows.ingest import stream_ingest
+
+    watch = Path(registered.watch_dir)
+    video = watch / "a.mp4"
+    video.write_bytes(b"take one")
+    assert stream_ingest(path=str(video))["status"] == "completed"
+    runs = Runs()
+    sensor = _trigger(store, watch, runs)
+    sensor.handle(FileAppeared(str(video), "scan"))
+    with open(video, "ab") as fh:  # the recorder goes on: a revision
+        fh.write(b" and more")
+    sensor.handle(FileClosed(str(video)))
+    [revision] = [r for r in runs.started.values() if "revision" in r.tags]
+    real = flows.ingest.find_stream
+
+    def dies(*args, **kwargs):
+        raise RuntimeError("the worker died")
+
+    monkeypatch.setattr(flows.ingest, "find_stream", dies)
+    assert stream_ingest(
+        path=revision.sent_path, stream_id=revision.stream_id, return_state=True
+    ).is_failed()
+    monkeypatch.setattr(flows.ingest, "find_stream", real)
+    ran = set(runs.started)
+
+    sensor.handle(FileClosed(str(video)))  # everything that looks at the file again
+    sensor.handle(FileAppeared(str(video), "scan"))
+    for key, request in list(runs.started.items()):
+        if key not in ran:
+            stream_ingest(path=request.sent_path, stream_id=request.stream_id)
+
+    body = s3.get_object(Bucket=registered.s3_bucket, Key="rec/a.mp4")["Body"].read()
+    assert body == b"take one and more"

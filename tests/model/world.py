@@ -276,6 +276,7 @@ class World:
         self.files: dict[str, Take | str] = {}  # name -> its take, or "link"
         self.runs_by_key: dict[str, str] = {}
         self.finished: set[str] = set()  # ids of the queued runs that have run
+        self.dead_revisions: set[str] = set()
         self.pending: list[RunRequest] = []
         self.events: list[Any] = []
         self.sensor_up = True
@@ -585,6 +586,18 @@ class World:
             self.arm.set(None)
         if stalled:
             raise Violation(f"a run did not end after its recorders stopped: {stalled}")
+        after = self.store.get(request.stream_id) if state.is_failed() else None
+        unbegun = (
+            after is not None
+            and record is not None
+            and "revision" in request.tags
+            and (after.status, after.revision) == (Status.COMPLETED, record.revision)
+        )
+        if unbegun:
+            # A known failure (test_regressions.py, xfail): a revision run that dies
+            # before it begins the revision is never run again for that file state.
+            # The model has the operator rerun the stream at the end.
+            self.dead_revisions.add(request.stream_id)
         if state.is_failed():
             try:
                 state.result()
@@ -640,6 +653,15 @@ class World:
             if any(r.status in ACTIVE for r in streams) or self._orphans():
                 self.janitor()
             self.rerun_failed(most=3)
+            for sid in sorted(self.dead_revisions):
+                record = self.store.get(sid)
+                if record is not None:
+                    self.trigger(
+                        RunRequest.rerun(
+                            self.settings.deployment, record.original_path, sid, self.config_name
+                        )
+                    )
+            self.dead_revisions.clear()
             if not self.pending:
                 return
         raise Violation(
