@@ -76,6 +76,14 @@ return 0
 """
 
 
+# Fields of a record that exists, in one step (HSET alone would create the hash).
+_UPDATE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+"""
+
+
 class CheckpointStore(IdentityIndex, RevisionLog, Leases, Retention, Block):
     """Stream checkpoints in Redis, under one key namespace.
 
@@ -213,12 +221,16 @@ class CheckpointStore(IdentityIndex, RevisionLog, Leases, Retention, Block):
 
     @unavailable
     def update(self, stream_id: str, **values: object) -> None:
-        """Set fields other than status (use `set_status` for that)."""
+        """Set fields other than status (use `set_status` for that) of a stream that
+        exists. A record Redis lost is left lost: a hash of the fields alone would be a
+        record without an id or a status that no reader can load (`put` and `restore`
+        rebuild whole records)."""
         if "status" in values:
             raise ValueError("use set_status to change a stream's status")
-        self.redis_client.hset(
-            self.meta_key(stream_id), mapping={k: str(v) for k, v in values.items()}
-        )
+        if not values:
+            return
+        args = [x for k, v in values.items() for x in (k, str(v))]
+        self._script("update", _UPDATE)(keys=[self.meta_key(stream_id)], args=args)
 
     @unavailable
     def set_status(self, stream_id: str, status: Status, **values: object) -> Status:

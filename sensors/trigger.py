@@ -133,11 +133,17 @@ class StreamTrigger:
         known = self.seen.get(path)
         if known is not None and known.identity == identity:
             self.seen.move_to_end(path)
-            if cause != "created":
-                record = self.store.get(known.stream_id)
-                if record is not None:
-                    self._revisit(path, identity, record)
-            return identity
+            if cause == "created":
+                return identity
+            record = self.store.get(known.stream_id)
+            if record is not None:
+                self._revisit(path, identity, record)
+                return identity
+            # Redis lost the stream (restarted without its data): what is in the file
+            # now, a new take or the rest of this one, is claimed again below, or no
+            # event would ever start its run while this memory lasts.
+            self.seen.pop(path)
+            known = None
         if known is not None:
             # Another file now sits at this path (replaced by a rename over it, or
             # its delete event was missed): release the old incarnation's identity.

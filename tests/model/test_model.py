@@ -1,0 +1,184 @@
+"""The model: a stateful property test (Hypothesis) that drives the real engine with
+random recorder and operator actions and checks after every step, and at the end,
+what must hold whatever happened (tests/model/world.py says what is real and what is
+abstracted, and what each check means):
+
+- every take still in the folder has its final bytes in exactly one completed object
+  (salvage, once built, will owe the takes that left the folder a `.partial`);
+- no object is completed that is not byte-identical to a state of a take;
+- no multipart upload of ours is open except a live or resumable stream's;
+- nothing outside the watch folder is read;
+- Redis keys per stream are bounded (the schema's, a record per part, ended streams
+  expire).
+
+Budget: MODEL_EXAMPLES (default 200) examples of at most MODEL_STEPS (default 10)
+steps. The seed is fixed (MODEL_SEED, default below) so that a failure in CI is the
+change's, not a new draw's; MODEL_SEED=random explores, and the seed used is printed
+either way. Every failure the model finds is kept as a plain test in
+test_regressions.py.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, Phase, seed, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from tests.model.world import MIB, NAMES, PART, World
+
+pytestmark = pytest.mark.usefixtures("registered", "quick_runs")
+
+DEFAULT_SEED = 25
+WORLD: World | None = None  # the machine is built by Hypothesis, without arguments
+
+names = st.sampled_from(NAMES)
+sizes = st.sampled_from([1, 777, 3 * MIB, PART, PART + 3])
+# What a recorder or a tool does to the folder (a new recording twice as likely).
+RECORDER = (
+    st.tuples(st.just("record"), names, sizes),
+    st.tuples(st.just("record"), names, sizes),
+    st.tuples(st.just("append"), names, sizes),
+    st.tuples(st.just("close"), names),
+    st.tuples(st.just("pause")),
+    st.tuples(st.just("touch"), names),
+    st.tuples(st.just("delete"), names),
+    st.tuples(st.just("rename"), names, names),
+    st.tuples(st.just("swap_for_link"), names),
+)
+recorder_actions = st.one_of(*RECORDER)
+# What happens while a run polls its file: the above, the sensor handling its queue
+# (it also does at every poll), Redis restarting, nothing.
+# A wait lets the run go on to its next poll untouched: without it, most actions of
+# a short script would land while the run opens its stream.
+actions = st.one_of(
+    *RECORDER,
+    st.tuples(st.just("redis"), st.booleans()),
+    st.tuples(st.just("tick")),
+    st.tuples(st.just("wait")),
+    st.tuples(st.just("wait")),
+)
+operations = st.one_of(
+    st.tuples(st.just("sensor")),
+    st.tuples(st.just("redis"), st.booleans()),
+    st.tuples(st.just("janitor")),
+    st.tuples(st.just("rerun")),
+)
+# (k, after, hard): the run's k-th call to S3 or Redis fails, before or after it is
+# made; hard: and every later one (its process died).
+crashes = st.none() | st.tuples(st.integers(1, 30), st.booleans(), st.booleans())
+
+
+class IngestModel(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        assert WORLD is not None
+        self.world = WORLD
+
+    @initialize(detect=st.booleans(), trust=st.booleans())
+    def setup(self, detect: bool, trust: bool) -> None:
+        self.world.reset()
+        self.world.configure(detect_writers=detect, trust_close_hints=trust)
+
+    @rule(action=recorder_actions)
+    def act(self, action: tuple) -> None:
+        """A recorder or a tool acts; the sensor, running, handles what it saw."""
+        self.world.do(action)
+        self.world.sensor_tick()
+
+    @rule(op=operations)
+    def operate(self, op: tuple) -> None:
+        """Something around the recorders: the sensor stops or starts again, Redis
+        restarts, the janitor sweeps, an operator reruns the failed streams."""
+        what, *args = op
+        world = self.world
+        if what == "sensor":
+            world.sensor_stop() if world.sensor_up else world.sensor_start()
+        elif what == "redis":
+            world.restart_redis(*args)
+        elif what == "janitor":
+            world.janitor()
+        else:
+            world.rerun_failed()
+
+    @precondition(lambda self: bool(self.world.pending))
+    @rule(crash=crashes)
+    def run(self, crash: tuple[int, bool, bool] | None) -> None:
+        """The next queued run, on files nobody writes any more."""
+        self.world.run_next([], crash)
+
+    @precondition(lambda self: bool(self.world.pending))
+    @rule(script=st.lists(actions, min_size=1, max_size=6), crash=crashes)
+    def run_live(self, script: list[tuple], crash: tuple[int, bool, bool] | None) -> None:
+        """The next queued run, while recorders and tools go on."""
+        self.world.run_next(script, crash)
+
+    @invariant()
+    def holds(self) -> None:
+        self.world.check()
+
+    def teardown(self) -> None:
+        self.world.quiesce()
+        self.world.check(final=True)
+
+
+def model_seed() -> int:
+    raw = os.environ.get("MODEL_SEED", "").strip()
+    if raw == "random":
+        return random.SystemRandom().randrange(2**32)
+    return int(raw) if raw else DEFAULT_SEED
+
+
+def test_the_model(registered, restartable_redis, s3, tmp_path: Path, monkeypatch) -> None:
+    global WORLD
+    WORLD = World(
+        settings=registered, redis=restartable_redis, s3=s3, tmp=tmp_path, monkeypatch=monkeypatch
+    )
+    # Orphaned uploads are the janitor's at once: the model's clock is not Redis's.
+    WORLD.configure(
+        settle_seconds=0.0,
+        idle_timeout_seconds=1000.0,
+        upload_ttl_hours=1e-6,
+        max_parts_in_flight=4,
+    )
+    chosen = model_seed()
+    examples = int(os.environ.get("MODEL_EXAMPLES", "200"))
+    steps = int(os.environ.get("MODEL_STEPS", "10"))
+    shrink = os.environ.get("MODEL_SHRINK", "1") != "0"
+    print(f"\nmodel: seed {chosen} (replay with MODEL_SEED={chosen}), {examples} examples")
+    started = time.monotonic()
+    seed(chosen)(IngestModel)
+    try:
+        run_state_machine_as_test(
+            IngestModel,
+            settings=settings(
+                max_examples=examples,
+                stateful_step_count=steps,
+                deadline=None,
+                database=None,
+                print_blob=True,
+                suppress_health_check=list(HealthCheck),
+                # MODEL_SHRINK=0: report the first failure as found (a quick look).
+                phases=[p for p in Phase if p != Phase.shrink or shrink],
+            ),
+        )
+    finally:
+        WORLD.reset()
+        WORLD = None
+        print(f"model: seed {chosen}, {time.monotonic() - started:.0f} s")
+        from tests.model.world import TIMES
+
+        for k, v in sorted(TIMES.items(), key=lambda kv: -sum(kv[1])):
+            print(f"  {k}: {len(v)} calls, {sum(v):.1f} s, max {max(v):.1f}")
