@@ -33,6 +33,7 @@ from stream_ingest.errors import (
 )
 from stream_ingest.settings import load_settings
 from stream_ingest.verify import multipart_etag
+from tests.ceph import S3Server
 
 MIB = 1024 * 1024
 
@@ -57,26 +58,34 @@ def settings_for(endpoint: str, bucket: str, **over: object):
     return load_settings(**values)
 
 
+def block_for(server: S3Server, bucket: str) -> StreamBucket:
+    return build_config(
+        settings_for(
+            server.url,
+            bucket,
+            aws_access_key_id=server.access_key,
+            aws_secret_access_key=server.secret_key,
+        )
+    ).bucket
+
+
 @pytest.fixture(params=["build_config", "minio"])
-def bucket(
-    request: pytest.FixtureRequest, moto_server: MotoServer, bucket_name: str
-) -> StreamBucket:
+def bucket(request: pytest.FixtureRequest, s3_server: S3Server, bucket_name: str) -> StreamBucket:
     """The bucket block both ways a user builds it: from the settings, and by hand
     with MinIO credentials pointing at the endpoint."""
     if request.param == "build_config":
-        block = build_config(settings_for(moto_server.url, bucket_name)).bucket
-        return block
+        return block_for(s3_server, bucket_name)
     credentials = MinIOCredentials(
-        minio_root_user="testing",
-        minio_root_password="testing",
-        aws_client_parameters={"endpoint_url": moto_server.url},
+        minio_root_user=s3_server.access_key,
+        minio_root_password=s3_server.secret_key,
+        aws_client_parameters={"endpoint_url": s3_server.url},
     )
     return StreamBucket(bucket_name=bucket_name, credentials=credentials)
 
 
 @pytest.fixture
-def fast_bucket(moto_server: MotoServer, bucket_name: str) -> StreamBucket:
-    return build_config(settings_for(moto_server.url, bucket_name)).bucket
+def fast_bucket(s3_server: S3Server, bucket_name: str) -> StreamBucket:
+    return block_for(s3_server, bucket_name)
 
 
 def key() -> str:
