@@ -28,7 +28,7 @@ stop() {  # reverse start order: an OSD stopped with its monitor waits 5 s for i
     alive "$pid" || continue
     kill "-$sig" "$pid" 2>/dev/null || continue
     for i in $(seq 1 50); do alive "$pid" || break; sleep 0.1; done
-    alive "$pid" && kill -KILL "$pid" 2>/dev/null
+    if alive "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
   done
   return 0
 }
