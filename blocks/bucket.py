@@ -7,13 +7,19 @@ Upload, AbortMultipartUpload, ListBucketMultipartUploads, GetObject (HEAD, and t
 copy source of UploadPartCopy), PutObjectTagging, and DeleteObject (a salvage moves its
 object off the stream's key: flows/salvage.py) on the bucket. What S3 errors mean (retry or not) is decided by one
 table, `stream_ingest.errors.s3_error`.
+
+S3 APIs differ in what they do with conditional completion, checksums and tags given
+at create (stream_ingest/capabilities.py): `capabilities` finds out by doing each once
+per store and process, on a probe key of its own, and says what a store lacks.
 """
 
 from __future__ import annotations
 
+import threading
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 from botocore.exceptions import (
     ClientError,
@@ -23,8 +29,11 @@ from botocore.exceptions import (
     NoCredentialsError,
     ReadTimeoutError,
 )
+from prefect.exceptions import MissingContextError
+from prefect.logging import get_logger, get_run_logger
 from prefect_aws.s3 import S3Bucket
 
+from stream_ingest.capabilities import Capabilities
 from stream_ingest.errors import (
     BucketMissing,
     CredentialsRejected,
@@ -48,6 +57,24 @@ STREAM_ID = "stream-id"  # object metadata: the stream whose take the object is
 # Object metadata: which upload of ours completed the object, where neither its ETag
 # nor a checksum can say so (stream_ingest/verify.py).
 UPLOAD_MARK = "upload-mark"
+# The capability probe's objects: a name of their own, next to the keys of the bucket
+# that the credentials may write (a policy may allow only the prefix).
+PROBE_NAME = ".stream-ingest-probe-"
+PROBE_TAG = "stream-ingest-probe"
+
+# What each store (endpoint, bucket) was found to do, for the life of the process,
+# and the stores whose missing capabilities were already logged.
+_known: dict[str, Capabilities] = {}
+_warned: set[str] = set()
+_probing = threading.Lock()
+
+
+class CapabilityCache(Protocol):
+    """Where the probe's findings outlive the process (CheckpointStore: in Redis)."""
+
+    def cached_capabilities(self, where: str) -> str | None: ...
+
+    def cache_capabilities(self, where: str, text: str) -> None: ...
 
 
 @contextmanager
@@ -90,6 +117,10 @@ class StreamBucket(S3Bucket):
         bucket = StreamBucket.load("stream-ingest")
         upload_id = bucket.create_multipart_upload("rec/cam1.mp4")
         ```
+
+    Where the store does not honour If-None-Match on CompleteMultipartUpload (Ceph's
+    RADOS Gateway ignores it), a completion that must not replace an object HEADs the
+    key just before completing: a narrower guard (`complete_multipart_upload`).
     """
 
     _block_type_name = "Stream Bucket"
@@ -99,6 +130,133 @@ class StreamBucket(S3Bucket):
     @property
     def s3(self) -> Any:
         return self.credentials.get_s3_client()
+
+    @property
+    def store_id(self) -> str:
+        """Which store this is, for the capability caches: endpoint and bucket."""
+        params = getattr(self.credentials, "aws_client_parameters", None)
+        endpoint = getattr(params, "endpoint_url", None) or "aws"
+        return f"{endpoint}/{self.bucket_name}"
+
+    def capabilities(
+        self, near: str = "", cache: CapabilityCache | None = None, fresh: bool = False
+    ) -> Capabilities:
+        """What this store does with conditional completion, checksums and tags at
+        create: from this process's cache, else `cache` (Redis), else a probe next to
+        the key `near` (its folder), remembered in both. `fresh`: probe regardless
+        (doctor). What the store lacks is logged once per process, as a warning."""
+        key = self.store_id
+        with _probing:
+            found = None if fresh else _known.get(key)
+            if found is None and cache is not None and not fresh:
+                text = cache.cached_capabilities(self.store_id)
+                found = Capabilities.from_json(text) if text else None
+            if found is None:
+                try:
+                    found = self.probe_capabilities(near)
+                except S3Rejected as exc:  # e.g. a permission the probe needs and the product not
+                    found = Capabilities()
+                    _log().warning(
+                        "S3 store %s: the capability probe was refused (%s); acting as if "
+                        "the store lacked every capability",
+                        self.store_id,
+                        exc,
+                    )
+                else:
+                    if cache is not None:
+                        cache.cache_capabilities(self.store_id, found.to_json())
+            _known[key] = found
+            if key not in _warned and found.missing():
+                _warned.add(key)
+                _log().warning("S3 store %s lacks: %s", self.store_id, "; ".join(found.missing()))
+        return found
+
+    def probe_capabilities(self, near: str = "") -> Capabilities:
+        """Find out, by doing each once on a probe key in the folder of `near`: two
+        one-part uploads completed at the same key, the first with a tag given at
+        create and part checksums, the second only if the key is free (it is not).
+        The probe's object and any upload left open are removed."""
+        folder = near.rpartition("/")[0]
+        key = (
+            f"{folder}/{PROBE_NAME}{uuid.uuid4().hex}" if folder else PROBE_NAME + uuid.uuid4().hex
+        )
+        opened: list[str] = []
+        try:
+            checksums, tagged = self._probe_upload(key, opened, tag=True)
+            try:
+                with _s3_errors(self.bucket_name):
+                    found = self.s3.get_object_tagging(Bucket=self.bucket_name, Key=key)
+                tags = found.get("TagSet", [])  # Ceph leaves it out when there are none
+                tags_on_create: bool | None = tagged and any(t["Key"] == PROBE_TAG for t in tags)
+            except S3Rejected:  # no s3:GetObjectTagging (the product never reads tags)
+                tags_on_create = None
+            try:
+                self._probe_upload(key, opened, if_absent=True)
+                conditional: bool | None = False  # completed over the probe's object
+            except S3Rejected as exc:
+                if exc.code in ("PreconditionFailed", "412"):
+                    conditional = True
+                elif exc.code in ("NotImplemented", "501"):
+                    conditional = False
+                else:
+                    raise
+        finally:
+            try:
+                with _s3_errors(self.bucket_name):
+                    for upload_id in opened:
+                        self.s3.abort_multipart_upload(
+                            Bucket=self.bucket_name, Key=key, UploadId=upload_id
+                        )
+                    self.s3.delete_object(Bucket=self.bucket_name, Key=key)
+            except S3Rejected:
+                pass  # not allowed: a few bytes under a name of the probe's own
+        return Capabilities(conditional, checksums, tags_on_create)
+
+    def _probe_upload(
+        self, key: str, opened: list[str], tag: bool = False, if_absent: bool = False
+    ) -> tuple[bool, bool]:
+        """One upload of one part, completed; returns whether the part got a checksum
+        and whether the tag was accepted at create. `opened` holds it until completed.
+        Raw S3 calls: what counts the product's own calls does not see the probe."""
+        s3, where = self.s3, {"Bucket": self.bucket_name, "Key": key}
+        tagged = tag
+        with _s3_errors(self.bucket_name):
+            try:
+                resp = s3.create_multipart_upload(
+                    **where,
+                    ChecksumAlgorithm=CHECKSUM,
+                    **({"Tagging": f"{PROBE_TAG}=1"} if tag else {}),
+                )
+            except ClientError as exc:
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 500)
+                if not tag or status >= 500:
+                    raise
+                tagged = False  # refused with a tag: tags at create are not kept
+                resp = s3.create_multipart_upload(**where, ChecksumAlgorithm=CHECKSUM)
+        upload_id = resp["UploadId"]
+        opened.append(upload_id)
+        with _s3_errors(self.bucket_name, upload_id):
+            part = s3.upload_part(
+                **where,
+                UploadId=upload_id,
+                PartNumber=1,
+                Body=b"stream-ingest capability probe",
+                ChecksumAlgorithm=CHECKSUM,
+            )
+            crc = part.get("ChecksumCRC32", "")
+            s3.complete_multipart_upload(
+                **where,
+                UploadId=upload_id,
+                MultipartUpload={
+                    "Parts": [
+                        {"PartNumber": 1, "ETag": part["ETag"]}
+                        | ({"ChecksumCRC32": crc} if crc else {})
+                    ]
+                },
+                **({"IfNoneMatch": "*"} if if_absent else {}),
+            )
+        opened.remove(upload_id)
+        return bool(crc), tagged
 
     def create_multipart_upload(
         self, key: str, stream_id: str = "", mark: str = "", checksum: bool = True
@@ -165,14 +323,25 @@ class StreamBucket(S3Bucket):
 
     def list_parts(self, key: str, upload_id: str) -> list[UploadedPart]:
         """Every part S3 holds for the upload. ListParts returns at most 1,000 parts
-        a page, so this follows NextPartNumberMarker to the end."""
+        a page, so this follows NextPartNumberMarker to the end. UploadGone when the
+        upload is no longer there."""
         parts: list[UploadedPart] = []
         marker = 0
         while True:
-            with _s3_errors(self.bucket_name, upload_id):
-                resp = self.s3.list_parts(
-                    Bucket=self.bucket_name, Key=key, UploadId=upload_id, PartNumberMarker=marker
-                )
+            try:
+                with _s3_errors(self.bucket_name, upload_id):
+                    resp = self.s3.list_parts(
+                        Bucket=self.bucket_name,
+                        Key=key,
+                        UploadId=upload_id,
+                        PartNumberMarker=marker,
+                    )
+            except S3Rejected as exc:
+                # Ceph's gateway answers ListParts on a gone upload with NoSuchKey (S3:
+                # NoSuchUpload); the call names no other object that could be missing.
+                if exc.code in NOT_FOUND:
+                    raise UploadGone(upload_id) from None
+                raise
             parts += [
                 UploadedPart(p["PartNumber"], p["ETag"], p["Size"], p.get("ChecksumCRC32", ""))
                 for p in resp.get("Parts", [])
@@ -192,9 +361,11 @@ class StreamBucket(S3Bucket):
         """Complete from `parts` (any order); returns the object's ETag. Part checksums
         go along when every part has one (an upload created with a checksum algorithm
         needs them; one created without must not get them). `if_absent`: only if no
-        object has the key (If-None-Match: *), else KeyTaken; on an S3 API that does not
-        implement the condition, a HEAD stands in for it just before (a narrower guard:
-        a key taken between the two is replaced)."""
+        object has the key (If-None-Match: *), else KeyTaken. On a store that does not
+        honour the condition (it ignores it, or answers NotImplemented: `capabilities`,
+        probed at the first such completion), a HEAD of the key just before stands in
+        for it: a narrower guard, under which a key taken between the HEAD and the
+        completion is replaced."""
         with_crc = all(p.crc32 for p in parts)
         body = {
             "Parts": [
@@ -204,15 +375,17 @@ class StreamBucket(S3Bucket):
             ]
         }
         call = {"Bucket": self.bucket_name, "Key": key, "UploadId": upload_id}
+        guarded = if_absent and not self.capabilities(key).conditional_complete
+        if guarded and self.head_object(key) is not None:
+            raise KeyTaken(key)
+        condition = {"IfNoneMatch": "*"} if if_absent and not guarded else {}
         try:
             with _s3_errors(self.bucket_name, upload_id):
-                resp = self.s3.complete_multipart_upload(
-                    **call, MultipartUpload=body, **({"IfNoneMatch": "*"} if if_absent else {})
-                )
+                resp = self.s3.complete_multipart_upload(**call, MultipartUpload=body, **condition)
         except S3Rejected as exc:
             if exc.code in ("PreconditionFailed", "412"):
                 raise KeyTaken(key) from None
-            if not if_absent or exc.code not in ("NotImplemented", "501"):
+            if not condition or exc.code not in ("NotImplemented", "501"):
                 raise
             if self.head_object(key) is not None:
                 raise KeyTaken(key) from None
@@ -313,3 +486,11 @@ class StreamBucket(S3Bucket):
             if exc.code in ("403", "Forbidden"):
                 raise CredentialsRejected("403 Forbidden on HeadBucket") from None
             raise
+
+
+def _log() -> Any:
+    """The run's logger inside a flow run (the warning shows in the UI), else ours."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return get_logger("stream_ingest.bucket")

@@ -351,6 +351,20 @@ class CheckpointStore(IdentityIndex, RevisionLog, Leases, Retention, Block):
             for k, v in self.redis_client.hgetall(self.uploads_key).items()
         }
 
+    # -- what the S3 store can do (blocks/bucket.py StreamBucket.capabilities) --
+    def capabilities_key(self, where: str) -> str:
+        return f"{self.namespace}:s3-capabilities:{hashlib.sha1(where.encode()).hexdigest()}"
+
+    @unavailable
+    def cached_capabilities(self, where: str) -> str | None:
+        raw = self.redis_client.get(self.capabilities_key(where))
+        return raw.decode() if raw else None
+
+    @unavailable
+    def cache_capabilities(self, where: str, text: str) -> None:
+        # A day: a store upgraded (or replaced behind the same endpoint) is probed again.
+        self.redis_client.set(self.capabilities_key(where), text, ex=int(DAY_SECONDS))
+
     # -- sensor hints ---------------------------------------------------------
     @unavailable
     def hint_closed(self, path: str, identity: str, size: int = -1, mtime_ns: int = -1) -> None:

@@ -7,6 +7,7 @@ Each check returns a `Check`; the CLI prints them and exits non-zero if one fail
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -79,6 +80,25 @@ def bucket_checks(config: IngestConfig) -> Iterator[Check]:
         yield Check("bucket", False, f"{where}: multipart upload refused: {_one_line(exc)}")
         return
     yield Check("bucket", True, f"{where} exists; multipart upload, part and abort allowed")
+    yield from capability_checks(config, key)
+
+
+def capability_checks(config: IngestConfig, near: str) -> Iterator[Check]:
+    """What the store does with conditional completion, checksums and tags at create,
+    probed now (never the cached answer) next to `near`, and what the product does
+    instead of each it lacks: a documented path, so not a failure."""
+    try:
+        caps = config.bucket.capabilities(near, fresh=True)
+    except StreamError as exc:
+        yield Check("s3 capabilities", False, f"probe failed: {exc}")
+        return
+    # The flows read the probe's answer from Redis: give them this one. (Redis is
+    # checked next, and a failure reported there.)
+    with contextlib.suppress(StreamError, redis.RedisError):
+        config.checkpoints.cache_capabilities(config.bucket.store_id, caps.to_json())
+    yield Check("s3 capabilities", True, caps.summary())
+    for missing in caps.missing():
+        yield Check("s3 lacks", True, missing)
 
 
 def redis_checks(config: IngestConfig) -> Iterator[Check]:

@@ -254,6 +254,9 @@ def _new_upload(ctx: StreamContext, flow_run_id: str) -> StreamRecord:
             started=started,
         ),
     )
+    # Found out here, off the end of the recording, where a completion relies on it;
+    # the first stream on a store probes it, the rest read Redis.
+    bucket.capabilities(key, store)
     mark = uuid.uuid4().hex
     upload_id = bucket.create_multipart_upload(key, rec.stream_id, mark)
     fields = {

@@ -29,7 +29,14 @@ from blocks.checkpoints import CheckpointStore
 from blocks.config import IngestConfig
 from flows.report import announce
 from flows.source import check_readable, snapshot
-from stream_ingest.errors import CannotSalvage, KeyTaken, SourceError, StreamError, UploadGone
+from stream_ingest.errors import (
+    CannotSalvage,
+    KeyTaken,
+    S3Rejected,
+    SourceError,
+    StreamError,
+    UploadGone,
+)
 from stream_ingest.keys import printable
 from stream_ingest.parts import final_plan
 from stream_ingest.records import StreamRecord, UploadedPart
@@ -212,6 +219,18 @@ def carry_out(
         except KeyTaken:
             store.update(sid, salvage_key="")
             raise CannotSalvage(sid, f"an object holds its key {rec.s3_key}; upload kept") from None
+        except S3Rejected as exc:
+            if exc.code != "InvalidPart" or not plan.left_out:
+                raise
+            # Ceph's gateway (16.2) completes an upload only from all of its parts; the
+            # parts after the gap cannot be deleted, and no object holds the bytes to
+            # copy them from: only an operator can decide (streams abort).
+            store.update(sid, salvage_key="")
+            raise CannotSalvage(
+                sid,
+                f"the store refuses to complete the upload without the {plan.left_out} "
+                f"parts after its gap (InvalidPart); upload kept",
+            ) from None
         store.forget_upload(rec.s3_upload_id)
     head = bucket.head_object(rec.s3_key)
     if head is not None and _ours(head, plan):

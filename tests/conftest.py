@@ -1,5 +1,10 @@
 """Shared fixtures: a private redis-server, a moto S3 server in its own process, and
-one Prefect test harness per session. Nothing here touches the machine's Redis."""
+one Prefect test harness per session. Nothing here touches the machine's Redis.
+
+A test marked `on_ceph` runs against two S3 implementations: moto, and Ceph's RADOS
+Gateway (one cluster per session, tests/ceph.py). Its Ceph case is marked `ceph` and
+`slow` (the full tier: the cluster takes seconds to start). Every S3 fixture below
+(`s3`, `bucket_name`, `settings_env`) follows the test's `s3_server`."""
 
 from __future__ import annotations
 
@@ -29,8 +34,7 @@ import pytest  # noqa: E402
 
 from blocks.checkpoints import CheckpointStore  # noqa: E402
 from devstack.services import MotoServer, RedisServer  # noqa: E402
-
-AWS_KEYS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+from tests.ceph import CephGateway, S3Server  # noqa: E402
 
 TESTS = Path(__file__).resolve().parent
 # Folders whose tests run only in the full tier, one at a time: a real Prefect server
@@ -131,16 +135,72 @@ def moto_server() -> Iterator[MotoServer]:
         yield server  # type: ignore[misc]
 
 
-@pytest.fixture
-def s3(moto_server: MotoServer):
-    return boto3.client("s3", endpoint_url=moto_server.url, region_name="us-east-1", **AWS_KEYS)
+@pytest.fixture(scope="session")
+def ceph_server() -> Iterator[CephGateway]:
+    """One Ceph cluster for the session, started at the first test that needs it."""
+    try:
+        gateway = CephGateway().start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield gateway
+    finally:
+        gateway.stop()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """An `on_ceph` test runs once per store; the Ceph case only in the full tier."""
+    if "s3_server" in metafunc.fixturenames and metafunc.definition.get_closest_marker("on_ceph"):
+        metafunc.parametrize(
+            "s3_server",
+            [
+                pytest.param("moto", id="moto"),
+                pytest.param("ceph", id="ceph", marks=[pytest.mark.ceph, pytest.mark.slow]),
+            ],
+            indirect=True,
+        )
 
 
 @pytest.fixture
-def bucket_name(s3) -> str:
+def s3_server(request: pytest.FixtureRequest) -> S3Server:
+    """The S3 store of this test: moto unless the test is parametrized over stores."""
+    if getattr(request, "param", "moto") == "ceph":
+        return request.getfixturevalue("ceph_server").server
+    moto: MotoServer = request.getfixturevalue("moto_server")
+    return S3Server("moto", moto.url, "testing", "testing", moto.log_path)
+
+
+def s3_client(server: S3Server):
+    return boto3.client(
+        "s3",
+        endpoint_url=server.url,
+        region_name="us-east-1",
+        aws_access_key_id=server.access_key,
+        aws_secret_access_key=server.secret_key,
+    )
+
+
+@pytest.fixture
+def s3(s3_server: S3Server):
+    return s3_client(s3_server)
+
+
+@pytest.fixture
+def bucket_name(s3, s3_server: S3Server) -> Iterator[str]:
     name = f"b-{uuid.uuid4().hex[:12]}"
     s3.create_bucket(Bucket=name)
-    return name
+    yield name
+    if s3_server.name == "ceph":  # its OSD keeps objects in memory for the session
+        empty_bucket(s3, name)
+
+
+def empty_bucket(s3, name: str) -> None:
+    for upload in s3.list_multipart_uploads(Bucket=name).get("Uploads", []):
+        s3.abort_multipart_upload(Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"])
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name):
+        for obj in page.get("Contents", []):
+            s3.delete_object(Bucket=name, Key=obj["Key"])
+    s3.delete_bucket(Bucket=name)
 
 
 @pytest.fixture(scope="session")
@@ -220,7 +280,7 @@ def settings_env(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
     redis_server: RedisServer,
-    moto_server: MotoServer,
+    s3_server: S3Server,
     bucket_name: str,
     namespace: str,
 ) -> dict[str, str]:
@@ -234,9 +294,9 @@ def settings_env(
         "STREAM_INGEST_REDIS_NAMESPACE": namespace,
         "STREAM_INGEST_S3_BUCKET": bucket_name,
         "STREAM_INGEST_S3_PREFIX": "rec",
-        "STREAM_INGEST_S3_ENDPOINT_URL": moto_server.url,
-        "STREAM_INGEST_AWS_ACCESS_KEY_ID": "testing",
-        "STREAM_INGEST_AWS_SECRET_ACCESS_KEY": "testing",
+        "STREAM_INGEST_S3_ENDPOINT_URL": s3_server.url,
+        "STREAM_INGEST_AWS_ACCESS_KEY_ID": s3_server.access_key,
+        "STREAM_INGEST_AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
         "STREAM_INGEST_PART_SIZE_MIB": "5",
         "STREAM_INGEST_IDLE_TIMEOUT_SECONDS": "3",
         "STREAM_INGEST_SETTLE_SECONDS": "0.5",

@@ -179,6 +179,32 @@ def test_doctor_checks_each_part_in_one_line(registered, capsys) -> None:
     assert "multipart upload, part and abort allowed" in lines["bucket"][0]
 
 
+@pytest.mark.on_ceph
+def test_doctor_shows_what_the_store_can_do(registered, capsys, s3_server, s3, store) -> None:
+    """Found by the probe just now, each capability the store lacks on a line of its
+    own with what the product does instead; none of them a failure. The probe's
+    objects are gone, and the flows find its answer in Redis."""
+    from blocks.bucket import StreamBucket
+
+    _, lines = _doctor(capsys)
+
+    [shown] = lines["s3 capabilities"]
+    lacking = lines.get("s3 lacks", [])
+    if s3_server.name == "ceph":
+        assert (
+            shown == "ok conditional completion ignored, checksums not kept, tags at create dropped"
+        )
+        assert len(lacking) == 3 and all(line.startswith("ok ") for line in lacking)
+        assert "a HEAD just before each completion guards the key" in lacking[0]
+    else:
+        assert shown == "ok conditional completion honoured, checksums kept, tags at create kept"
+        assert lacking == []
+    assert "Contents" not in s3.list_objects_v2(Bucket=registered.s3_bucket)
+    assert not s3.list_multipart_uploads(Bucket=registered.s3_bucket).get("Uploads")
+    where = StreamBucket.load(registered.config_block).store_id
+    assert store.cached_capabilities(where) is not None
+
+
 def test_doctor_names_a_missing_bucket_and_folder(registered, capsys) -> None:
     """Edited the way an operator would: the bucket block, and the config's folder."""
     from blocks.bucket import StreamBucket

@@ -156,7 +156,8 @@ _PUT = re.compile(r'"PUT (\S+) HTTP')
 
 
 def upload_part_calls(log: Path, start: int, upload_id: str) -> list[int]:
-    """Part numbers of the UploadPart requests moto logged after byte `start`."""
+    """Part numbers of the UploadPart requests the S3 store logged after byte `start`
+    (moto and Ceph's gateway log the same request line)."""
     with open(log, "rb") as fh:
         fh.seek(start)
         text = fh.read().decode(errors="replace")
@@ -221,3 +222,30 @@ def failed_stream(
     )
     store.put(record)
     return record
+
+
+class _Later:
+    """The time module, `hours` ahead: what `time.time()` says in a module patched
+    with it (everything else is the real module's)."""
+
+    def __init__(self, hours: float) -> None:
+        self.offset = hours * 3600
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(time, name)
+
+    def time(self) -> float:
+        return time.time() + self.offset
+
+
+def janitor_runs_later(monkeypatch, hours: float = 2.0) -> None:
+    """The janitor (and the checkpoints it reads and writes) run `hours` from now, so
+    that uploads created now are that old on every store: an upload's age is the later
+    of its Initiated date and its registry entry, and a real store (Ceph's gateway)
+    reports the real start where moto reports a date in 2010."""
+    import blocks.checkpoints
+    import flows.janitor
+
+    later = _Later(hours)
+    monkeypatch.setattr(flows.janitor, "time", later)
+    monkeypatch.setattr(blocks.checkpoints, "time", later)

@@ -34,6 +34,7 @@ def _ingest(path: Path) -> dict:
     return stream_ingest(path=str(path))
 
 
+@pytest.mark.on_ceph
 def test_finished_file_is_uploaded_byte_identically(registered, s3, store, tmp_path):
     data = payload(17 * MIB + 12345, seed=1)
     src = Path(registered.watch_dir) / "cam 1" / "täst.mp4"
@@ -59,6 +60,7 @@ def test_finished_file_is_uploaded_byte_identically(registered, s3, store, tmp_p
     assert _flow_run(result["flow_run_id"]).name == "ingest-täst.mp4"
 
 
+@pytest.mark.on_ceph
 def test_file_growing_in_steps_is_uploaded_byte_identically(registered, s3, store):
     data = payload(23 * MIB + 777, seed=2)
     src = Path(registered.watch_dir) / "growing.mkv"

@@ -15,7 +15,7 @@ from stream_ingest.records import StreamRecord
 from stream_ingest.states import Status
 from tests.conftest import edit_config
 from tests.flows.automation import Events, reruns
-from tests.flows.helpers import until
+from tests.flows.helpers import janitor_runs_later, until
 
 pytestmark = pytest.mark.usefixtures("registered")
 
@@ -24,10 +24,12 @@ def _pending(s3, bucket: str) -> set[str]:
     return {u["UploadId"] for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])}
 
 
-def test_janitor_aborts_orphans_only(registered, s3, store):
+@pytest.mark.on_ceph
+def test_janitor_aborts_orphans_only(registered, s3, store, monkeypatch):
     """Only uploads of ours (in the registry), older than the TTL, that no live stream
-    owns. Ages come from our registry: moto reports every upload as 2010."""
+    owns. The janitor runs two hours after the uploads were created."""
     edit_config(upload_ttl_hours=1.0)
+    janitor_runs_later(monkeypatch, hours=2)
     bucket = registered.s3_bucket
 
     def upload(key: str) -> str:
@@ -38,7 +40,7 @@ def test_janitor_aborts_orphans_only(registered, s3, store):
         store.redis_client.hset(store.uploads_key, upload_id, json.dumps(entry))
 
     orphan = upload("rec/orphan.mp4")
-    registered_at(orphan, "stream-that-never-was", "rec/orphan.mp4", age_hours=2)
+    registered_at(orphan, "stream-that-never-was", "rec/orphan.mp4", age_hours=0)
     young = upload("rec/young-orphan.mp4")
     store.register_upload(young, "stream-just-started", "rec/young-orphan.mp4")
     live_id = "live-stream"

@@ -1,5 +1,6 @@
 """Crash and resume: a run killed with SIGKILL after k parts, then rerun, uploads only
-the parts that were not checkpointed (UploadPart calls counted in moto's own log)."""
+the parts that were not checkpointed (UploadPart calls counted in the S3 store's own
+request log: moto's, or Ceph's gateway's)."""
 
 from __future__ import annotations
 
@@ -23,8 +24,9 @@ from tests.flows.helpers import (
 pytestmark = pytest.mark.usefixtures("registered")
 
 
+@pytest.mark.on_ceph
 def test_killed_run_resumes_uploading_only_missing_parts(
-    registered, s3, store, moto_server, monkeypatch
+    registered, s3, store, s3_server, monkeypatch
 ):
     # A lease far longer than the test: the rerun must take it over from the crashed
     # run instead of waiting for it to expire.
@@ -49,13 +51,13 @@ def test_killed_run_resumes_uploading_only_missing_parts(
     assert record.status == "uploading"  # what a crash leaves behind
     assert store.lease_holder(sid) == record.flow_run_id  # still held by the dead run
     mark_crashed(record.flow_run_id)
-    log_start = Path(moto_server.log_path).stat().st_size
+    log_start = Path(s3_server.log_path).stat().st_size
 
     result = stream_ingest(path=str(src), stream_id=sid)
 
     assert result["status"] == "completed"
     assert s3.get_object(Bucket=registered.s3_bucket, Key=result["s3_key"])["Body"].read() == data
-    calls = upload_part_calls(Path(moto_server.log_path), log_start, record.s3_upload_id)
+    calls = upload_part_calls(Path(s3_server.log_path), log_start, record.s3_upload_id)
     total_parts = -(-len(data) // (5 * MIB))
     assert not set(calls) & checkpointed, "a checkpointed part was uploaded again"
     assert sorted(calls) == sorted(set(range(1, total_parts + 1)) - checkpointed)

@@ -41,6 +41,7 @@ def _keys(s3, bucket: str) -> list[str]:
     return sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []))
 
 
+@pytest.mark.on_ceph
 def test_a_completed_file_that_grows_and_is_patched_gets_a_revision(
     registered, s3, store, s3_calls
 ):
@@ -152,6 +153,7 @@ def test_the_same_path_recorded_again_later_with_skip_and_overwrite(registered, 
     assert object_bytes(s3, registered.s3_bucket, "rec/daily.mp4") == third
 
 
+@pytest.mark.on_ceph
 def test_a_key_taken_during_the_upload_is_not_overwritten(registered, s3, store):
     """Another writer puts an object at the key after the upload began: the
     conditional completion refuses, and the take is uploaded under the next key."""
