@@ -32,6 +32,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from blocks.bucket import PROBE_NAME
+
 # Headers that belong to one hop, not to the request: never forwarded.
 _HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "expect", "te"}
 HOLD_LIMIT = 300.0  # a held request is let go after this long, so nothing hangs forever
@@ -267,6 +269,12 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             def log(outcome: str, status: int | None, reached: bool) -> None:
                 proxy.record(Call(op, upload_id, part, outcome, status, reached))
 
+            if PROBE_NAME in unquote(url.path):
+                # The store's capability probe (once per process): not a recording's
+                # request, so no rule applies to it and it is not in the call log.
+                status, headers, data = self._forward(body)
+                headers, data = proxy.disguise(headers, data)
+                return self._reply(status, headers, data)
             rule = proxy._decide(op, part, unquote(url.path))
             action = rule.action if rule else "forward"
             if rule is not None and action == "hold":
