@@ -49,6 +49,19 @@ def _after_completion(monkeypatch, then) -> None:
     monkeypatch.setattr(StreamBucket, "complete_multipart_upload", completing)
 
 
+def _die_after_completion(monkeypatch, src: Path) -> None:
+    """Run the flow on `src` and let its process die right after S3 completed the
+    object, before anything is recorded."""
+    with monkeypatch.context() as dying:
+
+        def die():
+            raise RuntimeError("the run's process died here")
+
+        _after_completion(dying, die)
+        dying.setattr(flows.ingest, "_fail", lambda *args: None)  # a dead run records nothing
+        assert stream_ingest(path=str(src), return_state=True).is_failed()
+
+
 def _swap(src: Path) -> None:
     src.rename(src.with_suffix(".old"))
     src.write_bytes(b"another take")
@@ -154,14 +167,7 @@ def test_a_rerun_confirming_a_completed_object_ignores_what_became_of_the_file(
     data = payload(11 * MIB + 7, seed=99)
     src = Path(registered.watch_dir) / "confirmed.mp4"
     src.write_bytes(data)
-    with monkeypatch.context() as dying:
-
-        def die():
-            raise RuntimeError("the run's process died here")
-
-        _after_completion(dying, die)
-        dying.setattr(flows.ingest, "_fail", lambda *args: None)  # a dead run records nothing
-        assert stream_ingest(path=str(src), return_state=True).is_failed()
+    _die_after_completion(monkeypatch, src)
     [first] = store.list_streams()
     assert first.status == Status.FINALIZING
     confirm = flows.ingest.confirm_completed
@@ -200,14 +206,7 @@ def test_a_rerun_after_a_completion_the_run_did_not_record(
     data = payload(11 * MIB + 7, seed=98)
     src = Path(registered.watch_dir) / "gone before rerun.mp4"
     src.write_bytes(data)
-    with monkeypatch.context() as dying:
-
-        def die():
-            raise RuntimeError("the run's process died here")
-
-        _after_completion(dying, die)
-        dying.setattr(flows.ingest, "_fail", lambda *args: None)  # a dead run records nothing
-        assert stream_ingest(path=str(src), return_state=True).is_failed()
+    _die_after_completion(monkeypatch, src)
     [first] = store.list_streams()
     change(src)
     if marked_failed:  # what the janitor does to a stream whose run died
