@@ -26,12 +26,9 @@ WORKDIR /app
 COPY pyproject.toml uv.lock README.md ./
 RUN uv sync --frozen --no-dev --no-install-project
 COPY stream_ingest ./stream_ingest
-COPY blocks ./blocks
 COPY flows ./flows
-COPY workers ./workers
+COPY blocks ./blocks
 COPY sensors ./sensors
-COPY cli ./cli
-COPY devstack ./devstack
 COPY prefect.yaml ./prefect.yaml
 RUN uv sync --frozen --no-dev
 

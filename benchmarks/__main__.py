@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from importlib import metadata
 
 from benchmarks.common import emit, log
-from devstack.services import redis_server_binary
+from stream_ingest.devstack.services import redis_server_binary
 
 ALL = ("throughput", "latency", "overhead", "many", "burst", "buffers", "retention")
 # Run before (and without) the stack: a process or a redis-server of their own.

@@ -1,7 +1,7 @@
 """Part buffers over a long recording: what a process holds as the part size grows.
 
 No S3, no file: the part plan of stream_ingest/parts.py is driven through a pool of
-flows/buffers.py the way the upload path borrows. A stream that has fallen behind
+stream_ingest/flows/buffers.py the way the upload path borrows. A stream that has fallen behind
 keeps `max_parts_in_flight` parts in flight, each of `part_size(k)` bytes, borrowed
 and returned by its own upload threads (each part's thread returns its buffer as it
 borrows the part `max_parts_in_flight` later); time is simulated, the recording
@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 
 from benchmarks.common import emit
-from flows.buffers import IDLE_SECONDS, PARTS_IN_MEMORY, PartBuffers
+from stream_ingest.flows.buffers import IDLE_SECONDS, PARTS_IN_MEMORY, PartBuffers
 from stream_ingest.options import IngestOptions
 from stream_ingest.parts import MAX_PART, MAX_PARTS, MIB, MIN_PART, part_offset, part_size
 
@@ -127,7 +127,7 @@ def run(parts: int, base_mib: int, scale: int, rate_mb_s: float) -> dict[str, ob
     window = IngestOptions().max_parts_in_flight
     sim = SimulatedTime()
     pool = PartBuffers(PARTS_IN_MEMORY, clock=sim.clock, schedule=sim.schedule)
-    pool.at_least(window)  # as flows/ingest.py does for each stream
+    pool.at_least(window)  # as stream_ingest/flows/ingest.py does for each stream
     rate = rate_mb_s * MB
     before = memory_mib()
 

@@ -33,7 +33,7 @@ from benchmarks.many import (
 from benchmarks.sensing import SensorTrigger
 from benchmarks.stack import Stack, configure, pid_of
 from benchmarks.writer import identity_of
-from devstack.services import wait_for
+from stream_ingest.devstack.services import wait_for
 
 
 def run(stack: Stack, streams: int, worker_type: str = WARM) -> dict[str, Any]:

@@ -34,12 +34,12 @@ from typing import Any
 _reply = os.fdopen(os.dup(1), "w", buffering=1)
 os.dup2(2, 1)  # anything printed by libraries lands on stderr, not in our replies
 
-import flows.upload as upload_mod  # noqa: E402
+import stream_ingest.flows.upload as upload_mod  # noqa: E402
 from benchmarks.stack import configure  # noqa: E402
-from blocks.bucket import StreamBucket  # noqa: E402
-from blocks.checkpoints import CheckpointStore  # noqa: E402
-from flows import finalize as finalize_mod  # noqa: E402
-from flows.ingest import stream_ingest  # noqa: E402
+from stream_ingest.blocks.bucket import StreamBucket  # noqa: E402
+from stream_ingest.blocks.checkpoints import CheckpointStore  # noqa: E402
+from stream_ingest.flows import finalize as finalize_mod  # noqa: E402
+from stream_ingest.flows.ingest import stream_ingest  # noqa: E402
 
 
 def peak_rss_reset() -> None:
@@ -193,7 +193,7 @@ def raw_parts(cmd: dict[str, Any]) -> dict[str, Any]:
     import boto3
     from botocore.config import Config
 
-    from blocks.registration import BOTO_CONFIG
+    from stream_ingest.blocks.registration import BOTO_CONFIG
 
     s3 = boto3.client(
         "s3",

@@ -54,7 +54,7 @@ from benchmarks.common import (
 from benchmarks.sensing import SensorTrigger
 from benchmarks.stack import Stack, configure, pid_of
 from benchmarks.writer import SteadyWriter, identity_of
-from devstack.services import wait_for
+from stream_ingest.devstack.services import wait_for
 
 BIN = os.path.dirname(sys.executable)
 WARM, PROCESS, FLOOR = "stream-ingest-warm", "process", "boto3"

@@ -21,8 +21,8 @@ from typing import Any
 import redis
 
 from benchmarks.common import MIB, log
-from blocks.checkpoints import CheckpointStore
-from devstack.services import RedisServer, wait_for
+from stream_ingest.blocks.checkpoints import CheckpointStore
+from stream_ingest.devstack.services import RedisServer, wait_for
 from stream_ingest.records import PartRecord, Revision, StreamRecord
 from stream_ingest.states import Status
 

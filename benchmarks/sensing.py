@@ -1,6 +1,6 @@
 """New recordings' runs, created as the sensor creates them.
 
-The benchmarks hand each new file to the sensor's own handler (sensors/trigger.py,
+The benchmarks hand each new file to the sensor's own handler (stream_ingest/sensors/trigger.py,
 without watchdog): the stream is claimed in Redis, its run created named and tagged
 with the stream, the `detected` event sent. The runs then do what the sensor's runs
 do. (Until 2026-12-01 the benchmarks created bare runs with only the path: each run
@@ -31,8 +31,8 @@ class SensorTrigger:
     def __init__(self, stack: Stack) -> None:
         from prefect.exceptions import PrefectHTTPStatusError
 
-        from sensors.prefect_calls import prefect_emit
-        from sensors.trigger import StreamTrigger
+        from stream_ingest.sensors.prefect_calls import prefect_emit
+        from stream_ingest.sensors.trigger import StreamTrigger
         from stream_ingest.settings import config_block_name
 
         self._busy = PrefectHTTPStatusError
@@ -52,13 +52,13 @@ class SensorTrigger:
         )
 
     def _create(self, request: Any) -> str:
-        from flows.runs import create_stream_run
+        from stream_ingest.flows.runs import create_stream_run
 
         self._created = create_stream_run(request, self._job).id
         return self._created
 
     def __call__(self, path: str) -> str:
-        from sensors.trigger import TriggerFailed
+        from stream_ingest.sensors.trigger import TriggerFailed
 
         for attempt in range(ATTEMPTS):
             self._created = None
@@ -78,7 +78,7 @@ class SensorTrigger:
 
     def again(self, path: str) -> str:
         """A run that ended before it opened: rerun its stream, as `streams rerun` does."""
-        from flows.runs import RunRequest, create_stream_run
+        from stream_ingest.flows.runs import RunRequest, create_stream_run
 
         sid = self.store.stream_for_identity(identity_of(path))
         if sid is None:

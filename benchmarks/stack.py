@@ -20,7 +20,7 @@ from typing import Any
 import boto3
 import redis
 
-from devstack.services import MotoServer, PrefectServer, RedisServer, Service
+from stream_ingest.devstack.services import MotoServer, PrefectServer, RedisServer, Service
 
 AWS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
@@ -71,7 +71,7 @@ class CountingProxy(Service):
 def configure(name: str | None = None, **options: Any) -> None:
     """Save the IngestConfig block with `options` changed, as `name` (default: the
     registered one): how a benchmark varies a setting once the blocks exist."""
-    from blocks.config import load_config
+    from stream_ingest.blocks.config import load_config
 
     config = load_config()
     for field, value in options.items():
@@ -111,7 +111,7 @@ class Stack:
                 self._services.append(svc)
             self.s3().create_bucket(Bucket=self.bucket)
             os.environ.update(self.env())
-            from blocks.registration import register_blocks
+            from stream_ingest.blocks.registration import register_blocks
             from stream_ingest.settings import load_settings
 
             register_blocks(load_settings())
@@ -159,7 +159,7 @@ class Stack:
         )
 
     def store(self) -> Any:
-        from blocks.checkpoints import CheckpointStore
+        from stream_ingest.blocks.checkpoints import CheckpointStore
 
         return CheckpointStore.from_url(self.redis.url, self.namespace)
 

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from flows.source import snapshot
+from stream_ingest.flows.source import snapshot
 
 MIB = 1024 * 1024
 CHUNK = MIB

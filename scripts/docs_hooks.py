@@ -22,7 +22,7 @@ from typing import Any, Literal, get_args, get_origin
 MARKER = re.compile(r"^<!-- generated: ([a-z-]+) -->$", re.M)
 
 # Where `stream-ingest blocks register` saves each seed setting that is not an option
-# of the IngestConfig block itself (blocks/registration.py: build_config). A setting
+# of the IngestConfig block itself (stream_ingest/blocks/registration.py: build_config). A setting
 # missing here stops the build: a new one must say where it goes.
 SEED_TARGETS = {
     "config_block": "the name of every block it saves; the one variable every component reads",
@@ -89,7 +89,7 @@ def _limits(field: Any) -> str:
 
 def config_options() -> str:
     """One row per field of the IngestConfig block, in the model's order."""
-    from blocks.config import IngestConfig
+    from stream_ingest.blocks.config import IngestConfig
     from stream_ingest.settings import ENV_PREFIX, Settings
 
     rows = [
@@ -112,7 +112,7 @@ def config_options() -> str:
 
 def seed_settings() -> str:
     """The seed settings that are not options of the IngestConfig block."""
-    from blocks.config import IngestConfig
+    from stream_ingest.blocks.config import IngestConfig
     from stream_ingest.settings import ENV_PREFIX, Settings
 
     rows = ["| variable | default | saved into |", "|---|---|---|"]
@@ -166,7 +166,7 @@ def cli_commands() -> str:
     """Every command of the typer app, as `stream-ingest --help` would list it."""
     import typer
 
-    from cli.main import app
+    from stream_ingest.cli.main import app
 
     root = typer.main.get_command(app)
     out: list[str] = []

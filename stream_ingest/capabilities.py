@@ -3,7 +3,7 @@
 S3 APIs differ on three of them: Ceph's RADOS Gateway accepts the If-None-Match
 condition on CompleteMultipartUpload and ignores it (the key is overwritten), accepts
 part checksums and keeps none, and drops tags given when an upload is created.
-`StreamBucket.capabilities` finds them out by doing each once (blocks/bucket.py);
+`StreamBucket.capabilities` finds them out by doing each once (stream_ingest/blocks/bucket.py);
 what the product does where one is missing:
 
 - conditional completion: a HEAD of the key just before the completion refuses a

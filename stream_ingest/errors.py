@@ -1,6 +1,6 @@
 """Domain errors. Each carries its data and says in one line what happened.
 
-`terminal` errors end the stream (what was uploaded is salvaged, flows/salvage.py);
+`terminal` errors end the stream (what was uploaded is salvaged, stream_ingest/flows/salvage.py);
 the others leave it resumable (status failed, upload kept). `transient` errors are worth an automatic
 retry; the rest are not, so a bad bucket or bad credentials never cause a retry storm.
 """

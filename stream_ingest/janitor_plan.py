@@ -1,7 +1,7 @@
 """Pure decisions of the janitor: which uploads to abort, keep or salvage, which
 streams to fail.
 
-The janitor flow (flows/janitor.py) gathers the facts (S3's pending uploads, the
+The janitor flow (stream_ingest/flows/janitor.py) gathers the facts (S3's pending uploads, the
 uploads registry, the streams, their leases, which runs Prefect reports over) and
 acts on what these functions return.
 """

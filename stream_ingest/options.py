@@ -1,7 +1,7 @@
 """What every component must agree on: the watch folder, key naming, part size,
 timeouts, which files are recordings. Pure pydantic, no I/O.
 
-The same fields are the `IngestConfig` block's (blocks/config.py), the one source every
+The same fields are the `IngestConfig` block's (stream_ingest/blocks/config.py), the one source every
 component reads at run time, and the seed `Settings` (settings.py) that
 `stream-ingest blocks register` saves into it from `STREAM_INGEST_*` variables.
 """

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 PREFIX = "warm"
 # Claim to start is a deployment read, the flow's import (once) and a run read:
-# seconds, even on a busy server that is asked again (workers.warm).
+# seconds, even on a busy server that is asked again (stream_ingest.workers.warm).
 PENDING_STALE_SECONDS = 120.0
 
 

@@ -130,7 +130,7 @@ class PartPlanner:
 
 
 class WriterState(StrEnum):
-    """What the OS says about the file's writers (flows/writers.py)."""
+    """What the OS says about the file's writers (stream_ingest/flows/writers.py)."""
 
     WRITING = "writing"  # a process has it open for writing: still recording
     CLOSED = "closed"  # nobody has it open for writing

@@ -4,7 +4,7 @@ under a temp dir and stops, one per test session (tests/conftest.py `ceph_server
 A production S3 implementation next to moto: it differs where real stores differ
 (conditional completion ignored, checksums ignored, tags on create dropped, an empty
 ETag in the completion's answer), which is what the capability probe
-(blocks/capabilities.py) finds out and the tests that run on both stores check.
+(stream_ingest/blocks/capabilities.py) finds out and the tests that run on both stores check.
 """
 
 from __future__ import annotations

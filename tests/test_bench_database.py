@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.postgres import DatabaseUnusable, described, scratch_database, server_of
-from devstack.services import free_port
+from stream_ingest.devstack.services import free_port
 
 
 def test_only_a_postgresql_url_is_taken_and_prefect_gets_asyncpg():

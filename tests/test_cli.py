@@ -8,9 +8,9 @@ import json
 import pytest
 from prefect_redis import RedisDatabase
 
-from blocks.checkpoints import CheckpointStore
-from cli.main import main
-from devstack.services import free_port
+from stream_ingest.blocks.checkpoints import CheckpointStore
+from stream_ingest.cli.main import main
+from stream_ingest.devstack.services import free_port
 from stream_ingest.records import Revision, StreamRecord
 from stream_ingest.states import Status
 from tests.conftest import edit_config
@@ -184,7 +184,7 @@ def test_doctor_shows_what_the_store_can_do(registered, capsys, s3_server, s3, s
     """Found by the probe just now, each capability the store lacks on a line of its
     own with what the product does instead; none of them a failure. The probe's
     objects are gone, and the flows find its answer in Redis."""
-    from blocks.bucket import StreamBucket
+    from stream_ingest.blocks.bucket import StreamBucket
 
     _, lines = _doctor(capsys)
 
@@ -207,7 +207,7 @@ def test_doctor_shows_what_the_store_can_do(registered, capsys, s3_server, s3, s
 
 def test_doctor_names_a_missing_bucket_and_folder(registered, capsys) -> None:
     """Edited the way an operator would: the bucket block, and the config's folder."""
-    from blocks.bucket import StreamBucket
+    from stream_ingest.blocks.bucket import StreamBucket
 
     config_bucket = registered.s3_bucket
     edit_config(watch_dir="/no/such/folder")

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from cli.main import main
+from stream_ingest.cli.main import main
 from stream_ingest.records import StreamRecord
 from stream_ingest.states import Status
 from tests.conftest import edit_config

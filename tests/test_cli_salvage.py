@@ -9,7 +9,7 @@ import io
 
 import pytest
 
-from cli.main import main
+from stream_ingest.cli.main import main
 from stream_ingest.records import StreamRecord
 from stream_ingest.states import Status
 from tests.flows.helpers import MIB, failed_stream, object_bytes, payload

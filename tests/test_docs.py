@@ -53,7 +53,7 @@ def test_the_site_builds_without_warnings(tmp_path: Path) -> None:
 def test_the_configure_page_lists_every_field_of_the_config_block() -> None:
     """The table is generated from the block's model: every field, its default and its
     variable, so a new option cannot go undocumented."""
-    from blocks.config import IngestConfig
+    from stream_ingest.blocks.config import IngestConfig
     from stream_ingest.settings import ENV_PREFIX, Settings
 
     page = _rendered("configure.md")
@@ -86,8 +86,8 @@ def test_an_unknown_generated_part_stops_the_build() -> None:
 
 
 def _doctor_checks() -> set[str]:
-    """The name of every Check that cli/doctor.py can report."""
-    tree = ast.parse((ROOT / "cli/doctor.py").read_text())
+    """The name of every Check that stream_ingest/cli/doctor.py can report."""
+    tree = ast.parse((ROOT / "stream_ingest/cli/doctor.py").read_text())
     return {
         node.args[0].value
         for node in ast.walk(tree)

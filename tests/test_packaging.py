@@ -3,15 +3,18 @@ the code.
 
 There is no Docker engine here, so both files are parsed, and every command they run
 is checked in-process against the real CLI parsers: `stream-ingest` through
-`cli.main.parser()`, `prefect` through Prefect's own cyclopts app.
+`stream_ingest.cli.main.parser()`, `prefect` through Prefect's own cyclopts app.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import re
 import shlex
+import shutil
+import subprocess
 import tomllib
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -22,7 +25,7 @@ import yaml
 from packaging.specifiers import SpecifierSet
 
 from stream_ingest.settings import ENV_PREFIX, Settings
-from workers.warm import WarmWorker
+from stream_ingest.workers.warm import WarmWorker
 
 ROOT = Path(__file__).resolve().parents[1]
 WARM_TYPE = WarmWorker.type
@@ -157,11 +160,11 @@ def volume_mounts(service: dict[str, Any]) -> list[tuple[str, str]]:
 
 def run_stream_ingest(tokens: list[str]) -> tuple[str, dict[str, Any]]:
     """Parse a `stream-ingest ...` command with its own typer app (no execution):
-    returns 'cli.main.function' of the command and its parameters."""
+    returns 'stream_ingest.cli.main.function' of the command and its parameters."""
     import typer
     from typer.exceptions import TyperException
 
-    from cli.main import app
+    from stream_ingest.cli.main import app
 
     assert tokens[0] == "stream-ingest", tokens
     ctx = None
@@ -173,7 +176,7 @@ def run_stream_ingest(tokens: list[str]) -> tuple[str, dict[str, Any]]:
             ctx = sub.make_context(name, rest, parent=ctx)
     except (TyperException, typer.Exit, IndexError) as exc:
         pytest.fail(f"not a stream-ingest command: {shlex.join(tokens)} ({exc!r})")
-    return f"cli.main.{ctx.command.callback.__name__}", dict(ctx.params)
+    return f"stream_ingest.cli.main.{ctx.command.callback.__name__}", dict(ctx.params)
 
 
 def run_prefect(tokens: list[str]) -> tuple[str, dict[str, Any]]:
@@ -283,6 +286,19 @@ def test_prefect_yaml_deploys_the_flow_the_sensor_triggers(
     assert prefect_yaml["prefect-version"] == prefect.__version__
 
 
+def test_the_entrypoint_folders_only_re_export_the_package(prefect_yaml: dict[str, Any]) -> None:
+    """flows/ and blocks/ beside prefect.yaml hold no code of their own: every
+    deployment's flow and every block they name is defined in stream_ingest."""
+    for deployment in prefect_yaml["deployments"]:
+        path, func = deployment["entrypoint"].split(":")
+        module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+        assert getattr(module, func).fn.__module__.startswith("stream_ingest.flows.")
+    blocks = importlib.import_module("blocks")
+    assert blocks.__all__
+    for name in blocks.__all__:
+        assert getattr(blocks, name).__module__.startswith("stream_ingest.blocks."), name
+
+
 def test_prefect_yaml_leaves_the_code_where_deploy_runs(prefect_yaml: dict[str, Any]) -> None:
     """No pull section: `prefect deploy` records its working directory, which the
     compose setup and worker share (/app)."""
@@ -291,7 +307,7 @@ def test_prefect_yaml_leaves_the_code_where_deploy_runs(prefect_yaml: dict[str, 
 
 
 def test_dev_uses_the_same_work_pool(deployment: dict[str, Any]) -> None:
-    from devstack import dev
+    from stream_ingest.devstack import dev
 
     assert deployment["work_pool"]["name"] == dev.WORK_POOL
 
@@ -493,7 +509,7 @@ def test_setup_creates_the_pool_registers_blocks_and_deploys(
     commands = [check_command(c) for c in script_commands(services["setup"]["command"])]
     assert [what for what, _ in commands] == [
         "prefect.cli.work_pool.create",
-        "cli.main.blocks_register",
+        "stream_ingest.cli.main.blocks_register",
         "prefect.cli.deploy._commands.deploy",
     ]
     pool = commands[0][1]
@@ -516,7 +532,7 @@ def test_worker_polls_the_deployments_pool(
 
 def test_sensor_runs_the_sensor(services: dict[str, Any]) -> None:
     (command,) = script_commands(services["sensor"]["command"])
-    assert check_command(command)[0] == "cli.main.sensor"
+    assert check_command(command)[0] == "stream_ingest.cli.main.sensor"
 
 
 # --- Dockerfile ----------------------------------------------------------------------
@@ -561,20 +577,42 @@ def test_dockerfile_base_workdir_user_and_path(
 def test_dockerfile_copies_the_project(
     dockerfile: list[tuple[str, str]], pyproject: dict[str, Any]
 ) -> None:
+    """The package, and the entrypoint folders prefect.yaml and `python -m sensors`
+    name (the worker loads flows/ingest.py from /app)."""
     copies = _copies(dockerfile)
     packages = pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]
-    assert set(packages) == {
-        "stream_ingest",
-        "blocks",
-        "flows",
-        "workers",
-        "sensors",
-        "cli",
-        "devstack",
-    }
-    for name in [*packages, "pyproject.toml", "uv.lock", "README.md", "prefect.yaml"]:
+    assert packages == ["stream_ingest"]
+    entrypoints = ["flows", "blocks", "sensors"]
+    for name in [*packages, *entrypoints, "pyproject.toml", "uv.lock", "README.md", "prefect.yaml"]:
         assert (ROOT / name).exists(), name
         assert copies.get(name) == f"/app/{name}", f"{name} is not copied to /app/{name}"
+
+
+def test_the_wheel_installs_one_top_level_package(tmp_path: Path) -> None:
+    """Built and installed into a clean venv (without its dependencies: the layout is
+    the point), the wheel adds `stream_ingest` and the `stream-ingest` script, nothing
+    else, and its entry points name modules inside the package."""
+    uv = shutil.which("uv")
+    assert uv, "uv is not on PATH (scripts/bootstrap.sh installs it)"
+    dist, venv = tmp_path / "dist", tmp_path / "venv"
+    run = functools.partial(subprocess.run, check=True, capture_output=True, text=True)
+    run([uv, "build", "--wheel", "--out-dir", str(dist), str(ROOT)], timeout=300)
+    [wheel] = dist.glob("*.whl")
+    run([uv, "venv", "--quiet", str(venv)], timeout=120)
+    python = venv / "bin" / "python"
+    run([uv, "pip", "install", "--quiet", "--no-deps", "--python", str(python), str(wheel)])
+    [site] = venv.glob("lib/python*/site-packages")
+    tops = {
+        p.name.removesuffix(".py")
+        for p in site.iterdir()
+        if not p.name.endswith((".dist-info", ".pth")) and not p.name.startswith("_")
+    }
+    assert tops == {"stream_ingest"}
+    assert (venv / "bin" / "stream-ingest").exists()
+    [info] = site.glob("stream_ingest-*.dist-info")
+    entry_points = (info / "entry_points.txt").read_text()
+    assert "stream-ingest = stream_ingest.cli.main:main" in entry_points
+    assert "stream_ingest = stream_ingest.workers" in entry_points
 
 
 def test_dockerfile_installs_from_the_lock_after_copying_the_code(
@@ -598,4 +636,4 @@ def test_dockerfile_default_command_is_the_sensor(
     entry = [json.loads(a) for k, a in dockerfile if k == "ENTRYPOINT"]
     command = (entry[-1] if entry else []) + cmd
     assert command[0] in pyproject["project"]["scripts"], "not a console script of the project"
-    assert check_command(command)[0] == "cli.main.sensor"
+    assert check_command(command)[0] == "stream_ingest.cli.main.sensor"

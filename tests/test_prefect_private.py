@@ -1,5 +1,5 @@
 """The contract with the installed Prefect: every private use the project makes
-(flows/prefect_private.py) still holds, and no other module makes one."""
+(stream_ingest/flows/prefect_private.py) still holds, and no other module makes one."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from flows import prefect_private
-from flows.prefect_private import ASSUMPTIONS, WORKER_ATTRIBUTES
+from stream_ingest.flows import prefect_private
+from stream_ingest.flows.prefect_private import ASSUMPTIONS, WORKER_ATTRIBUTES
 
 ROOT = Path(__file__).resolve().parents[1]
 PRODUCT = ("stream_ingest", "blocks", "flows", "workers", "sensors", "cli", "devstack")
-SEAM = "flows/prefect_private.py"
+SEAM = "stream_ingest/flows/prefect_private.py"
 
 
 @pytest.mark.parametrize("name", list(ASSUMPTIONS))

@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 import pytest
 
-from blocks.checkpoints import CheckpointStore
-from devstack.services import RedisServer, wait_for
+from stream_ingest.blocks.checkpoints import CheckpointStore
+from stream_ingest.devstack.services import RedisServer, wait_for
 from stream_ingest.errors import CheckpointUnavailable, LeaseLost, StreamNotFound
 from stream_ingest.records import PartRecord, Revision, StreamRecord
 from stream_ingest.states import IllegalTransition, Status

@@ -9,10 +9,10 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect_aws.s3 import S3Bucket
 
-from blocks.bucket import StreamBucket
-from blocks.checkpoints import CheckpointStore
-from blocks.config import IngestConfig, load_config
-from blocks.registration import BOTO_CONFIG, build_config, register_blocks
+from stream_ingest.blocks.bucket import StreamBucket
+from stream_ingest.blocks.checkpoints import CheckpointStore
+from stream_ingest.blocks.config import IngestConfig, load_config
+from stream_ingest.blocks.registration import BOTO_CONFIG, build_config, register_blocks
 from stream_ingest.errors import ConfigurationError
 from stream_ingest.options import OPTION_FIELDS
 from stream_ingest.settings import load_settings

@@ -11,8 +11,8 @@ import uuid
 
 import pytest
 
-from blocks.checkpoints import CheckpointStore
-from devstack.services import wait_for
+from stream_ingest.blocks.checkpoints import CheckpointStore
+from stream_ingest.devstack.services import wait_for
 from stream_ingest.records import PartRecord, Revision, StreamRecord
 from stream_ingest.retention import ACTIVE, ALL, BY_IDENTITY, UPLOADS
 from stream_ingest.states import Status

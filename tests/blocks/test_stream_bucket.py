@@ -20,11 +20,11 @@ from botocore.exceptions import (
 )
 from prefect_aws import AwsClientParameters, AwsCredentials, MinIOCredentials
 
-import blocks.bucket as bucket_module
-from blocks.bucket import CREATED_BY, StreamBucket, _s3_errors
-from blocks.registration import build_config
-from devstack.services import MotoServer, free_port
+import stream_ingest.blocks.bucket as bucket_module
+from stream_ingest.blocks.bucket import CREATED_BY, StreamBucket, _s3_errors
+from stream_ingest.blocks.registration import build_config
 from stream_ingest.capabilities import Capabilities
+from stream_ingest.devstack.services import MotoServer, free_port
 from stream_ingest.errors import (
     BucketMissing,
     CredentialsRejected,

@@ -9,7 +9,7 @@ import selectors
 import socket
 import threading
 
-from devstack.services import free_port
+from stream_ingest.devstack.services import free_port
 
 
 class Relay:

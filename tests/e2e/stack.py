@@ -16,11 +16,11 @@ from typing import Any
 
 import httpx
 
-from devstack.services import PrefectServer, Service, T, wait_for
+from stream_ingest.devstack.services import PrefectServer, Service, T, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-WARM = "stream-ingest-warm"  # the default work pool type (workers/warm.py)
+WARM = "stream-ingest-warm"  # the default work pool type (stream_ingest/workers/warm.py)
 PROCESS = "process"
 
 

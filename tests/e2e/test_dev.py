@@ -17,7 +17,7 @@ import boto3
 import httpx
 import pytest
 
-from devstack.services import free_port
+from stream_ingest.devstack.services import free_port
 from tests.e2e.stack import BIN, ROOT, until
 
 

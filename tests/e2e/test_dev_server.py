@@ -1,4 +1,4 @@
-"""The local stack's Prefect server (devstack/prefect_server.py) on SQLite: a burst
+"""The local stack's Prefect server (stream_ingest/devstack/prefect_server.py) on SQLite: a burst
 of concurrent writes, as many new recordings make, is answered without a 503
 (Prefect's DEFERRED transactions got SQLITE_BUSY_SNAPSHOT, and the client then
 waited 2-8 s per retry); and many open websockets, as many flow-run processes hold,
@@ -14,7 +14,7 @@ import pytest
 from websockets.protocol import State
 from websockets.sync.client import connect
 
-from devstack.services import PrefectServer
+from stream_ingest.devstack.services import PrefectServer
 
 pytestmark = pytest.mark.e2e
 WRITERS, RUNS_EACH = 8, 6

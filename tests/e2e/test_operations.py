@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from blocks.checkpoints import CheckpointStore
+from stream_ingest.blocks.checkpoints import CheckpointStore
 from tests.e2e.relay import Relay
 from tests.e2e.stack import BIN, ROOT, Stack, new_bucket, product_env, run_cli, until
 from tests.flows.helpers import upload_part_calls
@@ -256,7 +256,7 @@ def stack_delete(stack: Stack, path: str) -> None:
 
 
 def _emit_failed(stack: Stack, deployment_id: str, sid: str, failures: str) -> None:
-    """A `failed` event as a failed run of the deployment emits it (flows/report.py)."""
+    """A `failed` event as a failed run of the deployment emits it (stream_ingest/flows/report.py)."""
     code = f"""
 from prefect.events import emit_event
 emit_event(

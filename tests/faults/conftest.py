@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from blocks.checkpoints import CheckpointStore
-from devstack.services import MotoServer, RedisServer
+from stream_ingest.blocks.checkpoints import CheckpointStore
+from stream_ingest.devstack.services import MotoServer, RedisServer
 from stream_ingest.identity import FileIdentity
 from tests.faults.proxy import FaultProxy
 from tests.flows.helpers import (

@@ -32,7 +32,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from blocks.bucket import PROBE_NAME
+from stream_ingest.blocks.bucket import PROBE_NAME
 
 # Headers that belong to one hop, not to the request: never forwarded.
 _HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "expect", "te"}

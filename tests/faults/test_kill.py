@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from blocks.checkpoints import CheckpointStore
-from flows.ingest import stream_ingest
+from stream_ingest.blocks.checkpoints import CheckpointStore
+from stream_ingest.flows.ingest import stream_ingest
 from tests.faults.conftest import (
     check_object,
     close_hint,

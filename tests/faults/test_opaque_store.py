@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from flows.ingest import stream_ingest
+from stream_ingest.flows.ingest import stream_ingest
 from tests.faults.conftest import check_object, recorder
 from tests.faults.proxy import FaultProxy
 from tests.flows.helpers import MIB, payload, run_in_thread

@@ -11,10 +11,10 @@ from uuid import UUID
 
 import pytest
 
-from flows.ingest import stream_ingest
-from flows.runs import RunRequest
-from sensors.events import FileAppeared, FileClosed
-from sensors.prefect_calls import run_deployment_trigger
+from stream_ingest.flows.ingest import stream_ingest
+from stream_ingest.flows.runs import RunRequest
+from stream_ingest.sensors.events import FileAppeared, FileClosed
+from stream_ingest.sensors.prefect_calls import run_deployment_trigger
 from tests.faults.conftest import check_object, report, reuploads
 from tests.flows.helpers import MIB, GrowingWriter, payload, until, wait_for_parts
 from tests.sensors.helpers import FakeEvents, running
@@ -81,7 +81,7 @@ def test_replayed_events_and_sensor_restarts_give_one_run(
         return run_deployment_trigger(req)
 
     def sensor():
-        from sensors.run import Sensor
+        from stream_ingest.sensors.run import Sensor
 
         return Sensor(
             registered,

@@ -8,7 +8,7 @@ import hashlib
 
 import pytest
 
-from flows.ingest import stream_ingest
+from stream_ingest.flows.ingest import stream_ingest
 from tests.faults.conftest import (
     check_object,
     kill_flow_when,

@@ -1,4 +1,4 @@
-"""The warm worker (workers/warm.py) runs every stream as a thread of one process:
+"""The warm worker (stream_ingest/workers/warm.py) runs every stream as a thread of one process:
 stopping one stream mid-part must leave the others alone, and a worker that dies
 with its streams must not leave them Running forever.
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from blocks.checkpoints import CheckpointStore
+from stream_ingest.blocks.checkpoints import CheckpointStore
 from stream_ingest.janitor_plan import STALE_AFTER_LEASES
 from stream_ingest.owners import Owner, parse_owner
 from tests.e2e.stack import BIN, Proc, Stack, new_bucket, product_env, run_cli, until

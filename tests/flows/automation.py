@@ -19,7 +19,7 @@ ENDS = ("failed", "cancelled", "rescheduled", "aborted", "salvaged", "completed"
 
 
 class Events:
-    """Stands in for `emit_event` in flows/report.py: what would have been sent, and
+    """Stands in for `emit_event` in stream_ingest/flows/report.py: what would have been sent, and
     whether Prefect saw a run there (it would relate that run and its deployment)."""
 
     def __init__(self) -> None:

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-from blocks.checkpoints import CheckpointStore
-from devstack.services import wait_for as until
+from stream_ingest.blocks.checkpoints import CheckpointStore
+from stream_ingest.devstack.services import wait_for as until
 
 MIB = 1024 * 1024
 T = TypeVar("T")
@@ -103,7 +103,7 @@ def wait_for_part(store: CheckpointStore, number: int, timeout: float = 60) -> s
 
 def run_in_thread(path: Path, stream_id: str | None = None) -> tuple[threading.Thread, dict]:
     """Run the flow in a daemon thread; `out["state"]` is its final state."""
-    from flows.ingest import stream_ingest
+    from stream_ingest.flows.ingest import stream_ingest
 
     out: dict = {}
 
@@ -127,7 +127,7 @@ def start_flow_process(
     """The flow in its own process (as a process worker runs it), so that a test can
     kill -9 it. It talks to the test's Prefect API and sees the test's environment."""
     code = (
-        "from flows.ingest import stream_ingest; "
+        "from stream_ingest.flows.ingest import stream_ingest; "
         f"stream_ingest(path={str(path)!r}, stream_id={stream_id!r})"
     )
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - the child owns it
@@ -187,7 +187,7 @@ def failed_stream(
     import json
     import uuid
 
-    from blocks.bucket import CHECKSUM, CREATED_BY, STREAM_ID
+    from stream_ingest.blocks.bucket import CHECKSUM, CREATED_BY, STREAM_ID
     from stream_ingest.records import StreamRecord
     from stream_ingest.states import Status
 
@@ -243,9 +243,9 @@ def janitor_runs_later(monkeypatch, hours: float = 2.0) -> None:
     that uploads created now are that old on every store: an upload's age is the later
     of its Initiated date and its registry entry, and a real store (Ceph's gateway)
     reports the real start where moto reports a date in 2010."""
-    import blocks.checkpoints
-    import flows.janitor
+    import stream_ingest.blocks.checkpoints as checkpoints_module
+    import stream_ingest.flows.janitor as janitor_module
 
     later = _Later(hours)
-    monkeypatch.setattr(flows.janitor, "time", later)
-    monkeypatch.setattr(blocks.checkpoints, "time", later)
+    monkeypatch.setattr(janitor_module, "time", later)
+    monkeypatch.setattr(checkpoints_module, "time", later)

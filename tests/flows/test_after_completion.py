@@ -12,11 +12,11 @@ import botocore.client
 import pytest
 from botocore.exceptions import ClientError
 
-import flows.ingest
-from blocks.bucket import StreamBucket
-from blocks.checkpoints import CheckpointStore
-from flows.ingest import stream_ingest
+import stream_ingest.flows.ingest as ingest_module
+from stream_ingest.blocks.bucket import StreamBucket
+from stream_ingest.blocks.checkpoints import CheckpointStore
 from stream_ingest.errors import CheckpointUnavailable
+from stream_ingest.flows.ingest import stream_ingest
 from stream_ingest.states import Status
 from tests.flows.helpers import MIB, object_bytes, payload
 
@@ -58,7 +58,7 @@ def _die_after_completion(monkeypatch, src: Path) -> None:
             raise RuntimeError("the run's process died here")
 
         _after_completion(dying, die)
-        dying.setattr(flows.ingest, "_fail", lambda *args: None)  # a dead run records nothing
+        dying.setattr(ingest_module, "_fail", lambda *args: None)  # a dead run records nothing
         assert stream_ingest(path=str(src), return_state=True).is_failed()
 
 
@@ -80,7 +80,7 @@ def test_a_file_changed_right_after_completion_leaves_the_stream_completed(
     src = Path(registered.watch_dir) / "gone-after.mp4"
     src.write_bytes(data)
     _after_completion(monkeypatch, lambda: change(src))
-    monkeypatch.setattr(flows.ingest, "MAX_REKEYS", 0)  # no second upload hides a failure
+    monkeypatch.setattr(ingest_module, "MAX_REKEYS", 0)  # no second upload hides a failure
 
     with caplog.at_level(logging.WARNING):
         state = stream_ingest(path=str(src), return_state=True)
@@ -170,13 +170,13 @@ def test_a_rerun_confirming_a_completed_object_ignores_what_became_of_the_file(
     _die_after_completion(monkeypatch, src)
     [first] = store.list_streams()
     assert first.status == Status.FINALIZING
-    confirm = flows.ingest.confirm_completed
+    confirm = ingest_module.confirm_completed
 
     def confirm_after_change(ctx):
         change(src)
         return confirm(ctx)
 
-    monkeypatch.setattr(flows.ingest, "confirm_completed", confirm_after_change)
+    monkeypatch.setattr(ingest_module, "confirm_completed", confirm_after_change)
 
     state = stream_ingest(path=str(src), stream_id=first.stream_id, return_state=True)
 

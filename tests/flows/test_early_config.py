@@ -1,4 +1,4 @@
-"""A run's config block read ahead of its flow (flows/runtime.py): the warm worker
+"""A run's config block read ahead of its flow (stream_ingest/flows/runtime.py): the warm worker
 reads it beside the engine's start, and the flow takes that read instead of
 making its own."""
 
@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
-from flows import runtime
 from stream_ingest.errors import ConfigurationError
+from stream_ingest.flows import runtime
 
 
 @pytest.fixture

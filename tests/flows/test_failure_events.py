@@ -14,9 +14,9 @@ import pytest
 from prefect._internal import control_listener
 from prefect.exceptions import TerminationSignal
 
-from flows import ingest, report, stopping
-from flows.ingest import stream_ingest
-from flows.stopping import StopRequested
+from stream_ingest.flows import ingest, report, stopping
+from stream_ingest.flows.ingest import stream_ingest
+from stream_ingest.flows.stopping import StopRequested
 from tests.flows.automation import Events, rerun_parameters, reruns
 
 

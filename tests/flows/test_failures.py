@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from prefect_redis import RedisDatabase
 
-from blocks.checkpoints import CheckpointStore
-from blocks.config import load_config
-from devstack.services import free_port
-from flows.ingest import stream_ingest
+from stream_ingest.blocks.checkpoints import CheckpointStore
+from stream_ingest.blocks.config import load_config
+from stream_ingest.devstack.services import free_port
+from stream_ingest.flows.ingest import stream_ingest
 from tests.flows.helpers import MIB, GrowingWriter, payload, run_in_thread, wait_for_parts
 
 pytestmark = pytest.mark.usefixtures("registered")
@@ -46,7 +46,7 @@ def test_directory_instead_of_file_fails(registered, store):
 
 
 def test_missing_bucket_fails_without_leaking_an_upload(registered, s3, store, monkeypatch):
-    from blocks.registration import register_blocks
+    from stream_ingest.blocks.registration import register_blocks
     from stream_ingest.settings import load_settings
 
     monkeypatch.setenv("STREAM_INGEST_S3_BUCKET", "no-such-bucket-here")
@@ -141,17 +141,17 @@ def test_source_deleted_between_its_stat_and_the_writers_look_ends_it(
 ):
     """The file goes after the tail loop's stat, before the OS is asked who writes
     it: the same terminal "not found" as anywhere else, not an errno line."""
-    import flows.writers
+    import stream_ingest.flows.writers as writers_module
 
     src = Path(registered.watch_dir) / "gone-late.mp4"
     src.write_bytes(payload(3 * MIB, seed=6))
-    look = flows.writers.writers_of
+    look = writers_module.writers_of
 
     def delete_then_look(path: str, *args, **kwargs):
         Path(path).unlink(missing_ok=True)
         return look(path, *args, **kwargs)
 
-    monkeypatch.setattr(flows.writers, "writers_of", delete_then_look)
+    monkeypatch.setattr(writers_module, "writers_of", delete_then_look)
 
     state = stream_ingest(path=str(src), return_state=True)
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from blocks.bucket import StreamBucket
-from flows import follow_up
-from flows.ingest import stream_ingest
-from flows.runs import CreatedRun
+from stream_ingest.blocks.bucket import StreamBucket
+from stream_ingest.flows import follow_up
+from stream_ingest.flows.ingest import stream_ingest
+from stream_ingest.flows.runs import CreatedRun
 from tests.flows.helpers import MIB, object_bytes, payload, run_in_thread
 
 pytestmark = pytest.mark.usefixtures("registered")

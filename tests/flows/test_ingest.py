@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-import flows.completed as completed_module
-import flows.finalize as finalize_module
-import flows.ingest as ingest_module
-from flows.ingest import stream_ingest
+import stream_ingest.flows.completed as completed_module
+import stream_ingest.flows.finalize as finalize_module
+import stream_ingest.flows.ingest as ingest_module
+from stream_ingest.flows.ingest import stream_ingest
 from tests.conftest import edit_config
 from tests.flows.helpers import (
     MIB,
@@ -269,8 +269,8 @@ def test_a_failing_part_of_a_batch_sends_no_other_part_twice(
     """Part 3 of a batch meets S3 503s. Once: it is retried by itself inside the task
     run. Past its own retries (one, here): the task run fails and Prefect retries it,
     and that try sends only the parts the first did not checkpoint."""
-    import flows.retry as retry_module
-    import flows.upload as upload_module
+    import stream_ingest.flows.retry as retry_module
+    import stream_ingest.flows.upload as upload_module
     from stream_ingest.errors import S3Unavailable
 
     monkeypatch.setattr(retry_module, "RETRY_DELAYS", [0])
@@ -354,7 +354,7 @@ def test_a_window_that_falls_behind_sends_its_backlog_in_parallel(
     """S3 takes 1 s a part while the recorder writes one every 0.4 s: the window
     sends the parts that are ready several at once instead of letting the backlog
     grow part by part (one at a time, the close -> object was the whole backlog)."""
-    from blocks.bucket import StreamBucket
+    from stream_ingest.blocks.bucket import StreamBucket
 
     lock, live, peak = threading.Lock(), [0], [0]
     writing = threading.Event()
@@ -405,7 +405,7 @@ def test_a_run_is_tagged_with_its_stream_once(registered, monkeypatch):
 
     from prefect import get_client, tags
 
-    import flows.report as report
+    import stream_ingest.flows.report as report
 
     added: list[str] = []
     add_tag = report.add_tag

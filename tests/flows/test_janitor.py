@@ -9,8 +9,8 @@ import uuid
 
 import pytest
 
-from flows import report
-from flows.janitor import janitor
+from stream_ingest.flows import report
+from stream_ingest.flows.janitor import janitor
 from stream_ingest.records import StreamRecord
 from stream_ingest.states import Status
 from tests.conftest import edit_config

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import time
 
-from blocks.checkpoints import CheckpointStore
-from flows import stopping
-from flows.lease import LeaseKeeper
+from stream_ingest.blocks.checkpoints import CheckpointStore
+from stream_ingest.flows import stopping
+from stream_ingest.flows.lease import LeaseKeeper
 
 
 def _hung_read(seconds: float) -> None:

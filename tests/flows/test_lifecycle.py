@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from blocks.bucket import StreamBucket
-from blocks.checkpoints import CheckpointStore
-from flows.ingest import stream_ingest
+from stream_ingest.blocks.bucket import StreamBucket
+from stream_ingest.blocks.checkpoints import CheckpointStore
+from stream_ingest.flows.ingest import stream_ingest
 from stream_ingest.records import StreamRecord
 from stream_ingest.states import Status
 from tests.conftest import edit_config
@@ -188,7 +188,7 @@ def _paused_recorder(
 
 
 def _identity(src: Path) -> str:
-    from flows.source import identity_of
+    from stream_ingest.flows.source import identity_of
 
     return identity_of(str(src)) or ""
 

@@ -11,8 +11,8 @@ from typing import Any
 import prefect.client.orchestration
 import pytest
 
-from flows import report
-from flows.ingest import stream_ingest
+from stream_ingest.flows import report
+from stream_ingest.flows.ingest import stream_ingest
 
 RUN_ID = str(uuid.uuid4())
 

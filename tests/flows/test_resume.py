@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.ingest import stream_ingest
+from stream_ingest.flows.ingest import stream_ingest
 from tests.conftest import edit_config
 from tests.flows.helpers import (
     MIB,

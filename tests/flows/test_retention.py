@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.ingest import stream_ingest
-from flows.janitor import janitor
+from stream_ingest.flows.ingest import stream_ingest
+from stream_ingest.flows.janitor import janitor
 from stream_ingest.records import StreamRecord
 from stream_ingest.states import Status
 from tests.conftest import edit_config

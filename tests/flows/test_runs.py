@@ -12,8 +12,14 @@ from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.states import Failed
 
-from flows.runs import RunRequest, create_stream_run, ended_runs, run_is_over, run_name
-from sensors.prefect_calls import describe_prefect_error, run_deployment_trigger
+from stream_ingest.flows.runs import (
+    RunRequest,
+    create_stream_run,
+    ended_runs,
+    run_is_over,
+    run_name,
+)
+from stream_ingest.sensors.prefect_calls import describe_prefect_error, run_deployment_trigger
 
 
 @flow(name="runs-test-flow")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from flows import report
-from flows.janitor import janitor
+from stream_ingest.flows import report
+from stream_ingest.flows.janitor import janitor
 from stream_ingest.records import PartRecord, utc_now
 from tests.conftest import edit_config
 from tests.flows.automation import Events

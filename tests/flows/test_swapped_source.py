@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-import flows.upload
-from blocks.bucket import StreamBucket
-from flows.ingest import stream_ingest
+import stream_ingest.flows.upload as upload_module
+from stream_ingest.blocks.bucket import StreamBucket
+from stream_ingest.flows.ingest import stream_ingest
 from stream_ingest.states import Status
 from tests.flows.helpers import MIB, payload
 
@@ -63,8 +63,8 @@ def test_a_name_swapped_for_a_link_out_of_the_folder_uploads_none_of_its_bytes(
         sent.append((number, bytes(body)))
         return upload_part(self, key, upload_id, number, body)
 
-    swapper = _SwapBeforeFirstRead(flows.upload.BUFFERS, swap)
-    monkeypatch.setattr(flows.upload, "BUFFERS", swapper)
+    swapper = _SwapBeforeFirstRead(upload_module.BUFFERS, swap)
+    monkeypatch.setattr(upload_module, "BUFFERS", swapper)
     monkeypatch.setattr(StreamBucket, "upload_part", recording)
 
     state = stream_ingest(path=str(src), return_state=True)

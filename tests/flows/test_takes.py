@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from blocks.bucket import StreamBucket
-from flows.ingest import stream_ingest
+from stream_ingest.blocks.bucket import StreamBucket
+from stream_ingest.flows.ingest import stream_ingest
 from stream_ingest.states import Status
 from tests.conftest import edit_config
 from tests.flows.helpers import MIB, object_bytes, payload, run_in_thread
@@ -278,7 +278,7 @@ def test_a_revision_that_finds_its_bytes_unchanged_leaves_no_upload(
 ):
     """Should a revision reach its end with the object's very parts (the bytes were
     changed and changed back meanwhile), its upload is aborted, not left open."""
-    from flows import opening
+    from stream_ingest.flows import opening
     from stream_ingest.takes import Change
 
     monkeypatch.setattr(opening, "_by_content", lambda *_: Change.REVISION)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.writers import writers_of
+from stream_ingest.flows.writers import writers_of
 from stream_ingest.mounts import filesystem_of, is_network, parse_mountinfo
 from stream_ingest.tail import WriterState
 

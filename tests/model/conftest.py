@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from devstack.services import RedisServer
+from stream_ingest.devstack.services import RedisServer
 
 
 class RestartableRedis:

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from blocks.checkpoints import CheckpointStore
-from flows.runs import RunRequest
-from flows.source import snapshot
-from sensors.events import FileAppeared, FileClosed, FileOpened
-from sensors.trigger import StreamTrigger
+from stream_ingest.blocks.checkpoints import CheckpointStore
+from stream_ingest.flows.runs import RunRequest
+from stream_ingest.flows.source import snapshot
 from stream_ingest.records import StreamRecord
+from stream_ingest.sensors.events import FileAppeared, FileClosed, FileOpened
+from stream_ingest.sensors.trigger import StreamTrigger
 from stream_ingest.states import Status
 
 
@@ -115,7 +115,7 @@ def test_update_still_sets_fields_of_a_record_that_exists(store: CheckpointStore
 def test_a_completed_take_is_not_uploaded_again_after_redis_lost_its_data(
     registered, s3, store, quick_runs
 ) -> None:
-    from flows.ingest import stream_ingest
+    from stream_ingest.flows.ingest import stream_ingest
 
     watch = Path(registered.watch_dir)
     video = watch / "a.mp4"
@@ -143,8 +143,8 @@ def test_a_completed_take_is_not_uploaded_again_after_redis_lost_its_data(
 def test_a_revision_whose_run_died_before_it_began_is_uploaded(
     registered, s3, store, quick_runs, monkeypatch
 ) -> None:
-    import flows.ingest
-    from flows.ingest import stream_ingest
+    import stream_ingest.flows.ingest as ingest_module
+    from stream_ingest.flows.ingest import stream_ingest
 
     watch = Path(registered.watch_dir)
     video = watch / "a.mp4"
@@ -157,16 +157,16 @@ def test_a_revision_whose_run_died_before_it_began_is_uploaded(
         fh.write(b" and more")
     sensor.handle(FileClosed(str(video)))
     [revision] = [r for r in runs.started.values() if "revision" in r.tags]
-    real = flows.ingest.find_stream
+    real = ingest_module.find_stream
 
     def dies(*args, **kwargs):
         raise RuntimeError("the worker died")
 
-    monkeypatch.setattr(flows.ingest, "find_stream", dies)
+    monkeypatch.setattr(ingest_module, "find_stream", dies)
     assert stream_ingest(
         path=revision.sent_path, stream_id=revision.stream_id, return_state=True
     ).is_failed()
-    monkeypatch.setattr(flows.ingest, "find_stream", real)
+    monkeypatch.setattr(ingest_module, "find_stream", real)
     ran = set(runs.started)
 
     sensor.handle(FileClosed(str(video)))  # everything that looks at the file again
@@ -188,9 +188,9 @@ def test_a_revision_whose_run_died_before_it_began_is_uploaded(
 def test_an_upload_created_for_a_run_that_died_at_once_is_aborted(
     registered, s3, store, quick_runs, monkeypatch
 ) -> None:
-    from blocks.bucket import StreamBucket
-    from flows.ingest import stream_ingest
-    from flows.janitor import janitor
+    from stream_ingest.blocks.bucket import StreamBucket
+    from stream_ingest.flows.ingest import stream_ingest
+    from stream_ingest.flows.janitor import janitor
     from tests.conftest import edit_config
 
     edit_config(upload_ttl_hours=1e-6)

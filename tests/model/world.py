@@ -5,7 +5,7 @@ what must hold whatever happened (`World.check`).
 The engine is the real one: the flow function under Prefect's test harness, the
 sensor's StreamTrigger, the janitor flow, real Redis and moto. What is abstracted:
 
-- Time. The flow's clock (`time` in flows/ingest.py and flows/finalize.py) is real
+- Time. The flow's clock (`time` in stream_ingest/flows/ingest.py and stream_ingest/flows/finalize.py) is real
   time plus an offset that a pause moves past the idle timeout at once; every other
   clock (lease TTLs, Redis, retries) is real.
 - Concurrency between the recorder and the flow. Runs are synchronous. A run's
@@ -40,21 +40,28 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from blocks.bucket import StreamBucket
-from blocks.checkpoints import CheckpointStore
-from flows.runs import CreatedRun, RunRequest
-from sensors.events import FileAppeared, FileClosed, FileFilter, FileGone, FileOpened, ReleaseGone
-from sensors.trigger import StreamTrigger
-from sensors.watcher import scan
+from stream_ingest.blocks.bucket import StreamBucket
+from stream_ingest.blocks.checkpoints import CheckpointStore
 from stream_ingest.errors import StreamError
+from stream_ingest.flows.runs import CreatedRun, RunRequest
 from stream_ingest.parts import MIB
+from stream_ingest.sensors.events import (
+    FileAppeared,
+    FileClosed,
+    FileFilter,
+    FileGone,
+    FileOpened,
+    ReleaseGone,
+)
+from stream_ingest.sensors.trigger import StreamTrigger
+from stream_ingest.sensors.watcher import scan
 from stream_ingest.states import ACTIVE, TERMINAL, Status
 
 NAMES = ("a.mp4", "b.mp4")
 PART = 5 * MIB
 MAX_FILE = 3 * PART + MIB  # four parts at most: enough for copies, holes and a tail
 IDLE_TIMEOUT = 1000.0  # seconds of the flow's clock: only a pause reaches it
-# Every key a stream can have (blocks/checkpoints.py, blocks/leases.py).
+# Every key a stream can have (stream_ingest/blocks/checkpoints.py, stream_ingest/blocks/leases.py).
 STREAM_KEYS = frozenset({"meta", "parts", "lease", "prior", "revisions", "ask-again"})
 RUN_DEADLINE = 90.0  # real seconds a run may take once its recorders have stopped
 
@@ -209,15 +216,15 @@ class World:
 
     # -- engine hooks -----------------------------------------------------------
     def _patch(self, monkeypatch: Any) -> None:
-        import flows.finalize
-        import flows.follow_up
-        import flows.ingest
-        import flows.janitor
-        import flows.opening
+        import stream_ingest.flows.finalize as finalize_module
+        import stream_ingest.flows.follow_up as follow_up_module
+        import stream_ingest.flows.ingest as ingest_module
+        import stream_ingest.flows.janitor as janitor_module
+        import stream_ingest.flows.opening as opening_module
 
-        for module in (flows.ingest, flows.janitor):
+        for module in (ingest_module, janitor_module):
             monkeypatch.setattr(module, "config_of_run", self._config)
-        real_ended = flows.janitor.ended_runs
+        real_ended = janitor_module.ended_runs
 
         def ended_runs(run_ids: Any) -> set[str]:
             # The sensor's runs have the model's ids (Prefect's would be the runs'
@@ -225,14 +232,18 @@ class World:
             ids = set(run_ids)
             return (ids & self.finished) | real_ended(ids - self.finished)
 
-        monkeypatch.setattr(flows.janitor, "ended_runs", ended_runs)
+        monkeypatch.setattr(janitor_module, "ended_runs", ended_runs)
         shim = self.clock.shim()
-        monkeypatch.setattr(flows.ingest, "time", shim)
-        monkeypatch.setattr(flows.finalize, "time", shim)
-        for module in (flows.ingest, flows.finalize, flows.opening):
+        monkeypatch.setattr(ingest_module, "time", shim)
+        monkeypatch.setattr(finalize_module, "time", shim)
+        for module in (
+            ingest_module,
+            finalize_module,
+            opening_module,
+        ):
             real = module.snapshot
             monkeypatch.setattr(module, "snapshot", self._polled(real))
-        for module in (flows.ingest, flows.follow_up):
+        for module in (ingest_module, follow_up_module):
             monkeypatch.setattr(module, "create_stream_run", self._flow_starts_run)
         for cls in (StreamBucket, CheckpointStore):
             for name in _engine_methods(cls):
@@ -312,7 +323,7 @@ class World:
         """What the runs load: the registered block's settings with the model's
         options, built anew for each run as loading the block would (saving the
         block for each example would cost seconds of Prefect's API each time)."""
-        from blocks.registration import build_config
+        from stream_ingest.blocks.registration import build_config
 
         return build_config(self.settings.model_copy(update=self.options))
 
@@ -567,7 +578,7 @@ class World:
         then the recorders stop, and then the flow's clock passes the idle timeout."""
         if not self.pending:
             return
-        from flows.ingest import stream_ingest
+        from stream_ingest.flows.ingest import stream_ingest
 
         request = self.pending.pop(0)
         record = self.store.get(request.stream_id)
@@ -636,7 +647,7 @@ class World:
 
     @timed
     def janitor(self) -> None:
-        from flows.janitor import janitor
+        from stream_ingest.flows.janitor import janitor
 
         janitor(config=self.config_name)
         self.log.append("janitor")

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from blocks.checkpoints import CheckpointStore
-from sensors.run import Sensor
-from sensors.trigger import StreamTrigger
+from stream_ingest.blocks.checkpoints import CheckpointStore
+from stream_ingest.sensors.run import Sensor
+from stream_ingest.sensors.trigger import StreamTrigger
 from stream_ingest.settings import Settings, load_settings
 from tests.sensors.helpers import FakeEvents, FakePrefect
 

@@ -10,10 +10,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from devstack.services import wait_for
-from flows.runs import RunRequest
-from flows.source import snapshot
-from sensors.run import Sensor
+from stream_ingest.devstack.services import wait_for
+from stream_ingest.flows.runs import RunRequest
+from stream_ingest.flows.source import snapshot
+from stream_ingest.sensors.run import Sensor
 
 
 class FakePrefect:

@@ -26,7 +26,7 @@ from watchdog.events import (
 )
 from watchdog.observers.polling import PollingObserver
 
-from sensors.events import (
+from stream_ingest.sensors.events import (
     DirGone,
     FileAppeared,
     FileClosed,
@@ -36,7 +36,7 @@ from sensors.events import (
     SensorEvent,
     watch_root,
 )
-from sensors.watcher import EVENT_TYPES, EnqueueHandler, make_observer
+from stream_ingest.sensors.watcher import EVENT_TYPES, EnqueueHandler, make_observer
 from stream_ingest.settings import load_settings
 
 ROOT = PurePath("/rec")

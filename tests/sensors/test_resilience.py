@@ -12,10 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from blocks.checkpoints import CheckpointStore
-from devstack.services import RedisServer
-from sensors.events import FileAppeared
-from sensors.run import Sensor
+from stream_ingest.blocks.checkpoints import CheckpointStore
+from stream_ingest.devstack.services import RedisServer
+from stream_ingest.sensors.events import FileAppeared
+from stream_ingest.sensors.run import Sensor
 from stream_ingest.settings import Settings
 from tests.sensors.helpers import FakeEvents, FakePrefect, running, wait_until, write
 

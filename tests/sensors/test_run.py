@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from blocks.checkpoints import CheckpointStore
-from blocks.registration import build_config
-from devstack.services import RedisServer
-from sensors.run import run_sensor, stop_on_signals
+from stream_ingest.blocks.checkpoints import CheckpointStore
+from stream_ingest.blocks.registration import build_config
+from stream_ingest.devstack.services import RedisServer
 from stream_ingest.errors import ConfigurationError
+from stream_ingest.sensors.run import run_sensor, stop_on_signals
 from stream_ingest.settings import Settings, load_settings
 from tests.sensors.helpers import FakeEvents, FakePrefect, wait_until, write
 
@@ -90,8 +90,8 @@ def test_default_trigger_needs_the_prefect_api_url(settings: Settings) -> None:
 SCRIPT = textwrap.dedent(
     """
     import sys
-    from blocks.registration import build_config
-    from sensors.run import run_sensor, stop_on_signals
+    from stream_ingest.blocks.registration import build_config
+    from stream_ingest.sensors.run import run_sensor, stop_on_signals
     from stream_ingest.settings import load_settings
 
     calls = open(sys.argv[1], "a")

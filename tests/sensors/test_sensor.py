@@ -8,11 +8,11 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from blocks.checkpoints import CheckpointStore
-from sensors.events import FileAppeared
-from sensors.run import Sensor
+from stream_ingest.blocks.checkpoints import CheckpointStore
 from stream_ingest.errors import ConfigurationError
 from stream_ingest.records import StreamRecord
+from stream_ingest.sensors.events import FileAppeared
+from stream_ingest.sensors.run import Sensor
 from stream_ingest.settings import Settings, load_settings
 from stream_ingest.states import Status
 from tests.sensors.helpers import FakePrefect, identity, running, wait_until, write
@@ -239,7 +239,7 @@ def test_a_changed_config_block_applies_without_a_restart(
 ) -> None:
     """What an edit in the UI's Blocks page does to a running sensor: new extensions,
     deployment and checkpoint namespace apply at the next reload."""
-    from blocks.registration import build_config
+    from stream_ingest.blocks.registration import build_config
 
     current = {"config": build_config(settings)}
     sensor = make_sensor(reload=lambda: current["config"], reload_seconds=0.1)

@@ -11,11 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from blocks.checkpoints import CheckpointStore
-from flows.source import snapshot
-from sensors.events import DirGone, FileAppeared, FileClosed, FileGone, FileOpened, ReleaseGone
-from sensors.trigger import StreamTrigger, TriggerFailed
+from stream_ingest.blocks.checkpoints import CheckpointStore
+from stream_ingest.flows.source import snapshot
 from stream_ingest.records import StreamRecord
+from stream_ingest.sensors.events import (
+    DirGone,
+    FileAppeared,
+    FileClosed,
+    FileGone,
+    FileOpened,
+    ReleaseGone,
+)
+from stream_ingest.sensors.trigger import StreamTrigger, TriggerFailed
 from stream_ingest.settings import Settings
 from stream_ingest.states import Status
 from tests.sensors.helpers import FakeEvents, FakePrefect, identity, write

@@ -1,4 +1,4 @@
-"""flows/buffers.py: the process holds at most N part buffers, whatever the number
+"""stream_ingest/flows/buffers.py: the process holds at most N part buffers, whatever the number
 of streams asking, and reuses them while parts of their size keep coming; bigger
 ones than the parts in flight, and ones not borrowed for a while, are let go."""
 
@@ -10,7 +10,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 
-from flows.buffers import PartBuffers, fits
+from stream_ingest.flows.buffers import PartBuffers, fits
 
 IDLE = 30.0
 KIB = 1024
@@ -139,10 +139,10 @@ def test_a_part_that_fills_its_buffer_is_sent_from_it_and_a_short_one_as_a_copy(
     not twice); a part shorter than its buffer goes as bytes of its own length."""
     from types import SimpleNamespace
 
-    from blocks.bucket import UploadedPart
-    from flows import upload
-    from flows.digest import FileSha256
-    from flows.source import Owned
+    from stream_ingest.blocks.bucket import UploadedPart
+    from stream_ingest.flows import upload
+    from stream_ingest.flows.digest import FileSha256
+    from stream_ingest.flows.source import Owned
     from stream_ingest.records import StreamRecord
 
     data = bytes(range(256)) * 64  # 16 KiB: a full part of 8 KiB and a short one

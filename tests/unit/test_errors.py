@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from flows.retry import is_transient
 from stream_ingest.errors import (
     BucketMissing,
     CheckpointUnavailable,
@@ -18,6 +17,7 @@ from stream_ingest.errors import (
     UploadGone,
     s3_error,
 )
+from stream_ingest.flows.retry import is_transient
 
 
 @pytest.mark.parametrize(

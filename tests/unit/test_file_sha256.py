@@ -1,4 +1,4 @@
-"""flows/digest.py FileSha256: the file's SHA-256 from the parts as they are read, and
+"""stream_ingest/flows/digest.py FileSha256: the file's SHA-256 from the parts as they are read, and
 at the end only the bytes that did not continue it in order."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 
-from flows.digest import READ_CHUNK, FileSha256
+from stream_ingest.flows.digest import READ_CHUNK, FileSha256
 
 PART = 5 * 1024 * 1024
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from flows.source import snapshot
-from flows.statx import birth_ns
+from stream_ingest.flows.source import snapshot
+from stream_ingest.flows.statx import birth_ns
 from stream_ingest.identity import FileIdentity, same_file
 
 

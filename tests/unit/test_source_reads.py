@@ -1,4 +1,4 @@
-"""flows/source.py reads of a run's own file: a name swapped for a symlink after the
+"""stream_ingest/flows/source.py reads of a run's own file: a name swapped for a symlink after the
 watch-folder check (the file itself, or a folder on the way) is never read through,
 and a file other than the run's is never read at all."""
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.source import Owned, check_inside, read_into, read_range, snapshot
 from stream_ingest.errors import SourceOutsideFolder, SourceReplaced
+from stream_ingest.flows.source import Owned, check_inside, read_into, read_range, snapshot
 
 MINE = b"the recording's own bytes " * 40
 SECRET = b"another user's secret file" * 40  # as long: a read of it would not come short

@@ -1,4 +1,4 @@
-"""What a warm worker's runs share (workers/sharing.py): recent deployment and flow
+"""What a warm worker's runs share (stream_ingest/workers/sharing.py): recent deployment and flow
 reads, one suspension observer that still delivers an operator's Suspend, and the
 run's client that writes its owner with the engine's first update and runs the
 flow's early reads beside the engine's start."""
@@ -20,7 +20,12 @@ from prefect.flow_engine import run_flow
 from prefect.states import Running, Suspended
 from pydantic import BaseModel
 
-from workers.sharing import RecentReads, SharedSuspension, owner_written_by_runs, run_client
+from stream_ingest.workers.sharing import (
+    RecentReads,
+    SharedSuspension,
+    owner_written_by_runs,
+    run_client,
+)
 
 
 class Deployment(BaseModel):

@@ -20,9 +20,9 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.exceptions import PrefectHTTPStatusError
 from prefect.states import Completed, Failed, Pending, Running
 
-from flows import runtime, stopping
+from stream_ingest.flows import runtime, stopping
 from stream_ingest.owners import PENDING_STALE_SECONDS
-from workers import warm
+from stream_ingest.workers import warm
 
 
 class Client:
@@ -209,11 +209,11 @@ def test_a_run_goes_to_the_engine_as_polled_and_a_label_failure_is_only_logged(m
     """Claimed runs start without a read of the run (the engine makes its own) and
     without waiting for the worker's labels; labels that cannot be written leave the
     run and the worker alone. A sync flow's engine runs inside the run's client,
-    which writes the worker as the run's owner (workers/sharing.py: run_client), so
+    which writes the worker as the run's owner (stream_ingest/workers/sharing.py: run_client), so
     the worker's own owner write is skipped for it; an async flow's engine makes its
     own client, so its run keeps the worker's write. The run's config block (its
     `config` parameter) is read beside the engine's start and the flow takes that
-    read (flows/runtime.py: early_config_read); a run that does not take it (another
+    read (stream_ingest/flows/runtime.py: early_config_read); a run that does not take it (another
     flow) leaves nothing behind."""
     isasync, takes = kind == "async", kind != "sync, config not loaded"
     engine_got: list[Any] = []

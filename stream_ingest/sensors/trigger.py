@@ -1,0 +1,420 @@
+"""Turning sensor events into at most one flow run per take of a file incarnation,
+plus the close and delete hints the flow reads.
+
+Dedupe has two layers. Redis: `claim_identity` binds the file identity
+("dev:ino:birth") to
+a new stream in one optimistic transaction (WATCH the identity index, MULTI, EXEC), so
+only the first sensor event for an incarnation, across restarts and sensors, creates
+a stream. Prefect: the run is created with the idempotency key
+`stream-ingest:{stream_id}`, so re-triggering a claimed stream that never got its run
+(a crash between claim and trigger) returns the same run instead of a second one.
+
+A known file is looked at again when it is opened, closed after writing or found by
+a scan: a file smaller than what its stream uploaded or completed is a new take (a new
+stream, rebound to the same identity); a completed file that grew or changed gets a
+revision run of its stream; an identity bound to an aborted stream (the file vanished
+and is back) gets a new stream.
+
+Every handler here is safe to call again from the start after any failure: the run
+loop retries an event until it succeeds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from pathlib import PurePath
+from typing import Any
+
+from stream_ingest.blocks.checkpoints import CheckpointStore
+from stream_ingest.errors import SourceMissing, SourceNotAFile, StreamError
+from stream_ingest.flows.runs import RunRequest
+from stream_ingest.flows.source import Snapshot, identity_of, outside_target, snapshot
+from stream_ingest.identity import same_file
+from stream_ingest.keys import is_text, printable
+from stream_ingest.records import StreamRecord
+from stream_ingest.sensors.events import (
+    Cause,
+    DirGone,
+    FileAppeared,
+    FileClosed,
+    FileGone,
+    FileOpened,
+    ReleaseGone,
+    SensorEvent,
+)
+from stream_ingest.sensors.prefect_calls import EmitFn, TriggerFn, describe_prefect_error
+from stream_ingest.states import Status
+from stream_ingest.takes import Change, after_completion, is_new_take
+
+log = logging.getLogger("stream_ingest.sensor")
+
+EVENT_PREFIX = "stream-ingest.file"
+
+
+class TriggerFailed(Exception):
+    """The trigger (Prefect) raised; `reason` is the one-line cause for the retry log."""
+
+    def __init__(self, cause: BaseException) -> None:
+        self.reason = describe_prefect_error(cause)
+        super().__init__(self.reason)
+        self.cause = cause
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A path whose current incarnation needs nothing more from us."""
+
+    identity: str
+    stream_id: str
+
+
+class StreamTrigger:
+    """Handle one SensorEvent at a time (from one thread: the run loop)."""
+
+    def __init__(
+        self,
+        store: CheckpointStore,
+        *,
+        deployment: str,
+        config: str,
+        watch_dir: str,
+        trigger: TriggerFn,
+        follow_symlinks: bool = False,
+        emit: EmitFn,
+        memory: int = 10_000,
+    ) -> None:
+        self.store = store
+        self.deployment = deployment
+        self.config = config  # the IngestConfig block the runs load
+        self.watch_dir = watch_dir
+        self.follow_symlinks = follow_symlinks
+        self.skipped: set[str] = set()  # symlinks out of the folder, logged once
+        self.trigger = trigger
+        self.emit = emit
+        # path -> Seen, least recently used first. It saves Redis round trips for
+        # repeated events and rescans, and it is how a deleted file's identity is
+        # known (a gone file cannot be stat'ed). Bounded: losing an entry costs one
+        # Redis lookup, or a delete that cannot release its identity.
+        self.memory = memory
+        self.seen: OrderedDict[str, Seen] = OrderedDict()
+
+    def handle(self, event: SensorEvent) -> None:
+        match event:
+            case FileAppeared(path=path, cause=cause):
+                self.appeared(path, cause)
+            case FileClosed(path=path):
+                self.closed(path)
+            case FileOpened(path=path):
+                if path in self.seen:  # new files come as created; this is news only
+                    self.appeared(path, "opened")  # for one we know: written again?
+            case ReleaseGone():
+                self.release_gone()
+            case FileGone(path=path, moved_to=moved_to):
+                self.gone(path, moved_to)
+            case DirGone(path=folder):
+                prefix = folder.rstrip(os.sep) + os.sep
+                for path in [p for p in self.seen if p.startswith(prefix)]:
+                    self.gone(path)
+
+    # -- appear -----------------------------------------------------------------
+    def appeared(self, path: str, cause: Cause) -> str | None:
+        """Start a run for this incarnation of `path` unless one exists; return its
+        identity (None if it is no longer a regular file)."""
+        if self._outside(path):
+            return None
+        snap = _look(path)
+        if snap is None:
+            return None
+        identity = str(snap.identity)
+        known = self.seen.get(path)
+        if known is not None and known.identity == identity:
+            self.seen.move_to_end(path)
+            if cause == "created":
+                return identity
+            record = self.store.get(known.stream_id)
+            if record is not None:
+                self._revisit(path, identity, record)
+                return identity
+            # Redis lost the stream (restarted without its data): what is in the file
+            # now, a new take or the rest of this one, is claimed again below, or no
+            # event would ever start its run while this memory lasts.
+            self.seen.pop(path)
+            known = None
+        if known is not None:
+            # Another file now sits at this path (replaced by a rename over it, or
+            # its delete event was missed): release the old incarnation's identity.
+            self.store.forget_identity(known.identity, known.stream_id)
+        fresh = self._fresh(path, identity)
+        sid, created = self.store.claim_identity(identity, fresh)
+        if created:
+            # Hints at this path belong to an earlier incarnation.
+            self.store.clear_hints(path)
+            self._start(path, sid, identity, cause)
+        else:
+            existing = self.store.get(sid)
+            if existing is not None and (
+                existing.status == Status.COMPLETED
+                or is_new_take(existing, snap.size, snap.mtime_ns)
+            ):
+                sid = self._revisit(path, identity, existing)
+            elif self._needs_run(path, sid, identity, fresh):
+                self._start(path, sid, identity, cause)
+        self._remember(path, Seen(identity, sid))
+        return identity
+
+    def _revisit(self, path: str, identity: str, record: StreamRecord) -> str:
+        """A known file again: start a new take's stream or a revision run if the
+        file says so. Returns the stream the path now belongs to. The file is looked
+        at after the record was read: the other way round, a part recorded in between
+        would make the file look smaller than what was uploaded."""
+        snap = _look(path)
+        if snap is None or str(snap.identity) != identity:
+            return record.stream_id  # gone or replaced meanwhile: its own events follow
+        if is_new_take(record, snap.size, snap.mtime_ns):
+            return self._new_take(path, identity, record, snap.size)
+        if after_completion(record, snap.size, snap.mtime_ns) == Change.REVISION:
+            self._revise(path, identity, record, snap)
+        return record.stream_id
+
+    def _new_take(self, path: str, identity: str, old: StreamRecord, size: int) -> str:
+        fresh = self._fresh(path, identity)
+        sid, created = self.store.rebind_identity(identity, old.stream_id, fresh)
+        if not created:
+            # Rebound already (by the flow, or by this handler before its trigger
+            # failed): start the run only if that stream never got one.
+            if self._needs_run(path, sid, identity, fresh):
+                self._start(path, sid, identity, "new take")
+        else:
+            log.info(
+                "%s: a new take over the %s stream %s (%d bytes now)",
+                printable(path),
+                old.status,
+                old.stream_id,
+                size,
+            )
+            self.store.clear_hints(path)
+            self._start(path, sid, identity, "new take")
+        self._remember(path, Seen(identity, sid))
+        return sid
+
+    def _revise(self, path: str, identity: str, record: StreamRecord, snap: Snapshot) -> None:
+        """The completed file grew or was patched: one run per next revision and file
+        state (repeated events for the same state return the same run; a run that
+        found nothing to do does not stand in the way of a later change)."""
+        sid, number = record.stream_id, record.revision + 1
+        if self.store.stream_for_identity(identity) != sid:
+            return  # the file is another stream's now (a new take)
+        request = RunRequest.revision(
+            self.deployment,
+            path if is_text(path) else "",
+            sid,
+            self.config,
+            number,
+            state=f"{snap.size}-{snap.mtime_ns}",
+        )
+        try:
+            run_id = self.trigger(request)
+        except Exception as exc:
+            raise TriggerFailed(exc) from exc
+        log.info("%s: changed after completion; revision %d of stream %s", path, number, sid)
+        self._emit(
+            "changed",
+            path,
+            record.identity,
+            {"stream_id": sid, "flow_run_id": run_id, "revision": number},
+            run_id,
+        )
+
+    def release_gone(self) -> None:
+        """Unbind identities whose file is no longer at its stream's path (deleted or
+        renamed while we were not looking): the kernel reuses inode numbers, and a
+        renamed file must become a new stream under its new name."""
+        bound = self.store.identities()
+        records = {r.stream_id: r for r in self.store.streams(set(bound.values()))}
+        released = 0
+        for identity, sid in bound.items():
+            record = records.get(sid)
+            if record is None or (record.watch_dir and record.watch_dir != self.watch_dir):
+                continue  # another sensor's folder, or a claim whose record is in flight
+            try:
+                now: str | None = str(snapshot(record.original_path).identity)
+            except (SourceMissing, SourceNotAFile):
+                now = None
+            except StreamError:
+                continue  # unreadable now (permissions, a stale mount): cannot tell
+            if now is None or not same_file(identity, now):
+                self.store.forget_identity(identity, sid)
+                released += 1
+        if released:
+            log.info("released %d identities of files that are gone", released)
+
+    def _needs_run(self, path: str, sid: str, identity: str, fresh: StreamRecord) -> bool:
+        """The identity was claimed before. It still needs a run only if the claimer
+        crashed before it recorded one (the retry reuses the idempotency key)."""
+        existing = self.store.get(sid)
+        if existing is None:
+            # claim_identity is two round trips (HSETNX, then the meta hash): a crash
+            # between them leaves an identity pointing at nothing, which the flow
+            # cannot open. Rebuild the record under the claimed id.
+            self.store.put(replace(fresh, stream_id=sid))
+        elif existing.status != Status.DETECTED or existing.flow_run_id:
+            log.debug("%s: stream %s exists (%s); nothing to do", path, sid, existing.status)
+            return False
+        elif existing.original_path != path:
+            self.store.update(sid, original_path=path)
+        # Keep a close hint that is already about this very incarnation.
+        if self.store.closed_hint(path, identity) is None:
+            self.store.clear_hints(path)
+        return True
+
+    def _start(self, path: str, sid: str, identity: str, cause: Cause) -> None:
+        # A name with bytes that are not UTF-8 cannot travel in JSON parameters: the
+        # run then takes the path from the stream's record.
+        request = RunRequest.first(self.deployment, path if is_text(path) else "", sid, self.config)
+        try:
+            run_id = self.trigger(request)
+        except Exception as exc:
+            raise TriggerFailed(exc) from exc
+        self.store.update(sid, flow_run_id=run_id)
+        if cause == "moved":
+            # Renamed into place (`x.mp4.part` -> `x.mp4`): written already, and no
+            # close-after-write will follow, so the flow need not wait its idle timeout.
+            self._hint_closed(path, identity)
+        log.info("%s: new recording (%s); stream %s, flow run %s", path, cause, sid, run_id)
+        self._emit(
+            "detected",
+            path,
+            identity,
+            {"stream_id": sid, "flow_run_id": run_id, "cause": cause},
+            run_id,
+        )
+
+    def _hint_closed(self, path: str, identity: str) -> None:
+        """Record the close with the file as it is now: a run uses it only while no
+        write has followed (a touch during a paused recording is then stale)."""
+        try:
+            snap = snapshot(path, identity)
+        except StreamError:  # gone or replaced already: nothing this close could end
+            return
+        self.store.hint_closed(path, identity, snap.size, snap.mtime_ns)
+
+    # -- close ----------------------------------------------------------------
+    def closed(self, path: str) -> None:
+        # A close of a file we never saw appear (created while the sensor was down)
+        # still needs its run; the claim makes this a no-op for known files.
+        identity = self.appeared(path, "closed")
+        if identity is None:
+            return
+        self._hint_closed(path, identity)
+        log.info("%s: closed after writing", path)
+        self._emit("closed", path, identity, {"stream_id": self._sid(path)})
+
+    # -- gone -----------------------------------------------------------------
+    def gone(self, path: str, moved_to: str | None = None) -> None:
+        known = self.seen.get(path)
+        identity, sid = (known.identity, known.stream_id) if known else (None, None)
+        if identity is None and moved_to:
+            identity, sid = self._owner_after_move(path, moved_to)
+        if identity and sid:
+            # Free the identity: the kernel reuses inode numbers, and a new file with
+            # this one must not be taken for the old stream.
+            self.store.forget_identity(identity, sid)
+        self.seen.pop(path, None)
+        log.info("%s: %s", path, f"moved to {moved_to}" if moved_to else "deleted")
+        self._emit("deleted", path, identity, {"stream_id": sid, "moved_to": moved_to})
+
+    def _owner_after_move(self, path: str, moved_to: str) -> tuple[str | None, str | None]:
+        """A renamed file keeps its inode: read the identity at the new path and take
+        the stream only if it was this path's."""
+        identity = identity_of(moved_to)
+        sid = self.store.stream_for_identity(identity) if identity else None
+        record = self.store.get(sid) if sid else None
+        if record is None or record.original_path != path:
+            return identity, None
+        return identity, sid
+
+    # -- helpers --------------------------------------------------------------
+    def _fresh(self, path: str, identity: str) -> StreamRecord:
+        """A new stream's record for this incarnation (or take) of `path`."""
+        return StreamRecord(
+            stream_id=str(uuid.uuid4()),
+            original_path=path,
+            identity=identity,
+            watch_dir=self.watch_dir,
+            status=Status.DETECTED,
+        )
+
+    def _outside(self, path: str) -> bool:
+        """A symlink out of the watch folder is skipped (logged once per path)."""
+        target = None if self.follow_symlinks else outside_target(path, self.watch_dir)
+        if target is not None and path not in self.skipped:
+            self.skipped.add(path)
+            log.warning(
+                "%s: skipped, it leads to %s outside the watch folder (follow_symlinks)",
+                printable(path),
+                printable(target),
+            )
+        return target is not None
+
+    def _remember(self, path: str, seen: Seen) -> None:
+        self.seen[path] = seen
+        self.seen.move_to_end(path)
+        while len(self.seen) > self.memory:
+            self.seen.popitem(last=False)
+
+    def _sid(self, path: str) -> str | None:
+        known = self.seen.get(path)
+        return known.stream_id if known else None
+
+    def _emit(
+        self,
+        what: str,
+        path: str,
+        identity: str | None,
+        payload: dict[str, Any],
+        flow_run_id: str | None = None,
+    ) -> None:
+        """Emit `stream-ingest.file.{what}`; the UI is a convenience, so a failure
+        is logged and never stops the sensor."""
+        shown = printable(path)  # events are JSON: no undecodable bytes
+        resource = {
+            "prefect.resource.id": f"{EVENT_PREFIX}.{identity or 'unknown'}",
+            "prefect.resource.name": PurePath(shown).name,
+            "path": shown,
+        }
+        related = (
+            [
+                {
+                    "prefect.resource.id": f"prefect.flow-run.{flow_run_id}",
+                    "prefect.resource.role": "flow-run",
+                }
+            ]
+            if flow_run_id
+            else None
+        )
+        body = {"path": shown, "identity": identity, **payload}
+        try:
+            self.emit(
+                event=f"{EVENT_PREFIX}.{what}", resource=resource, payload=body, related=related
+            )
+        except Exception as exc:
+            log.warning(
+                "could not emit %s.%s for %s (%s: %s)",
+                EVENT_PREFIX,
+                what,
+                path,
+                type(exc).__name__,
+                exc,
+            )
+
+
+def _look(path: str) -> Snapshot | None:
+    """The regular file at `path` now, or None."""
+    try:
+        return snapshot(path)
+    except StreamError:
+        return None
