@@ -467,6 +467,15 @@ class StreamBucket(S3Bucket):
         head = self.head_object(key)
         return None if head is None else head.get("Metadata", {}).get(STREAM_ID, "")
 
+    def object_tags(self, key: str) -> dict[str, str]:
+        """The object's tags; {} where the store keeps none or does not answer."""
+        try:
+            with _s3_errors(self.bucket_name):
+                resp = self.s3.get_object_tagging(Bucket=self.bucket_name, Key=key)
+        except (S3Rejected, CredentialsRejected):  # no object, NotImplemented, AccessDenied
+            return {}
+        return {t["Key"]: t["Value"] for t in resp.get("TagSet", [])}
+
     def tag_object(self, key: str, tags: dict[str, str]) -> None:
         """Replace the object's tags."""
         tagset = [{"Key": k, "Value": v} for k, v in tags.items()]

@@ -50,6 +50,7 @@ from stream_ingest.flows.runtime import StreamContext, config_of_run
 from stream_ingest.flows.salvage import carry_out, plan_end
 from stream_ingest.flows.source import snapshot
 from stream_ingest.flows.stopping import check as check_stop
+from stream_ingest.flows.stored import AlreadyStored, complete_as_stored
 from stream_ingest.flows.upload import WindowEnd, upload_part, upload_parts, upload_window
 from stream_ingest.flows.writers import Writers, WriterWatch
 from stream_ingest.keys import is_text
@@ -437,6 +438,10 @@ def stream_ingest(
                         reporter.record = ctx.record
         except TakeSkipped as exc:
             return _skip(ctx, exc)
+        except AlreadyStored as exc:
+            ctx = complete_as_stored(ctx, exc)
+            reporter.record = ctx.record
+            result = Finalized(True, {}, exc.head["ContentLength"], 0, 0, exc.sha256)
         except BaseException as exc:
             _fail(ctx, exc, reporter)
             raise

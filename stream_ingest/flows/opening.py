@@ -23,11 +23,12 @@ from stream_ingest.blocks.checkpoints import CheckpointStore
 from stream_ingest.blocks.config import IngestConfig
 from stream_ingest.errors import SourceError, StreamError, UploadGone
 from stream_ingest.flows.completed import holds_the_parts
-from stream_ingest.flows.digest import unchanged
+from stream_ingest.flows.digest import FileSha256, unchanged
 from stream_ingest.flows.retry import RETRIED
 from stream_ingest.flows.runs import run_is_over
 from stream_ingest.flows.runtime import StreamContext
 from stream_ingest.flows.source import check_inside, check_readable, read_range, snapshot
+from stream_ingest.flows.stored import check_stored
 from stream_ingest.identity import legacy
 from stream_ingest.keys import numbered, object_key
 from stream_ingest.reconcile import reconcile
@@ -181,7 +182,12 @@ def _by_content(store: CheckpointStore, bucket: StreamBucket, record: StreamReco
             yield unchanged(part, read_range(path, part.offset, part.size))
 
     try:
-        change = by_content(matches(), grown=before.size > record.total_bytes)
+        if not parts and record.sha256 and before.size == record.total_bytes:
+            # A take completed without parts of its own (stream_ingest.flows.stored):
+            # its SHA-256 is the comparison.
+            change = Change.NONE if _same_digest(path, record) else Change.REVISION
+        else:
+            change = by_content(matches(), grown=before.size > record.total_bytes)
     except StreamError:
         return Change.REVISION  # it changed under us: the revision run will find out
     if change == Change.NEW_TAKE and parts and _patched(bucket, record, parts[max(parts)]):
@@ -284,15 +290,23 @@ def _new_upload(ctx: StreamContext, flow_run_id: str) -> StreamRecord:
     )
 
 
+def _same_digest(path: str, record: StreamRecord) -> bool:
+    size = record.total_bytes
+    return FileSha256().finish(size, lambda at, n: read_range(path, at, n)) == record.sha256
+
+
 def free_key(ctx: StreamContext, wanted: str) -> str:
     """The key this take gets: `wanted`, unless another stream's object has it
     (on_existing: keep-both -> the first free `name (n).ext`, skip -> TakeSkipped,
-    overwrite -> `wanted`). An object of this very stream (a rerun) is its own."""
+    overwrite -> `wanted`). An object of this very stream (a rerun) is its own; an
+    object another stream made of these very bytes ends the stream (AlreadyStored)."""
     policy, sid = ctx.config.on_existing, ctx.record.stream_id
     if policy == "overwrite":
         return wanted
     key, n = wanted, 1
     while (owner := ctx.bucket.owner(key)) is not None and owner != sid:
+        if owner:  # another stream's take: maybe this very one, its checkpoint lost
+            check_stored(ctx, key)
         if policy == "skip":
             raise TakeSkipped(wanted)
         n += 1

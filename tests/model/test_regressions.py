@@ -106,12 +106,6 @@ def test_update_still_sets_fields_of_a_record_that_exists(store: CheckpointStore
     assert os.fspath(store.require("s2").original_path) == "/w/b.mp4"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a completed take's file still in the folder when Redis loses its data is "
-    "claimed as a new stream by the next scan and uploaded again under `name (2)`: "
-    "nothing recognises the object (its stream-id and sha256 tags) as this take's",
-)
 def test_a_completed_take_is_not_uploaded_again_after_redis_lost_its_data(
     registered, s3, store, quick_runs
 ) -> None:
