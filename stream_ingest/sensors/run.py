@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import FrameType
 
 from stream_ingest.blocks.checkpoints import CheckpointStore
@@ -31,6 +32,9 @@ from stream_ingest.sensors.watcher import EVENT_TYPES, EnqueueHandler, make_obse
 from stream_ingest.settings import DEFAULT_CONFIG_BLOCK, config_block_name
 
 log = logging.getLogger("stream_ingest.sensor")
+# How often the loop touches its heartbeat file (--heartbeat): a health check reads
+# the file's age, so a wedged loop shows as unhealthy within a minute or so.
+HEARTBEAT_SECONDS = 5.0
 
 
 Reload = Callable[[], IngestConfig]
@@ -60,6 +64,7 @@ class Sensor:
         poll_seconds: float = 1.0,
         backoff_initial: float = 1.0,
         backoff_max: float = 30.0,
+        heartbeat: Path | None = None,
     ) -> None:
         self.options = options
         self.watch = watch  # --watch: this host's folder, whatever the block says
@@ -86,6 +91,8 @@ class Sensor:
         # Set once the start-up scan has been handled: from then on every file that
         # was in the folder at start has its run (tests and health checks wait on it).
         self.caught_up = threading.Event()
+        self.heartbeat = heartbeat
+        self._next_beat = 0.0
 
     @property
     def wanted(self) -> FileFilter:
@@ -114,6 +121,7 @@ class Sensor:
             next_scan = _next(self.rescan_seconds)
             next_reload = _next(self.reload_seconds if self.reload else None)
             while not stop.is_set():
+                self._beat()
                 now = time.monotonic()
                 if now >= next_reload:
                     self._reload()
@@ -133,6 +141,19 @@ class Sensor:
             # (the flow falls back to its idle timeout and its own stat).
             log.warning("sensor stopped with %d events unprocessed", pending)
         log.info("sensor stopped")
+
+    def _beat(self) -> None:
+        """Touch the heartbeat file, at most every HEARTBEAT_SECONDS. Only the loop
+        beats: while an event waits for Redis or Prefect to come back (process) the
+        file ages, and the sensor reads as unhealthy, which it is (nothing starts)."""
+        now = time.monotonic()
+        if self.heartbeat is None or now < self._next_beat:
+            return
+        self._next_beat = now + HEARTBEAT_SECONDS
+        try:
+            self.heartbeat.touch()
+        except OSError as exc:
+            log.warning("could not touch the heartbeat file %s: %s", self.heartbeat, exc)
 
     def _reload(self) -> None:
         """Apply the block's current options; keep the old ones if it cannot be read."""
@@ -170,6 +191,7 @@ class Sensor:
             if stop.is_set():
                 return
             count += 1
+            self._beat()  # a large folder's catch-up scan is work, not a hang
             self.process(event, stop)
         log.log(
             logging.INFO if what == "catch-up" else logging.DEBUG, "%s scan: %d files", what, count
@@ -238,6 +260,7 @@ def run_sensor(
     trigger: TriggerFn = run_deployment_trigger,
     emit: EmitFn = prefect_emit,
     load: Callable[[str], IngestConfig] = load_config,
+    heartbeat: Path | None = None,
 ) -> None:
     """Run the sensor until SIGINT/SIGTERM (main thread) or `stop_event` is set.
 
@@ -245,6 +268,7 @@ def run_sensor(
     running); `watch` overrides its watch folder for this host. Raises
     ConfigurationError if the block or the watch folder is missing, or PREFECT_API_URL
     is unset. `trigger` and `emit` default to Prefect's run_deployment and emit_event.
+    With `heartbeat`, the loop touches that file every HEARTBEAT_SECONDS while it runs.
     """
     stop = stop_event or threading.Event()
     # Prefect's logging setup leaves the root logger at WARNING; the sensor's INFO
@@ -261,6 +285,7 @@ def run_sensor(
         trigger=trigger,
         emit=emit,
         reload=lambda: load(name),
+        heartbeat=heartbeat,
     )
     with stop_on_signals(stop):
         sensor.run(stop)

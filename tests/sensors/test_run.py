@@ -65,6 +65,54 @@ def test_stop_event_stops_run_sensor_in_a_thread(
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+def test_the_loop_touches_its_heartbeat_file(
+    watch: Path,
+    settings: Settings,
+    store: CheckpointStore,
+    prefect: FakePrefect,
+    events: FakeEvents,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`stream-ingest sensor --heartbeat FILE`: the compose health check reads the
+    file's age, so the loop must keep it fresh while it runs."""
+    monkeypatch.setattr("stream_ingest.sensors.run.HEARTBEAT_SECONDS", 0.1)
+    beat = tmp_path / "alive"
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=run_sensor,
+        kwargs={
+            "stop_event": stop,
+            "trigger": prefect,
+            "emit": events,
+            "load": loader(settings),
+            "heartbeat": beat,
+        },
+        name="sensor-test-heartbeat",
+    )
+    thread.start()
+    try:
+        wait_until(beat.exists, "the first beat")
+        os.utime(beat, (0, 0))
+        wait_until(lambda: time.time() - beat.stat().st_mtime < 5, "a fresh beat")
+    finally:
+        stop.set()
+        thread.join(5)
+    assert not thread.is_alive()
+
+
+def test_the_cli_passes_the_heartbeat_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stream_ingest.cli.main import main
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(
+        "stream_ingest.sensors.run.run_sensor",
+        lambda config, watch, heartbeat: seen.update(beat=heartbeat),
+    )
+    assert main(["sensor", "--heartbeat", "/tmp/sensor.alive"]) == 0
+    assert seen == {"beat": Path("/tmp/sensor.alive")}
+
+
 def test_missing_watch_folder_is_a_configuration_error(
     tmp_path: Path, store: CheckpointStore, prefect: FakePrefect, events: FakeEvents
 ) -> None:
