@@ -341,6 +341,41 @@ class CheckpointStore(IdentityIndex, RevisionLog, Leases, Retention, Block):
         self.redis_client.hset(self.uploads_key, upload_id, value)
 
     @unavailable
+    def adopt_upload(self, upload_id: str, stream_id: str, key: str, created: float) -> None:
+        """Register an upload found in S3 that no entry names, unless one does by now
+        (its run registered it meanwhile: that entry is the truth)."""
+        value = json.dumps({"stream_id": stream_id, "key": key, "created": created})
+        self.redis_client.hsetnx(self.uploads_key, upload_id, value)
+
+    # An upload is created in S3 before the registry can name it: a run that dies in
+    # between (killed, its answer lost) leaves one that nobody knows. The creation is
+    # announced first, and the announcement stays until the upload is registered.
+    @property
+    def creating_key(self) -> str:
+        return f"{self.namespace}:uploads:creating"
+
+    @unavailable
+    def begin_creation(self, stream_id: str, key: str) -> float | None:
+        """Announce an upload about to be created; the time an earlier announcement of
+        the same stream and key was made if it never ended (its upload may exist)."""
+        field = json.dumps([stream_id, key])
+        with self.redis_client.pipeline(transaction=True) as pipe:
+            pipe.hget(self.creating_key, field)
+            pipe.hset(self.creating_key, field, time.time())
+            earlier, _ = pipe.execute()
+        return None if earlier is None else float(earlier)
+
+    @unavailable
+    def end_creation(self, stream_id: str, key: str) -> None:
+        self.redis_client.hdel(self.creating_key, json.dumps([stream_id, key]))
+
+    @unavailable
+    def creations(self) -> list[tuple[str, str, float]]:
+        """(stream id, key, announced at) of every creation not ended."""
+        found = self.redis_client.hgetall(self.creating_key).items()
+        return [(*json.loads(field), float(at)) for field, at in found]
+
+    @unavailable
     def forget_upload(self, upload_id: str) -> None:
         self.redis_client.hdel(self.uploads_key, upload_id)
 

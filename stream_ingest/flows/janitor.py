@@ -27,6 +27,7 @@ from prefect.runtime import flow_run
 
 from stream_ingest.blocks.config import IngestConfig
 from stream_ingest.errors import StreamError
+from stream_ingest.flows.creation import adopt_unregistered
 from stream_ingest.flows.report import janitor_failed
 from stream_ingest.flows.runs import ended_runs
 from stream_ingest.flows.runtime import config_of_run
@@ -54,13 +55,19 @@ def sweep(config: str | None = None, now: float | None = None) -> list[Action]:
         janitor_failed(store, active[act.stream_id], f"janitor: {act.reason}", config_name)
         active[act.stream_id] = dataclasses.replace(active[act.stream_id], status=Status.FAILED)
         log.info("stream %s marked failed: %s", act.stream_id, act.reason)
+    ttl = cfg.upload_ttl_hours * 3600
+    for sid, key, at in store.creations():
+        if now - at >= ttl:  # its run died between S3's creation and the registry
+            adopted = adopt_unregistered(bucket, store, sid, key, at)
+            store.end_creation(sid, key)
+            if adopted:
+                log.info("stream %s: found %d unregistered upload(s) at %s", sid, len(adopted), key)
     registry = store.uploads()
     owners = {str(u.get("stream_id", "")) for u in registry.values()}
     records = {r.stream_id: r for r in store.streams(owners - active.keys())} | active
     # Uploads are listed under the prefix when every key starts with it.
     prefix = cfg.s3_prefix if cfg.s3_key_template.startswith("{prefix}/") else ""
     pending = bucket.list_multipart_uploads(prefix)
-    ttl = cfg.upload_ttl_hours * 3600
     ids = {p.upload_id for p in pending}
     lost = {
         sid: why

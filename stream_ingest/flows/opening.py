@@ -23,6 +23,7 @@ from stream_ingest.blocks.checkpoints import CheckpointStore
 from stream_ingest.blocks.config import IngestConfig
 from stream_ingest.errors import SourceError, StreamError, UploadGone
 from stream_ingest.flows.completed import holds_the_parts
+from stream_ingest.flows.creation import create_registered
 from stream_ingest.flows.digest import FileSha256, unchanged
 from stream_ingest.flows.retry import RETRIED
 from stream_ingest.flows.runs import run_is_over
@@ -264,7 +265,13 @@ def _new_upload(ctx: StreamContext, flow_run_id: str) -> StreamRecord:
     # the first stream on a store probes it, the rest read Redis.
     bucket.capabilities(key, store)
     mark = uuid.uuid4().hex
-    upload_id = bucket.create_multipart_upload(key, rec.stream_id, mark)
+    upload_id = create_registered(
+        bucket,
+        store,
+        rec.stream_id,
+        key,
+        lambda: bucket.create_multipart_upload(key, rec.stream_id, mark),
+    )
     fields = {
         "upload_mark": mark,
         "s3_bucket": bucket.bucket_name,
@@ -278,7 +285,6 @@ def _new_upload(ctx: StreamContext, flow_run_id: str) -> StreamRecord:
         "opened_at_utc": utc_now(),
     }
     try:
-        store.register_upload(upload_id, rec.stream_id, key)
         store.replace_parts(rec.stream_id, [])
         store.update(rec.stream_id, **fields)
         store.set_status(rec.stream_id, Status.UPLOADING, flow_run_id=flow_run_id)

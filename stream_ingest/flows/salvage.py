@@ -35,6 +35,7 @@ from stream_ingest.errors import (
     StreamError,
     UploadGone,
 )
+from stream_ingest.flows.creation import create_registered
 from stream_ingest.flows.report import announce
 from stream_ingest.flows.source import check_readable, snapshot
 from stream_ingest.keys import printable
@@ -272,8 +273,13 @@ def _copy(
     sizes = [p.size for p in plan.parts] or [
         r.size for r in final_plan(plan.size, rec.part_base_bytes)
     ]
-    upload_id = bucket.create_multipart_upload(plan.key, rec.stream_id, checksum=False)
-    store.register_upload(upload_id, rec.stream_id, plan.key)
+    upload_id = create_registered(
+        bucket,
+        store,
+        rec.stream_id,
+        plan.key,
+        lambda: bucket.create_multipart_upload(plan.key, rec.stream_id, checksum=False),
+    )
     parts = []
     try:
         for r in copy_ranges(sizes):

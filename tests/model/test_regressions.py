@@ -173,12 +173,6 @@ def test_a_revision_whose_run_died_before_it_began_is_uploaded(
     assert body == b"take one and more"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an upload S3 created for a run that dies before it is in the uploads registry "
-    "(killed right after CreateMultipartUpload, or its answer lost) is known to nobody: "
-    "the rerun starts another upload, and the janitor never aborts the first",
-)
 def test_an_upload_created_for_a_run_that_died_at_once_is_aborted(
     registered, s3, store, quick_runs, monkeypatch
 ) -> None:
