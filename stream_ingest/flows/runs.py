@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from stream_ingest.keys import is_text
@@ -54,6 +54,11 @@ class RunRequest:
         as it is (`state`): one per state, however many events announce it."""
         key = f"stream-ingest:{stream_id}:revision-{number}:{state}"
         return cls(deployment, path, stream_id, config, key, ("revision",))
+
+    def attempt(self, number: int) -> RunRequest:
+        """The same request under a key of its own: Prefect returns the run of a
+        repeated key even when that run ended without doing its work."""
+        return replace(self, idempotency_key=f"{self.idempotency_key}:attempt-{number}")
 
     @property
     def sent_path(self) -> str:

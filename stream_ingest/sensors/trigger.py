@@ -25,13 +25,14 @@ import logging
 import os
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import PurePath
 from typing import Any
 
 from stream_ingest.blocks.checkpoints import CheckpointStore
 from stream_ingest.errors import SourceMissing, SourceNotAFile, StreamError
-from stream_ingest.flows.runs import RunRequest
+from stream_ingest.flows.runs import RunRequest, run_is_over
 from stream_ingest.flows.source import Snapshot, identity_of, outside_target, snapshot
 from stream_ingest.identity import same_file
 from stream_ingest.keys import is_text, printable
@@ -53,6 +54,8 @@ from stream_ingest.takes import Change, after_completion, is_new_take
 log = logging.getLogger("stream_ingest.sensor")
 
 EVENT_PREFIX = "stream-ingest.file"
+# Runs requested for one revision of one file state before the sensor gives up on it.
+REVISION_ATTEMPTS = 3
 
 
 class TriggerFailed(Exception):
@@ -86,6 +89,7 @@ class StreamTrigger:
         follow_symlinks: bool = False,
         emit: EmitFn,
         memory: int = 10_000,
+        run_over: Callable[[str], bool] = run_is_over,
     ) -> None:
         self.store = store
         self.deployment = deployment
@@ -101,6 +105,13 @@ class StreamTrigger:
         # Redis lookup, or a delete that cannot release its identity.
         self.memory = memory
         self.seen: OrderedDict[str, Seen] = OrderedDict()
+        # Revision requests -> (their run, attempt). A revision run that ends before
+        # it begins the revision (killed, a non-transient error) leaves the stream
+        # completed and the change unsent; the same request has the same idempotency
+        # key, which Prefect answers with that dead run. Seen over at a later look,
+        # the request is made again under a key of its own, a few times at most.
+        self.run_over = run_over
+        self.revisions: OrderedDict[str, tuple[str, int]] = OrderedDict()
 
     def handle(self, event: SensorEvent) -> None:
         match event:
@@ -216,10 +227,40 @@ class StreamTrigger:
             number,
             state=f"{snap.size}-{snap.mtime_ns}",
         )
+        first = request.idempotency_key
+        dead, attempt = self.revisions.get(first, ("", 0))
+        if dead:
+            if attempt > REVISION_ATTEMPTS or not self.run_over(dead):
+                return  # under way, or given up on
+            if attempt == REVISION_ATTEMPTS:
+                log.error(
+                    "%s: revision %d of stream %s: %d runs ended before beginning it, the "
+                    "last %s; `stream-ingest streams rerun %s` tries again",
+                    path,
+                    number,
+                    sid,
+                    attempt,
+                    dead,
+                    sid,
+                )
+                self.revisions[first] = (dead, attempt + 1)
+                return
+            request = request.attempt(attempt + 1)
+            log.warning(
+                "%s: revision %d of stream %s: run %s ended before it began; requested again",
+                path,
+                number,
+                sid,
+                dead,
+            )
         try:
             run_id = self.trigger(request)
         except Exception as exc:
             raise TriggerFailed(exc) from exc
+        self.revisions[first] = (run_id, attempt + 1)
+        self.revisions.move_to_end(first)
+        while len(self.revisions) > self.memory:
+            self.revisions.popitem(last=False)
         log.info("%s: changed after completion; revision %d of stream %s", path, number, sid)
         self._emit(
             "changed",

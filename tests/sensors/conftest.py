@@ -54,6 +54,7 @@ def make_trigger(
             watch_dir=settings.watch_dir,
             trigger=prefect,
             emit=events,
+            run_over=prefect.over.__contains__,
         )
 
     return make

@@ -25,6 +25,7 @@ class FakePrefect:
         self.calls: list[RunRequest] = []
         self.runs: dict[str, str] = {}  # idempotency key -> run id
         self.failures: list[BaseException] = []
+        self.over: set[str] = set()  # runs Prefect reports in a final state
 
     def __call__(self, request: RunRequest) -> str:
         with self.lock:

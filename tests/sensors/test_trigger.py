@@ -409,6 +409,35 @@ def test_a_completed_file_that_grows_gets_one_revision_run(
     assert len({c.idempotency_key for c in prefect.calls}) == 2
 
 
+def test_a_revision_whose_run_ended_before_it_began_is_requested_again_a_few_times(
+    watch: Path,
+    store: CheckpointStore,
+    prefect: FakePrefect,
+    make_trigger: MakeTrigger,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Prefect answers a repeated idempotency key with its run, even a dead one: a
+    revision run that died before it began the revision is asked for again under a
+    key of its own once Prefect says it is over, three runs at most, then an error."""
+    video = write(watch / "a.mp4", b"take one " * 1000)
+    _completed(store, video)
+    trigger = make_trigger()
+    with open(video, "ab") as fh:
+        fh.write(b"appended later")
+    trigger.handle(FileClosed(str(video)))
+    trigger.handle(FileAppeared(str(video), "scan"))  # the run is not over: the same run
+    assert len(prefect.runs) == 1
+
+    for _ in range(5):  # every run ends at once, the stream still completed
+        prefect.over.update(prefect.runs.values())
+        trigger.handle(FileAppeared(str(video), "scan"))
+
+    keys = sorted(prefect.runs)
+    assert len(keys) == 3
+    assert [k.rsplit(":", 1)[-1] for k in keys[1:]] == ["attempt-2", "attempt-3"]
+    assert "streams rerun" in caplog.text
+
+
 def test_an_aborted_streams_file_back_in_the_folder_is_a_new_stream(
     watch: Path, store: CheckpointStore, prefect: FakePrefect, make_trigger: MakeTrigger
 ) -> None:
