@@ -287,3 +287,6 @@ def _copy(
             store.forget_upload(upload_id)
         raise
     store.forget_upload(upload_id)
+    if bucket.extra_tags:  # as a take's object has them; the copy is kept untagged else
+        with contextlib.suppress(StreamError):
+            bucket.tag_object(plan.key, {})

@@ -36,6 +36,17 @@ def _ingest(path: Path) -> dict:
     return stream_ingest(path=str(path))
 
 
+def _recorded(path: Path, data: bytes, steps: int) -> dict:
+    """The flow's result for `data` written to a new file in `steps`, as it records."""
+    path.touch()
+    writer = GrowingWriter(path, data, steps=steps, pause=0.15)
+    writer.start()
+    result = _ingest(path)
+    writer.join(5)
+    assert writer.done.is_set()
+    return result
+
+
 @pytest.mark.on_ceph
 def test_finished_file_is_uploaded_byte_identically(registered, s3, store, tmp_path):
     data = payload(17 * MIB + 12345, seed=1)
@@ -66,14 +77,9 @@ def test_finished_file_is_uploaded_byte_identically(registered, s3, store, tmp_p
 def test_file_growing_in_steps_is_uploaded_byte_identically(registered, s3, store):
     data = payload(23 * MIB + 777, seed=2)
     src = Path(registered.watch_dir) / "growing.mkv"
-    src.touch()
-    writer = GrowingWriter(src, data, steps=12, pause=0.15)
-    writer.start()
 
-    result = _ingest(src)
-    writer.join(5)
+    result = _recorded(src, data, steps=12)
 
-    assert writer.done.is_set()
     assert object_bytes(s3, registered.s3_bucket, result["s3_key"]) == data
     assert result["sha256"] == hashlib.sha256(data).hexdigest()
     parts = store.parts(result["stream_id"])
@@ -101,12 +107,8 @@ def test_under_the_fixed_policy_every_part_but_the_last_has_the_same_size(
     monkeypatch.setattr(StreamBucket, "complete_multipart_upload", listed_first)
     data = payload(22 * MIB + 7, seed=11)
     src = Path(registered.watch_dir) / "r2.mkv"
-    src.touch()
-    writer = GrowingWriter(src, data, steps=9, pause=0.15)
-    writer.start()
 
-    first = _ingest(src)
-    writer.join(5)
+    first = _recorded(src, data, steps=9)
     more = payload(9 * MIB, seed=12)
     with open(src, "ab") as fh:  # grown after completion: a revision
         fh.write(more)
