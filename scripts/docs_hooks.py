@@ -5,6 +5,7 @@ A page asks for a generated part with a marker on a line of its own:
 
     <!-- generated: config-options -->   every field of the IngestConfig block
     <!-- generated: seed-settings -->    the STREAM_INGEST_* variables that seed the other blocks
+    <!-- generated: object-options -->   the stream-bucket block's options of every object
     <!-- generated: state-diagram -->    stream_ingest/states.py's statuses and transitions
     <!-- generated: cli-commands -->     every `stream-ingest` command, its arguments and options
 
@@ -72,7 +73,9 @@ def _default(value: object) -> str:
 def _type(annotation: Any) -> str:
     origin, args = get_origin(annotation), get_args(annotation)
     if origin is Literal:
-        return "one of " + ", ".join(f"`{a}`" for a in args)
+        return "one of " + ", ".join(f"`{a}`" if a else "`''`" for a in args)
+    if origin is dict:  # the object options' tags, metadata and types
+        return f"map of {_type(args[0])} to {_type(args[1])}"
     if origin is tuple:  # the lists (video_extensions, ignore_patterns)
         return f"list of {_type(args[0])} (comma-separated in the variable)"
     return getattr(annotation, "__name__", None) or str(annotation)
@@ -124,6 +127,20 @@ def seed_settings() -> str:
         secret = "SecretStr" in str(field.annotation) and name != "redis_url"
         default = "unset" if secret and field.default is None else _default(field.default)
         rows.append(f"| `{ENV_PREFIX}{name.upper()}` | {default} | {SEED_TARGETS[name]} |")
+    return "\n".join(rows)
+
+
+def object_options() -> str:
+    """One row per object option of the stream-bucket block (stream_ingest/objects.py)."""
+    from stream_ingest.objects import ObjectOptions
+
+    rows = ["| field | type | default | what it does |", "|---|---|---|---|"]
+    for name, field in ObjectOptions.model_fields.items():
+        default = "none" if field.default_factory else _default(field.default)
+        rows.append(
+            f"| `{name}` | {_cell(_type(field.annotation))} | {default} | "
+            f"{_cell(field.description or '')} |"
+        )
     return "\n".join(rows)
 
 
@@ -214,6 +231,7 @@ def _params(command: Any, ctx: Any, title: str | None) -> list[str]:
 GENERATORS: dict[str, Callable[[], str]] = {
     "config-options": config_options,
     "seed-settings": seed_settings,
+    "object-options": object_options,
     "state-diagram": state_diagram,
     "cli-commands": cli_commands,
 }

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field, ValidationInfo, field_validator
 from pydantic_settings import NoDecode
 
 from stream_ingest.keys import validate_template
-from stream_ingest.parts import MIB
+from stream_ingest.parts import MIB, PartPlan, PartSizePolicy
 
 DEFAULT_EXTENSIONS = (".mp4", ".mkv", ".mov", ".ts", ".m2ts", ".flv", ".webm", ".avi")
 DEFAULT_IGNORE = (".*", "*.tmp", "*.part", "*.crdownload", "*~")
@@ -34,6 +34,13 @@ class IngestOptions(BaseModel):
     )
     part_size_mib: int = Field(
         8, ge=5, le=5 * 1024, description="Base part size in MiB (S3's minimum is 5)."
+    )
+    part_size_policy: PartSizePolicy = Field(
+        "growing",
+        description="growing: the part size doubles every 900 parts, so a recording can "
+        "reach S3's 5 TiB limit; fixed: every part but the last is part_size_mib (Cloudflare "
+        "R2 requires it), so a recording can be at most 10,000 parts of it and fails past "
+        "that. A stream keeps the policy and size it started with (resume, revisions).",
     )
     max_parts_in_flight: int = Field(
         8, ge=1, le=64, description="Parallel part uploads per stream (memory: size x this)."
@@ -151,6 +158,11 @@ class IngestOptions(BaseModel):
     @property
     def part_size_bytes(self) -> int:
         return self.part_size_mib * MIB
+
+    @property
+    def part_plan(self) -> PartPlan:
+        """The part plan a new stream starts with."""
+        return PartPlan.of(self.part_size_bytes, self.part_size_policy)
 
     @property
     def retention_seconds(self) -> float:

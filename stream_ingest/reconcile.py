@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 
-from stream_ingest.parts import part_offset, part_size
+from stream_ingest.parts import PartPlan, part_offset, part_size
 from stream_ingest.records import PartRecord, UploadedPart
 
 
 def reconcile(
-    checkpoint: dict[int, PartRecord], in_s3: list[UploadedPart], base: int
+    checkpoint: dict[int, PartRecord], in_s3: list[UploadedPart], plan: PartPlan | int
 ) -> list[PartRecord]:
     """The checkpointed parts S3 also holds with the same etag and size, at their
     planned offsets. Everything else gets uploaded again."""
@@ -24,7 +24,7 @@ def reconcile(
         held = s3.get(number)
         if held is None or held.etag != rec.etag or held.size != rec.size:
             continue
-        if rec.offset != part_offset(number, base) or rec.size > part_size(number, base):
+        if rec.offset != part_offset(number, plan) or rec.size > part_size(number, plan):
             continue
         # S3's checksum wins (a checkpoint written before checksums were kept has none).
         keep.append(dataclasses.replace(rec, crc32=held.crc32) if held.crc32 else rec)

@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 
+from stream_ingest.parts import PartPlan
 from stream_ingest.states import Status
 
 
@@ -87,6 +88,7 @@ class StreamRecord:
     s3_key: str = ""
     s3_upload_id: str = ""
     part_base_bytes: int = 0
+    part_size_policy: str = ""  # "" (records made before policies): growing
     started_at_utc: str = field(default_factory=utc_now)
     # A run opened the multipart upload (it reads the file next); stamped again for a
     # new upload (a revision, a re-key, an upload lost), kept when a run resumes one.
@@ -110,6 +112,11 @@ class StreamRecord:
     # the object that holds the first `salvaged_bytes` of the file (stream_ingest/salvage.py).
     salvage_key: str = ""
     salvaged_bytes: int = 0
+
+    @property
+    def part_plan(self) -> PartPlan:
+        """How the stream's file is cut into parts, the same for every run of it."""
+        return PartPlan.of(self.part_base_bytes, self.part_size_policy)
 
     def to_hash(self) -> dict[str, str]:
         return {f.name: str(getattr(self, f.name)) for f in fields(self)}

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from stream_ingest.errors import KeyTooLong
 from stream_ingest.keys import MAX_KEY_BYTES
-from stream_ingest.parts import MIN_PART, part_size
+from stream_ingest.parts import MIN_PART, PartPlan, as_plan, part_size
 from stream_ingest.records import PartRecord, StreamRecord, UploadedPart
 from stream_ingest.states import TERMINAL, Status
 
@@ -49,17 +49,17 @@ def _checked(key: str) -> str:
     return key
 
 
-def prefix_parts(parts: Iterable[UploadedPart], base: int) -> list[UploadedPart]:
+def prefix_parts(parts: Iterable[UploadedPart], plan: PartPlan | int) -> list[UploadedPart]:
     """The parts that make the file's first bytes, in order: part 1, 2, ... each of its
     planned size (stream_ingest/parts.py), up to the first one missing, and including
-    the first short one (the last of the prefix). `base` is the stream's part base."""
-    if base < MIN_PART:
+    the first short one (the last of the prefix). `plan` is the stream's part plan."""
+    if as_plan(plan).base < MIN_PART:
         return []  # no upload was ever opened with this record
     by_number = {p.number: p for p in parts}
     out: list[UploadedPart] = []
     k = 1
     while (part := by_number.get(k)) is not None and part.size > 0:
-        full = part_size(k, base)
+        full = part_size(k, plan)
         if part.size > full:  # not a part of this plan
             break
         out.append(part)

@@ -65,7 +65,9 @@ def describe(exc: ValidationError, prefix: str = "") -> str:
     """`PREFIX_FIELD: message; ...` for every error, without the rejected values
     (they may be secrets)."""
     return "; ".join(
-        f"{prefix}{str(err['loc'][0]).upper() if prefix else err['loc'][0]}: {err['msg']}"
+        # A nested block's field by its path (bucket.storage_class).
+        f"{prefix}{str(err['loc'][0]).upper() if prefix else '.'.join(map(str, err['loc']))}: "
+        f"{err['msg']}"
         if err["loc"]
         else f"{prefix}: {err['msg']}"
         for err in exc.errors()

@@ -10,7 +10,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from stream_ingest.parts import PartRange, full_parts, part_offset, part_size
+from stream_ingest.parts import PartPlan, PartRange, full_parts, part_offset, part_size
 from stream_ingest.records import PartRecord
 
 
@@ -107,7 +107,7 @@ class PartPlanner:
     parts belong to a window task that sends them once their bytes exist: not to be
     planned again, nor required of the file yet."""
 
-    base: int
+    plan: PartPlan | int
     done: set[int] = field(default_factory=set)
     in_flight: set[int] = field(default_factory=set)
     reserved: set[int] = field(default_factory=set)
@@ -116,17 +116,17 @@ class PartPlanner:
         """Up to `limit` full parts that lie within `size` bytes and are neither done
         nor in flight nor reserved, lowest numbers first."""
         taken = self.done | self.in_flight | self.reserved
-        return [p for p in full_parts(size, self.base) if p.number not in taken][:limit]
+        return [p for p in full_parts(size, self.plan) if p.number not in taken][:limit]
 
     def covered(self) -> int:
         """Bytes the done and in-flight parts require the file to still have."""
         top = max(self.done | self.in_flight, default=0)
-        return part_offset(top, self.base) + part_size(top, self.base) if top else 0
+        return part_offset(top, self.plan) + part_size(top, self.plan) if top else 0
 
     def settle(self, parts: Mapping[int, PartRecord]) -> None:
         """Count as done exactly the full parts in `parts` (a short last part uploaded
         by finalize is uploaded again once the file has grown past it)."""
-        self.done = {k for k, p in parts.items() if p.size == part_size(k, self.base)}
+        self.done = {k for k, p in parts.items() if p.size == part_size(k, self.plan)}
 
 
 class WriterState(StrEnum):

@@ -177,6 +177,28 @@ def test_doctor_checks_each_part_in_one_line(registered, capsys) -> None:
     assert lines["redis persistence"][0].startswith("FAIL")
     assert lines["deployment"] and all(d.startswith("FAIL") for d in lines["deployment"])
     assert "multipart upload, part and abort allowed" in lines["bucket"][0]
+    assert lines["part sizes"] == [
+        "ok in use: growing; largest recording: 5 TiB growing from 5 MiB, "
+        "48.8 GiB fixed at 5 MiB (10,000 parts)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("policy", "ok"), [("growing", False), ("fixed", True)], ids=["growing", "fixed"]
+)
+def test_doctor_wants_the_fixed_part_size_policy_on_r2(policy: str, ok: bool) -> None:
+    from stream_ingest.blocks.registration import build_config
+    from stream_ingest.cli.doctor import parts_check
+    from stream_ingest.settings import load_settings
+
+    r2 = "https://0123abcd.r2.cloudflarestorage.com"
+    config = build_config(
+        load_settings(s3_endpoint_url=r2, part_size_policy=policy, part_size_mib=8)
+    )
+    check = parts_check(config)
+    assert check.ok is ok
+    assert "78.1 GiB fixed at 8 MiB" in check.detail
+    assert ("R2 needs fixed" in check.detail) is not ok
 
 
 @pytest.mark.on_ceph

@@ -43,6 +43,7 @@ from stream_ingest.errors import (
     UploadGone,
     s3_error,
 )
+from stream_ingest.objects import ObjectOptions
 from stream_ingest.records import PendingUpload, UploadedPart
 from stream_ingest.verify import ObjectFacts
 
@@ -108,7 +109,7 @@ def facts_of(head: dict[str, Any]) -> ObjectFacts:
     )
 
 
-class StreamBucket(S3Bucket):
+class StreamBucket(ObjectOptions, S3Bucket):
     """An S3 bucket that stream-ingest uploads recordings into, part by part.
 
     Example:
@@ -121,6 +122,10 @@ class StreamBucket(S3Bucket):
     Where the store does not honour If-None-Match on CompleteMultipartUpload (Ceph's
     RADOS Gateway ignores it), a completion that must not replace an object HEADs the
     key just before completing: a narrower guard (`complete_multipart_upload`).
+
+    Every upload it creates gets the object options (stream_ingest/objects.py):
+    Content-Type, storage class, encryption and extra metadata; `tag_object` adds the
+    extra tags.
     """
 
     _block_type_name = "Stream Bucket"
@@ -222,17 +227,21 @@ class StreamBucket(S3Bucket):
         tagged = tag
         with _s3_errors(self.bucket_name):
             try:
+                # Stored as recordings are: a bucket policy may require the encryption.
                 resp = s3.create_multipart_upload(
                     **where,
                     ChecksumAlgorithm=CHECKSUM,
                     **({"Tagging": f"{PROBE_TAG}=1"} if tag else {}),
+                    **self.stored_as(),
                 )
             except ClientError as exc:
                 status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 500)
                 if not tag or status >= 500:
                     raise
                 tagged = False  # refused with a tag: tags at create are not kept
-                resp = s3.create_multipart_upload(**where, ChecksumAlgorithm=CHECKSUM)
+                resp = s3.create_multipart_upload(
+                    **where, ChecksumAlgorithm=CHECKSUM, **self.stored_as()
+                )
         upload_id = resp["UploadId"]
         opened.append(upload_id)
         with _s3_errors(self.bucket_name, upload_id):
@@ -264,7 +273,8 @@ class StreamBucket(S3Bucket):
         """Start a multipart upload marked as ours (and as `stream_id`'s, so that a
         HEAD tells whose take an object is, and with `mark`, so that it tells which
         upload completed it); returns its upload id. `checksum=False` for an upload
-        whose parts are all copied (no bytes here to checksum)."""
+        whose parts are all copied (no bytes here to checksum). The object gets the
+        block's object options, our metadata over the extra metadata."""
         metadata = (
             CREATED_BY
             | ({STREAM_ID: stream_id} if stream_id else {})
@@ -274,7 +284,7 @@ class StreamBucket(S3Bucket):
             resp = self.s3.create_multipart_upload(
                 Bucket=self.bucket_name,
                 Key=key,
-                Metadata=metadata,
+                **self.create_arguments(key, metadata),
                 **({"ChecksumAlgorithm": CHECKSUM} if checksum else {}),
             )
         return resp["UploadId"]
@@ -477,8 +487,8 @@ class StreamBucket(S3Bucket):
         return {t["Key"]: t["Value"] for t in resp.get("TagSet", [])}
 
     def tag_object(self, key: str, tags: dict[str, str]) -> None:
-        """Replace the object's tags."""
-        tagset = [{"Key": k, "Value": v} for k, v in tags.items()]
+        """Replace the object's tags with `tags` and the extra tags (`tags` win)."""
+        tagset = [{"Key": k, "Value": v} for k, v in self.tags(tags).items()]
         with _s3_errors(self.bucket_name):
             self.s3.put_object_tagging(Bucket=self.bucket_name, Key=key, Tagging={"TagSet": tagset})
 

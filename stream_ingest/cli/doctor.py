@@ -18,6 +18,9 @@ import redis
 
 from stream_ingest.blocks.config import IngestConfig, load_config
 from stream_ingest.errors import BucketMissing, CredentialsRejected, StreamError
+from stream_ingest.parts import DOUBLING_INTERVAL, MAX_PARTS, PartPlan, human
+
+R2_HOST = ".r2.cloudflarestorage.com"  # Cloudflare R2's S3 endpoints: ACCOUNT.r2...
 
 
 @dataclass(frozen=True)
@@ -41,10 +44,29 @@ def run_checks(name: str, watch: str | None = None) -> Iterator[Check]:
         f"ingest-config/{name}: s3://{config.bucket.bucket_name}/{config.s3_prefix}, "
         f"Redis namespace {config.checkpoints.namespace}, parts {config.part_size_mib} MiB",
     )
+    yield parts_check(config)
     yield from bucket_checks(config)
     yield from redis_checks(config)
     yield from prefect_checks(config)
     yield watch_check(watch or config.watch_dir)
+
+
+def parts_check(config: IngestConfig) -> Check:
+    """The largest recording each part-size policy allows with the configured size,
+    and whether the one in use suits the store (Cloudflare R2 completes only parts of
+    one size but the last)."""
+    base = config.part_size_bytes
+    growing, fixed = PartPlan(base), PartPlan(base, fixed=True)
+    detail = (
+        f"in use: {config.part_size_policy}; largest recording: {human(growing.largest)} "
+        f"growing from {human(base)}, {human(fixed.largest)} fixed at {human(base)} "
+        f"({MAX_PARTS:,} parts)"
+    )
+    endpoint = getattr(config.bucket.credentials.aws_client_parameters, "endpoint_url", None)
+    if config.part_size_policy == "growing" and R2_HOST in str(endpoint or ""):
+        past = human(DOUBLING_INTERVAL * base)
+        return Check("part sizes", False, f"{detail}: R2 needs fixed (recordings past {past} fail)")
+    return Check("part sizes", True, detail)
 
 
 def bucket_checks(config: IngestConfig) -> Iterator[Check]:

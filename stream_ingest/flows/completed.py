@@ -22,6 +22,7 @@ from stream_ingest.flows.digest import FileSha256
 from stream_ingest.flows.retry import with_retries
 from stream_ingest.flows.runtime import StreamContext
 from stream_ingest.flows.source import Snapshot, read_range, snapshot
+from stream_ingest.objects import our_tags
 from stream_ingest.records import PartRecord, Revision, StreamRecord, utc_now
 from stream_ingest.states import Status
 from stream_ingest.verify import ObjectFacts, holds_parts
@@ -85,12 +86,7 @@ def _tag(ctx: StreamContext, sha256: str, size: int) -> None:
     without s3:PutObjectTagging (AccessDenied) or one that refuses the tags leaves the
     object untagged and the stream completed; the checkpoint keeps the SHA-256."""
     rec, log = ctx.record, get_run_logger()
-    tags = {
-        "sha256": sha256,
-        "stream-id": rec.stream_id,
-        "size": str(size),
-        "revision": str(rec.revision),
-    }
+    tags = our_tags(sha256, rec.stream_id, size, rec.revision)
     try:
         with_retries(
             lambda: ctx.bucket.tag_object(rec.s3_key, tags), f"stream {rec.stream_id}: tags", log

@@ -114,7 +114,7 @@ def finalize(
     # (record_part, restore) can still move on to completed.
     ctx = ctx.with_record(dataclasses.replace(rec, status=Status.FINALIZING))
     rec = ctx.record
-    plan = final_plan(before.size, rec.part_base_bytes)
+    plan = final_plan(before.size, rec.part_plan)
     parts = dict(known)
     if (task_run.run_count or 1) > 1:  # what an earlier try uploaded is checkpointed
         parts |= store.parts(rec.stream_id)

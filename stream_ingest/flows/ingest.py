@@ -54,7 +54,7 @@ from stream_ingest.flows.stored import AlreadyStored, complete_as_stored
 from stream_ingest.flows.upload import WindowEnd, upload_part, upload_parts, upload_window
 from stream_ingest.flows.writers import Writers, WriterWatch
 from stream_ingest.keys import is_text
-from stream_ingest.parts import PartRange
+from stream_ingest.parts import PartRange, check_fits
 from stream_ingest.records import PartRecord, StreamRecord
 from stream_ingest.settings import config_block_name
 from stream_ingest.states import TERMINAL, Status
@@ -86,7 +86,7 @@ def tail_and_finalize(
     s, rec = ctx.config, ctx.record
     parts = dict(parts)
     BUFFERS.at_least(s.max_parts_in_flight)  # its window never waits for the pool
-    planner = PartPlanner(rec.part_base_bytes)
+    planner = PartPlanner(rec.part_plan)
     planner.settle(parts)
     growth = Growth()
     writers = WriterWatch(ctx.path, s.detect_writers)
@@ -105,6 +105,7 @@ def tail_and_finalize(
             growth.observe(snap.size, snap.mtime_ns, now)
             if snap.size < planner.covered():
                 raise SourceShrank(ctx.path, planner.covered(), snap.size)
+            check_fits(snap.size, planner.plan)  # fail before a part the plan has no room for
             state = settled_state(snap.size, snap.mtime_ns, wall_ns)
             free = max(0, s.max_parts_in_flight - tasks.slots())
             ready = planner.ready(snap.size, free * BATCH_PARTS)

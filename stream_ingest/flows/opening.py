@@ -279,7 +279,12 @@ def _new_upload(ctx: StreamContext, flow_run_id: str) -> StreamRecord:
         "s3_upload_id": upload_id,
         "watch_dir": watch_dir,
         "identity": rec.identity or str(snap.identity),
+        # A stream keeps the plan it started with: a revision's unchanged parts are
+        # copied from the object at the same numbers and offsets ("" reads as growing).
         "part_base_bytes": rec.part_base_bytes or config.part_size_bytes,
+        "part_size_policy": (
+            rec.part_size_policy if rec.part_base_bytes else config.part_size_policy
+        ),
         "total_bytes": -1,
         "error": "",
         "opened_at_utc": utc_now(),
@@ -366,7 +371,7 @@ def open_upload(ctx: StreamContext, flow_run_id: str) -> Opened:
         store.forget_upload(rec.s3_upload_id)
         fresh = ctx.with_record(dataclasses.replace(rec, s3_upload_id=""))
         return Opened(_new_upload(fresh, flow_run_id), {}, prior)
-    kept = reconcile(store.parts(rec.stream_id), in_s3, rec.part_base_bytes)
+    kept = reconcile(store.parts(rec.stream_id), in_s3, rec.part_plan)
     store.replace_parts(rec.stream_id, kept)
     store.set_status(rec.stream_id, Status.UPLOADING, flow_run_id=flow_run_id, error="")
     log.info(

@@ -113,7 +113,7 @@ def plan_end(bucket: StreamBucket, store: CheckpointStore, record: StreamRecord)
         if rec.object_etag and head.get("ETag") == rec.object_etag:
             why = f"every uploaded byte is in the object of revision {rec.revision - 1}"
             return Plan(rec, "abort", why)
-    keep = prefix_parts(in_s3, rec.part_base_bytes)
+    keep = prefix_parts(in_s3, rec.part_plan)
     if not keep:
         raise CannotSalvage(rec.stream_id, "part 1 is not uploaded; the upload is kept")
     size = sum(p.size for p in keep)
@@ -270,9 +270,7 @@ def _copy(
     part with the stream's part sizes, only to a free key. The copy's upload is
     registered: the janitor aborts it if this is cut short."""
     rec = plan.record
-    sizes = [p.size for p in plan.parts] or [
-        r.size for r in final_plan(plan.size, rec.part_base_bytes)
-    ]
+    sizes = [p.size for p in plan.parts] or [r.size for r in final_plan(plan.size, rec.part_plan)]
     upload_id = create_registered(
         bucket,
         store,
@@ -295,3 +293,6 @@ def _copy(
             store.forget_upload(upload_id)
         raise
     store.forget_upload(upload_id)
+    if bucket.extra_tags:  # as a take's object has them; the copy is kept untagged else
+        with contextlib.suppress(StreamError):
+            bucket.tag_object(plan.key, {})

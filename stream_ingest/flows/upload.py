@@ -18,7 +18,7 @@ from stream_ingest.flows.digest import crc32_b64, part_digest, same_digest
 from stream_ingest.flows.retry import RETRIED, with_retries
 from stream_ingest.flows.runtime import StreamContext
 from stream_ingest.flows.source import read_into
-from stream_ingest.parts import part_offset, part_size
+from stream_ingest.parts import PartPlan, part_offset, part_size
 from stream_ingest.records import PartRecord
 
 
@@ -124,13 +124,13 @@ def upload_window(
     Once `end` is set it sends no further part and returns those sent: the flow's
     finalize sends the rest, in parallel. A retry of the task run skips the parts its
     earlier tries checkpointed."""
-    base, width = ctx.record.part_base_bytes, max(1, width)
+    plan, width = ctx.record.part_plan, max(1, width)
     send = _PartSender(ctx)
     sent: list[Future[PartRecord]] = []
     with ThreadPoolExecutor(width, thread_name_prefix="upload-window") as pool:
         try:
             for number in range(first, last + 1):
-                needed = part_offset(number, base) + part_size(number, base)
+                needed = part_offset(number, plan) + part_size(number, plan)
                 if not _bytes_or_end(ctx, needed, end, sent):
                     break
                 while len(in_flight := [f for f in sent if not f.done()]) >= width:
@@ -166,16 +166,16 @@ class _PartSender:
     skipped when an earlier try of the task run (a Prefect retry) checkpointed it."""
 
     def __init__(self, ctx: StreamContext) -> None:
-        self.ctx, self.base = ctx, ctx.record.part_base_bytes
+        self.ctx, self.plan = ctx, ctx.record.part_plan
         retried = (task_run.run_count or 1) > 1
         self.held = ctx.store.parts(ctx.record.stream_id) if retried else {}
         self.log = get_run_logger()
 
     def __call__(self, number: int) -> PartRecord:
-        if _held(self.held.get(number), self.base):
+        if _held(self.held.get(number), self.plan):
             return self.held[number]
         ctx = self.ctx
-        offset, size = part_offset(number, self.base), part_size(number, self.base)
+        offset, size = part_offset(number, self.plan), part_size(number, self.plan)
         return with_retries(
             lambda: _read_and_put(ctx, number, offset, size),
             f"part {number}",
@@ -190,8 +190,8 @@ def _size(path: str) -> int:
         return -1
 
 
-def _held(part: PartRecord | None, base: int) -> bool:
+def _held(part: PartRecord | None, plan: PartPlan) -> bool:
     return part is not None and (part.offset, part.size) == (
-        part_offset(part.number, base),
-        part_size(part.number, base),
+        part_offset(part.number, plan),
+        part_size(part.number, plan),
     )

@@ -489,3 +489,96 @@ def test_a_store_that_lacks_a_capability_is_named_once_per_process(
         "conditional completion (If-None-Match on CompleteMultipartUpload) is ignored: a HEAD"
         in warned[0]
     )
+
+
+# -- the object options -------------------------------------------------------------
+
+
+def test_every_upload_is_created_with_the_object_options(
+    fast_bucket: StreamBucket, s3, bucket_name: str
+) -> None:
+    """What the store is sent (the request's headers, seen by a botocore hook: moto
+    echoes no KMS key) and what the completed object then has; our metadata wins over
+    the extra metadata, so the upload mark survives."""
+    bucket = fast_bucket.model_copy(
+        update={
+            "content_types": {".mkv": "video/webm"},
+            "storage_class": "STANDARD_IA",
+            "server_side_encryption": "aws:kms",
+            "sse_kms_key_id": "alias/recordings",
+            "bucket_key_enabled": True,
+            "extra_metadata": {"project": "p1", "upload-mark": "theirs"},
+        }
+    )
+    sent: list[dict[str, str]] = []
+
+    def seen(request, **_: object) -> None:
+        sent.append(
+            {k.lower(): v if isinstance(v, str) else v.decode() for k, v in request.headers.items()}
+        )
+
+    events = bucket.s3.meta.events
+    events.register("before-send.s3.CreateMultipartUpload", seen)
+    try:
+        k = f"rec/{uuid.uuid4().hex[:8]}/take.partial.mkv"
+        upload_id = bucket.create_multipart_upload(k, "sid-1", "mark-1")
+    finally:
+        events.unregister("before-send.s3.CreateMultipartUpload", seen)
+    part = bucket.upload_part(k, upload_id, 1, b"recording")
+    bucket.complete_multipart_upload(k, upload_id, [part])
+
+    [headers] = sent
+    assert headers["x-amz-server-side-encryption"] == "aws:kms"
+    assert headers["x-amz-server-side-encryption-aws-kms-key-id"] == "alias/recordings"
+    assert headers["x-amz-server-side-encryption-bucket-key-enabled"] == "true"
+    assert headers["x-amz-storage-class"] == "STANDARD_IA"
+    assert headers["content-type"] == "video/webm"
+    head = s3.head_object(Bucket=bucket_name, Key=k)
+    assert head["ContentType"] == "video/webm"
+    assert head["StorageClass"] == "STANDARD_IA"
+    assert head["Metadata"] == CREATED_BY | {
+        "project": "p1",
+        "stream-id": "sid-1",
+        "upload-mark": "mark-1",
+    }
+
+
+def test_the_extra_tags_go_with_ours_and_ours_win(
+    fast_bucket: StreamBucket, s3, bucket_name: str
+) -> None:
+    bucket = fast_bucket.model_copy(update={"extra_tags": {"team": "news", "size": "big"}})
+    k = key()
+    upload_id = bucket.create_multipart_upload(k)
+    bucket.complete_multipart_upload(k, upload_id, [bucket.upload_part(k, upload_id, 1, b"x")])
+    bucket.tag_object(k, {"size": "1", "sha256": "abc"})
+    tags = s3.get_object_tagging(Bucket=bucket_name, Key=k)["TagSet"]
+    assert {t["Key"]: t["Value"] for t in tags} == {"team": "news", "size": "1", "sha256": "abc"}
+
+
+@pytest.mark.parametrize(
+    ("options", "field", "words"),
+    [
+        ({"storage_class": "STANDRD"}, "storage_class", "unknown storage class 'STANDRD'"),
+        ({"storage_class": "DEEP_ARCHIVE"}, "storage_class", "without a restore"),
+        ({"server_side_encryption": "aws:kms:dsse"}, "server_side_encryption", "'AES256'"),
+        ({"sse_kms_key_id": "alias/x"}, "sse_kms_key_id", "aws:kms only"),
+        ({"extra_tags": {f"t{i}": "v" for i in range(7)}}, "extra_tags", "at most 6 tags"),
+        ({"extra_metadata": {"a b": "v"}}, "extra_metadata", "metadata key 'a b'"),
+        ({"content_types": {"mkv": "matroska"}}, "content_types", "not a media type"),
+    ],
+)
+def test_bad_object_options_are_refused_at_config_load_in_one_line(
+    registered, options: dict, field: str, words: str
+) -> None:
+    """Saved the way the UI saves them (unchecked), refused when a component loads the
+    config, naming the field."""
+    from stream_ingest.blocks.config import load_config
+    from stream_ingest.errors import ConfigurationError
+
+    block = StreamBucket.load(registered.config_block)
+    block.__dict__.update(options)  # what a UI edit may store
+    block.save(registered.config_block, overwrite=True)
+    with pytest.raises(ConfigurationError) as err:
+        load_config()
+    message = str(err.value)
+    assert "\n" not in message and f"bucket.{field}" in message and words in message

@@ -16,6 +16,8 @@ import pytest
 import stream_ingest.flows.completed as completed_module
 import stream_ingest.flows.finalize as finalize_module
 import stream_ingest.flows.ingest as ingest_module
+import stream_ingest.parts as parts_module
+from stream_ingest.blocks.bucket import StreamBucket
 from stream_ingest.flows.ingest import stream_ingest
 from tests.conftest import edit_config
 from tests.flows.helpers import (
@@ -32,6 +34,17 @@ pytestmark = pytest.mark.usefixtures("registered")
 
 def _ingest(path: Path) -> dict:
     return stream_ingest(path=str(path))
+
+
+def _recorded(path: Path, data: bytes, steps: int) -> dict:
+    """The flow's result for `data` written to a new file in `steps`, as it records."""
+    path.touch()
+    writer = GrowingWriter(path, data, steps=steps, pause=0.15)
+    writer.start()
+    result = _ingest(path)
+    writer.join(5)
+    assert writer.done.is_set()
+    return result
 
 
 @pytest.mark.on_ceph
@@ -64,19 +77,48 @@ def test_finished_file_is_uploaded_byte_identically(registered, s3, store, tmp_p
 def test_file_growing_in_steps_is_uploaded_byte_identically(registered, s3, store):
     data = payload(23 * MIB + 777, seed=2)
     src = Path(registered.watch_dir) / "growing.mkv"
-    src.touch()
-    writer = GrowingWriter(src, data, steps=12, pause=0.15)
-    writer.start()
 
-    result = _ingest(src)
-    writer.join(5)
+    result = _recorded(src, data, steps=12)
 
-    assert writer.done.is_set()
     assert object_bytes(s3, registered.s3_bucket, result["s3_key"]) == data
     assert result["sha256"] == hashlib.sha256(data).hexdigest()
     parts = store.parts(result["stream_id"])
     assert len(parts) == 5  # four full 5 MiB parts while growing, then the tail
     assert sorted(p.offset for p in parts.values()) == [i * 5 * MIB for i in range(5)]
+
+
+def test_under_the_fixed_policy_every_part_but_the_last_has_the_same_size(
+    registered, s3, store, monkeypatch
+):
+    """Cloudflare R2 completes only parts of one size but the last: what S3 holds when
+    a growing recording completes (ListParts), and when its revision does (parts
+    copied from the first take and parts sent), is parts of part_size_mib, where a
+    growing plan would have doubled them."""
+    monkeypatch.setattr(parts_module, "DOUBLING_INTERVAL", 2)  # growing: 10 MiB from part 3
+    edit_config(part_size_policy="fixed")
+    held: list[list[int]] = []
+    real = StreamBucket.complete_multipart_upload
+
+    def listed_first(self, key, upload_id, parts, **kwargs):
+        in_s3 = sorted(self.list_parts(key, upload_id), key=lambda p: p.number)
+        held.append([p.size for p in in_s3])
+        return real(self, key, upload_id, parts, **kwargs)
+
+    monkeypatch.setattr(StreamBucket, "complete_multipart_upload", listed_first)
+    data = payload(22 * MIB + 7, seed=11)
+    src = Path(registered.watch_dir) / "r2.mkv"
+
+    first = _recorded(src, data, steps=9)
+    more = payload(9 * MIB, seed=12)
+    with open(src, "ab") as fh:  # grown after completion: a revision
+        fh.write(more)
+    second = stream_ingest(stream_id=first["stream_id"])
+
+    assert object_bytes(s3, registered.s3_bucket, second["s3_key"]) == data + more
+    assert int(second["revision"]) == 2
+    assert held == [[5 * MIB] * 4 + [2 * MIB + 7], [5 * MIB] * 6 + [1 * MIB + 7]]
+    record = store.get(first["stream_id"])
+    assert (record.part_size_policy, record.part_base_bytes) == ("fixed", 5 * MIB)
 
 
 @pytest.mark.parametrize(

@@ -339,3 +339,39 @@ def test_a_one_part_take_patched_in_place_and_extended_is_a_revision(registered,
     assert second["s3_key"] == first["s3_key"]
     assert object_bytes(s3, registered.s3_bucket, first["s3_key"]) == final
     assert _keys(s3, registered.s3_bucket) == [first["s3_key"]]
+
+
+def test_a_take_and_its_revision_get_the_object_options(registered, s3, store):
+    """Set in the bucket block: the Content-Type from the extension, the storage class,
+    SSE, the extra metadata (the upload mark survives it) and the extra tags (ours win
+    on a conflict), on the first take's object and again on its revision's."""
+    block = StreamBucket.load(registered.config_block)
+    block.storage_class = "STANDARD_IA"
+    block.server_side_encryption = "AES256"
+    block.extra_metadata = {"project": "evening-news"}
+    block.extra_tags = {"team": "news", "revision": "theirs"}
+    block.save(registered.config_block, overwrite=True)
+    data = payload(6 * MIB + 5, seed=43)
+    src = Path(registered.watch_dir) / "opts.mkv"
+    src.write_bytes(data)
+
+    seen = []
+    first = stream_ingest(path=str(src))
+    for result in (first, None):
+        result = result or stream_ingest(stream_id=first["stream_id"])
+        key = result["s3_key"]
+        head = s3.head_object(Bucket=registered.s3_bucket, Key=key)
+        tags = s3.get_object_tagging(Bucket=registered.s3_bucket, Key=key)["TagSet"]
+        seen.append((result, head, {t["Key"]: t["Value"] for t in tags}))
+        with open(src, "ab") as fh:  # grown after completion: the next run is a revision
+            fh.write(payload(MIB, seed=44))
+
+    assert [int(result["revision"]) for result, _, _ in seen] == [1, 2]
+    for result, head, tags in seen:
+        assert head["ContentType"] == "video/x-matroska"
+        assert head["StorageClass"] == "STANDARD_IA"
+        assert head["ServerSideEncryption"] == "AES256"
+        assert head["Metadata"]["project"] == "evening-news"
+        assert head["Metadata"]["upload-mark"] == result["upload_mark"]
+        assert tags["team"] == "news" and tags["revision"] == str(result["revision"])
+        assert tags["stream-id"] == first["stream_id"]

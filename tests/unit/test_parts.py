@@ -14,7 +14,10 @@ from stream_ingest.parts import (
     MAX_PARTS,
     MIB,
     MIN_PART,
+    PartPlan,
     PartRange,
+    TooManyParts,
+    check_fits,
     final_plan,
     full_parts,
     part_offset,
@@ -187,3 +190,51 @@ def test_final_plan_at_5_tib_fits_and_one_byte_more_raises(base: int) -> None:
     assert len(plan) <= MAX_PARTS
     with pytest.raises(ValueError, match="5 TiB"):
         final_plan(MAX_OBJECT + 1, base)
+
+
+# The fixed policy (Cloudflare R2): every part but the last has the base size.
+fixed_bases = st.sampled_from([MIN_PART, 8 * MIB, 100 * MIB, MAX_PART])
+
+
+@given(base=fixed_bases, data=st.data())
+def test_a_fixed_plan_cuts_every_part_but_the_last_at_the_base(base: int, data) -> None:
+    plan = PartPlan(base, fixed=True)
+    size = data.draw(st.one_of(st.integers(0, 64 * MIB), st.integers(0, plan.largest)))
+    parts = final_plan(size, plan)
+    assert len(parts) <= MAX_PARTS
+    assert all(p.size == base for p in parts[:-1])
+    assert 0 < parts[-1].size <= base or size == 0
+    assert sum(p.size for p in parts) == size
+    for p in parts:
+        assert (p.offset, part_offset(p.number, plan)) == ((p.number - 1) * base,) * 2
+
+
+@pytest.mark.parametrize("base", [MIN_PART, 8 * MIB, 100 * MIB])
+def test_a_fixed_plan_holds_ten_thousand_parts_and_fails_one_byte_past(base: int) -> None:
+    plan = PartPlan(base, fixed=True)
+    assert plan.largest == MAX_PARTS * base
+    parts = final_plan(plan.largest, plan)
+    assert len(parts) == MAX_PARTS and {p.size for p in parts} == {base}
+    assert len(full_parts(100 * TIB, plan)) == MAX_PARTS  # a growing file: never part 10,001
+    with pytest.raises(TooManyParts) as err:
+        final_plan(plan.largest + 1, plan)
+    message = str(err.value)
+    assert "\n" not in message
+    assert "10,000 parts" in message and f"{plan.largest:,} bytes" in message
+    with pytest.raises(TooManyParts):
+        check_fits(plan.largest + 1, plan)
+    check_fits(plan.largest, plan)
+
+
+def test_the_largest_recording_of_each_policy() -> None:
+    assert PartPlan(8 * MIB).largest == MAX_OBJECT  # growing: S3's own limit
+    assert PartPlan(8 * MIB, fixed=True).largest == 80_000 * MIB
+    assert PartPlan(MAX_PART, fixed=True).largest == MAX_OBJECT  # capped at 5 TiB
+    assert PartPlan.of(8 * MIB, "fixed") == PartPlan(8 * MIB, True)
+    assert PartPlan.of(8 * MIB, "") == PartPlan(8 * MIB)  # records from before policies
+
+
+def test_a_bare_base_is_the_growing_plan() -> None:
+    k = 901
+    assert part_size(k, MIN_PART) == part_size(k, PartPlan(MIN_PART)) == 2 * MIN_PART
+    assert part_size(k, PartPlan(MIN_PART, fixed=True)) == MIN_PART

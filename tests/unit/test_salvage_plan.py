@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from stream_ingest.errors import KeyTooLong
-from stream_ingest.parts import MIB, part_size
+from stream_ingest.parts import MIB, PartPlan, part_size
 from stream_ingest.records import PartRecord, StreamRecord, UploadedPart
 from stream_ingest.salvage import copy_ranges, endable, in_completed, partial_key, prefix_parts
 from stream_ingest.states import Status
@@ -55,6 +55,15 @@ def test_no_first_part_or_no_upload_keeps_nothing() -> None:
     assert prefix_parts([_part(2), _part(3)], BASE) == []
     assert prefix_parts([_part(1)], 0) == []  # a record with no upload opened
     assert prefix_parts([_part(1, BASE + 1)], BASE) == []  # not this plan's part
+
+
+def test_under_a_fixed_plan_the_prefix_is_parts_of_the_base() -> None:
+    """What a fixed stream salvages is parts of one size but the last, as R2 needs."""
+    fixed = PartPlan(BASE, fixed=True)
+    parts = [_part(k) for k in range(1, 903)] + [_part(903, 7)]
+    kept = prefix_parts(parts, fixed)
+    assert len(kept) == 903 and {p.size for p in kept[:-1]} == {BASE}
+    assert prefix_parts([_part(1), _part(2, 2 * BASE)], fixed) == [_part(1)]
 
 
 def test_the_prefix_follows_the_doubling_part_sizes() -> None:
