@@ -17,6 +17,7 @@ ENV PYTHONUNBUFFERED=1 \
     UV_PYTHON_DOWNLOADS=never \
     UV_PROJECT_ENVIRONMENT=/app/.venv
 
+# The uv line that writes uv.lock (0.13): `uv sync --frozen` reads the lock with it.
 RUN pip install --no-cache-dir "uv>=0.13.8,<0.14"
 
 WORKDIR /app

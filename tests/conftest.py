@@ -103,6 +103,13 @@ def _sendable(text: str) -> str:
     return text
 
 
+def pytest_report_header(config: pytest.Config) -> str:
+    """Which Prefect ran (./test.sh --oldest swaps in another than the locked one)."""
+    import prefect
+
+    return f"prefect {prefect.__version__} ({prefect.__path__[0]})"
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     left_out = config.stash.get(FULL_TIER_LEFT_OUT, 0)
     if left_out:

@@ -96,6 +96,13 @@ def pyproject() -> dict[str, Any]:
     return tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
+def locked_prefect() -> str:
+    """The Prefect version in uv.lock: what the images and prefect.yaml name, also when
+    the tests run against another supported Prefect (./test.sh --oldest)."""
+    lock = tomllib.loads((ROOT / "uv.lock").read_text())
+    return next(p["version"] for p in lock["package"] if p["name"] == "prefect")
+
+
 @pytest.fixture(scope="module")
 def prefect_yaml() -> dict[str, Any]:
     return yaml.safe_load((ROOT / "prefect.yaml").read_text())
@@ -314,9 +321,7 @@ def test_prefect_yaml_deploys_the_flow_the_sensor_triggers(
     # The sensor calls run_deployment("<flow name>/<deployment name>").
     assert Settings.model_fields["deployment"].default == f"{flow.name}/{deployment['name']}"
     assert deployment["work_pool"]["name"] == "video-ingest"
-    import prefect
-
-    assert prefect_yaml["prefect-version"] == prefect.__version__
+    assert prefect_yaml["prefect-version"] == locked_prefect()
 
 
 def test_the_entrypoint_folders_only_re_export_the_package(prefect_yaml: dict[str, Any]) -> None:
@@ -735,10 +740,8 @@ def test_prefect_server_runs_on_postgres(services: dict[str, Any]) -> None:
 
 
 def test_prefect_server_image_matches_the_client(services: dict[str, Any]) -> None:
-    import prefect
-
     image = services["prefect-server"]["image"]
-    assert image == f"prefecthq/prefect:{prefect.__version__}-python3.11"
+    assert image == f"prefecthq/prefect:{locked_prefect()}-python3.11"
 
 
 # --- docker-compose.yml: Docker Compose's own reading -----------------------------------

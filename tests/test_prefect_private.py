@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import prefect
 import pytest
 
 from stream_ingest.flows import prefect_private
@@ -21,7 +22,9 @@ def test_the_installed_prefect_holds_to(name: str) -> None:
     try:
         ASSUMPTIONS[name]()
     except (AssertionError, AttributeError, ImportError, TypeError, OSError) as exc:
-        pytest.fail(f"this Prefect release breaks an assumption of stream-ingest: {name} ({exc})")
+        pytest.fail(
+            f"Prefect {prefect.__version__} breaks an assumption of stream-ingest: {name} ({exc})"
+        )
 
 
 def test_a_release_without_the_suspension_hook_is_caught(monkeypatch) -> None:
