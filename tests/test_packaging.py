@@ -350,6 +350,14 @@ def test_dev_uses_the_same_work_pool(deployment: dict[str, Any]) -> None:
     assert deployment["work_pool"]["name"] == dev.WORK_POOL
 
 
+def test_dev_deploys_from_the_checkout_that_holds_prefect_yaml() -> None:
+    """`stream-ingest dev` runs `prefect deploy --all` where prefect.yaml is, wherever
+    the package sits inside the checkout."""
+    from stream_ingest.devstack import dev
+
+    assert dev.PROJECT_ROOT == ROOT
+
+
 # --- docker-compose.yml: structure --------------------------------------------------
 
 

@@ -28,8 +28,23 @@ from stream_ingest.devstack.services import (
     Service,
     free_port,
 )
+from stream_ingest.errors import StreamError
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+class DevStackError(StreamError):
+    """A step of the local stack failed; the message says which and how."""
+
+
+def _project_root() -> Path:
+    """The checkout `prefect deploy` runs in: the first folder above this module that
+    holds prefect.yaml (the package sits inside the checkout), else the current one."""
+    for folder in Path(__file__).resolve().parents:
+        if (folder / "prefect.yaml").is_file() and (folder / "pyproject.toml").is_file():
+            return folder
+    return Path.cwd()
+
+
+PROJECT_ROOT = _project_root()
 WORK_POOL = "video-ingest"
 WORKER_TYPE = (
     "stream-ingest-warm"  # streams as threads of one process (stream_ingest/workers/warm.py)
@@ -56,9 +71,14 @@ def _say(message: str) -> None:
 
 
 def _run(cmd: list[str]) -> None:
+    if not (PROJECT_ROOT / "prefect.yaml").is_file():
+        raise DevStackError(
+            f"no prefect.yaml in {PROJECT_ROOT}: run `stream-ingest dev` (./dev.sh) from a "
+            "checkout of stream-ingest"
+        )
     result = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise RuntimeError(
+        raise DevStackError(
             f"{' '.join(cmd[2:])} failed:\n{result.stdout[-1500:]}{result.stderr[-1500:]}"
         )
 
@@ -203,4 +223,7 @@ def _start_services(prefect_port: int, state: Path, started: list[Service]) -> N
             STREAM_INGEST_AWS_SECRET_ACCESS_KEY="dev",
             STREAM_INGEST_DEV_MOTO="1",
         )
-        _say(f"started moto S3 at {moto.url}: IN MEMORY, objects vanish when dev stops")
+        _say(
+            f"started moto S3 at {moto.url} (keys dev/dev): IN MEMORY, objects vanish "
+            "when dev stops"
+        )
