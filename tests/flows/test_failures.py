@@ -165,15 +165,15 @@ def test_source_deleted_between_its_stat_and_the_writers_look_ends_it(
 
 def test_two_runs_for_one_stream_one_uploads_the_other_ends_cleanly(registered, s3, store):
     src = Path(registered.watch_dir) / "race.mp4"
-    src.touch()
-    writer = GrowingWriter(src, payload(11 * MIB, seed=5), steps=6, pause=0.2)
-    writer.start()
-    thread, out = run_in_thread(src)
-    sid = wait_for_parts(store, 1)
-
-    second = stream_ingest(path=str(src), return_state=True)
+    data = payload(11 * MIB, seed=5)
+    with open(src, "wb") as fh:  # held open for writing: the first run cannot end yet
+        fh.write(data[: 6 * MIB])
+        fh.flush()
+        thread, out = run_in_thread(src)
+        sid = wait_for_parts(store, 1)
+        second = stream_ingest(path=str(src), return_state=True)
+        fh.write(data[6 * MIB :])
     thread.join(60)
-    writer.join(5)
 
     assert second.is_completed()
     assert "being uploaded by another run" in second.result()["message"]
