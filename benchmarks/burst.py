@@ -79,7 +79,7 @@ def _measure(stack: Stack, worker_pid: int, streams: int) -> dict[str, Any]:
     cpu.stop()
     for p, fh in zip(paths, files, strict=True):  # the recordings end
         fh.close()
-        store.hint_closed(p, identity_of(p))
+        store.hints.note_closed(p, identity_of(p))
     states = wait_runs_final(list(runs.values()), timeout=900)
     first_byte = [started[p] - triggered[p] for p in paths]
     stages = burst_stages(runs, triggered, started)

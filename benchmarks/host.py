@@ -37,7 +37,7 @@ os.dup2(2, 1)  # anything printed by libraries lands on stderr, not in our repli
 import stream_ingest.flows.upload as upload_mod  # noqa: E402
 from benchmarks.stack import configure  # noqa: E402
 from stream_ingest.blocks.bucket import StreamBucket  # noqa: E402
-from stream_ingest.blocks.checkpoints import CheckpointStore  # noqa: E402
+from stream_ingest.blocks.store_parts import Parts  # noqa: E402
 from stream_ingest.flows import finalize as finalize_mod  # noqa: E402
 from stream_ingest.flows.ingest import stream_ingest  # noqa: E402
 
@@ -97,7 +97,7 @@ class Probe:
         StreamBucket.complete_multipart_upload = self.timed(
             "s3_complete", StreamBucket.complete_multipart_upload
         )
-        CheckpointStore.record_part = self.timed("redis_record_part", CheckpointStore.record_part)
+        Parts.record = self.timed("redis_record_part", Parts.record)
         upload_mod.read_range = self.timed("read", upload_mod.read_range)
         upload_mod.part_digest = self.timed("digest", upload_mod.part_digest)
         finalize_mod.finalize.fn = self.timed("finalize", finalize_mod.finalize.fn)

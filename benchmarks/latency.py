@@ -34,8 +34,8 @@ def wait_uploading(stack: Stack, path: str, timeout: float = 120) -> str:
     store, identity = stack.store(), identity_of(path)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        sid = store.stream_for_identity(identity)
-        record = store.get(sid) if sid else None
+        sid = store.identities.stream_for(identity)
+        record = store.streams.get(sid) if sid else None
         if record is not None and record.status == "uploading":
             return record.stream_id
         time.sleep(0.05)
@@ -57,7 +57,7 @@ def read_floor(path: str, chunk: int = 8 * MIB) -> float:
 
 def ours(stack: Stack, host: HostProcess, path: str, size: int, rate: float) -> dict[str, Any]:
     store = stack.store()
-    writer = SteadyWriter(path, size, rate, on_close=store.hint_closed)
+    writer = SteadyWriter(path, size, rate, on_close=store.hints.note_closed)
     cpu0 = cpu_seconds(host.pid)
     flow = host.submit({"cmd": "ingest", "path": path, "instrument": True})
     sid = wait_uploading(stack, path)
@@ -97,7 +97,7 @@ def ours(stack: Stack, host: HostProcess, path: str, size: int, rate: float) -> 
         "verify_vs_floor": ratio(verify[1] - verify[0], floor),
         "run_returned_s": round(reply["ended"] - closed, 3),  # the SHA-256 comes after
         "client_cpu_s_per_gib": round(cpu / (size / GIB), 3),
-        "parts": store.require(sid).parts_count,
+        "parts": store.streams.require(sid).parts_count,
         "flow_host_peak_rss_mib": round(reply["peak_rss_bytes"] / MIB),
     }
 

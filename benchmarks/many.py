@@ -104,7 +104,7 @@ def lone_starts(stack: Stack, count: int = 5, name: str = "lone") -> list[float]
             fh.write(os.urandom(MIB))
         at = time.time()
         run_id = sensor(path)
-        sensor.store.hint_closed(path, identity_of(path))  # the close, as the sensor hears it
+        sensor.store.hints.note_closed(path, identity_of(path))  # the close, as the sensor hears it
         opened = wait_for(
             lambda p=path: sensor.opened_at(p), 120, "the lone stream's upload", interval=0.05
         )
@@ -276,7 +276,7 @@ class Snapshot:
 def _measure(stack: Stack, worker_pid: int, streams: int, size: int, rate: float) -> dict:
     store = stack.store()
     paths = [os.path.join(stack.watch_dir, f"cam-{i:02d}.mkv") for i in range(streams)]
-    writers = [SteadyWriter(p, size, rate, on_close=store.hint_closed) for p in paths]
+    writers = [SteadyWriter(p, size, rate, on_close=store.hints.note_closed) for p in paths]
     rss = RssSampler(worker_pid)
     rss.start()
     at_trigger = Snapshot(stack, rss)
@@ -315,7 +315,9 @@ def _measure(stack: Stack, worker_pid: int, streams: int, size: int, rate: float
     for w in writers:
         if w.error:
             raise w.error
-    records = [store.require(store.stream_for_identity(identity_of(p)) or "?") for p in paths]
+    records = [
+        store.streams.require(store.identities.stream_for(identity_of(p)) or "?") for p in paths
+    ]
     for p in paths:
         check_object(stack, stack.key_for(p), size)
     parts = sum(r.parts_count for r in records)

@@ -31,7 +31,7 @@ def one_mode(
     stack: Stack, host: HostProcess, cpu: CpuTimeline, path: str, parts: int, in_flight: int
 ) -> dict:
     part = load_settings().part_size_bytes
-    stack.store().hint_closed(path, identity_of(path))
+    stack.store().hints.note_closed(path, identity_of(path))
     options = {"max_parts_in_flight": in_flight}
     flow = host.call({"cmd": "ingest", "path": path, "options": options, "instrument": True})
     probe = flow["probe"]

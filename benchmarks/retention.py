@@ -117,25 +117,25 @@ def _one_recording(store: CheckpointStore, n: int) -> None:
         s3_bucket="recordings",
         s3_key=f"bench/cam-{n}.mp4",
     )
-    sid, created = store.claim_identity(identity, record)
+    sid, created = store.identities.claim(identity, record)
     assert created, f"{identity} was bound already"
     token, upload = str(uuid.uuid4()), f"upload-{n}"
-    store.update(sid, flow_run_id=token)
-    store.acquire_lease(sid, token, 30)
-    store.set_status(sid, Status.UPLOADING, flow_run_id=token)
-    store.register_upload(upload, sid, record.s3_key)
-    store.update(sid, s3_upload_id=upload)
+    store.streams.update(sid, flow_run_id=token)
+    store.leases.acquire(sid, token, 30)
+    store.streams.set_status(sid, Status.UPLOADING, flow_run_id=token)
+    store.parts.register_upload(upload, sid, record.s3_key)
+    store.streams.update(sid, s3_upload_id=upload)
     for number in (1, 2):
         size = 8 * MIB if number == 1 else 3 * MIB
         part = PartRecord(number, f'"{uuid.uuid4().hex}"', (number - 1) * 8 * MIB, size, "c")
-        store.record_part(record, token, part, 30)
-    store.hint_closed(path, identity)
-    assert store.closed_hint(path, identity) is not None
-    store.set_status(sid, Status.FINALIZING)
-    store.set_status(sid, Status.COMPLETED, sha256="ab" * 32, total_bytes=11 * MIB)
-    store.add_revision(sid, Revision(1, 11 * MIB, "ab" * 32, "2026-01-01T00:00:00+00:00", 2))
-    store.forget_upload(upload)
-    store.release_lease(sid, token)
+        store.parts.record(record, token, part, 30)
+    store.hints.note_closed(path, identity)
+    assert store.hints.closed_at(path, identity) is not None
+    store.streams.set_status(sid, Status.FINALIZING)
+    store.streams.set_status(sid, Status.COMPLETED, sha256="ab" * 32, total_bytes=11 * MIB)
+    store.revisions.add(sid, Revision(1, 11 * MIB, "ab" * 32, "2026-01-01T00:00:00+00:00", 2))
+    store.parts.forget_upload(upload)
+    store.leases.release(sid, token)
 
 
 def _used_memory(client: redis.Redis) -> int:
@@ -156,7 +156,7 @@ class _Sweeper(threading.Thread):
     def run(self) -> None:
         while not self._halt.wait(SWEEP_EVERY_SECONDS):
             began = time.perf_counter()
-            self.swept += len(self.store.sweep_indexes())
+            self.swept += len(self.store.retention.sweep())
             self.max_seconds = max(self.max_seconds, time.perf_counter() - began)
 
     def stop(self) -> None:

@@ -80,7 +80,7 @@ class SensorTrigger:
         """A run that ended before it opened: rerun its stream, as `streams rerun` does."""
         from stream_ingest.flows.runs import RunRequest, create_stream_run
 
-        sid = self.store.stream_for_identity(identity_of(path))
+        sid = self.store.identities.stream_for(identity_of(path))
         if sid is None:
             raise RuntimeError(f"{path}: no stream to rerun")
         request = RunRequest.rerun(DEPLOYMENT, path, sid, self.config)
@@ -88,7 +88,7 @@ class SensorTrigger:
 
     def opened_at(self, path: str) -> float | None:
         """When the run opened the stream's upload (wall clock), None if not yet."""
-        record = self.store.get(self.store.stream_for_identity(identity_of(path)) or "?")
+        record = self.store.streams.get(self.store.identities.stream_for(identity_of(path)) or "?")
         if record is None or not record.opened_at_utc:
             return None
         return datetime.fromisoformat(record.opened_at_utc).timestamp()

@@ -179,9 +179,9 @@ class Stack:
 
         identity = identity_of(path)
         store = self.store()
-        sid = store.stream_for_identity(identity)
+        sid = store.identities.stream_for(identity)
         if sid:
-            store.forget_identity(identity, sid)
+            store.identities.forget(identity, sid)
         os.unlink(path)
 
     def drop_objects(self) -> None:

@@ -40,7 +40,7 @@ def ingest_finished(
 ) -> dict[str, Any]:
     """Seconds from the flow call to its CompleteMultipartUpload, the flow process's
     CPU seconds meanwhile, and the reply."""
-    stack.store().hint_closed(path, identity_of(path))
+    stack.store().hints.note_closed(path, identity_of(path))
     cpu0, start = cpu_seconds(host.pid), time.monotonic()
     reply = host.call({"cmd": "ingest", "path": path, "instrument": True})
     cpu = cpu_seconds(host.pid) - cpu0

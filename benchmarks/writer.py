@@ -46,7 +46,7 @@ def _write(fh: object, size: int, rate: float | None) -> None:
 
 class SteadyWriter(threading.Thread):
     """Writes `size` bytes at `rate` bytes/s, closes, then calls `on_close(path,
-    identity)` (CheckpointStore.hint_closed). `closed_at` is time.monotonic() right
+    identity)` (`store.hints.note_closed`). `closed_at` is time.monotonic() right
     after close(), before the hint: the latency clock starts at the close itself."""
 
     def __init__(

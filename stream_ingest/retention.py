@@ -1,6 +1,6 @@
 """Pure decisions of retention: which index entries point at streams that are gone,
 and what `streams prune` does with a stream that ended. No I/O: the checkpoint store
-(stream_ingest/blocks/retention.py) gathers the facts and acts on what these functions return.
+(stream_ingest/blocks/store_retention.py) gathers the facts and acts on what these functions return.
 
 A stream that ends (completed, aborted, skipped) keeps its keys for the retention,
 then Redis expires them. Sets and hashes cannot expire one member at a time, so the

@@ -101,6 +101,24 @@ def test_every_import_follows_the_layer_rule() -> None:
     assert _violations() == []
 
 
+# The checkpoint store's roles (stream_ingest/blocks/store_*.py) reach only what they
+# share; the store composes them, so a role importing the store or another role would
+# tie them back into one circle.
+ROLE_SHARES = {"stream_ingest.blocks.store_space", "stream_ingest.blocks.redis_support"}
+
+
+def test_the_store_roles_import_only_what_they_share() -> None:
+    problems = [
+        f"{path.name} imports {module}"
+        for path in sorted((ROOT / "stream_ingest" / "blocks").glob("store_*.py"))
+        for module, _ in _imports(path)
+        if module.startswith("stream_ingest.blocks.") and module not in ROLE_SHARES
+    ]
+    assert problems == []
+    shared = ROOT / "stream_ingest" / "blocks" / "store_space.py"
+    assert not [m for m, _ in _imports(shared) if m.startswith("stream_ingest.blocks.")]
+
+
 def test_the_rule_catches_an_import_that_climbs(tmp_path: Path, monkeypatch) -> None:
     """The checker itself: a core module that imports a block, a core module doing
     I/O, the CLI reaching the dev stack at import time and the package importing an

@@ -26,7 +26,7 @@ def three(store, registered) -> list[StreamRecord]:
         StreamRecord(stream_id="s-up", original_path="/rec/c.ts", status=Status.UPLOADING),
     ]
     for rec in records:
-        store.put(rec)
+        store.streams.put(rec)
     return records
 
 
@@ -54,8 +54,8 @@ def test_list_json_is_an_array_of_the_objects_show_prints(three, capsys) -> None
 
 
 def test_show_lists_the_revisions_with_sizes_and_sha256(three, store, capsys) -> None:
-    store.add_revision("s-done", Revision(1, 1000, "a" * 64, "2026-11-30T10:00:00", 1))
-    store.add_revision("s-done", Revision(2, 25_000_000, "b" * 64, "2026-11-30T11:00:00", 1, 2))
+    store.revisions.add("s-done", Revision(1, 1000, "a" * 64, "2026-11-30T10:00:00", 1))
+    store.revisions.add("s-done", Revision(2, 25_000_000, "b" * 64, "2026-11-30T11:00:00", 1, 2))
 
     _, out, _ = _run(capsys, "streams", "show", "s-done", "--json")
     revisions = json.loads(out)["revisions"]
@@ -224,7 +224,7 @@ def test_doctor_shows_what_the_store_can_do(registered, capsys, s3_server, s3, s
     assert "Contents" not in s3.list_objects_v2(Bucket=registered.s3_bucket)
     assert not s3.list_multipart_uploads(Bucket=registered.s3_bucket).get("Uploads")
     where = StreamBucket.load(registered.config_block).store_id
-    assert store.cached_capabilities(where) is not None
+    assert store.hints.cached_capabilities(where) is not None
 
 
 def test_doctor_names_a_missing_bucket_and_folder(registered, capsys) -> None:

@@ -33,7 +33,7 @@ def written_before_expiries(store, registered) -> None:
         ("s-live", Status.UPLOADING, 40),
     ]:
         at = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() - days_ago * DAY))
-        store.put(
+        store.streams.put(
             StreamRecord(
                 sid,
                 identity=f"1:{days_ago}:{sid}",
@@ -42,7 +42,7 @@ def written_before_expiries(store, registered) -> None:
                 last_activity_at_utc=at,
             )
         )
-        store.redis_client.persist(store.meta_key(sid))
+        store.redis_client.persist(store.space.meta_key(sid))
 
 
 def test_a_dry_run_prints_the_actions_and_changes_nothing(
@@ -57,9 +57,9 @@ def test_a_dry_run_prints_the_actions_and_changes_nothing(
     assert "would drop streams:by-identity 1:40:s-old -> s-old" in lines
     assert lines[-1] == "4 actions in a dry run (retention 30 days): nothing changed"
     assert len(lines) == 5
-    assert store.get("s-old") is not None
-    assert store.redis_client.pttl(store.meta_key("s-recent")) == -1
-    assert store.stream_for_identity("1:40:s-old") == "s-old"
+    assert store.streams.get("s-old") is not None
+    assert store.redis_client.pttl(store.space.meta_key("s-recent")) == -1
+    assert store.identities.stream_for("1:40:s-old") == "s-old"
 
 
 def test_prune_deletes_and_expires_at_the_configured_retention(
@@ -70,9 +70,9 @@ def test_prune_deletes_and_expires_at_the_configured_retention(
     assert code == 0
     assert lines[0].startswith("delete stream s-old")
     assert lines[-1] == "4 actions (retention 30 days)"
-    assert store.get("s-old") is None and store.stream_for_identity("1:40:s-old") is None
-    assert 19.9 * DAY < store.redis_client.ttl(store.meta_key("s-recent")) <= 20 * DAY
-    assert [r.stream_id for r in store.list_streams()] == ["s-recent", "s-failed", "s-live"]
+    assert store.streams.get("s-old") is None and store.identities.stream_for("1:40:s-old") is None
+    assert 19.9 * DAY < store.redis_client.ttl(store.space.meta_key("s-recent")) <= 20 * DAY
+    assert [r.stream_id for r in store.streams.list()] == ["s-recent", "s-failed", "s-live"]
 
     _, again = _run(capsys, "streams", "prune")
     assert again == ["0 actions (retention 30 days)"]
@@ -85,4 +85,4 @@ def test_the_retention_is_the_config_blocks(written_before_expiries, store, caps
 
     assert lines[0].startswith("expire stream s-old in 20.0 days")
     assert lines[-1] == "2 actions (retention 60 days)"
-    assert store.get("s-old") is not None
+    assert store.streams.get("s-old") is not None

@@ -55,7 +55,7 @@ def test_a_dry_run_prints_what_it_would_do_and_changes_nothing(
     assert out == (
         f"would abort stream {rec.stream_id} (2 parts, 7,340,032 bytes, discarded): nothing changed"
     )
-    assert store.get(rec.stream_id) == rec
+    assert store.streams.get(rec.stream_id) == rec
     assert _pending(s3, bucket) == {rec.s3_upload_id}
     assert s3.list_objects_v2(Bucket=bucket).get("Contents", []) == []
 
@@ -70,7 +70,7 @@ def test_without_yes_it_refuses_a_stdin_that_is_not_a_terminal(
 
     assert code == 1
     assert err == "stream-ingest: not confirmed: stdin is not a terminal (pass --yes to abort)"
-    assert store.get(rec.stream_id).status == "failed"
+    assert store.streams.get(rec.stream_id).status == "failed"
     assert _pending(s3, registered.s3_bucket) == {rec.s3_upload_id}
 
 
@@ -83,7 +83,7 @@ def test_it_asks_and_a_no_changes_nothing(stream, registered, s3, store, capsys,
     assert code == 1
     assert out.startswith(f"salvage stream {rec.stream_id}: 7,340,032 bytes into")
     assert out.endswith("nothing changed")
-    assert store.get(rec.stream_id).status == "failed"
+    assert store.streams.get(rec.stream_id).status == "failed"
     assert _pending(s3, registered.s3_bucket) == {rec.s3_upload_id}
 
 
@@ -98,7 +98,7 @@ def test_a_yes_salvages(stream, registered, s3, store, capsys, monkeypatch) -> N
     assert out.endswith(
         f"stream {rec.stream_id} salvaged: 7,340,032 bytes kept in s3://{registered.s3_bucket}/{key}"
     )
-    salvaged = store.get(rec.stream_id)
+    salvaged = store.streams.get(rec.stream_id)
     assert (salvaged.status, salvaged.salvage_key) == ("salvaged", key)
     assert salvaged.error == "salvaged by an operator"
     assert object_bytes(s3, registered.s3_bucket, key) == data
@@ -115,7 +115,7 @@ def test_abort_with_yes_discards_the_parts(stream, registered, s3, store, capsys
         out
         == f"stream {rec.stream_id} aborted: upload aborted: 2 parts, 7,340,032 bytes, discarded"
     )
-    aborted = store.get(rec.stream_id)
+    aborted = store.streams.get(rec.stream_id)
     assert aborted.status == "aborted"
     assert aborted.error == "aborted by an operator; 2 parts, 7,340,032 bytes, discarded"
     assert _pending(s3, registered.s3_bucket) == set()
@@ -125,7 +125,7 @@ def test_clear_errors_for_an_unknown_id_a_wrong_state_or_a_held_stream(
     stream, store, capsys
 ) -> None:
     rec, _ = stream
-    store.put(StreamRecord("done", status=Status.COMPLETED))
+    store.streams.put(StreamRecord("done", status=Status.COMPLETED))
 
     assert _run(capsys, "streams", "salvage", "nope", "--yes")[1:] == (
         "",
@@ -135,8 +135,8 @@ def test_clear_errors_for_an_unknown_id_a_wrong_state_or_a_held_stream(
         "",
         "stream-ingest: stream done is completed: nothing to salvage",
     )
-    assert store.acquire_lease(rec.stream_id, "a-run", 60)
+    assert store.leases.acquire(rec.stream_id, "a-run", 60)
     code, _, err = _run(capsys, "streams", "abort", rec.stream_id, "--yes")
     assert code == 1
     assert err == f"stream-ingest: stream {rec.stream_id} is held by a run; not touching it"
-    assert store.get(rec.stream_id).status == "failed"
+    assert store.streams.get(rec.stream_id).status == "failed"

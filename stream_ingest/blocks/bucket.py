@@ -71,7 +71,8 @@ _probing = threading.Lock()
 
 
 class CapabilityCache(Protocol):
-    """Where the probe's findings outlive the process (CheckpointStore: in Redis)."""
+    """Where the probe's findings outlive the process (`store.hints` of a CheckpointStore:
+    in Redis)."""
 
     def cached_capabilities(self, where: str) -> str | None: ...
 

@@ -117,7 +117,7 @@ def capability_checks(config: IngestConfig, near: str) -> Iterator[Check]:
     # The flows read the probe's answer from Redis: give them this one. (Redis is
     # checked next, and a failure reported there.)
     with contextlib.suppress(StreamError, redis.RedisError):
-        config.checkpoints.cache_capabilities(config.bucket.store_id, caps.to_json())
+        config.checkpoints.hints.cache_capabilities(config.bucket.store_id, caps.to_json())
     yield Check("s3 capabilities", True, caps.summary())
     for missing in caps.missing():
         yield Check("s3 lacks", True, missing)

@@ -24,11 +24,11 @@ log = logging.getLogger("stream_ingest.cli")
 def preview(config: IngestConfig, stream_id: str, action: Action) -> Plan:
     """What `action` would do, changing nothing; StreamError if it cannot be done."""
     store = config.checkpoints
-    record = store.require(stream_id)
+    record = store.streams.require(stream_id)
     refusal = endable(record, action)
     if refusal:
         raise StreamError(refusal)
-    if store.lease_holder(stream_id):
+    if store.leases.holder(stream_id):
         raise StreamError(f"stream {stream_id} is held by a run; not touching it")
     if action == "salvage":
         return plan_end(config.bucket, store, record)

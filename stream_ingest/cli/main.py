@@ -143,7 +143,7 @@ def streams_list(
     as_json: JsonOption = False,
 ) -> None:
     """List streams, oldest first."""
-    rows = [r.public() for r in _config().checkpoints.list_streams(status)]
+    rows = [r.public() for r in _config().checkpoints.streams.list(status)]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     elif not rows:
@@ -160,8 +160,8 @@ def streams_show(stream_id: str, as_json: JsonOption = False) -> None:
     """Show one stream: path, status, object, bytes, parts, SHA-256, run, error, and
     its object's revisions (sizes and SHA-256)."""
     store = _config().checkpoints
-    record = store.require(stream_id)
-    revisions = store.revisions(stream_id)
+    record = store.streams.require(stream_id)
+    revisions = store.revisions.list(stream_id)
     data = record.public()
     if as_json:
         data["revisions"] = [dataclasses.asdict(r) for r in revisions]
@@ -212,7 +212,7 @@ def streams_prune(
     give the others the expiry they lack, and drop index entries of streams that are
     gone. One line per action, then the count."""
     config = _config()
-    retired, dropped = config.checkpoints.prune(dry_run=dry_run)
+    retired, dropped = config.checkpoints.retention.prune(dry_run=dry_run)
     verb = "would " if dry_run else ""
     for step in retired:
         out.print(f"{verb}{step.describe()}")

@@ -21,7 +21,7 @@ class Rerun:
 def rerun_streams(config: IngestConfig, name: str, stream_id: str | None) -> list[Rerun]:
     """One new run per stream to rerun: `stream_id`, or every failed stream if None."""
     store = config.checkpoints
-    targets = [store.require(stream_id)] if stream_id else store.list_streams(Status.FAILED)
+    targets = [store.streams.require(stream_id)] if stream_id else store.streams.list(Status.FAILED)
     return [_rerun(config, name, rec) for rec in targets]
 
 

@@ -60,12 +60,12 @@ def mark_completed(ctx: StreamContext, done: Completion, etag: str) -> None:
         "failures": 0,
     }
     try:
-        store.set_status(rec.stream_id, Status.COMPLETED, **fields)
+        store.streams.set_status(rec.stream_id, Status.COMPLETED, **fields)
     except StreamNotFound:
         # Redis lost the stream after the object was completed: the run's copy,
         # completed, is the record (the object exists; nothing is uploaded again).
-        store.put(dataclasses.replace(rec, status=Status.COMPLETED, **fields))
-    store.add_revision(
+        store.streams.put(dataclasses.replace(rec, status=Status.COMPLETED, **fields))
+    store.revisions.add(
         rec.stream_id,
         Revision(
             rec.revision,
@@ -76,7 +76,7 @@ def mark_completed(ctx: StreamContext, done: Completion, etag: str) -> None:
             done.copied,
         ),
     )
-    store.forget_upload(rec.s3_upload_id)
+    store.parts.forget_upload(rec.s3_upload_id)
 
 
 def _tag(ctx: StreamContext, sha256: str, size: int) -> None:
@@ -129,7 +129,7 @@ def holds_the_parts(ctx: StreamContext) -> bool:
     """Whether the object is the one the stream's checkpointed parts make (by its
     multipart ETag, its checksum or its upload's mark, and its size: verify.py): an
     earlier try completed it."""
-    parts = ctx.store.parts(ctx.record.stream_id)
+    parts = ctx.store.parts.get(ctx.record.stream_id)
     head = ctx.bucket.head_object(ctx.record.s3_key)
     if head is None or not parts:
         return False
@@ -153,7 +153,7 @@ def record_object(ctx: StreamContext) -> tuple[Completion, dict[int, PartRecord]
     size from its HEAD, its SHA-256 from the file where the file still holds as many
     bytes ("" if the file is gone, replaced or shorter: the object is complete either
     way)."""
-    parts = ctx.store.parts(ctx.record.stream_id)
+    parts = ctx.store.parts.get(ctx.record.stream_id)
     head = ctx.bucket.head_object(ctx.record.s3_key) or {}
     digest, snap = "", None
     try:

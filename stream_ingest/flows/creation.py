@@ -21,12 +21,12 @@ def create_registered(
     create: Callable[[], str],
 ) -> str:
     """`create()` the upload for `stream_id` at `key` and register it."""
-    unfinished = store.begin_creation(stream_id, key)
+    unfinished = store.parts.begin_creation(stream_id, key)
     if unfinished is not None:
         adopt_unregistered(bucket, store, stream_id, key, unfinished)
     upload_id = create()
-    store.register_upload(upload_id, stream_id, key)
-    store.end_creation(stream_id, key)
+    store.parts.register_upload(upload_id, stream_id, key)
+    store.parts.end_creation(stream_id, key)
     return upload_id
 
 
@@ -34,12 +34,12 @@ def adopt_unregistered(
     bucket: StreamBucket, store: CheckpointStore, stream_id: str, key: str, since: float
 ) -> list[str]:
     """Register, for `stream_id`, the uploads at exactly `key` that no entry names."""
-    known = store.uploads()
+    known = store.parts.uploads()
     found = [
         u.upload_id
         for u in bucket.list_multipart_uploads(key)
         if u.key == key and u.upload_id not in known
     ]
     for upload_id in found:
-        store.adopt_upload(upload_id, stream_id, key, since)
+        store.parts.adopt_upload(upload_id, stream_id, key, since)
     return found

@@ -104,20 +104,20 @@ def finalize(
         raise
     # Redis may have restarted empty since the last part was recorded: without its
     # record the stream could only start over, with a new upload and every part again.
-    if store.restore(rec):
+    if store.parts.restore(rec):
         log.warning("stream %s: checkpoint was lost; rebuilt it from this run", rec.stream_id)
     try:
-        store.set_status(rec.stream_id, Status.FINALIZING)
+        store.streams.set_status(rec.stream_id, Status.FINALIZING)
     except StreamNotFound:  # lost again since the restore above
-        store.restore(dataclasses.replace(rec, status=Status.FINALIZING))
+        store.parts.restore(dataclasses.replace(rec, status=Status.FINALIZING))
     # From here the run's copy says finalizing, so a record rebuilt after Redis lost it
-    # (record_part, restore) can still move on to completed.
+    # (store.parts.record, store.parts.restore) can still move on to completed.
     ctx = ctx.with_record(dataclasses.replace(rec, status=Status.FINALIZING))
     rec = ctx.record
     plan = final_plan(before.size, rec.part_plan)
     parts = dict(known)
     if (task_run.run_count or 1) > 1:  # what an earlier try uploaded is checkpointed
-        parts |= store.parts(rec.stream_id)
+        parts |= store.parts.get(rec.stream_id)
     reuploaded = 0
     final = trusted_parts(read_at or {}, (before.size, before.mtime_ns))
     todo = [pr for pr in plan if not _is_final(pr, parts.get(pr.number), final)]
@@ -150,11 +150,11 @@ def finalize(
     after = snapshot(ctx.path, ctx.owned)
     if (after.size, after.mtime_ns) != (before.size, before.mtime_ns):
         log.info("stream %s: file changed while finalizing; tailing again", rec.stream_id)
-        store.set_status(rec.stream_id, Status.UPLOADING)
+        store.streams.set_status(rec.stream_id, Status.UPLOADING)
         return Finalized(completed=False, uploaded=parts)
     chosen = [parts[pr.number] for pr in plan]
     # A run frozen past its TTL must not complete what its successor now owns.
-    store.renew_lease(rec.stream_id, ctx.token, ctx.config.lease_ttl_seconds)
+    store.leases.renew(rec.stream_id, ctx.token, ctx.config.lease_ttl_seconds)
     etag = _complete(ctx, chosen)
     # An answer naming our parts' multipart ETag is the object's proof (its size is
     # theirs); anything else (an opaque ETag, an earlier try's completion) is checked

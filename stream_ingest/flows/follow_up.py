@@ -18,12 +18,12 @@ from stream_ingest.takes import Change
 
 
 def look_again(cfg: IngestConfig, config: str, stream_id: str) -> str | None:
-    """If a run asked (stream_ingest/blocks/leases.py ask_again), start the run for the change it saw;
+    """If a run asked (stream_ingest/blocks/store_leases.py ask_again), start the run for the change it saw;
     returns what was done, None if nobody asked or nothing changed."""
     store, log = cfg.checkpoints, get_run_logger()
-    if not store.take_ask_again(stream_id):
+    if not store.leases.take_ask_again(stream_id):
         return None
-    record = store.require(stream_id)
+    record = store.streams.require(stream_id)
     if change_since(store, record) == Change.NONE:
         return None
     try:

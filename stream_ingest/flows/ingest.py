@@ -139,7 +139,7 @@ def tail_and_finalize(
             closed = False
             if state == WriterState.UNKNOWN and s.trust_close_hints and quiet >= s.settle_seconds:
                 try:
-                    closed = ctx.store.take_closed_hint(
+                    closed = ctx.store.hints.take_closed(
                         ctx.path, rec.identity, snap.size, snap.mtime_ns
                     )
                 except CheckpointUnavailable:  # a Redis blip is no reason to fail: the
@@ -296,8 +296,8 @@ def _rekey(
         "stream %s: %s; uploading it again under the next free key", rec.stream_id, taken
     )
     ctx.bucket.abort_multipart_upload(rec.s3_key, rec.s3_upload_id)
-    ctx.store.forget_upload(rec.s3_upload_id)
-    ctx.store.update(rec.stream_id, s3_key="", s3_upload_id="")
+    ctx.store.parts.forget_upload(rec.s3_upload_id)
+    ctx.store.streams.update(rec.stream_id, s3_key="", s3_upload_id="")
     fresh = ctx.with_record(dataclasses.replace(rec, s3_key="", s3_upload_id=""))
     opened = open_upload(fresh, flow_run_id)
     return fresh.with_record(opened.record), dict(opened.parts or {})
@@ -308,10 +308,10 @@ def _skip(ctx: StreamContext, skipped: TakeSkipped) -> dict[str, Any]:
     rec = ctx.record
     if rec.s3_upload_id:
         ctx.bucket.abort_multipart_upload(rec.s3_key, rec.s3_upload_id)
-        ctx.store.forget_upload(rec.s3_upload_id)
-    ctx.store.set_status(rec.stream_id, Status.SKIPPED, error=str(skipped))
+        ctx.store.parts.forget_upload(rec.s3_upload_id)
+    ctx.store.streams.set_status(rec.stream_id, Status.SKIPPED, error=str(skipped))
     get_run_logger().warning("stream %s: %s", rec.stream_id, skipped)
-    return {**ctx.store.require(rec.stream_id).public(), "message": str(skipped)}
+    return {**ctx.store.streams.require(rec.stream_id).public(), "message": str(skipped)}
 
 
 def _end_lost(ctx: StreamContext, message: str, reporter: Reporter) -> None:
@@ -319,7 +319,7 @@ def _end_lost(ctx: StreamContext, message: str, reporter: Reporter) -> None:
     (or the upload aborted, if it holds nothing to keep). Where that cannot be done
     now, the stream fails with its upload kept, for the janitor or an operator."""
     log, sid = get_run_logger(), ctx.record.stream_id
-    record = ctx.store.get(sid) or ctx.record
+    record = ctx.store.streams.get(sid) or ctx.record
     try:
         ended = carry_out(ctx.bucket, ctx.store, plan_end(ctx.bucket, ctx.store, record), message)
     except StreamError as exc:
@@ -397,8 +397,8 @@ def stream_ingest(
         found = find_stream(cfg, path, stream_id, token)
     except (SourceMissing, SourceNotAFile, SourceUnreadable, SourceOutsideFolder) as exc:
         sid = stream_id or record_failure(store, path, exc)
-        if stream_id and store.get(stream_id):
-            store.set_status(stream_id, Status.FAILED, error=str(exc))
+        if stream_id and store.streams.get(stream_id):
+            store.streams.set_status(stream_id, Status.FAILED, error=str(exc))
         log.error("stream %s: %s", sid, exc)
         raise
     record, leased = found.record, found.leased
@@ -458,4 +458,4 @@ def stream_ingest(
         result.reuploaded,
         result.sha256,
     )
-    return store.require(record.stream_id).public()
+    return store.streams.require(record.stream_id).public()

@@ -46,8 +46,8 @@ def sweep(config: str | None = None, now: float | None = None) -> list[Action]:
     config_name = config or config_block_name()  # what the flow would use by default
     bucket, store = cfg.bucket, cfg.checkpoints
     now = time.time() if now is None else now
-    active = {r.stream_id: r for r in store.active_streams()}
-    leased = {sid for sid in active if store.lease_holder(sid)}
+    active = {r.stream_id: r for r in store.streams.active()}
+    leased = {sid for sid in active if store.leases.holder(sid)}
     runs = {r.flow_run_id for r in active.values() if r.flow_run_id}
     stale = STALE_AFTER_LEASES * cfg.lease_ttl_seconds
     actions = plan_streams(active, leased, ended_runs(runs), now, stale)
@@ -56,15 +56,15 @@ def sweep(config: str | None = None, now: float | None = None) -> list[Action]:
         active[act.stream_id] = dataclasses.replace(active[act.stream_id], status=Status.FAILED)
         log.info("stream %s marked failed: %s", act.stream_id, act.reason)
     ttl = cfg.upload_ttl_hours * 3600
-    for sid, key, at in store.creations():
+    for sid, key, at in store.parts.creations():
         if now - at >= ttl:  # its run died between S3's creation and the registry
             adopted = adopt_unregistered(bucket, store, sid, key, at)
-            store.end_creation(sid, key)
+            store.parts.end_creation(sid, key)
             if adopted:
                 log.info("stream %s: found %d unregistered upload(s) at %s", sid, len(adopted), key)
-    registry = store.uploads()
+    registry = store.parts.uploads()
     owners = {str(u.get("stream_id", "")) for u in registry.values()}
-    records = {r.stream_id: r for r in store.streams(owners - active.keys())} | active
+    records = {r.stream_id: r for r in store.streams.many(owners - active.keys())} | active
     # Uploads are listed under the prefix when every key starts with it.
     prefix = cfg.s3_prefix if cfg.s3_key_template.startswith("{prefix}/") else ""
     pending = bucket.list_multipart_uploads(prefix)
@@ -84,7 +84,7 @@ def sweep(config: str | None = None, now: float | None = None) -> list[Action]:
             done.append(_salvage(cfg, act, config_name))
         elif act.kind == "abort-upload":
             bucket.abort_multipart_upload(keys[act.target], act.target)
-            store.forget_upload(act.target)
+            store.parts.forget_upload(act.target)
             log.info(
                 "aborted upload %s of stream %s: %s", act.target[:12], act.stream_id, act.reason
             )
@@ -92,7 +92,7 @@ def sweep(config: str | None = None, now: float | None = None) -> list[Action]:
         else:
             log.info("kept upload %s of stream %s: %s", act.target[:12], act.stream_id, act.reason)
             done.append(act)
-    return actions + done + sweep_report(store.sweep_indexes(now))
+    return actions + done + sweep_report(store.retention.sweep(now))
 
 
 def _salvage(cfg: IngestConfig, act: Action, config_name: str) -> Action:

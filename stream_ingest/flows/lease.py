@@ -50,7 +50,7 @@ class LeaseKeeper:
                 self._give_up(quiet)
                 return
             try:
-                self.store.renew_lease(self.stream_id, self.token, self.ttl)
+                self.store.leases.renew(self.stream_id, self.token, self.ttl)
             except LeaseLost:
                 self.lost = True
                 return
@@ -83,7 +83,7 @@ class LeaseKeeper:
         self._stop.set()
         self._thread.join()
         with contextlib.suppress(CheckpointUnavailable):  # it expires by itself
-            self.store.release_lease(self.stream_id, self.token)
+            self.store.leases.release(self.stream_id, self.token)
 
 
 def waiting_in(thread_id: int) -> str:

@@ -68,7 +68,7 @@ def record_failure(store: CheckpointStore, path: str, error: StreamError) -> str
     record = StreamRecord(
         stream_id=str(uuid.uuid4()), original_path=path, status=Status.FAILED, error=str(error)
     )
-    store.put(record)
+    store.streams.put(record)
     return record.stream_id
 
 
@@ -89,7 +89,7 @@ def find_stream(config: IngestConfig, path: str, stream_id: str | None, token: s
     for a new file, and take its lease. A completed stream whose file has grown or
     changed since comes back as its next revision."""
     store = config.checkpoints
-    record = store.get(stream_id) if stream_id else None
+    record = store.streams.get(stream_id) if stream_id else None
     path = os.path.abspath(path) if path else (record.original_path if record else "")
     if record is None:
         # A known stream's source is checked once its lease is held (open-upload),
@@ -103,49 +103,49 @@ def find_stream(config: IngestConfig, path: str, stream_id: str | None, token: s
             watch_dir=os.path.abspath(config.watch_dir),
             identity=str(snap.identity),
         )
-        sid, created = store.claim_identity(fresh.identity, fresh)
-        record = store.require(sid)
+        sid, created = store.identities.claim(fresh.identity, fresh)
+        record = store.streams.require(sid)
         if not created and is_new_take(record, snap.size, snap.mtime_ns):
-            sid, _ = store.rebind_identity(fresh.identity, record.stream_id, fresh)
-            record = store.require(sid)
+            sid, _ = store.identities.rebind(fresh.identity, record.stream_id, fresh)
+            record = store.streams.require(sid)
     if not record.original_path:
-        store.update(record.stream_id, original_path=path)
+        store.streams.update(record.stream_id, original_path=path)
         record = dataclasses.replace(record, original_path=path)
     if record.status in TERMINAL and change_since(store, record) != Change.REVISION:
         return Found(record, False)
     ttl = config.lease_ttl_seconds
-    leased = store.acquire_lease(record.stream_id, token, ttl)
+    leased = store.leases.acquire(record.stream_id, token, ttl)
     if not leased:
-        holder = store.lease_holder(record.stream_id)
+        holder = store.leases.holder(record.stream_id)
         # A crashed run's lease would block a rerun until its TTL ran out.
-        leased = bool(holder and run_is_over(holder)) and store.take_over_lease(
+        leased = bool(holder and run_is_over(holder)) and store.leases.take_over(
             record.stream_id, holder or "", token, ttl
         )
     if not leased:
         # The holder may be past its last look at the file (completing it): ask it to
         # look again when it lets go, then try once more, so that a holder that let go
         # meanwhile cannot miss the request (it asks after its release).
-        store.ask_again(record.stream_id)
-        leased = store.acquire_lease(record.stream_id, token, ttl)
+        store.leases.ask_again(record.stream_id)
+        leased = store.leases.acquire(record.stream_id, token, ttl)
     if leased:
-        store.take_ask_again(record.stream_id)  # this run looks at the file itself
+        store.leases.take_ask_again(record.stream_id)  # this run looks at the file itself
     if not leased or record.status != Status.COMPLETED:
         return Found(record, leased)
     # Under the lease, ask again: another run may have uploaded this very change.
-    record = store.require(record.stream_id)
+    record = store.streams.require(record.stream_id)
     change = change_since(store, record)
     if change == Change.REVISION:
         change = _by_content(store, config.bucket, record)
     if change == Change.NEW_TAKE:
         # Nothing of the completed object is in the file any more: `ffmpeg -y` wrote
         # another take before anyone looked. A new stream, never a revision over take 1.
-        store.release_lease(record.stream_id, token)
+        store.leases.release(record.stream_id, token)
         return Found(record, False, _hand_over(store, record))
     if change != Change.REVISION:
-        store.release_lease(record.stream_id, token)
+        store.leases.release(record.stream_id, token)
         return Found(record, False)
-    store.clear_hints(record.original_path)  # a close of the earlier take is not news
-    return Found(store.begin_revision(record.stream_id, token), True)
+    store.hints.clear(record.original_path)  # a close of the earlier take is not news
+    return Found(store.revisions.begin(record.stream_id, token), True)
 
 
 def change_since(store: CheckpointStore, record: StreamRecord) -> Change:
@@ -155,9 +155,9 @@ def change_since(store: CheckpointStore, record: StreamRecord) -> Change:
         snap = snapshot(record.original_path, record.identity or None)
     except StreamError:  # gone, replaced, unreadable
         return Change.NONE
-    bound = store.stream_for_identity(str(snap.identity))
+    bound = store.identities.stream_for(str(snap.identity))
     if bound is None and (old := legacy(str(snap.identity))):
-        bound = store.stream_for_identity(old)
+        bound = store.identities.stream_for(old)
     if bound not in (None, record.stream_id):
         return Change.NONE
     return after_completion(record, snap.size, snap.mtime_ns)
@@ -170,7 +170,7 @@ def _by_content(store: CheckpointStore, bucket: StreamBucket, record: StreamReco
     new mtime, so the next look is a stat again, and no revision is opened. No part
     unchanged (a one-part take has no other): the last part's bytes in S3 against the
     file's, block by block, tell a patched head from another recording."""
-    parts = store.parts(record.stream_id)
+    parts = store.parts.get(record.stream_id)
     path = record.original_path
     try:
         before = snapshot(path, record.identity or None)
@@ -197,7 +197,7 @@ def _by_content(store: CheckpointStore, bucket: StreamBucket, record: StreamReco
         after = snapshot(path, record.identity or None)
         if (after.size, after.mtime_ns) != (before.size, before.mtime_ns):
             return Change.REVISION  # written while we read: a revision run looks again
-        store.update(record.stream_id, completed_mtime_ns=before.mtime_ns)
+        store.streams.update(record.stream_id, completed_mtime_ns=before.mtime_ns)
         get_run_logger().info(
             "stream %s: %s was touched but its bytes are the object's; nothing to upload",
             record.stream_id,
@@ -235,8 +235,8 @@ def _hand_over(store: CheckpointStore, old: StreamRecord) -> StreamRecord:
         watch_dir=old.watch_dir,
         identity=str(snap.identity),
     )
-    sid, _created = store.rebind_identity(fresh.identity, old.stream_id, fresh)
-    return store.require(sid)
+    sid, _created = store.identities.rebind(fresh.identity, old.stream_id, fresh)
+    return store.streams.require(sid)
 
 
 def _new_upload(ctx: StreamContext, flow_run_id: str) -> StreamRecord:
@@ -263,7 +263,7 @@ def _new_upload(ctx: StreamContext, flow_run_id: str) -> StreamRecord:
     )
     # Found out here, off the end of the recording, where a completion relies on it;
     # the first stream on a store probes it, the rest read Redis.
-    bucket.capabilities(key, store)
+    bucket.capabilities(key, store.hints)
     mark = uuid.uuid4().hex
     upload_id = create_registered(
         bucket,
@@ -290,9 +290,9 @@ def _new_upload(ctx: StreamContext, flow_run_id: str) -> StreamRecord:
         "opened_at_utc": utc_now(),
     }
     try:
-        store.replace_parts(rec.stream_id, [])
-        store.update(rec.stream_id, **fields)
-        store.set_status(rec.stream_id, Status.UPLOADING, flow_run_id=flow_run_id)
+        store.parts.replace(rec.stream_id, [])
+        store.streams.update(rec.stream_id, **fields)
+        store.streams.set_status(rec.stream_id, Status.UPLOADING, flow_run_id=flow_run_id)
     except Exception:
         bucket.abort_multipart_upload(key, upload_id)
         raise
@@ -331,9 +331,9 @@ def _confirming(ctx: StreamContext, flow_run_id: str, prior: dict[int, PartRecor
     rerun resumes first: the janitor marks a stream failed when its run died)."""
     rec, store = ctx.record, ctx.store
     if rec.status == Status.FAILED:
-        store.set_status(rec.stream_id, Status.UPLOADING, flow_run_id=flow_run_id, error="")
-    store.set_status(rec.stream_id, Status.FINALIZING)
-    return Opened(store.require(rec.stream_id), None, prior)
+        store.streams.set_status(rec.stream_id, Status.UPLOADING, flow_run_id=flow_run_id, error="")
+    store.streams.set_status(rec.stream_id, Status.FINALIZING)
+    return Opened(store.streams.require(rec.stream_id), None, prior)
 
 
 @task(name="open-upload", task_run_name="open-upload", **RETRIED)
@@ -344,7 +344,7 @@ def open_upload(ctx: StreamContext, flow_run_id: str) -> Opened:
     rec, store = ctx.record, ctx.store
     folder = rec.watch_dir or ctx.config.watch_dir
     # A revision copies unchanged parts from the completed object (see upload.put_part).
-    prior = store.prior_parts(rec.stream_id) if rec.revision > 1 else {}
+    prior = store.revisions.prior_parts(rec.stream_id) if rec.revision > 1 else {}
     try:
         check_inside(rec.original_path, folder, ctx.config.follow_symlinks)
         check_readable(rec.original_path)
@@ -368,12 +368,12 @@ def open_upload(ctx: StreamContext, flow_run_id: str) -> Opened:
             log.info("stream %s: object was completed by an earlier run", rec.stream_id)
             return _confirming(ctx, flow_run_id, prior)
         log.warning("stream %s: multipart upload is gone; starting a new one", rec.stream_id)
-        store.forget_upload(rec.s3_upload_id)
+        store.parts.forget_upload(rec.s3_upload_id)
         fresh = ctx.with_record(dataclasses.replace(rec, s3_upload_id=""))
         return Opened(_new_upload(fresh, flow_run_id), {}, prior)
-    kept = reconcile(store.parts(rec.stream_id), in_s3, rec.part_plan)
-    store.replace_parts(rec.stream_id, kept)
-    store.set_status(rec.stream_id, Status.UPLOADING, flow_run_id=flow_run_id, error="")
+    kept = reconcile(store.parts.get(rec.stream_id), in_s3, rec.part_plan)
+    store.parts.replace(rec.stream_id, kept)
+    store.streams.set_status(rec.stream_id, Status.UPLOADING, flow_run_id=flow_run_id, error="")
     log.info(
         "stream %s: resuming upload with %d checkpointed parts (%d in S3)",
         rec.stream_id,

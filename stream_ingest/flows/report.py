@@ -90,9 +90,9 @@ def record_failed(
         The stream as stored now: its events carry the new count.
     """
     # Counted on the stored record: a run's copy may predate other failures.
-    stored = store.get(record.stream_id) or record
+    stored = store.streams.get(record.stream_id) or record
     failures = stored.failures + 1 if counted else stored.failures
-    store.set_status(record.stream_id, Status.FAILED, error=message, failures=failures)
+    store.streams.set_status(record.stream_id, Status.FAILED, error=message, failures=failures)
     return dataclasses.replace(stored, status=Status.FAILED, error=message, failures=failures)
 
 

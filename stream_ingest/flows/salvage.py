@@ -108,7 +108,7 @@ def plan_end(bucket: StreamBucket, store: CheckpointStore, record: StreamRecord)
         return _resumed(bucket, rec)
     if not in_s3:
         return Plan(rec, "abort", "no part was uploaded")
-    if rec.revision > 1 and in_completed(in_s3, store.prior_parts(rec.stream_id)):
+    if rec.revision > 1 and in_completed(in_s3, store.revisions.prior_parts(rec.stream_id)):
         head = bucket.head_object(rec.s3_key) or {}
         if rec.object_etag and head.get("ETag") == rec.object_etag:
             why = f"every uploaded byte is in the object of revision {rec.revision - 1}"
@@ -147,20 +147,20 @@ def end_unheld(
     StreamError when a run holds the stream or it is not failed."""
     store, bucket, ttl = config.checkpoints, config.bucket, config.lease_ttl_seconds
     token = f"{action}-{uuid.uuid4()}"
-    if not store.acquire_lease(stream_id, token, ttl):
+    if not store.leases.acquire(stream_id, token, ttl):
         raise StreamError(f"stream {stream_id} is held by a run; not touching it")
     try:
-        record = store.require(stream_id)
+        record = store.streams.require(stream_id)
         refusal = endable(record, action)
         if refusal:
             raise StreamError(refusal)
         plan = (
             plan_end(bucket, store, record) if action == "salvage" else plan_abort(bucket, record)
         )
-        beat = lambda: store.renew_lease(stream_id, token, ttl)  # noqa: E731
+        beat = lambda: store.leases.renew(stream_id, token, ttl)  # noqa: E731
         ended = carry_out(bucket, store, plan, why, beat)
     finally:
-        store.release_lease(stream_id, token)
+        store.leases.release(stream_id, token)
     announce(ended.record, ended.how, ended.record.error, config_name, log, **ended.payload)
     log.info("stream %s %s: %s (%s)", stream_id, ended.how, ended.summary, ended.record.error)
     return ended
@@ -208,17 +208,19 @@ def carry_out(
     if plan.action == "abort":
         if rec.s3_upload_id:
             bucket.abort_multipart_upload(rec.s3_key, rec.s3_upload_id)
-            store.forget_upload(rec.s3_upload_id)
-        store.set_status(sid, Status.ABORTED, error=f"{why}; {plan.reason}" if plan.reason else why)
-        return Ended(store.require(sid), ABORTED, f"upload aborted: {plan.reason}")
-    store.update(sid, salvage_key=plan.key)  # from here a crashed try is resumed
+            store.parts.forget_upload(rec.s3_upload_id)
+        store.streams.set_status(
+            sid, Status.ABORTED, error=f"{why}; {plan.reason}" if plan.reason else why
+        )
+        return Ended(store.streams.require(sid), ABORTED, f"upload aborted: {plan.reason}")
+    store.streams.update(sid, salvage_key=plan.key)  # from here a crashed try is resumed
     if plan.parts:
         try:
             bucket.complete_multipart_upload(
                 rec.s3_key, rec.s3_upload_id, plan.parts, if_absent=True
             )
         except KeyTaken:
-            store.update(sid, salvage_key="")
+            store.streams.update(sid, salvage_key="")
             raise CannotSalvage(sid, f"an object holds its key {rec.s3_key}; upload kept") from None
         except S3Rejected as exc:
             if exc.code != "InvalidPart" or not plan.left_out:
@@ -226,13 +228,13 @@ def carry_out(
             # Ceph's gateway (16.2) completes an upload only from all of its parts; the
             # parts after the gap cannot be deleted, and no object holds the bytes to
             # copy them from: only an operator can decide (streams abort).
-            store.update(sid, salvage_key="")
+            store.streams.update(sid, salvage_key="")
             raise CannotSalvage(
                 sid,
                 f"the store refuses to complete the upload without the {plan.left_out} "
                 f"parts after its gap (InvalidPart); upload kept",
             ) from None
-        store.forget_upload(rec.s3_upload_id)
+        store.parts.forget_upload(rec.s3_upload_id)
     head = bucket.head_object(rec.s3_key)
     if head is not None and _ours(head, plan):
         if not plan.copied:
@@ -240,12 +242,12 @@ def carry_out(
         bucket.delete_object(rec.s3_key, head["ETag"])
     elif not plan.copied:
         raise CannotSalvage(sid, f"the object at {rec.s3_key} is not this stream's")
-    store.set_status(
+    store.streams.set_status(
         sid, Status.SALVAGED, salvage_key=plan.key, salvaged_bytes=plan.size, error=why
     )
     payload = {"salvage_key": plan.key, "bytes": plan.size, "left_out_parts": plan.left_out}
     summary = f"{plan.size:,} bytes kept in s3://{rec.s3_bucket}/{printable(plan.key)}"
-    return Ended(store.require(sid), SALVAGED, summary, payload)
+    return Ended(store.streams.require(sid), SALVAGED, summary, payload)
 
 
 def _ours(head: dict[str, Any], plan: Plan) -> bool:
@@ -290,9 +292,9 @@ def _copy(
     except BaseException:
         with contextlib.suppress(Exception):  # else the registry keeps it for the janitor
             bucket.abort_multipart_upload(plan.key, upload_id)
-            store.forget_upload(upload_id)
+            store.parts.forget_upload(upload_id)
         raise
-    store.forget_upload(upload_id)
+    store.parts.forget_upload(upload_id)
     if bucket.extra_tags:  # as a take's object has them; the copy is kept untagged else
         with contextlib.suppress(StreamError):
             bucket.tag_object(plan.key, {})

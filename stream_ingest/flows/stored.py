@@ -56,10 +56,10 @@ def complete_as_stored(ctx: StreamContext, stored: AlreadyStored) -> StreamConte
     )
     # Through the states a completion takes (detected or failed -> uploading ->
     # finalizing -> completed), so the transitions stay the one lifecycle.
-    ctx.store.set_status(
+    ctx.store.streams.set_status(
         rec.stream_id, Status.UPLOADING, s3_key=rec.s3_key, s3_bucket=rec.s3_bucket
     )
-    ctx.store.set_status(rec.stream_id, Status.FINALIZING)
+    ctx.store.streams.set_status(rec.stream_id, Status.FINALIZING)
     ctx = ctx.with_record(rec)
     modified = stored.head.get("LastModified")
     size = int(stored.head["ContentLength"])

@@ -41,7 +41,7 @@ def put_part(ctx: StreamContext, number: int, data: bytes | bytearray, offset: i
     if part is None:
         held = ctx.bucket.upload_part(rec.s3_key, rec.s3_upload_id, number, data)
         part = PartRecord(number, held.etag, offset, len(data), checksum, held.crc32)
-    ctx.store.record_part(rec, ctx.token, part, ctx.config.lease_ttl_seconds)
+    ctx.store.parts.record(rec, ctx.token, part, ctx.config.lease_ttl_seconds)
     return part
 
 
@@ -168,7 +168,7 @@ class _PartSender:
     def __init__(self, ctx: StreamContext) -> None:
         self.ctx, self.plan = ctx, ctx.record.part_plan
         retried = (task_run.run_count or 1) > 1
-        self.held = ctx.store.parts(ctx.record.stream_id) if retried else {}
+        self.held = ctx.store.parts.get(ctx.record.stream_id) if retried else {}
         self.log = get_run_logger()
 
     def __call__(self, number: int) -> PartRecord:

@@ -15,13 +15,13 @@ Design
 
 Dedupe: one run per take of a file incarnation, however many events and restarts.
 The incarnation is the file identity "dev:ino:birth" (birth time from statx).
-`CheckpointStore.claim_identity` (an optimistic WATCH/MULTI/EXEC transaction) lets one
+`store.identities.claim` (an optimistic WATCH/MULTI/EXEC transaction) lets one
 event create the stream; the run is created with the idempotency key
 `stream-ingest:{stream_id}`, so a claim whose trigger was interrupted is triggered
 again safely. Deleting or renaming a file releases its identity, and a rename starts a
 new stream for the new name. A known file opened, closed or scanned again is compared
 with its stream (`stream_ingest.takes`): smaller than what was uploaded or completed is
-a new take (`rebind_identity`: a new stream), a completed file that grew or changed
+a new take (`store.identities.rebind`: a new stream), a completed file that grew or changed
 gets one revision run (key `stream-ingest:{id}:revision-{n}`), and a file whose stream
 was aborted is a new stream.
 

@@ -1,7 +1,7 @@
 """Turning sensor events into at most one flow run per take of a file incarnation,
 plus the close and delete hints the flow reads.
 
-Dedupe has two layers. Redis: `claim_identity` binds the file identity
+Dedupe has two layers. Redis: `store.identities.claim` binds the file identity
 ("dev:ino:birth") to
 a new stream in one optimistic transaction (WATCH the identity index, MULTI, EXEC), so
 only the first sensor event for an incarnation, across restarts and sensors, creates
@@ -146,7 +146,7 @@ class StreamTrigger:
             self.seen.move_to_end(path)
             if cause == "created":
                 return identity
-            record = self.store.get(known.stream_id)
+            record = self.store.streams.get(known.stream_id)
             if record is not None:
                 self._revisit(path, identity, record)
                 return identity
@@ -158,15 +158,15 @@ class StreamTrigger:
         if known is not None:
             # Another file now sits at this path (replaced by a rename over it, or
             # its delete event was missed): release the old incarnation's identity.
-            self.store.forget_identity(known.identity, known.stream_id)
+            self.store.identities.forget(known.identity, known.stream_id)
         fresh = self._fresh(path, identity)
-        sid, created = self.store.claim_identity(identity, fresh)
+        sid, created = self.store.identities.claim(identity, fresh)
         if created:
             # Hints at this path belong to an earlier incarnation.
-            self.store.clear_hints(path)
+            self.store.hints.clear(path)
             self._start(path, sid, identity, cause)
         else:
-            existing = self.store.get(sid)
+            existing = self.store.streams.get(sid)
             if existing is not None and (
                 existing.status == Status.COMPLETED
                 or is_new_take(existing, snap.size, snap.mtime_ns)
@@ -193,7 +193,7 @@ class StreamTrigger:
 
     def _new_take(self, path: str, identity: str, old: StreamRecord, size: int) -> str:
         fresh = self._fresh(path, identity)
-        sid, created = self.store.rebind_identity(identity, old.stream_id, fresh)
+        sid, created = self.store.identities.rebind(identity, old.stream_id, fresh)
         if not created:
             # Rebound already (by the flow, or by this handler before its trigger
             # failed): start the run only if that stream never got one.
@@ -207,7 +207,7 @@ class StreamTrigger:
                 old.stream_id,
                 size,
             )
-            self.store.clear_hints(path)
+            self.store.hints.clear(path)
             self._start(path, sid, identity, "new take")
         self._remember(path, Seen(identity, sid))
         return sid
@@ -217,7 +217,7 @@ class StreamTrigger:
         state (repeated events for the same state return the same run; a run that
         found nothing to do does not stand in the way of a later change)."""
         sid, number = record.stream_id, record.revision + 1
-        if self.store.stream_for_identity(identity) != sid:
+        if self.store.identities.stream_for(identity) != sid:
             return  # the file is another stream's now (a new take)
         request = RunRequest.revision(
             self.deployment,
@@ -274,8 +274,8 @@ class StreamTrigger:
         """Unbind identities whose file is no longer at its stream's path (deleted or
         renamed while we were not looking): the kernel reuses inode numbers, and a
         renamed file must become a new stream under its new name."""
-        bound = self.store.identities()
-        records = {r.stream_id: r for r in self.store.streams(set(bound.values()))}
+        bound = self.store.identities.all()
+        records = {r.stream_id: r for r in self.store.streams.many(set(bound.values()))}
         released = 0
         for identity, sid in bound.items():
             record = records.get(sid)
@@ -288,7 +288,7 @@ class StreamTrigger:
             except StreamError:
                 continue  # unreadable now (permissions, a stale mount): cannot tell
             if now is None or not same_file(identity, now):
-                self.store.forget_identity(identity, sid)
+                self.store.identities.forget(identity, sid)
                 released += 1
         if released:
             log.info("released %d identities of files that are gone", released)
@@ -296,20 +296,20 @@ class StreamTrigger:
     def _needs_run(self, path: str, sid: str, identity: str, fresh: StreamRecord) -> bool:
         """The identity was claimed before. It still needs a run only if the claimer
         crashed before it recorded one (the retry reuses the idempotency key)."""
-        existing = self.store.get(sid)
+        existing = self.store.streams.get(sid)
         if existing is None:
-            # claim_identity is two round trips (HSETNX, then the meta hash): a crash
+            # A claim is two round trips (HSETNX, then the meta hash): a crash
             # between them leaves an identity pointing at nothing, which the flow
             # cannot open. Rebuild the record under the claimed id.
-            self.store.put(replace(fresh, stream_id=sid))
+            self.store.streams.put(replace(fresh, stream_id=sid))
         elif existing.status != Status.DETECTED or existing.flow_run_id:
             log.debug("%s: stream %s exists (%s); nothing to do", path, sid, existing.status)
             return False
         elif existing.original_path != path:
-            self.store.update(sid, original_path=path)
+            self.store.streams.update(sid, original_path=path)
         # Keep a close hint that is already about this very incarnation.
-        if self.store.closed_hint(path, identity) is None:
-            self.store.clear_hints(path)
+        if self.store.hints.closed_at(path, identity) is None:
+            self.store.hints.clear(path)
         return True
 
     def _start(self, path: str, sid: str, identity: str, cause: Cause) -> None:
@@ -320,7 +320,7 @@ class StreamTrigger:
             run_id = self.trigger(request)
         except Exception as exc:
             raise TriggerFailed(exc) from exc
-        self.store.update(sid, flow_run_id=run_id)
+        self.store.streams.update(sid, flow_run_id=run_id)
         if cause == "moved":
             # Renamed into place (`x.mp4.part` -> `x.mp4`): written already, and no
             # close-after-write will follow, so the flow need not wait its idle timeout.
@@ -341,7 +341,7 @@ class StreamTrigger:
             snap = snapshot(path, identity)
         except StreamError:  # gone or replaced already: nothing this close could end
             return
-        self.store.hint_closed(path, identity, snap.size, snap.mtime_ns)
+        self.store.hints.note_closed(path, identity, snap.size, snap.mtime_ns)
 
     # -- close ----------------------------------------------------------------
     def closed(self, path: str) -> None:
@@ -363,7 +363,7 @@ class StreamTrigger:
         if identity and sid:
             # Free the identity: the kernel reuses inode numbers, and a new file with
             # this one must not be taken for the old stream.
-            self.store.forget_identity(identity, sid)
+            self.store.identities.forget(identity, sid)
         self.seen.pop(path, None)
         log.info("%s: %s", path, f"moved to {moved_to}" if moved_to else "deleted")
         self._emit("deleted", path, identity, {"stream_id": sid, "moved_to": moved_to})
@@ -372,8 +372,8 @@ class StreamTrigger:
         """A renamed file keeps its inode: read the identity at the new path and take
         the stream only if it was this path's."""
         identity = identity_of(moved_to)
-        sid = self.store.stream_for_identity(identity) if identity else None
-        record = self.store.get(sid) if sid else None
+        sid = self.store.identities.stream_for(identity) if identity else None
+        record = self.store.streams.get(sid) if sid else None
         if record is None or record.original_path != path:
             return identity, None
         return identity, sid

@@ -29,35 +29,36 @@ def uploading(store: CheckpointStore, identity: str | None = None) -> StreamReco
     """A stream as the sensor claims it and a run uploads it: two parts recorded."""
     identity = identity or f"9:{uuid.uuid4().int % 10**9}:1"
     record = StreamRecord(uuid.uuid4().hex, original_path="/w/cam.mp4", identity=identity)
-    sid, created = store.claim_identity(identity, record)
+    sid, created = store.identities.claim(identity, record)
     assert created
-    store.set_status(sid, Status.UPLOADING)
+    store.streams.set_status(sid, Status.UPLOADING)
     for n in (1, 2):
-        store.record_part(record, "run-1", part(n), lease_ttl=30)
-    return store.require(sid)
+        store.parts.record(record, "run-1", part(n), lease_ttl=30)
+    return store.streams.require(sid)
 
 
 def completed(store: CheckpointStore, identity: str | None = None) -> StreamRecord:
     record = uploading(store, identity)
     sid = record.stream_id
-    store.set_status(sid, Status.FINALIZING)
-    store.set_status(sid, Status.COMPLETED, sha256="ab" * 32, total_bytes=200)
-    store.add_revision(sid, Revision(record.revision, 200, "ab" * 32, "2026-01-01T00:00:00", 2))
-    store.release_lease(sid, "run-1")
-    return store.require(sid)
+    store.streams.set_status(sid, Status.FINALIZING)
+    store.streams.set_status(sid, Status.COMPLETED, sha256="ab" * 32, total_bytes=200)
+    store.revisions.add(sid, Revision(record.revision, 200, "ab" * 32, "2026-01-01T00:00:00", 2))
+    store.leases.release(sid, "run-1")
+    return store.streams.require(sid)
 
 
 def ttls(store: CheckpointStore, sid: str) -> dict[str, int]:
     """PTTL of each of the stream's keys that exist (-1: no expiry)."""
     names = ("meta", "parts", "prior", "revisions")
     found = {
-        n: store.redis_client.pttl(k) for n, k in zip(names, store.stream_keys(sid), strict=True)
+        n: store.redis_client.pttl(k)
+        for n, k in zip(names, store.space.stream_keys(sid), strict=True)
     }
     return {n: ttl for n, ttl in found.items() if ttl != -2}
 
 
 def wait_expired(store: CheckpointStore, sid: str) -> None:
-    wait_for(lambda: not store.redis_client.exists(store.meta_key(sid)), 10, "the expiry")
+    wait_for(lambda: not store.redis_client.exists(store.space.meta_key(sid)), 10, "the expiry")
 
 
 # -- expiry of ended streams ---------------------------------------------------
@@ -68,12 +69,12 @@ def test_an_ended_stream_keeps_its_keys_for_the_retention(store, end) -> None:
     store.set_retention(3600)
     record = uploading(store)
     sid = record.stream_id
-    store.redis_client.hset(store.prior_key(sid), 1, part(1).to_json())  # a revision's
+    store.redis_client.hset(store.space.prior_key(sid), 1, part(1).to_json())  # a revision's
     assert set(ttls(store, sid).values()) == {-1}
 
     if end == Status.COMPLETED:
-        store.set_status(sid, Status.FINALIZING)
-    store.set_status(sid, end)
+        store.streams.set_status(sid, Status.FINALIZING)
+    store.streams.set_status(sid, end)
 
     found = ttls(store, sid)
     assert set(found) == {"meta", "parts", "prior"}
@@ -84,10 +85,10 @@ def test_a_live_or_failed_stream_never_expires(store) -> None:
     store.set_retention(3600)
     record = uploading(store)
     sid = record.stream_id
-    store.set_status(sid, Status.FAILED, error="S3 unavailable")
+    store.streams.set_status(sid, Status.FAILED, error="S3 unavailable")
     assert set(ttls(store, sid).values()) == {-1}
-    store.set_status(sid, Status.UPLOADING)
-    store.set_status(sid, Status.FINALIZING)
+    store.streams.set_status(sid, Status.UPLOADING)
+    store.streams.set_status(sid, Status.FINALIZING)
     assert set(ttls(store, sid).values()) == {-1}
 
 
@@ -106,17 +107,17 @@ def test_a_revision_makes_the_keys_permanent_again_until_it_completes(store) -> 
     store.set_retention(3600)
     sid = completed(store).stream_id
 
-    reopened = store.begin_revision(sid, "run-2")
+    reopened = store.revisions.begin(sid, "run-2")
 
     assert reopened.status == Status.UPLOADING and reopened.revision == 2
     found = ttls(store, sid)
     assert set(found) == {"meta", "prior", "revisions"}  # parts: moved to prior
     assert set(found.values()) == {-1}
 
-    store.record_part(reopened, "run-2", part(1), lease_ttl=30)
-    store.set_status(sid, Status.FINALIZING)
-    store.set_status(sid, Status.COMPLETED)
-    store.add_revision(sid, Revision(2, 300, "cd" * 32, "2026-01-02T00:00:00", 1, 1))
+    store.parts.record(reopened, "run-2", part(1), lease_ttl=30)
+    store.streams.set_status(sid, Status.FINALIZING)
+    store.streams.set_status(sid, Status.COMPLETED)
+    store.revisions.add(sid, Revision(2, 300, "cd" * 32, "2026-01-02T00:00:00", 1, 1))
     found = ttls(store, sid)
     assert set(found) == {"meta", "parts", "revisions"}  # prior: used, deleted
     assert all(HOUR_MS - 10_000 < ttl <= HOUR_MS for ttl in found.values()), found
@@ -128,30 +129,30 @@ def test_a_record_put_whole_expires_when_ended_and_not_when_live(store) -> None:
     store.set_retention(3600)
     record = StreamRecord(uuid.uuid4().hex, status=Status.COMPLETED, identity="3:3:3")
 
-    store.put(record)
-    assert 0 < store.redis_client.pttl(store.meta_key(record.stream_id)) <= HOUR_MS
+    store.streams.put(record)
+    assert 0 < store.redis_client.pttl(store.space.meta_key(record.stream_id)) <= HOUR_MS
 
-    store.put(StreamRecord(record.stream_id, status=Status.UPLOADING, identity="3:3:3"))
-    assert store.redis_client.pttl(store.meta_key(record.stream_id)) == -1
+    store.streams.put(StreamRecord(record.stream_id, status=Status.UPLOADING, identity="3:3:3"))
+    assert store.redis_client.pttl(store.space.meta_key(record.stream_id)) == -1
 
 
 # -- hints -----------------------------------------------------------------------
 
 
 def test_a_hint_expires_after_a_day(store) -> None:
-    store.hint_closed("/w/cam.mp4", "1:2:3")
+    store.hints.note_closed("/w/cam.mp4", "1:2:3")
 
-    ttl = store.redis_client.pttl(store.hint_key("/w/cam.mp4"))
+    ttl = store.redis_client.pttl(store.space.hint_key("/w/cam.mp4"))
     assert 24 * HOUR_MS - 10_000 < ttl <= 24 * HOUR_MS
-    assert store.closed_hint("/w/cam.mp4", "1:2:3") is not None
+    assert store.hints.closed_at("/w/cam.mp4", "1:2:3") is not None
 
 
 def test_a_hint_is_gone_after_its_ttl(store) -> None:
     store.set_retention(3600, hints_seconds=0.2)
-    store.hint_closed("/w/cam.mp4", "1:2:3")
+    store.hints.note_closed("/w/cam.mp4", "1:2:3")
 
-    wait_for(lambda: store.closed_hint("/w/cam.mp4", "1:2:3") is None, 10, "the hint's expiry")
-    assert not store.redis_client.exists(store.hint_key("/w/cam.mp4"))
+    wait_for(lambda: store.hints.closed_at("/w/cam.mp4", "1:2:3") is None, 10, "the hint's expiry")
+    assert not store.redis_client.exists(store.space.hint_key("/w/cam.mp4"))
 
 
 # -- the index sweep and free identities -------------------------------------------
@@ -161,17 +162,17 @@ def test_after_expiry_the_sweep_drops_the_stream_from_every_index(store) -> None
     store.set_retention(0.3)
     gone = completed(store)
     sid = gone.stream_id
-    store.register_upload("up-gone", sid, "rec/cam.mp4")
+    store.parts.register_upload("up-gone", sid, "rec/cam.mp4")
     live = uploading(store)  # never ends: nothing of it may go
-    store.register_upload("up-live", live.stream_id, "rec/live.mp4")
+    store.parts.register_upload("up-live", live.stream_id, "rec/live.mp4")
     lost = uploading(store)  # its record vanished while it was live (Redis lost it)
-    store.redis_client.delete(store.meta_key(lost.stream_id))
+    store.redis_client.delete(store.space.meta_key(lost.stream_id))
     wait_expired(store, sid)
-    assert store.redis_client.zscore(store.all_key, sid) is not None  # still listed
+    assert store.redis_client.zscore(store.space.all_key, sid) is not None  # still listed
 
     # While an upload's entry is younger than the retention the janitor may still
     # need it to abort the upload ("no stream record"): it stays.
-    first = store.sweep_indexes(now=time.time() - 3600)
+    first = store.retention.sweep(now=time.time() - 3600)
     assert {(e.index, e.member) for e in first} == {
         (ALL, sid),
         (BY_IDENTITY, gone.identity),
@@ -179,18 +180,20 @@ def test_after_expiry_the_sweep_drops_the_stream_from_every_index(store) -> None
         (ACTIVE, lost.stream_id),
         (BY_IDENTITY, lost.identity),
     }
-    assert set(store.uploads()) == {"up-gone", "up-live"}
+    assert set(store.parts.uploads()) == {"up-gone", "up-live"}
 
-    second = store.sweep_indexes()
+    second = store.retention.sweep()
 
     assert [(e.index, e.member, e.stream_id) for e in second] == [(UPLOADS, "up-gone", sid)]
-    assert [r.stream_id for r in store.list_streams()] == [live.stream_id]
-    ids = {m.decode() for m in store.redis_client.zrange(store.all_key, 0, -1)}
+    assert [r.stream_id for r in store.streams.list()] == [live.stream_id]
+    ids = {m.decode() for m in store.redis_client.zrange(store.space.all_key, 0, -1)}
     assert ids == {live.stream_id}
-    assert {m.decode() for m in store.redis_client.smembers(store.active_key)} == {live.stream_id}
-    assert store.identities() == {live.identity: live.stream_id}
-    assert set(store.uploads()) == {"up-live"}
-    assert store.sweep_indexes() == []
+    assert {m.decode() for m in store.redis_client.smembers(store.space.active_key)} == {
+        live.stream_id
+    }
+    assert store.identities.all() == {live.identity: live.stream_id}
+    assert set(store.parts.uploads()) == {"up-live"}
+    assert store.retention.sweep() == []
 
 
 def test_a_dry_sweep_changes_nothing(store) -> None:
@@ -198,10 +201,10 @@ def test_a_dry_sweep_changes_nothing(store) -> None:
     gone = completed(store)
     wait_expired(store, gone.stream_id)
 
-    assert {e.index for e in store.sweep_indexes(dry_run=True)} == {ALL, BY_IDENTITY}
+    assert {e.index for e in store.retention.sweep(dry_run=True)} == {ALL, BY_IDENTITY}
 
-    assert store.stream_for_identity(gone.identity) == gone.stream_id
-    assert store.redis_client.zscore(store.all_key, gone.stream_id) is not None
+    assert store.identities.stream_for(gone.identity) == gone.stream_id
+    assert store.redis_client.zscore(store.space.all_key, gone.stream_id) is not None
 
 
 def test_the_identity_of_a_stream_that_expired_is_free(store) -> None:
@@ -212,9 +215,9 @@ def test_the_identity_of_a_stream_that_expired_is_free(store) -> None:
     wait_expired(store, gone.stream_id)
     fresh = StreamRecord("new-take", original_path="/w/cam.mp4", identity="5:6:7")
 
-    assert store.claim_identity("5:6:7", fresh) == ("new-take", True)
-    assert store.require("new-take").identity == "5:6:7"
-    assert store.identities() == {"5:6:7": "new-take"}
+    assert store.identities.claim("5:6:7", fresh) == ("new-take", True)
+    assert store.streams.require("new-take").identity == "5:6:7"
+    assert store.identities.all() == {"5:6:7": "new-take"}
 
 
 def test_a_rebind_over_a_stream_that_expired_takes_the_identity(store) -> None:
@@ -224,8 +227,8 @@ def test_a_rebind_over_a_stream_that_expired_takes_the_identity(store) -> None:
     fresh = StreamRecord("next-take", original_path="/w/cam.mp4", identity="5:6:8")
 
     # another take than the one the caller knew, but that one is gone
-    assert store.rebind_identity("5:6:8", "some-earlier-take", fresh) == ("next-take", True)
-    assert store.stream_for_identity("5:6:8") == "next-take"
+    assert store.identities.rebind("5:6:8", "some-earlier-take", fresh) == ("next-take", True)
+    assert store.identities.stream_for("5:6:8") == "next-take"
 
 
 def test_a_legacy_identity_of_a_stream_that_expired_is_free(store) -> None:
@@ -235,8 +238,8 @@ def test_a_legacy_identity_of_a_stream_that_expired_is_free(store) -> None:
     wait_expired(store, gone.stream_id)
     fresh = StreamRecord("after", original_path="/w/a.mp4", identity="7:98:123")
 
-    assert store.claim_identity("7:98:123", fresh) == ("after", True)
-    assert store.identities() == {"7:98:123": "after"}
+    assert store.identities.claim("7:98:123", fresh) == ("after", True)
+    assert store.identities.all() == {"7:98:123": "after"}
 
 
 # -- prune: streams that ended before their keys had an expiry ---------------------
@@ -250,11 +253,11 @@ def legacy_ended(
     record = StreamRecord(
         sid, identity=identity, status=status, started_at_utc=stamp, last_activity_at_utc=stamp
     )
-    store.put(record)
-    store.redis_client.hset(store.parts_key(sid), 1, part(1).to_json())
-    store.redis_client.hset(store.revisions_key(sid), 1, json.dumps({"number": 1}))
-    store.hint_closed("/w/x", "unrelated")  # a key outside the streams: untouched
-    for key in store.stream_keys(sid):
+    store.streams.put(record)
+    store.redis_client.hset(store.space.parts_key(sid), 1, part(1).to_json())
+    store.redis_client.hset(store.space.revisions_key(sid), 1, json.dumps({"number": 1}))
+    store.hints.note_closed("/w/x", "unrelated")  # a key outside the streams: untouched
+    for key in store.space.stream_keys(sid):
         store.redis_client.persist(key)
 
 
@@ -264,13 +267,13 @@ def test_prune_deletes_what_ended_past_the_retention_and_expires_the_rest(store)
     legacy_ended(store, "old-aborted", Status.ABORTED, 31, "1:1:2")
     legacy_ended(store, "recent", Status.COMPLETED, 2, "1:1:3")
     legacy_ended(store, "failed-old", Status.FAILED, 40, "1:1:4")
-    store.put(StreamRecord("live", status=Status.UPLOADING, identity="1:1:5"))
-    store.register_upload("up-old", "old", "rec/old.mp4")
+    store.streams.put(StreamRecord("live", status=Status.UPLOADING, identity="1:1:5"))
+    store.parts.register_upload("up-old", "old", "rec/old.mp4")
     old_entry = {"stream_id": "old", "key": "rec/old.mp4", "created": time.time() - 41 * DAY}
-    store.redis_client.hset(store.uploads_key, "up-old", json.dumps(old_entry))
+    store.redis_client.hset(store.space.uploads_key, "up-old", json.dumps(old_entry))
 
     now = time.time()
-    dry, dry_entries = store.prune(now, dry_run=True)
+    dry, dry_entries = store.retention.prune(now, dry_run=True)
 
     assert [(s.action, s.stream_id) for s in dry] == [
         ("delete", "old"),
@@ -286,22 +289,22 @@ def test_prune_deletes_what_ended_past_the_retention_and_expires_the_rest(store)
     }
     for sid in ("old", "old-aborted", "recent", "failed-old", "live"):
         assert set(ttls(store, sid).values()) == {-1}, sid  # nothing changed
-    assert len(store.identities()) == 5 and "up-old" in store.uploads()
+    assert len(store.identities.all()) == 5 and "up-old" in store.parts.uploads()
 
-    retired, entries = store.prune(now)
+    retired, entries = store.retention.prune(now)
 
     assert retired == dry and entries == dry_entries
     for sid in ("old", "old-aborted"):
-        assert ttls(store, sid) == {} and store.get(sid) is None
+        assert ttls(store, sid) == {} and store.streams.get(sid) is None
     left = ttls(store, "recent")
     assert set(left) == {"meta", "parts", "revisions"}
     assert all(27.9 * DAY * 1000 < ttl <= 28 * DAY * 1000 for ttl in left.values()), left
     assert set(ttls(store, "failed-old").values()) == {-1}
-    assert [r.stream_id for r in store.list_streams()] == ["recent", "failed-old", "live"]
-    assert set(store.identities()) == {"1:1:3", "1:1:4", "1:1:5"}
-    assert store.uploads() == {}
-    assert store.closed_hint("/w/x", "unrelated") is not None
-    assert store.prune() == ([], [])
+    assert [r.stream_id for r in store.streams.list()] == ["recent", "failed-old", "live"]
+    assert set(store.identities.all()) == {"1:1:3", "1:1:4", "1:1:5"}
+    assert store.parts.uploads() == {}
+    assert store.hints.closed_at("/w/x", "unrelated") is not None
+    assert store.retention.prune() == ([], [])
 
 
 def test_prune_spares_a_stream_reopened_since_it_looked(store, monkeypatch) -> None:
@@ -309,19 +312,19 @@ def test_prune_spares_a_stream_reopened_since_it_looked(store, monkeypatch) -> N
     once it has completed again (ended, but just now)."""
     store.set_retention(30 * DAY)
     legacy_ended(store, "reopened", Status.COMPLETED, 40, "2:2:2")
-    real = CheckpointStore.list_streams
+    real = store.streams.list
 
-    def list_then_revise(self, status=None):
-        found = real(self, status)
-        self.begin_revision("reopened", "run-2")
-        self.set_status("reopened", Status.FINALIZING)
-        self.set_status("reopened", Status.COMPLETED)
+    def list_then_revise(status=None):
+        found = real(status)
+        store.revisions.begin("reopened", "run-2")
+        store.streams.set_status("reopened", Status.FINALIZING)
+        store.streams.set_status("reopened", Status.COMPLETED)
         return found
 
-    monkeypatch.setattr(CheckpointStore, "list_streams", list_then_revise)
+    monkeypatch.setattr(store.streams, "list", list_then_revise)
 
-    retired, _ = store.prune()
+    retired, _ = store.retention.prune()
 
     assert retired == []
-    assert store.require("reopened").revision == 2
-    assert store.stream_for_identity("2:2:2") == "reopened"
+    assert store.streams.require("reopened").revision == 2
+    assert store.identities.stream_for("2:2:2") == "reopened"

@@ -465,12 +465,12 @@ def test_the_capability_probe_finds_what_the_store_does_and_leaves_nothing(
     spy = lambda b, near="": calls.append(near) or real(b, near)  # noqa: E731
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(StreamBucket, "probe_capabilities", spy)
-        assert fast_bucket.capabilities("rec/a.mp4", store) == found
-        assert fast_bucket.capabilities("rec/b.mp4", store) == found
+        assert fast_bucket.capabilities("rec/a.mp4", store.hints) == found
+        assert fast_bucket.capabilities("rec/b.mp4", store.hints) == found
         assert calls == ["rec/a.mp4"]
-        assert store.cached_capabilities(fast_bucket.store_id) == found.to_json()
+        assert store.hints.cached_capabilities(fast_bucket.store_id) == found.to_json()
         bucket_module._known.clear()  # another process: Redis has the answer
-        assert fast_bucket.capabilities("rec/c.mp4", store) == found
+        assert fast_bucket.capabilities("rec/c.mp4", store.hints) == found
         assert calls == ["rec/a.mp4"]
 
 

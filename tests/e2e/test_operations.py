@@ -38,7 +38,7 @@ class Ops:
     def stream_of(self, path: Path) -> str:
         return until(
             lambda: next(
-                (r.stream_id for r in self.store.list_streams() if r.original_path == str(path)),
+                (r.stream_id for r in self.store.streams.list() if r.original_path == str(path)),
                 None,
             ),
             60,
@@ -154,7 +154,7 @@ def test_retry_from_the_ui_resumes_without_reuploading_checkpointed_parts(
     writer = threading.Thread(target=_write, args=(src, data, 2 * MIB, 0.25), daemon=True)
     writer.start()
     sid = ops.stream_of(src)
-    until(lambda: len(store.parts(sid)) >= 2, 60, "two checkpointed parts")
+    until(lambda: len(store.parts.get(sid)) >= 2, 60, "two checkpointed parts")
     ops.relay.down()  # S3 unreachable from here on
     try:
         writer.join(30)
@@ -162,10 +162,10 @@ def test_retry_from_the_ui_resumes_without_reuploading_checkpointed_parts(
         failed = stack.wait_for_state(run["id"], "FAILED", timeout=240)
     finally:
         ops.relay.up()
-    record = store.get(sid)
+    record = store.streams.get(sid)
     assert record.status == "failed" and "S3 unavailable" in record.error
     assert "S3 unavailable" in failed["state"]["message"]
-    checkpointed = set(store.parts(sid))
+    checkpointed = set(store.parts.get(sid))
     assert checkpointed, "the failed run kept its checkpoint"
     log_start = Path(moto_server.log_path).stat().st_size
 
@@ -175,7 +175,7 @@ def test_retry_from_the_ui_resumes_without_reuploading_checkpointed_parts(
     stack.wait_for_state(run["id"], "COMPLETED", timeout=180)
 
     assert ops.body("e2e/outage.mkv") == data
-    record = store.get(sid)
+    record = store.streams.get(sid)
     assert record.status == "completed" and record.failures == 0
     calls = upload_part_calls(Path(moto_server.log_path), log_start, record.s3_upload_id)
     assert not set(calls) & checkpointed, "a checkpointed part was uploaded again"
@@ -196,8 +196,8 @@ def test_rerun_failed_creates_one_run_per_failed_stream(ops: Ops) -> None:
     }
     for sid, status in made.items():
         path = str(stack.watch_dir / "gone" / f"{sid}.mp4")
-        store.put(StreamRecord(stream_id=sid, original_path=path, status=status))
-    expected = {r.stream_id for r in store.list_streams(Status.FAILED)}
+        store.streams.put(StreamRecord(stream_id=sid, original_path=path, status=status))
+    expected = {r.stream_id for r in store.streams.list(Status.FAILED)}
     assert {s for s, st in made.items() if st == Status.FAILED} <= expected
 
     out = run_cli([str(BIN / "stream-ingest"), "streams", "rerun", "--failed"], stack.env)
@@ -207,7 +207,7 @@ def test_rerun_failed_creates_one_run_per_failed_stream(ops: Ops) -> None:
     assert sorted(r["parameters"]["stream_id"] for r in reruns) == sorted(expected)
     for r in reruns:
         sid = r["parameters"]["stream_id"]
-        assert r["parameters"]["path"] == store.get(sid).original_path
+        assert r["parameters"]["path"] == store.streams.get(sid).original_path
         assert f"stream:{sid}" in r["tags"]
 
 

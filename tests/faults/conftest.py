@@ -77,7 +77,7 @@ def recordings_end_on_close(settings_env: dict[str, str], monkeypatch: pytest.Mo
 
 def close_hint(store: CheckpointStore, src: Path) -> None:
     """What the sensor records when the recorder closes the file."""
-    store.hint_closed(str(src), str(FileIdentity.of_stat(os.stat(src))))
+    store.hints.note_closed(str(src), str(FileIdentity.of_stat(os.stat(src))))
 
 
 def recorder(
@@ -93,8 +93,8 @@ def recorder(
 
 def recorded_parts(store: CheckpointStore) -> int:
     """Parts checkpointed for the test's only stream (0 before it exists)."""
-    streams = store.list_streams()
-    return len(store.parts(streams[0].stream_id)) if streams else 0
+    streams = store.streams.list()
+    return len(store.parts.get(streams[0].stream_id)) if streams else 0
 
 
 def kill_flow_when(
@@ -112,7 +112,7 @@ def kill_flow_when(
         if child.poll() is None:
             child.kill()
             child.wait(10)
-    [record] = store.list_streams()
+    [record] = store.streams.list()
     mark_crashed(record.flow_run_id)
     return record.stream_id
 

@@ -59,8 +59,8 @@ def test_kill_mid_part_then_rerun(registered, s3, store, proxy, watch, tmp_path,
     total = -(-len(data) // PART)
     held = proxy.add("UploadPart", "hold", part=3, times=1)
     sid, writer = _kill_while_held(watch / "mid-part.mp4", data, held, tmp_path / "f.log", store)
-    checkpointed = set(store.parts(sid))
-    upload_id = store.require(sid).s3_upload_id
+    checkpointed = set(store.parts.get(sid))
+    upload_id = store.streams.require(sid).s3_upload_id
     _let_go(proxy, held, "UploadPart", reach_s3)
     writer.join(60)
     assert writer.done.is_set()
@@ -92,9 +92,9 @@ def test_kill_between_last_part_and_completion_then_rerun(
     src = watch / "at-complete.mkv"
     sid, writer = _kill_while_held(src, data, held, tmp_path / "f.log", store)
     assert writer.done.is_set()  # completion only starts once the recording ended
-    assert sorted(store.parts(sid)) == [1, 2, 3, 4]
-    assert store.require(sid).status == "finalizing"
-    upload_id = store.require(sid).s3_upload_id
+    assert sorted(store.parts.get(sid)) == [1, 2, 3, 4]
+    assert store.streams.require(sid).status == "finalizing"
+    upload_id = store.streams.require(sid).s3_upload_id
     _let_go(proxy, held, "CompleteMultipartUpload", reach_s3)
     first_run = proxy.parts_reached_s3(upload_id)
     mark = proxy.mark()
@@ -108,7 +108,7 @@ def test_kill_between_last_part_and_completion_then_rerun(
     # Completed once in all: by the dead run's request, or by the rerun.
     assert proxy.count("CompleteMultipartUpload", "forwarded", since=mark) == (not reach_s3)
     assert s3.list_multipart_uploads(Bucket=registered.s3_bucket).get("Uploads", []) == []
-    assert upload_id not in store.uploads()
+    assert upload_id not in store.parts.uploads()
     report(request, reuploads(first_run))
 
 
@@ -126,8 +126,8 @@ def test_a_rerun_fills_the_hole_a_killed_run_left_and_sends_nothing_twice(
     sid = kill_flow_when(
         src, tmp_path / "f.log", store, lambda: held.arrived.is_set() and recorded_parts(store) >= 4
     )
-    assert sorted(store.parts(sid)) == [2, 3, 4, 5]
-    upload_id = store.require(sid).s3_upload_id
+    assert sorted(store.parts.get(sid)) == [2, 3, 4, 5]
+    upload_id = store.streams.require(sid).s3_upload_id
     _let_go(proxy, held, "UploadPart", reach_s3=False)
     mark = proxy.mark()
 

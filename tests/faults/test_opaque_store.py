@@ -44,7 +44,7 @@ def test_a_recording_and_its_revision_complete(registered, s3, store, proxy, wat
     first = _record(store, watch, "opaque.mkv", data)
     assert first["status"] == "completed"
     check_object(s3, registered.s3_bucket, first["s3_key"], data)
-    record = store.require(first["stream_id"])
+    record = store.streams.require(first["stream_id"])
     # The record keeps the ETag the store showed (a revision's copy source), not an MD5.
     assert proxy.real(record.object_etag) != record.object_etag
 
@@ -57,7 +57,7 @@ def test_a_recording_and_its_revision_complete(registered, s3, store, proxy, wat
     assert second["status"] == "completed" and int(second["revision"]) == 2
     check_object(s3, registered.s3_bucket, first["s3_key"], patched)
     # The unchanged parts were copied (their If-Match named the opaque ETag, which held).
-    assert store.revisions(first["stream_id"])[-1].parts_copied >= 1
+    assert store.revisions.list(first["stream_id"])[-1].parts_copied >= 1
 
 
 @pytest.mark.parametrize("how", list(STORES.values()), ids=list(STORES))

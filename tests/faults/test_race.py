@@ -60,7 +60,7 @@ def test_two_processes_start_together_on_a_new_file(
 
     assert codes == [0, 0], _logs(logs)
     assert sum(LOSER in text for text in _logs(logs)) == 1, _logs(logs)  # one stood back
-    [record] = store.list_streams()
+    [record] = store.streams.list()
     assert record.status == "completed"
     check_object(s3, registered.s3_bucket, record.s3_key, data)
     assert proxy.count("CreateMultipartUpload") == 1
@@ -81,8 +81,8 @@ def test_two_reruns_of_a_crashed_stream_race_for_its_lease(
     writer.start()
     sid = kill_flow_when(src, tmp_path / "first.log", store, lambda: recorded_parts(store) >= 2)
     writer.join(60)
-    checkpointed = set(store.parts(sid))
-    upload_id = store.require(sid).s3_upload_id
+    checkpointed = set(store.parts.get(sid))
+    upload_id = store.streams.require(sid).s3_upload_id
     before = proxy.parts_reached_s3(upload_id)
     mark = proxy.mark()
     # Hold the winner at its first S3 call (resuming lists the parts) until the other
@@ -99,7 +99,7 @@ def test_two_reruns_of_a_crashed_stream_race_for_its_lease(
 
     assert codes == [0, 0], _logs(logs)
     assert sum(LOSER in text for text in _logs(logs)) == 1
-    record = store.require(sid)
+    record = store.streams.require(sid)
     assert record.status == "completed" and record.s3_upload_id == upload_id
     check_object(s3, registered.s3_bucket, record.s3_key, data)
     rerun = proxy.parts_reached_s3(upload_id, since=mark)
@@ -123,8 +123,8 @@ def test_run_frozen_past_its_lease_wakes_while_its_successor_uploads(
         try:
             assert held.arrived.wait(180), (tmp_path / "first.log").read_text()
             first.send_signal(signal.SIGSTOP)  # a VM pause, a GC stall, a stuck NFS read
-            sid = store.list_streams()[0].stream_id
-            until(lambda: store.lease_holder(sid) is None, 60, "the frozen run's lease to expire")
+            sid = store.streams.list()[0].stream_id
+            until(lambda: store.leases.holder(sid) is None, 60, "the frozen run's lease to expire")
             thread, out = run_in_thread(src, stream_id=sid)
             wait_for_parts(store, 3)  # the successor uploaded part 3 itself
             first.send_signal(signal.SIGCONT)
@@ -136,7 +136,7 @@ def test_run_frozen_past_its_lease_wakes_while_its_successor_uploads(
                 first.kill()
                 first.wait(10)
         # The stale run must not have touched the stream its successor owns.
-        assert store.require(sid).status == "uploading"
+        assert store.streams.require(sid).status == "uploading"
         fh.write(data[3 * PART + MIB :])
     close_hint(store, src)
     thread.join(240)
@@ -148,5 +148,5 @@ def test_run_frozen_past_its_lease_wakes_while_its_successor_uploads(
     parts = proxy.parts_reached_s3(result["s3_upload_id"])
     assert reuploads(parts) == [3]  # the stale run's late copy of part 3, same bytes
     assert sorted(set(parts)) == list(range(1, 8))
-    assert store.require(sid).status == "completed"
+    assert store.streams.require(sid).status == "completed"
     report(request, reuploads(parts))

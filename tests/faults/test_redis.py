@@ -74,7 +74,7 @@ def test_redis_down_while_a_part_is_checkpointed(
         fh.write(data)
     thread, out = run_in_thread(src)
     assert held.arrived.wait(120), "part 3 never reached the proxy"
-    upload_id = store.list_streams()[0].s3_upload_id
+    upload_id = store.streams.list()[0].s3_upload_id
     kill_redis(request)
     held.release()  # S3 stores part 3; recording it in Redis fails
     until(lambda: proxy.parts_reached_s3(upload_id).count(3) >= 2, 60, "part 3 to be retried")
@@ -89,7 +89,7 @@ def test_redis_down_while_a_part_is_checkpointed(
     again = reuploads(parts)
     assert set(again) == {3}  # only the part whose checkpoint write failed
     assert sorted(set(parts)) == list(range(1, 8))
-    assert store.require(result["stream_id"]).status == "completed"
+    assert store.streams.require(result["stream_id"]).status == "completed"
     report(request, again)
 
 
@@ -113,6 +113,6 @@ def test_redis_restarted_between_the_last_part_and_the_end(
     parts = proxy.parts_reached_s3()
     assert sorted(parts) == list(range(1, 8))  # one upload, each part once
     assert proxy.count("CreateMultipartUpload") == 1
-    record = store.require(sid)
+    record = store.streams.require(sid)
     assert record.status == "completed" and record.sha256 == result["sha256"]
     report(request, reuploads(parts))

@@ -106,7 +106,9 @@ def test_replayed_events_and_sensor_restarts_give_one_run(
     with running(sensor(), timeout=30) as last:  # sees the real close (IN_CLOSE_WRITE)
         writer.join(60)
         assert writer.done.is_set()
-        until(lambda: store.require(sid).status == "completed", 180, "the stream to complete")
+        until(
+            lambda: store.streams.require(sid).status == "completed", 180, "the stream to complete"
+        )
         last.events.put(FileClosed(path))  # a late duplicate close
         last.events.put(FileAppeared(path, "created"))  # and an appear after completion
         until(lambda: last.events.empty(), 30, "the sensor to handle the replays")
@@ -117,7 +119,7 @@ def test_replayed_events_and_sensor_restarts_give_one_run(
     assert worker.started == [run.id]
     until(lambda: _runs(worker.deployment_id)[0].state.is_completed(), 60, "the run's state")
     assert {c.idempotency_key for c in calls} == {f"stream-ingest:{sid}"}
-    [record] = store.list_streams()
+    [record] = store.streams.list()
     assert record.stream_id == sid and record.flow_run_id == str(run.id)
     check_object(s3, registered.s3_bucket, record.s3_key, data)
     parts = proxy.parts_reached_s3(record.s3_upload_id)

@@ -44,7 +44,7 @@ def test_head_rewrite_at_close_while_s3_refuses_the_reupload(
     thread, out = run_in_thread(src)
     # The recording starts once the run has opened its upload: a run that starts late
     # would find the file finished and patched already, with nothing to re-upload.
-    until(lambda: [r for r in store.list_streams() if r.s3_upload_id], 120, "the upload")
+    until(lambda: [r for r in store.streams.list() if r.s3_upload_id], 120, "the upload")
     writer.start()
     wait_for_parts(store, 1)
     # From now on part 1 (which only finalize uploads again) fails more often than
@@ -88,7 +88,7 @@ def test_source_truncated_while_the_run_is_dead(
     state = stream_ingest(path=str(src), stream_id=sid, return_state=True)
 
     assert state.is_failed() and "shrank" in state.message
-    record = store.require(sid)
+    record = store.streams.require(sid)
     # The recorded parts are the only copy of the first take's start: kept.
     assert record.status == "salvaged" and "shrank" in record.error
     # (the salvage's copies inside S3 go to an upload of their own)
@@ -111,7 +111,7 @@ def test_source_deleted_while_the_run_is_dead(
 
     assert state.is_failed()
     assert f"source file not found: {src}" in state.message
-    record = store.require(sid)
+    record = store.streams.require(sid)
     # The rerun takes the crashed run's lease, then finds the source gone: the stream
     # cannot be finished; what it uploaded is kept as an object of its own.
     assert record.status == "salvaged" and "source file not found" in record.error

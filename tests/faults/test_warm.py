@@ -80,7 +80,7 @@ def _others_completed_once(stack: Stack, store: CheckpointStore, writers, s3, bu
 
 
 def _stream(store: CheckpointStore, name: str):
-    return next(r for r in store.list_streams() if r.original_path.endswith(name))
+    return next(r for r in store.streams.list() if r.original_path.endswith(name))
 
 
 def test_cancelling_one_stream_mid_part_leaves_the_others_untouched(
@@ -111,7 +111,7 @@ def test_cancelling_one_stream_mid_part_leaves_the_others_untouched(
 
         # The stopped stream is resumable: the operator's rerun finishes it.
         b = _stream(store, "cam-b.mkv")
-        checkpointed = set(store.parts(b.stream_id))  # part 3 too if its retry got through
+        checkpointed = set(store.parts.get(b.stream_id))  # part 3 too if its retry got through
         mark = proxy.mark()
         run_cli([str(BIN / "stream-ingest"), "streams", "rerun", b.stream_id], stack.env)
         until(lambda: _stream(store, "cam-b.mkv").status == "completed", 120, "cam-b rerun")
@@ -190,10 +190,10 @@ def test_a_host_that_never_returns_leaves_its_streams_to_the_janitor_and_another
         assert control["state_type"] == "RUNNING"  # never picked up by a poll
         dead_here = str(owners["cam-a.mkv"])
         stack.patch(f"/flow_runs/{control['id']}", {"infrastructure_pid": dead_here})
-        checkpointed = {n: set(store.parts(_stream(store, n).stream_id)) for n in NAMES}
+        checkpointed = {n: set(store.parts.get(_stream(store, n).stream_id)) for n in NAMES}
         _next_worker(stack, tmp_path)
         sids = [_stream(store, n).stream_id for n in NAMES]
-        until(lambda: all(store.lease_holder(s) is None for s in sids), 30, "leases to lapse")
+        until(lambda: all(store.leases.holder(s) is None for s in sids), 30, "leases to lapse")
         last = max(_stream(store, n).last_activity_at_utc for n in NAMES)
         stale_at = datetime.fromisoformat(last).timestamp() + STALE_AFTER_LEASES * ttl + 1
         time.sleep(max(0.0, stale_at - time.time()))
@@ -233,8 +233,8 @@ def test_a_worker_stopped_by_sigterm_leaves_its_streams_to_the_next(
         data, writers = _record(stack, seed=70)
         until(
             lambda: (
-                len(store.list_streams()) == 3
-                and all(len(store.parts(r.stream_id)) >= 1 for r in store.list_streams())
+                len(store.streams.list()) == 3
+                and all(len(store.parts.get(r.stream_id)) >= 1 for r in store.streams.list())
             ),
             120,
             "every stream to have a part",
@@ -247,7 +247,7 @@ def test_a_worker_stopped_by_sigterm_leaves_its_streams_to_the_next(
             state = stack.get(f"/flow_runs/{run['id']}")["state"]
             assert state["type"] == "SCHEDULED", state
             assert "next worker" in state["message"]
-        checkpointed = {n: set(store.parts(_stream(store, n).stream_id)) for n in NAMES}
+        checkpointed = {n: set(store.parts.get(_stream(store, n).stream_id)) for n in NAMES}
         mark = proxy.mark()
         _next_worker(stack, tmp_path)
         for w in writers:
@@ -311,7 +311,7 @@ def test_a_stuck_stream_is_crashed_its_lease_freed_and_the_others_untouched(
         message = crashed["state"]["message"]
         assert "stream stuck" in message and "complete_multipart_upload" in message, message
         b = _stream(store, "cam-b.mkv")
-        until(lambda: store.lease_holder(b.stream_id) is None, 15, "cam-b's lease to expire")
+        until(lambda: store.leases.holder(b.stream_id) is None, 15, "cam-b's lease to expire")
 
         _others_completed_once(stack, store, writers, s3, bucket, data)
         assert stack.worker.proc.poll() is None and stack.worker.proc.pid == worker_pid

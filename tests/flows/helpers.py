@@ -81,7 +81,7 @@ def wait_for_parts(store: CheckpointStore, n: int, timeout: float = 60) -> str:
     """Wait until some stream has n checkpointed parts; return its id."""
     return until(
         lambda: next(
-            (r.stream_id for r in store.list_streams() if len(store.parts(r.stream_id)) >= n),
+            (r.stream_id for r in store.streams.list() if len(store.parts.get(r.stream_id)) >= n),
             None,
         ),
         timeout,
@@ -93,7 +93,7 @@ def wait_for_part(store: CheckpointStore, number: int, timeout: float = 60) -> s
     """Wait until some stream has part `number` checkpointed (uploaded); return its id."""
     return until(
         lambda: next(
-            (r.stream_id for r in store.list_streams() if number in store.parts(r.stream_id)),
+            (r.stream_id for r in store.streams.list() if number in store.parts.get(r.stream_id)),
             None,
         ),
         timeout,
@@ -207,7 +207,7 @@ def failed_stream(
         )
     created = time.time() - created_hours_ago * 3600
     entry = {"stream_id": sid, "key": key, "created": created}
-    store.redis_client.hset(store.uploads_key, upload, json.dumps(entry))
+    store.redis_client.hset(store.space.uploads_key, upload, json.dumps(entry))
     record = StreamRecord(
         stream_id=sid,
         original_path=str(Path(settings.watch_dir) / name),
@@ -220,7 +220,7 @@ def failed_stream(
         last_activity_at_utc=last_activity,
         error="flow run crashed",
     )
-    store.put(record)
+    store.streams.put(record)
     return record
 
 
@@ -243,9 +243,12 @@ def janitor_runs_later(monkeypatch, hours: float = 2.0) -> None:
     that uploads created now are that old on every store: an upload's age is the later
     of its Initiated date and its registry entry, and a real store (Ceph's gateway)
     reports the real start where moto reports a date in 2010."""
-    import stream_ingest.blocks.checkpoints as checkpoints_module
+    import stream_ingest.blocks.store_hints as hints_module
+    import stream_ingest.blocks.store_parts as parts_module
+    import stream_ingest.blocks.store_streams as streams_module
     import stream_ingest.flows.janitor as janitor_module
 
     later = _Later(hours)
     monkeypatch.setattr(janitor_module, "time", later)
-    monkeypatch.setattr(checkpoints_module, "time", later)
+    for module in (streams_module, parts_module, hints_module):
+        monkeypatch.setattr(module, "time", later)

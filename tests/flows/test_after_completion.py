@@ -14,7 +14,7 @@ from botocore.exceptions import ClientError
 
 import stream_ingest.flows.ingest as ingest_module
 from stream_ingest.blocks.bucket import StreamBucket
-from stream_ingest.blocks.checkpoints import CheckpointStore
+from stream_ingest.blocks.store_streams import Streams
 from stream_ingest.errors import CheckpointUnavailable
 from stream_ingest.flows.ingest import stream_ingest
 from stream_ingest.states import Status
@@ -88,7 +88,7 @@ def test_a_file_changed_right_after_completion_leaves_the_stream_completed(
     assert state.is_completed(), state.message
     result = state.result()
     assert object_bytes(s3, registered.s3_bucket, result["s3_key"]) == data
-    record = store.require(result["stream_id"])
+    record = store.streams.require(result["stream_id"])
     assert record.status == Status.COMPLETED and record.error == ""
     assert record.sha256 == "" and "its SHA-256 is not recorded" in caplog.text
     assert aborts == []
@@ -120,7 +120,7 @@ def test_a_store_without_object_tagging_still_completes(
     assert state.is_completed(), state.message
     result = state.result()
     assert object_bytes(s3, registered.s3_bucket, result["s3_key"]) == data
-    record = store.require(result["stream_id"])
+    record = store.streams.require(result["stream_id"])
     assert record.status == Status.COMPLETED
     assert record.sha256 == hashlib.sha256(data).hexdigest()  # kept in the checkpoint
     assert "the object is not tagged" in caplog.text and code in caplog.text
@@ -136,7 +136,7 @@ def test_a_retry_after_completion_finds_the_file_gone_and_still_completes(
     src = Path(registered.watch_dir) / "retried.mp4"
     src.write_bytes(data)
     _after_completion(monkeypatch, src.unlink)
-    set_status, blips = CheckpointStore.set_status, []
+    set_status, blips = Streams.set_status, []
 
     def blip_once(self, sid, status, **values):
         if status == Status.COMPLETED and not blips:
@@ -144,14 +144,14 @@ def test_a_retry_after_completion_finds_the_file_gone_and_still_completes(
             raise CheckpointUnavailable("connection reset")
         return set_status(self, sid, status, **values)
 
-    monkeypatch.setattr(CheckpointStore, "set_status", blip_once)
+    monkeypatch.setattr(Streams, "set_status", blip_once)
 
     state = stream_ingest(path=str(src), return_state=True)
 
     assert blips and state.is_completed(), state.message
     result = state.result()
     assert object_bytes(s3, registered.s3_bucket, result["s3_key"]) == data
-    record = store.require(result["stream_id"])
+    record = store.streams.require(result["stream_id"])
     assert record.status == Status.COMPLETED and int(record.total_bytes) == len(data)
     assert aborts == []
 
@@ -168,7 +168,7 @@ def test_a_rerun_confirming_a_completed_object_ignores_what_became_of_the_file(
     src = Path(registered.watch_dir) / "confirmed.mp4"
     src.write_bytes(data)
     _die_after_completion(monkeypatch, src)
-    [first] = store.list_streams()
+    [first] = store.streams.list()
     assert first.status == Status.FINALIZING
     confirm = ingest_module.confirm_completed
 
@@ -181,7 +181,7 @@ def test_a_rerun_confirming_a_completed_object_ignores_what_became_of_the_file(
     state = stream_ingest(path=str(src), stream_id=first.stream_id, return_state=True)
 
     assert state.is_completed(), state.message
-    record = store.require(first.stream_id)
+    record = store.streams.require(first.stream_id)
     assert record.status == Status.COMPLETED and int(record.total_bytes) == len(data)
     assert record.sha256 == ""  # never the digest of bytes the object does not hold
     assert object_bytes(s3, registered.s3_bucket, record.s3_key) == data
@@ -207,15 +207,15 @@ def test_a_rerun_after_a_completion_the_run_did_not_record(
     src = Path(registered.watch_dir) / "gone before rerun.mp4"
     src.write_bytes(data)
     _die_after_completion(monkeypatch, src)
-    [first] = store.list_streams()
+    [first] = store.streams.list()
     change(src)
     if marked_failed:  # what the janitor does to a stream whose run died
-        store.set_status(first.stream_id, Status.FAILED, error="its run crashed")
+        store.streams.set_status(first.stream_id, Status.FAILED, error="its run crashed")
 
     state = stream_ingest(stream_id=first.stream_id, return_state=True)
 
     assert state.is_completed(), state.message
-    record = store.require(first.stream_id)
+    record = store.streams.require(first.stream_id)
     assert record.status == Status.COMPLETED and int(record.total_bytes) == len(data)
     assert object_bytes(s3, registered.s3_bucket, record.s3_key) == data
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=registered.s3_bucket)["Contents"]]

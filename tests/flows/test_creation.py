@@ -33,7 +33,7 @@ def test_the_janitor_aborts_an_upload_its_run_never_registered(
     video.write_bytes(b"take one")
     _dies_after_creating(monkeypatch, video)
     assert len(s3.list_multipart_uploads(Bucket=registered.s3_bucket)["Uploads"]) == 1
-    assert store.uploads() == {}
+    assert store.parts.uploads() == {}
 
     janitor()  # within the upload TTL: an announcement may be a creation under way
     assert len(s3.list_multipart_uploads(Bucket=registered.s3_bucket)["Uploads"]) == 1
@@ -41,11 +41,11 @@ def test_the_janitor_aborts_an_upload_its_run_never_registered(
     janitor()
 
     assert not s3.list_multipart_uploads(Bucket=registered.s3_bucket).get("Uploads")
-    assert store.creations() == []
+    assert store.parts.creations() == []
 
 
 def test_a_creation_that_ends_leaves_no_announcement(registered, s3, store) -> None:
     video = Path(registered.watch_dir) / "a.mp4"
     video.write_bytes(b"take one")
     assert stream_ingest(path=str(video))["status"] == "completed"
-    assert store.creations() == []
+    assert store.parts.creations() == []

@@ -67,14 +67,14 @@ def test_a_stream_that_keeps_failing_is_rerun_exactly_three_times(
 
     assert events.ends() == [("failed", "1"), ("failed", "2"), ("failed", "3"), ("failed", "4")]
     assert len(reruns(events.sent)) == 3
-    [record] = store.list_streams()
+    [record] = store.streams.list()
     assert record.failures == 4 and record.status == "failed"
 
     breaks(None)
     # An operator reruns it (the same parameters) once S3 is back.
     assert rerun_as_the_automation_does(events.last_end()).is_completed()
     assert events.ends()[-1] == ("completed", "0")
-    assert store.require(record.stream_id).failures == 0
+    assert store.streams.require(record.stream_id).failures == 0
 
     with open(src, "ab") as fh:  # it grows: a revision of the stream
         fh.write(b"y" * 10)
@@ -97,14 +97,14 @@ def test_a_warm_worker_s_stop_is_not_a_failure(
     src.write_bytes(b"x" * 1000)
     breaks(ConnectionError("S3 unreachable"))
     stream_ingest(path=str(src), return_state=True)
-    [record] = store.list_streams()
+    [record] = store.streams.list()
 
     breaks(StopRequested(reason))
     stream_ingest(stream_id=record.stream_id, return_state=True)
 
     assert events.ends() == [("failed", "1"), (announced, "1")]
     assert len(reruns(events.sent)) == 1  # the failure's, not the stop's
-    stopped = store.require(record.stream_id)
+    stopped = store.streams.require(record.stream_id)
     assert stopped.failures == 1
     assert stopped.status == "failed" and stopped.error == f"stopped: {reason}"  # resumable
 
@@ -124,7 +124,7 @@ def test_a_process_worker_s_cancel_is_not_a_failure(registered, store, events, b
 
     assert events.ends() == [("cancelled", "0")]
     assert reruns(events.sent) == []
-    assert store.list_streams()[0].failures == 0
+    assert store.streams.list()[0].failures == 0
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,7 @@ def test_missing_file_fails_with_reason_in_state_and_checkpoint(registered, stor
 
     assert state.is_failed()
     assert "source file not found" in state.message
-    [record] = store.list_streams()
+    [record] = store.streams.list()
     assert record.status == "failed"
     assert record.error == f"source file not found: {missing}"
 
@@ -42,7 +42,7 @@ def test_directory_instead_of_file_fails(registered, store):
 
     assert state.is_failed()
     assert "not a regular file" in state.message
-    assert store.list_streams()[0].error.startswith("source is not a regular file")
+    assert store.streams.list()[0].error.startswith("source is not a regular file")
 
 
 def test_missing_bucket_fails_without_leaking_an_upload(registered, s3, store, monkeypatch):
@@ -60,7 +60,7 @@ def test_missing_bucket_fails_without_leaking_an_upload(registered, s3, store, m
     assert state.is_failed()
     assert "S3 bucket does not exist: no-such-bucket-here" in state.message
     assert time.monotonic() - started < 20  # no retry storm
-    [record] = store.list_streams()
+    [record] = store.streams.list()
     assert record.status == "failed" and "bucket does not exist" in record.error
     assert record.s3_upload_id == ""
 
@@ -111,7 +111,7 @@ def test_shrinking_source_salvages_the_upload(registered, s3, store):
 
     state = out["state"]
     assert state.is_failed() and "shrank" in state.message
-    record = store.get(sid)
+    record = store.streams.get(sid)
     assert record.status == "salvaged" and "shrank" in record.error
     _salvaged(s3, registered.s3_bucket, record, data)
 
@@ -131,7 +131,7 @@ def test_deleted_source_salvages_the_upload(registered, s3, store):
     thread.join(30)
 
     assert out["state"].is_failed() and "not found" in out["state"].message
-    record = store.get(sid)
+    record = store.streams.get(sid)
     assert record.status == "salvaged" and "not found" in record.error
     _salvaged(s3, registered.s3_bucket, record, data)
 
@@ -156,7 +156,7 @@ def test_source_deleted_between_its_stat_and_the_writers_look_ends_it(
     state = stream_ingest(path=str(src), return_state=True)
 
     assert state.is_failed() and f"source file not found: {src}" in state.message
-    [record] = store.list_streams()
+    [record] = store.streams.list()
     # Its one part is short, sent only at the end: nothing was uploaded to keep.
     assert record.status == "aborted"
     assert record.error == f"source file not found: {src}; no part was uploaded"
@@ -178,6 +178,8 @@ def test_two_runs_for_one_stream_one_uploads_the_other_ends_cleanly(registered, 
     assert second.is_completed()
     assert "being uploaded by another run" in second.result()["message"]
     assert out["state"].is_completed()
-    assert store.get(sid).status == "completed"
-    body = s3.get_object(Bucket=registered.s3_bucket, Key=store.get(sid).s3_key)["Body"].read()
+    assert store.streams.get(sid).status == "completed"
+    body = s3.get_object(Bucket=registered.s3_bucket, Key=store.streams.get(sid).s3_key)[
+        "Body"
+    ].read()
     assert body == src.read_bytes()

@@ -35,7 +35,7 @@ def test_a_change_made_while_the_holder_completes_gets_its_run(registered, s3, s
         if not looked:  # after the holder's last look at the file, before its object
             with open(src, "ab") as fh:
                 fh.write(more)
-            sid = store.list_streams()[0].stream_id
+            sid = store.streams.list()[0].stream_id
             thread, looked["out"] = run_in_thread(src, stream_id=sid)  # the change's run
             thread.join(60)
         return real_complete(self, *args, **kwargs)
@@ -53,4 +53,4 @@ def test_a_change_made_while_the_holder_completes_gets_its_run(registered, s3, s
     revised = stream_ingest(stream_id=requested[0].stream_id)  # the requested run
     assert int(revised["revision"]) == 2
     assert object_bytes(s3, registered.s3_bucket, revised["s3_key"]) == first + more
-    assert not store.take_ask_again(result["stream_id"])  # answered once
+    assert not store.leases.take_ask_again(result["stream_id"])  # answered once

@@ -63,8 +63,8 @@ def test_finished_file_is_uploaded_byte_identically(registered, s3, store, tmp_p
     assert int(result["total_bytes"]) == len(data)
     tags = s3.get_object_tagging(Bucket=registered.s3_bucket, Key=result["s3_key"])["TagSet"]
     assert {"Key": "sha256", "Value": result["sha256"]} in tags
-    assert store.get(result["stream_id"]).status == "completed"
-    assert result["stream_id"] not in {r.stream_id for r in store.active_streams()}
+    assert store.streams.get(result["stream_id"]).status == "completed"
+    assert result["stream_id"] not in {r.stream_id for r in store.streams.active()}
     # The upload opened after the stream began; the object was in S3 before its
     # SHA-256 was read and the record completed.
     assert result["started_at_utc"] <= result["opened_at_utc"] < result["object_at_utc"]
@@ -82,7 +82,7 @@ def test_file_growing_in_steps_is_uploaded_byte_identically(registered, s3, stor
 
     assert object_bytes(s3, registered.s3_bucket, result["s3_key"]) == data
     assert result["sha256"] == hashlib.sha256(data).hexdigest()
-    parts = store.parts(result["stream_id"])
+    parts = store.parts.get(result["stream_id"])
     assert len(parts) == 5  # four full 5 MiB parts while growing, then the tail
     assert sorted(p.offset for p in parts.values()) == [i * 5 * MIB for i in range(5)]
 
@@ -117,7 +117,7 @@ def test_under_the_fixed_policy_every_part_but_the_last_has_the_same_size(
     assert object_bytes(s3, registered.s3_bucket, second["s3_key"]) == data + more
     assert int(second["revision"]) == 2
     assert held == [[5 * MIB] * 4 + [2 * MIB + 7], [5 * MIB] * 6 + [1 * MIB + 7]]
-    record = store.get(first["stream_id"])
+    record = store.streams.get(first["stream_id"])
     assert (record.part_size_policy, record.part_base_bytes) == ("fixed", 5 * MIB)
 
 
@@ -295,9 +295,11 @@ def test_a_file_far_ahead_goes_up_in_batch_task_runs(registered, s3, store):
     result = _ingest(src)
 
     assert object_bytes(s3, registered.s3_bucket, result["s3_key"]) == data
-    names = sorted(r.name for r in _task_runs(store.require(result["stream_id"]).flow_run_id))
+    names = sorted(
+        r.name for r in _task_runs(store.streams.require(result["stream_id"]).flow_run_id)
+    )
     assert [n for n in names if n.startswith("upload-part")] == ["upload-parts-1-7"]
-    assert sorted(store.parts(result["stream_id"])) == list(range(1, 9))
+    assert sorted(store.parts.get(result["stream_id"])) == list(range(1, 9))
 
 
 @pytest.mark.parametrize(
@@ -337,7 +339,7 @@ def test_a_failing_part_of_a_batch_sends_no_other_part_twice(
     assert object_bytes(s3, registered.s3_bucket, result["s3_key"]) == data
     # Part 3 went once per failure and once more; every other part once.
     assert {k: sent.count(k) for k in set(sent)} == {1: 1, 2: 1, 3: failures + 1, 4: 1, 5: 1}
-    runs = _task_runs(store.require(result["stream_id"]).flow_run_id)
+    runs = _task_runs(store.streams.require(result["stream_id"]).flow_run_id)
     assert [r.run_count for r in runs if r.name == "upload-parts-1-5"] == [task_tries]
 
 
@@ -382,12 +384,12 @@ def test_a_live_stream_goes_up_in_window_task_runs(registered, s3, store):
     writer.join(5)
 
     assert object_bytes(s3, registered.s3_bucket, result["s3_key"]) == data
-    runs = _task_runs(store.require(result["stream_id"]).flow_run_id)
+    runs = _task_runs(store.streams.require(result["stream_id"]).flow_run_id)
     uploads = sorted(r.name for r in runs if r.name.startswith("upload-part"))
     windows = [r.name for r in runs if r.task_key.startswith("upload_window")]
     assert windows, uploads
     assert len(uploads) <= 5, uploads  # twelve full parts: per part would be 12
-    assert len(store.parts(result["stream_id"])) == 13
+    assert len(store.parts.get(result["stream_id"])) == 13
 
 
 def test_a_window_that_falls_behind_sends_its_backlog_in_parallel(
@@ -421,7 +423,7 @@ def test_a_window_that_falls_behind_sends_its_backlog_in_parallel(
 
     def record() -> None:
         with open(src, "r+b") as fh:  # open from the start: the recording is live
-            until(lambda: store.list_streams() and store.list_streams()[0].s3_upload_id, 60, "open")
+            until(lambda: store.streams.list() and store.streams.list()[0].s3_upload_id, 60, "open")
             writing.set()  # the first part arrives alone: the stream gets a window
             for i in range(0, len(data), MIB):
                 fh.write(data[i : i + MIB])
@@ -435,7 +437,7 @@ def test_a_window_that_falls_behind_sends_its_backlog_in_parallel(
     writer.join(5)
 
     assert object_bytes(s3, registered.s3_bucket, result["s3_key"]) == data
-    runs = _task_runs(store.require(result["stream_id"]).flow_run_id)
+    runs = _task_runs(store.streams.require(result["stream_id"]).flow_run_id)
     assert [r.name for r in runs if r.task_key.startswith("upload_window")]
     assert 2 <= peak[0] <= 4  # in parallel while recording, at most half the slots
 

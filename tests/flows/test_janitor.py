@@ -37,42 +37,46 @@ def test_janitor_aborts_orphans_only(registered, s3, store, monkeypatch):
 
     def registered_at(upload_id: str, stream_id: str, key: str, age_hours: float) -> None:
         entry = {"stream_id": stream_id, "key": key, "created": time.time() - age_hours * 3600}
-        store.redis_client.hset(store.uploads_key, upload_id, json.dumps(entry))
+        store.redis_client.hset(store.space.uploads_key, upload_id, json.dumps(entry))
 
     orphan = upload("rec/orphan.mp4")
     registered_at(orphan, "stream-that-never-was", "rec/orphan.mp4", age_hours=0)
     young = upload("rec/young-orphan.mp4")
-    store.register_upload(young, "stream-just-started", "rec/young-orphan.mp4")
+    store.parts.register_upload(young, "stream-just-started", "rec/young-orphan.mp4")
     live_id = "live-stream"
     live = upload("rec/live.mp4")
-    store.put(
+    store.streams.put(
         StreamRecord(
             stream_id=live_id, status=Status.UPLOADING, s3_upload_id=live, s3_key="rec/live.mp4"
         )
     )
     registered_at(live, live_id, "rec/live.mp4", age_hours=2)
-    assert store.acquire_lease(live_id, "some-run", 60)
+    assert store.leases.acquire(live_id, "some-run", 60)
     foreign = upload("rec/someone-elses.mp4")  # same prefix, not ours
 
     actions = janitor()
 
     assert _pending(s3, bucket) == {young, live, foreign}
     assert [a["target"] for a in actions if a["kind"] == "abort-upload"] == [orphan]
-    assert orphan not in store.uploads() and young in store.uploads()
+    assert orphan not in store.parts.uploads() and young in store.parts.uploads()
 
 
 def test_janitor_marks_streams_without_a_run_failed(registered, store):
     old = "2020-01-01T00:00:00.000+00:00"
-    store.put(StreamRecord(stream_id="lost", status=Status.UPLOADING, last_activity_at_utc=old))
-    store.put(StreamRecord(stream_id="alive", status=Status.UPLOADING, last_activity_at_utc=old))
-    assert store.acquire_lease("alive", "run", 60)
+    store.streams.put(
+        StreamRecord(stream_id="lost", status=Status.UPLOADING, last_activity_at_utc=old)
+    )
+    store.streams.put(
+        StreamRecord(stream_id="alive", status=Status.UPLOADING, last_activity_at_utc=old)
+    )
+    assert store.leases.acquire("alive", "run", 60)
 
     janitor()
 
-    assert store.get("lost").status == "failed"
-    assert store.get("lost").error.startswith("janitor:")
-    assert store.get("alive").status == "uploading"
-    assert [r.stream_id for r in store.list_streams(Status.FAILED)] == ["lost"]
+    assert store.streams.get("lost").status == "failed"
+    assert store.streams.get("lost").error.startswith("janitor:")
+    assert store.streams.get("alive").status == "uploading"
+    assert [r.stream_id for r in store.streams.list(Status.FAILED)] == ["lost"]
 
 
 @pytest.fixture
@@ -122,7 +126,7 @@ def test_a_stream_whose_run_crashed_is_announced_failed_and_counted(registered, 
     run_id, deployment_id = _ended_run(Crashed(message="worker lost"), "cfg-of-the-run")
     path = f"{registered.watch_dir}/crashed.mp4"
     sid = str(uuid.uuid4())  # the harness's server outlives the test: its own events
-    store.put(
+    store.streams.put(
         StreamRecord(
             stream_id=sid,
             original_path=path,
@@ -143,14 +147,16 @@ def test_a_stream_whose_run_crashed_is_announced_failed_and_counted(registered, 
     related = [r["prefect.resource.id"] for r in event["related"]]
     assert related == [f"prefect.flow-run.{run_id}", f"prefect.deployment.{deployment_id}"]
     assert len(reruns([event])) == 1
-    assert store.get(sid).failures == 2 and store.get(sid).status == "failed"
+    assert store.streams.get(sid).failures == 2 and store.streams.get(sid).status == "failed"
 
 
 def test_a_stream_without_a_run_is_announced_with_the_janitor_s_config(
     registered, store, events, settings_env
 ):
     old = "2020-01-01T00:00:00.000+00:00"
-    store.put(StreamRecord(stream_id="lost", status=Status.UPLOADING, last_activity_at_utc=old))
+    store.streams.put(
+        StreamRecord(stream_id="lost", status=Status.UPLOADING, last_activity_at_utc=old)
+    )
 
     janitor()
 
@@ -159,7 +165,7 @@ def test_a_stream_without_a_run_is_announced_with_the_janitor_s_config(
     assert event["resource"]["stream-ingest.failures"] == "1"
     assert event["resource"]["stream-ingest.config"] == settings_env["STREAM_INGEST_CONFIG_BLOCK"]
     assert event["related"] == [] and not event["in_a_run"]
-    assert store.get("lost").failures == 1
+    assert store.streams.get("lost").failures == 1
 
 
 def test_a_stream_whose_run_was_cancelled_is_announced_cancelled_not_counted(
@@ -169,7 +175,7 @@ def test_a_stream_whose_run_was_cancelled_is_announced_cancelled_not_counted(
     from prefect.states import Cancelled
 
     run_id, _ = _ended_run(Cancelled(), None)
-    store.put(
+    store.streams.put(
         StreamRecord(stream_id="cancelled", status=Status.UPLOADING, flow_run_id=run_id, failures=1)
     )
 
@@ -179,4 +185,7 @@ def test_a_stream_whose_run_was_cancelled_is_announced_cancelled_not_counted(
     assert event["event"] == "stream-ingest.stream.cancelled"
     assert event["resource"]["stream-ingest.failures"] == "1"
     assert reruns(events.sent) == []
-    assert store.get("cancelled").failures == 1 and store.get("cancelled").status == "failed"
+    assert (
+        store.streams.get("cancelled").failures == 1
+        and store.streams.get("cancelled").status == "failed"
+    )

@@ -13,6 +13,7 @@ import pytest
 
 from stream_ingest.blocks.bucket import StreamBucket
 from stream_ingest.blocks.checkpoints import CheckpointStore
+from stream_ingest.blocks.store_streams import Streams
 from stream_ingest.flows.ingest import stream_ingest
 from stream_ingest.records import StreamRecord
 from stream_ingest.states import Status
@@ -77,7 +78,7 @@ def test_a_symlink_out_of_the_folder_is_not_uploaded(registered, s3, store, tmp_
     assert state.is_failed()
     assert "outside the watch folder" in state.message and str(secret) in state.message
     assert s3.list_objects_v2(Bucket=registered.s3_bucket).get("KeyCount", 0) == 0
-    [record] = store.list_streams()
+    [record] = store.streams.list()
     assert record.status == Status.FAILED and "follow_symlinks" in record.error
 
     edit_config(follow_symlinks=True)
@@ -96,7 +97,7 @@ def test_a_name_that_is_not_utf8_uploads(registered, s3, store):
         fh.write(b"take one")
     path = os.fsdecode(raw)
     sid = str(uuid.uuid4())
-    store.claim_identity(
+    store.identities.claim(
         f"{os.stat(raw).st_dev}:{os.stat(raw).st_ino}",
         StreamRecord(stream_id=sid, original_path=path, watch_dir=registered.watch_dir),
     )
@@ -105,7 +106,7 @@ def test_a_name_that_is_not_utf8_uploads(registered, s3, store):
 
     assert result["s3_key"] == "rec/cam%FF 100%25.mp4"
     assert object_bytes(s3, registered.s3_bucket, result["s3_key"]) == b"take one"
-    assert store.get(sid).original_path == path  # the bytes came back as they went in
+    assert store.streams.get(sid).original_path == path  # the bytes came back as they went in
 
 
 def _wipe(store: CheckpointStore) -> None:
@@ -125,11 +126,11 @@ def test_redis_wiped_during_finalize_still_completes(
     src = Path(registered.watch_dir) / f"wipe-{step}.mp4"
     src.write_bytes(data)
     original = {n: getattr(StreamBucket, n) for n in ("complete_multipart_upload", "tag_object")}
-    set_status = CheckpointStore.set_status
+    set_status = Streams.set_status
 
     def on_status(self, sid, status, **values):
         if step == "start" and status == Status.FINALIZING:
-            _wipe(self)
+            _wipe(store)
         return set_status(self, sid, status, **values)
 
     def on_complete(self, *args, **kwargs):
@@ -145,7 +146,7 @@ def test_redis_wiped_during_finalize_still_completes(
         if step == "after-tag":
             _wipe(store)
 
-    monkeypatch.setattr(CheckpointStore, "set_status", on_status)
+    monkeypatch.setattr(Streams, "set_status", on_status)
     monkeypatch.setattr(StreamBucket, "complete_multipart_upload", on_complete)
     monkeypatch.setattr(StreamBucket, "tag_object", on_tag)
     log_start = Path(moto_server.log_path).stat().st_size
@@ -155,7 +156,7 @@ def test_redis_wiped_during_finalize_still_completes(
     assert state.is_completed(), state.message
     result = state.result()
     assert object_bytes(s3, registered.s3_bucket, result["s3_key"]) == data
-    record = store.get(result["stream_id"])
+    record = store.streams.get(result["stream_id"])
     assert record.status == Status.COMPLETED and record.sha256 == result["sha256"]
     calls = upload_part_calls(Path(moto_server.log_path), log_start, record.s3_upload_id)
     assert sorted(calls) == [1, 2, 3], "a part S3 already held was uploaded again"
@@ -175,14 +176,14 @@ def _paused_recorder(
             fh.flush()
             os.utime(src)
             st = os.stat(src)
-            store.hint_closed(str(src), _identity(src), st.st_size, st.st_mtime_ns)
+            store.hints.note_closed(str(src), _identity(src), st.st_size, st.st_mtime_ns)
             fh.write(data[6 * MIB : 6 * MIB + then])
             fh.flush()
             touched.set()
             time.sleep(1.5)  # past the settle (0.5 s), within the idle timeout (3 s)
             fh.write(data[6 * MIB + then :])
         st = os.stat(src)
-        store.hint_closed(str(src), _identity(src), st.st_size, st.st_mtime_ns)
+        store.hints.note_closed(str(src), _identity(src), st.st_size, st.st_mtime_ns)
 
     return threading.Thread(target=record, name="writer")
 
@@ -230,4 +231,4 @@ def test_trusted_closes_end_a_recording_only_when_no_write_followed(registered, 
     result = out["state"].result()
     assert result["status"] == "completed"
     assert object_bytes(s3, registered.s3_bucket, result["s3_key"]) == data
-    assert store.closed_hint(str(src), result["identity"]) is None  # used
+    assert store.hints.closed_at(str(src), result["identity"]) is None  # used

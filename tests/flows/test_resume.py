@@ -44,12 +44,12 @@ def test_killed_run_resumes_uploading_only_missing_parts(
     finally:
         if child.poll() is None:
             child.kill()
-    checkpointed = set(store.parts(sid))
+    checkpointed = set(store.parts.get(sid))
     writer.join(30)
     assert writer.done.is_set()
-    record = store.get(sid)
+    record = store.streams.get(sid)
     assert record.status == "uploading"  # what a crash leaves behind
-    assert store.lease_holder(sid) == record.flow_run_id  # still held by the dead run
+    assert store.leases.holder(sid) == record.flow_run_id  # still held by the dead run
     mark_crashed(record.flow_run_id)
     log_start = Path(s3_server.log_path).stat().st_size
 

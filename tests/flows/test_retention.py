@@ -27,9 +27,9 @@ def _tags(s3, bucket: str, key: str) -> dict[str, str]:
 
 def _expiry_ms(store, sid: str) -> dict[str, int]:
     return {
-        "meta": store.redis_client.pttl(store.meta_key(sid)),
-        "parts": store.redis_client.pttl(store.parts_key(sid)),
-        "revisions": store.redis_client.pttl(store.revisions_key(sid)),
+        "meta": store.redis_client.pttl(store.space.meta_key(sid)),
+        "parts": store.redis_client.pttl(store.space.parts_key(sid)),
+        "revisions": store.redis_client.pttl(store.space.revisions_key(sid)),
     }
 
 
@@ -68,13 +68,13 @@ def test_each_take_of_an_object_is_tagged_and_its_checkpoint_expires(registered,
 
 
 def test_the_janitor_drops_index_entries_of_streams_that_are_gone(registered, store):
-    store.put(StreamRecord("gone", status=Status.COMPLETED, identity="4:4:4"))
-    store.put(StreamRecord("kept", status=Status.COMPLETED, identity="4:4:5"))
-    store.redis_client.delete(store.meta_key("gone"))  # what its expiry does
+    store.streams.put(StreamRecord("gone", status=Status.COMPLETED, identity="4:4:4"))
+    store.streams.put(StreamRecord("kept", status=Status.COMPLETED, identity="4:4:5"))
+    store.redis_client.delete(store.space.meta_key("gone"))  # what its expiry does
 
     actions = janitor()
 
-    assert store.identities() == {"4:4:5": "kept"}
-    assert [r.stream_id for r in store.list_streams()] == ["kept"]
-    assert {m.decode() for m in store.redis_client.zrange(store.all_key, 0, -1)} == {"kept"}
+    assert store.identities.all() == {"4:4:5": "kept"}
+    assert [r.stream_id for r in store.streams.list()] == ["kept"]
+    assert {m.decode() for m in store.redis_client.zrange(store.space.all_key, 0, -1)} == {"kept"}
     assert [(a["kind"], a["target"]) for a in actions] == [("drop-index-entries", "2 entries")]

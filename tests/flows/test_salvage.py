@@ -54,7 +54,7 @@ def test_a_failed_stream_with_recent_progress_is_kept_however_old_its_upload(reg
 
     assert actions == []
     assert _pending(s3, registered.s3_bucket) == {rec.s3_upload_id}
-    assert store.get(rec.stream_id).status == "failed"
+    assert store.streams.get(rec.stream_id).status == "failed"
 
 
 def test_a_failed_stream_whose_file_is_readable_is_resumable_not_aborted(registered, s3, store):
@@ -67,7 +67,7 @@ def test_a_failed_stream_whose_file_is_readable_is_resumable_not_aborted(registe
 
     assert action["kind"] == "keep-upload" and "resumable" in action["reason"]
     assert _pending(s3, registered.s3_bucket) == {rec.s3_upload_id}
-    assert store.get(rec.stream_id).status == "failed"
+    assert store.streams.get(rec.stream_id).status == "failed"
 
 
 @pytest.mark.on_ceph
@@ -91,13 +91,13 @@ def test_a_failed_stream_whose_file_is_gone_is_salvaged(registered, s3, store, e
     if s3_server.name == "ceph":
         assert action["kind"] == "keep-upload"
         assert "without the 1 parts after its gap (InvalidPart); upload kept" in action["reason"]
-        kept = store.get(rec.stream_id)
+        kept = store.streams.get(rec.stream_id)
         assert kept.status == "failed" and kept.salvage_key == ""
         assert _pending(s3, bucket) == {rec.s3_upload_id}
         assert _keys(s3, bucket) == ["rec/cam1/take.partial.mkv"]
         return
 
-    salvaged = store.get(rec.stream_id)
+    salvaged = store.streams.get(rec.stream_id)
     assert salvaged.status == "salvaged"
     assert salvaged.salvage_key == "rec/cam1/take.partial (2).mkv"
     assert salvaged.salvaged_bytes == 12 * MIB
@@ -105,7 +105,7 @@ def test_a_failed_stream_whose_file_is_gone_is_salvaged(registered, s3, store, e
     assert object_bytes(s3, bucket, salvaged.salvage_key) == data[: 12 * MIB]
     assert object_bytes(s3, bucket, "rec/cam1/take.partial.mkv") == b"someone else's"
     assert _keys(s3, bucket) == ["rec/cam1/take.partial (2).mkv", "rec/cam1/take.partial.mkv"]
-    assert _pending(s3, bucket) == set() and store.uploads() == {}
+    assert _pending(s3, bucket) == set() and store.parts.uploads() == {}
     assert (action["kind"], action["target"]) == ("salvaged", salvaged.salvage_key)
     [event] = events.sent
     assert event["event"] == "stream-ingest.stream.salvaged"
@@ -125,12 +125,12 @@ def test_a_failed_stream_without_a_gap_is_salvaged(registered, s3, store):
 
     [action] = janitor()
 
-    salvaged = store.get(rec.stream_id)
+    salvaged = store.streams.get(rec.stream_id)
     assert (salvaged.status, action["kind"]) == ("salvaged", "salvaged")
     assert salvaged.salvage_key == "rec/cam1/take.partial.mkv"
     assert object_bytes(s3, bucket, salvaged.salvage_key) == data
     assert _keys(s3, bucket) == ["rec/cam1/take.partial.mkv"]
-    assert _pending(s3, bucket) == set() and store.uploads() == {}
+    assert _pending(s3, bucket) == set() and store.parts.uploads() == {}
 
 
 def test_an_upload_with_nothing_to_keep_is_aborted_with_the_reason(registered, s3, store, events):
@@ -138,7 +138,7 @@ def test_an_upload_with_nothing_to_keep_is_aborted_with_the_reason(registered, s
 
     [action] = janitor()
 
-    aborted = store.get(rec.stream_id)
+    aborted = store.streams.get(rec.stream_id)
     assert aborted.status == "aborted" and aborted.error.endswith("; no part was uploaded")
     assert action["kind"] == "abort-upload"
     assert _pending(s3, registered.s3_bucket) == set()
@@ -176,10 +176,10 @@ def _revision_of(s3, store, registered, data: bytes, parts: int):
     etag = s3.head_object(Bucket=bucket, Key=rec.s3_key)["ETag"]
     prior = {k: PartRecord(k, etags[k - 1], (k - 1) * 5 * MIB, 5 * MIB, "x") for k in (1, 2)}
     store.redis_client.hset(
-        store.prior_key(rec.stream_id), mapping={k: p.to_json() for k, p in prior.items()}
+        store.space.prior_key(rec.stream_id), mapping={k: p.to_json() for k, p in prior.items()}
     )
     revised = dataclasses.replace(rec, revision=2, object_etag=etag)
-    store.put(revised)
+    store.streams.put(revised)
     return revised, first
 
 
@@ -191,7 +191,7 @@ def test_a_revision_whose_bytes_are_all_in_the_completed_object_is_aborted(regis
 
     [action] = janitor()
 
-    aborted = store.get(rec.stream_id)
+    aborted = store.streams.get(rec.stream_id)
     assert aborted.status == "aborted" and "in the object of revision 1" in aborted.error
     assert action["kind"] == "abort-upload"
     assert _pending(s3, bucket) == set()
@@ -210,6 +210,6 @@ def test_a_revision_with_new_bytes_is_never_aborted(registered, s3, store):
 
     assert action["kind"] == "keep-upload" and "holds its key" in action["reason"]
     assert _pending(s3, bucket) == {rec.s3_upload_id}
-    assert store.get(rec.stream_id).status == "failed"
-    assert store.get(rec.stream_id).salvage_key == ""
+    assert store.streams.get(rec.stream_id).status == "failed"
+    assert store.streams.get(rec.stream_id).salvage_key == ""
     assert object_bytes(s3, bucket, rec.s3_key) == first

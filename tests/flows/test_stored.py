@@ -34,7 +34,7 @@ def test_a_take_already_in_s3_is_completed_with_its_object(registered, s3, store
     video.write_bytes(os.urandom(300_000))
     sid = _stored_again(registered, store, video)
 
-    record = store.require(sid)
+    record = store.streams.require(sid)
     assert (record.status, record.s3_key, record.total_bytes) == (
         Status.COMPLETED,
         "rec/a.mp4",
@@ -62,7 +62,7 @@ def test_a_touch_of_a_take_completed_without_parts_uploads_nothing(registered, s
     os.utime(video, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
 
     assert stream_ingest(stream_id=sid)["status"] == "completed"
-    assert store.require(sid).completed_mtime_ns == video.stat().st_mtime_ns
+    assert store.streams.require(sid).completed_mtime_ns == video.stat().st_mtime_ns
     assert not s3.list_multipart_uploads(Bucket=registered.s3_bucket).get("Uploads")
 
 

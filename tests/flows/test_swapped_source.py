@@ -76,5 +76,5 @@ def test_a_name_swapped_for_a_link_out_of_the_folder_uploads_none_of_its_bytes(
     assert s3.list_objects_v2(Bucket=registered.s3_bucket).get("KeyCount", 0) == 0
     assert state.is_failed()
     assert "outside the watch folder" in state.message and str(secret) in state.message
-    [record] = store.list_streams()
+    [record] = store.streams.list()
     assert record.status == Status.FAILED and "outside the watch folder" in record.error

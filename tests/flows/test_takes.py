@@ -69,7 +69,7 @@ def test_a_completed_file_that_grows_and_is_patched_gets_a_revision(
     assert second["sha256"] == hashlib.sha256(patched).hexdigest()
     # part 1 changed (head), parts 2-3 unchanged: copied; part 4 grew, part 5 is new
     assert s3_calls == Counter(copy_part=2, upload_part=2)
-    revisions = store.revisions(sid)
+    revisions = store.revisions.list(sid)
     assert [(r.number, r.size, r.parts_copied, r.parts_uploaded) for r in revisions] == [
         (1, len(data), 0, 4),
         (2, len(patched), 2, 2),
@@ -104,7 +104,7 @@ def test_a_first_take_is_completed_by_one_request(registered, s3, store, monkeyp
     assert object_bytes(s3, registered.s3_bucket, "rec/first.mp4") == data
     assert calls == ["head_object", "complete_multipart_upload"]
     assert (
-        store.require(result["stream_id"]).object_etag
+        store.streams.require(result["stream_id"]).object_etag
         == (s3.head_object(Bucket=registered.s3_bucket, Key="rec/first.mp4")["ETag"])
     )
 
@@ -125,8 +125,8 @@ def test_a_new_take_over_a_completed_file_keeps_both(registered, s3, store):
     assert second["s3_key"] == "rec/cam1 (2).mp4"
     assert object_bytes(s3, registered.s3_bucket, "rec/cam1.mp4") == take1
     assert object_bytes(s3, registered.s3_bucket, "rec/cam1 (2).mp4") == take2
-    assert store.require(first["stream_id"]).status is Status.COMPLETED
-    assert store.stream_for_identity(second["identity"]) == second["stream_id"]
+    assert store.streams.require(first["stream_id"]).status is Status.COMPLETED
+    assert store.identities.stream_for(second["identity"]) == second["stream_id"]
 
 
 def test_the_same_path_recorded_again_later_with_skip_and_overwrite(registered, s3, store):
@@ -174,7 +174,7 @@ def test_a_key_taken_during_the_upload_is_not_overwritten(registered, s3, store)
         time.sleep(0.01)
     thread, out = run_in_thread(src)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not any(r.s3_upload_id for r in store.list_streams()):
+    while time.monotonic() < deadline and not any(r.s3_upload_id for r in store.streams.list()):
         time.sleep(0.05)
     s3.put_object(Bucket=registered.s3_bucket, Key="rec/race.mp4", Body=b"someone else's")
     release.set()
@@ -235,10 +235,10 @@ def test_a_longer_new_take_seen_only_at_its_end_is_not_a_revision(registered, s3
     looked = stream_ingest(stream_id=first["stream_id"])  # the run a change starts
 
     assert "new take" in looked["message"]
-    kept = store.require(first["stream_id"])
+    kept = store.streams.require(first["stream_id"])
     assert (kept.status, kept.revision) == (Status.COMPLETED, 1)
     assert object_bytes(s3, registered.s3_bucket, "rec/longer.mp4") == take1
-    new_sid = store.stream_for_identity(first["identity"])
+    new_sid = store.identities.stream_for(first["identity"])
     assert new_sid and new_sid != first["stream_id"]
 
     second = stream_ingest(stream_id=new_sid)  # its run (the sensor's, in production)
@@ -267,7 +267,7 @@ def test_a_touched_completed_file_opens_no_upload(registered, s3, store, s3_call
 
     assert _open_uploads(s3, registered.s3_bucket) == []
     assert s3_calls == Counter()
-    record = store.require(first["stream_id"])
+    record = store.streams.require(first["stream_id"])
     assert (record.status, record.revision) == (Status.COMPLETED, 1)
     assert s3.head_object(Bucket=registered.s3_bucket, Key=first["s3_key"])["ETag"] == etag
     assert object_bytes(s3, registered.s3_bucket, first["s3_key"]) == data
@@ -310,10 +310,10 @@ def test_a_one_part_take_recorded_over_in_place_keeps_both(registered, s3, store
     looked = stream_ingest(stream_id=first["stream_id"])  # the catch-up scan's run
 
     assert "new take" in looked["message"]
-    kept = store.require(first["stream_id"])
+    kept = store.streams.require(first["stream_id"])
     assert (kept.status, kept.revision) == (Status.COMPLETED, 1)
     assert object_bytes(s3, registered.s3_bucket, "rec/short.mp4") == take1
-    second = stream_ingest(stream_id=store.stream_for_identity(first["identity"]))
+    second = stream_ingest(stream_id=store.identities.stream_for(first["identity"]))
     assert second["s3_key"] == "rec/short (2).mp4"
     assert object_bytes(s3, registered.s3_bucket, "rec/short (2).mp4") == take2
 

@@ -84,9 +84,9 @@ def test_a_take_recorded_after_redis_lost_its_data_gets_a_run(
 
     assert len(runs.started) == 2
     second = list(runs.started.values())[1]
-    record = store.require(second.stream_id)
+    record = store.streams.require(second.stream_id)
     assert (record.status, record.original_path) == (Status.DETECTED, str(video))
-    assert store.stream_for_identity(str(snapshot(str(video)).identity)) == second.stream_id
+    assert store.identities.stream_for(str(snapshot(str(video)).identity)) == second.stream_id
 
 
 def test_a_field_written_to_a_lost_record_does_not_make_half_a_record(
@@ -96,21 +96,21 @@ def test_a_field_written_to_a_lost_record_does_not_make_half_a_record(
     a field (open-upload's, the sensor's flow_run_id): the write made a meta hash of
     that field alone, a record without an id or a status, which every listing then
     failed to read (TypeError), the sensor's and the janitor's included."""
-    store.put(StreamRecord(stream_id="s1", original_path=str(watch / "a.mp4")))
+    store.streams.put(StreamRecord(stream_id="s1", original_path=str(watch / "a.mp4")))
     _wipe(store)
 
-    store.update("s1", flow_run_id="run-1", s3_upload_id="u-1")
+    store.streams.update("s1", flow_run_id="run-1", s3_upload_id="u-1")
 
-    assert store.get("s1") is None
-    assert store.list_streams() == []
-    assert not store.redis_client.exists(store.meta_key("s1"))
+    assert store.streams.get("s1") is None
+    assert store.streams.list() == []
+    assert not store.redis_client.exists(store.space.meta_key("s1"))
 
 
 def test_update_still_sets_fields_of_a_record_that_exists(store: CheckpointStore) -> None:
-    store.put(StreamRecord(stream_id="s2", original_path="/w/b.mp4"))
-    store.update("s2", flow_run_id="run-2")
-    assert store.require("s2").flow_run_id == "run-2"
-    assert os.fspath(store.require("s2").original_path) == "/w/b.mp4"
+    store.streams.put(StreamRecord(stream_id="s2", original_path="/w/b.mp4"))
+    store.streams.update("s2", flow_run_id="run-2")
+    assert store.streams.require("s2").flow_run_id == "run-2"
+    assert os.fspath(store.streams.require("s2").original_path) == "/w/b.mp4"
 
 
 def test_a_completed_take_is_not_uploaded_again_after_redis_lost_its_data(
@@ -194,7 +194,7 @@ def test_an_upload_created_for_a_run_that_died_at_once_is_aborted(
     first = stream_ingest(path=str(video), return_state=True)
     assert first.is_failed()
     monkeypatch.setattr(StreamBucket, "create_multipart_upload", real)
-    [record] = store.list_streams()
+    [record] = store.streams.list()
     assert stream_ingest(stream_id=record.stream_id)["status"] == "completed"
     janitor()
 

@@ -55,7 +55,7 @@ def test_redis_outage_keeps_the_event_and_triggers_once(
             after = write(watch / "after.mp4")
             wait_until(lambda: prefect.calls_for(after), "the next file's run")
         assert len(prefect.calls_for(video)) == 1
-        record = store.require(prefect.calls_for(video)[0].stream_id)
+        record = store.streams.require(prefect.calls_for(video)[0].stream_id)
         assert record.flow_run_id == prefect.runs[record_key(record.stream_id)]
         delays = retry_delays(caplog, "Redis unreachable")
         assert delays[:3] == [0.1, 0.2, 0.4][: len(delays[:3])]
@@ -88,7 +88,7 @@ def test_prefect_outage_is_retried_with_capped_backoff(
     # Six calls, one stream, one key: Prefect would have created one run.
     assert len(prefect.calls) == 6
     assert len({c.idempotency_key for c in prefect.calls}) == 1
-    assert store.require(prefect.calls[0].stream_id).flow_run_id
+    assert store.streams.require(prefect.calls[0].stream_id).flow_run_id
 
 
 def test_stop_interrupts_a_retry_wait(
@@ -124,14 +124,14 @@ def test_unexpected_errors_drop_the_event_and_go_on(
     sensor = make_sensor()
     broken = write(watch / "broken.mp4")
     fine = write(watch / "fine.mp4")
-    real_claim = store.claim_identity
+    real_claim = store.identities.claim
 
     def claim(identity: str, record):  # type: ignore[no-untyped-def]
         if record.original_path == str(broken):
             raise ValueError("WRONGTYPE something unexpected")
         return real_claim(identity, record)
 
-    monkeypatch.setattr(store, "claim_identity", claim)
+    monkeypatch.setattr(store.identities, "claim", claim)
     stop = threading.Event()
     with caplog.at_level(logging.ERROR, logger="stream_ingest.sensor"):
         assert not sensor.process(FileAppeared(str(broken), "created"), stop)

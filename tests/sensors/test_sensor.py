@@ -31,7 +31,7 @@ def test_catch_up_scan_triggers_files_without_a_finished_stream(
         write(watch / "notes.txt"),
         write(watch / "d.mp4.part"),
     ]
-    store.put(
+    store.streams.put(
         StreamRecord(
             stream_id="s-done",
             original_path=str(done),
@@ -78,11 +78,11 @@ def test_a_growing_file_with_many_events_gets_one_run(
         for _ in range(20):
             sensor.events.put(FileAppeared(str(video), "created"))
         wait_until(
-            lambda: store.closed_hint(str(video), identity(video)), "the close hint", timeout=5
+            lambda: store.hints.closed_at(str(video), identity(video)), "the close hint", timeout=5
         )
         wait_until(lambda: sensor.events.empty(), "the queue to drain")
     assert len(prefect.calls) == 1
-    record = store.require(prefect.calls[0].stream_id)
+    record = store.streams.require(prefect.calls[0].stream_id)
     assert record.flow_run_id == prefect.runs[prefect.calls[0].idempotency_key]
 
 
@@ -103,9 +103,9 @@ def test_close_after_write_sets_the_hint(
         # close has its run, that close has been seen (and must have left no hint).
         marker = write(watch / "marker.mp4")
         wait_until(lambda: prefect.calls_for(marker), "the run for a later file")
-        assert store.closed_hint(str(video), identity(video)) is None
+        assert store.hints.closed_at(str(video), identity(video)) is None
         out.close()
-        wait_until(lambda: store.closed_hint(str(video), identity(video)), "the close hint")
+        wait_until(lambda: store.hints.closed_at(str(video), identity(video)), "the close hint")
     assert len(prefect.calls_for(video)) == 1
 
 
@@ -117,14 +117,14 @@ def test_delete_releases_the_identity_and_recreating_triggers_again(
         write(video)
         wait_until(lambda: prefect.calls_for(video), "the first run")
         old_identity = identity(video)
-        assert store.stream_for_identity(old_identity) is not None
+        assert store.identities.stream_for(old_identity) is not None
         video.unlink()
-        wait_until(lambda: store.stream_for_identity(old_identity) is None, "the release")
+        wait_until(lambda: store.identities.stream_for(old_identity) is None, "the release")
         write(video, b"second take")
         wait_until(lambda: len(prefect.calls_for(video)) == 2, "the second run")
         first, second = prefect.calls_for(video)
         assert first.stream_id != second.stream_id
-        assert store.stream_for_identity(identity(video)) == second.stream_id
+        assert store.identities.stream_for(identity(video)) == second.stream_id
 
 
 def test_moved_in_and_renamed_from_temporary_name(
@@ -150,7 +150,7 @@ def test_atomic_replace_triggers_the_new_file(
         old_identity = identity(video)
         os.replace(write(watch / "a.mp4.tmp", b"replacement"), video)
         wait_until(lambda: len(prefect.calls_for(video)) == 2, "the replacement's run")
-    assert store.stream_for_identity(old_identity) is None
+    assert store.identities.stream_for(old_identity) is None
 
 
 def test_watch_folder_disappearing_stops_with_an_error(
@@ -268,4 +268,6 @@ def test_a_changed_config_block_applies_without_a_restart(
     assert call.deployment == "stream-ingest/edited"
     moved = current["config"].checkpoints
     assert moved.namespace == store.namespace + "-edited"
-    assert moved.get(call.stream_id) is not None and store.get(call.stream_id) is None
+    assert (
+        moved.streams.get(call.stream_id) is not None and store.streams.get(call.stream_id) is None
+    )

@@ -46,15 +46,15 @@ def test_new_file_starts_one_run_and_records_it(
     assert call.deployment == "stream-ingest/stream-ingest"
     assert call.parameters == {"path": str(video), "stream_id": sid, "config": "stream-ingest"}
     assert call.idempotency_key == f"stream-ingest:{sid}"
-    record = store.require(sid)
+    record = store.streams.require(sid)
     assert record.status == Status.DETECTED
     assert record.original_path == str(video)
     assert record.identity == identity(video)
     assert record.watch_dir == str(watch)  # the flow's keys are relative to it
     assert record.part_base_bytes == 0  # chosen by the flow, from the block, at upload
     assert record.flow_run_id == prefect.runs[call.idempotency_key]
-    assert store.stream_for_identity(identity(video)) == sid
-    assert sid in {r.stream_id for r in store.active_streams()}
+    assert store.identities.stream_for(identity(video)) == sid
+    assert sid in {r.stream_id for r in store.streams.active()}
     [sent] = events.sent
     assert sent["event"] == "stream-ingest.file.detected"
     assert sent["resource"] == {
@@ -99,11 +99,11 @@ def test_claimed_but_never_triggered_is_triggered_with_the_same_key(
     stream (same stream id, so the same idempotency key and the same run)."""
     video = write(watch / "a.mp4")
     crashed = StreamRecord(stream_id="s-1", original_path=str(video), identity=identity(video))
-    assert store.claim_identity(identity(video), crashed) == ("s-1", True)
+    assert store.identities.claim(identity(video), crashed) == ("s-1", True)
     make_trigger().handle(FileAppeared(str(video), "scan"))
     make_trigger().handle(FileAppeared(str(video), "scan"))
     assert [c.stream_id for c in prefect.calls] == ["s-1"]
-    assert store.require("s-1").flow_run_id == prefect.runs["stream-ingest:s-1"]
+    assert store.streams.require("s-1").flow_run_id == prefect.runs["stream-ingest:s-1"]
 
 
 def test_trigger_failure_is_retried_without_a_second_stream(
@@ -115,11 +115,11 @@ def test_trigger_failure_is_retried_without_a_second_stream(
     with pytest.raises(TriggerFailed, match=r"Prefect API unreachable \(ConnectionRefusedError"):
         trigger.handle(FileAppeared(str(video), "created"))
     first = prefect.calls[0].stream_id
-    assert store.require(first).flow_run_id == ""
+    assert store.streams.require(first).flow_run_id == ""
     trigger.handle(FileAppeared(str(video), "created"))  # the run loop's retry
     assert [c.stream_id for c in prefect.calls] == [first, first]
     assert len(prefect.runs_for(video)) == 1
-    assert store.require(first).flow_run_id == prefect.runs[f"stream-ingest:{first}"]
+    assert store.streams.require(first).flow_run_id == prefect.runs[f"stream-ingest:{first}"]
 
 
 def test_identity_without_its_record_is_a_new_stream(
@@ -128,14 +128,14 @@ def test_identity_without_its_record_is_a_new_stream(
     """An index entry whose stream's record is gone (the stream ended and expired, or
     Redis lost the record) binds nothing: the file is a new stream and is triggered."""
     video = write(watch / "a.mp4")
-    store.redis_client.hset(store.identity_key, identity(video), "s-orphan")
+    store.redis_client.hset(store.space.identity_key, identity(video), "s-orphan")
     make_trigger().handle(FileAppeared(str(video), "created"))
     [call] = prefect.calls
     assert call.stream_id != "s-orphan"
-    record = store.require(call.stream_id)
+    record = store.streams.require(call.stream_id)
     assert (record.status, record.original_path) == (Status.DETECTED, str(video))
-    assert store.stream_for_identity(identity(video)) == call.stream_id
-    assert store.get("s-orphan") is None
+    assert store.identities.stream_for(identity(video)) == call.stream_id
+    assert store.streams.get("s-orphan") is None
 
 
 @pytest.mark.parametrize(
@@ -157,7 +157,7 @@ def test_existing_streams_are_left_alone(
     flow_run_id: str,
 ) -> None:
     video = write(watch / "a.mp4")
-    store.put(
+    store.streams.put(
         StreamRecord(
             stream_id="s-old",
             original_path=str(video),
@@ -181,8 +181,8 @@ def test_close_writes_the_hint_for_this_incarnation(
     # Never seen created (the sensor was down): the close still starts its run.
     make_trigger().handle(FileClosed(str(video)))
     assert len(prefect.calls) == 1
-    assert store.closed_hint(str(video), identity(video)) is not None
-    assert store.closed_hint(str(video), "0:0") is None
+    assert store.hints.closed_at(str(video), identity(video)) is not None
+    assert store.hints.closed_at(str(video), "0:0") is None
     assert events.names(video) == ["stream-ingest.file.detected", "stream-ingest.file.closed"]
 
 
@@ -195,8 +195,8 @@ def test_a_file_renamed_into_place_is_hinted_closed_at_once(
     trigger.handle(FileAppeared(str(created), "created"))
 
     assert len(prefect.calls) == 2
-    assert store.closed_hint(str(renamed), identity(renamed)) is not None
-    assert store.closed_hint(str(created), identity(created)) is None  # may still grow
+    assert store.hints.closed_at(str(renamed), identity(renamed)) is not None
+    assert store.hints.closed_at(str(created), identity(created)) is None  # may still grow
 
 
 def test_deleted_then_recreated_path_is_a_new_stream(
@@ -215,17 +215,17 @@ def test_deleted_then_recreated_path_is_a_new_stream(
     video.unlink()
     trigger.handle(FileGone(str(video)))
     # Released, so that a reused inode number is not taken for the old stream.
-    assert store.stream_for_identity(old_identity) is None
+    assert store.identities.stream_for(old_identity) is None
 
     write(video, b"new take")
     trigger.handle(FileAppeared(str(video), "created"))
     assert [c.path for c in prefect.calls] == [str(video), str(video)]
     new_sid = prefect.calls[1].stream_id
     assert new_sid != old_sid
-    assert store.stream_for_identity(identity(video)) == new_sid
+    assert store.identities.stream_for(identity(video)) == new_sid
     # The old incarnation's hints are gone before the new run starts.
-    assert store.redis_client.exists(store.hint_key(str(video))) == 0
-    assert store.closed_hint(str(video), old_identity) is None
+    assert store.redis_client.exists(store.space.hint_key(str(video))) == 0
+    assert store.hints.closed_at(str(video), old_identity) is None
     assert "stream-ingest.file.deleted" in events.names(video)
 
 
@@ -242,8 +242,8 @@ def test_rename_releases_the_old_path_and_starts_the_new_name(
     trigger.handle(FileGone(str(old), moved_to=str(new)))
     trigger.handle(FileAppeared(str(new), "moved"))
     assert [c.path for c in prefect.calls] == [str(old), str(new)]
-    assert store.stream_for_identity(identity(new)) == prefect.calls[1].stream_id
-    assert store.stream_for_identity(identity(new)) != prefect.calls[0].stream_id
+    assert store.identities.stream_for(identity(new)) == prefect.calls[1].stream_id
+    assert store.identities.stream_for(identity(new)) != prefect.calls[0].stream_id
 
 
 def test_rename_does_not_release_another_paths_stream(
@@ -251,9 +251,9 @@ def test_rename_does_not_release_another_paths_stream(
 ) -> None:
     video = write(watch / "a.mp4")
     other = StreamRecord(stream_id="s-other", original_path="/elsewhere/b.mp4")
-    store.claim_identity(identity(video), other)
+    store.identities.claim(identity(video), other)
     make_trigger().handle(FileGone(str(watch / "unrelated.mp4"), moved_to=str(video)))
-    assert store.stream_for_identity(identity(video)) == "s-other"
+    assert store.identities.stream_for(identity(video)) == "s-other"
 
 
 def test_file_replaced_by_a_rename_over_it_is_a_new_stream(
@@ -268,8 +268,8 @@ def test_file_replaced_by_a_rename_over_it_is_a_new_stream(
     os.replace(write(watch / "a.mp4.tmp", b"replacement"), video)
     trigger.handle(FileAppeared(str(video), "moved"))
     assert len(prefect.calls) == 2
-    assert store.stream_for_identity(old_identity) is None
-    assert store.stream_for_identity(identity(video)) == prefect.calls[1].stream_id
+    assert store.identities.stream_for(old_identity) is None
+    assert store.identities.stream_for(identity(video)) == prefect.calls[1].stream_id
 
 
 def test_directory_gone_releases_the_files_under_it(
@@ -280,8 +280,8 @@ def test_directory_gone_releases_the_files_under_it(
     for video in (inside, beside):
         trigger.handle(FileAppeared(str(video), "created"))
     trigger.handle(DirGone(str(watch / "cam1")))
-    assert store.stream_for_identity(identity(inside)) is None
-    assert store.stream_for_identity(identity(beside)) is not None
+    assert store.identities.stream_for(identity(inside)) is None
+    assert store.identities.stream_for(identity(beside)) is not None
 
 
 def test_event_failures_are_logged_not_fatal(
@@ -338,7 +338,7 @@ def test_a_name_that_is_not_utf8_is_claimed_with_its_bytes(
 
     [call] = prefect.calls
     assert call.path == ""  # not JSON text: the run reads it from the record
-    assert store.require(call.stream_id).original_path == path
+    assert store.streams.require(call.stream_id).original_path == path
 
 
 def _completed(store: CheckpointStore, video: Path, sid: str = "take-1") -> StreamRecord:
@@ -353,7 +353,7 @@ def _completed(store: CheckpointStore, video: Path, sid: str = "take-1") -> Stre
         completed_mtime_ns=snap.mtime_ns,
         flow_run_id="run-1",
     )
-    store.claim_identity(record.identity, record)
+    store.identities.claim(record.identity, record)
     return record
 
 
@@ -376,10 +376,10 @@ def test_a_new_take_over_a_completed_file_is_a_new_stream(
 
     [call] = prefect.calls
     assert call.stream_id != old.stream_id and call.idempotency_key.endswith(call.stream_id)
-    fresh = store.require(call.stream_id)
+    fresh = store.streams.require(call.stream_id)
     assert (fresh.status, fresh.identity) == (Status.DETECTED, old.identity)
-    assert store.stream_for_identity(old.identity) == call.stream_id
-    assert store.require(old.stream_id).status is Status.COMPLETED  # its object stays
+    assert store.identities.stream_for(old.identity) == call.stream_id
+    assert store.streams.require(old.stream_id).status is Status.COMPLETED  # its object stays
 
 
 def test_a_completed_file_that_grows_gets_one_revision_run(
@@ -401,7 +401,7 @@ def test_a_completed_file_that_grows_gets_one_revision_run(
     }
     assert {c.stream_id for c in prefect.calls} == {old.stream_id}
     assert all("revision" in c.tags for c in prefect.calls)
-    assert store.stream_for_identity(old.identity) == old.stream_id
+    assert store.identities.stream_for(old.identity) == old.stream_id
 
     with open(video, "ab") as fh:  # changed again before that run began: a run for it
         fh.write(b"and more")
@@ -451,11 +451,11 @@ def test_an_aborted_streams_file_back_in_the_folder_is_a_new_stream(
         status=Status.ABORTED,
         error="source file not found",
     )
-    store.claim_identity(aborted.identity, aborted)
+    store.identities.claim(aborted.identity, aborted)
     make_trigger().handle(FileAppeared(str(video), "scan"))
     [call] = prefect.calls
     assert call.stream_id != "gone-1" and call.path == str(video)
-    assert store.stream_for_identity(aborted.identity) == call.stream_id
+    assert store.identities.stream_for(aborted.identity) == call.stream_id
 
 
 def test_the_scan_releases_identities_of_files_that_are_gone(
@@ -467,13 +467,13 @@ def test_the_scan_releases_identities_of_files_that_are_gone(
         trigger.handle(FileAppeared(str(video), "created"))
     ids = {v: identity(v) for v in (kept, gone, moved)}
     elsewhere = StreamRecord("other", original_path="/elsewhere/x.mp4", watch_dir="/elsewhere")
-    store.claim_identity("9:9:9", elsewhere)
+    store.identities.claim("9:9:9", elsewhere)
     gone.unlink()  # events missed: the sensor was down
     moved.rename(watch / "moved-away.mp4")
 
     make_trigger().handle(ReleaseGone())
 
-    bound = store.identities()
+    bound = store.identities.all()
     assert ids[kept] in bound and "9:9:9" in bound  # another sensor's folder: not ours
     assert ids[gone] not in bound and ids[moved] not in bound
 
@@ -495,7 +495,7 @@ def test_a_new_take_whose_trigger_failed_gets_its_run_on_the_retry(
     trigger.handle(FileOpened(str(video)))  # the retry
     trigger.handle(FileClosed(str(video)))
 
-    new_sid = store.stream_for_identity(old.identity)
+    new_sid = store.identities.stream_for(old.identity)
     assert new_sid and new_sid != old.stream_id
     assert len(prefect.runs_for(video)) == 1
-    assert store.require(new_sid).flow_run_id == prefect.runs[f"stream-ingest:{new_sid}"]
+    assert store.streams.require(new_sid).flow_run_id == prefect.runs[f"stream-ingest:{new_sid}"]

@@ -162,7 +162,7 @@ def test_a_part_that_fills_its_buffer_is_sent_from_it_and_a_short_one_as_a_copy(
         token="t",
         sha256=FileSha256(),
         bucket=SimpleNamespace(upload_part=upload_part),
-        store=SimpleNamespace(record_part=lambda *_args: None),
+        store=SimpleNamespace(parts=SimpleNamespace(record=lambda *_args: None)),
         config=SimpleNamespace(lease_ttl_seconds=30),
     )
     # One buffer: the short part borrows the full part's.

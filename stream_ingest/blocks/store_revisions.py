@@ -1,35 +1,47 @@
 """Revisions of a completed stream's object in the checkpoint store: the parts a
-revision may copy server-side, and the list `streams show` prints. A mixin of
-CheckpointStore (stream_ingest/blocks/checkpoints.py)."""
+revision may copy server-side (`{ns}:stream:{id}:prior`), and the list `streams show`
+prints (`{ns}:stream:{id}:revisions`).
+
+Beginning a revision moves the parts and reopens the record in one transaction that
+this role owns; it is handed the streams role only to read the record back."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import redis
 
 from stream_ingest.blocks.redis_support import unavailable
+from stream_ingest.blocks.store_space import RedisSpace
 from stream_ingest.errors import StreamNotFound
 from stream_ingest.records import PartRecord, Revision, StreamRecord, utc_now
 from stream_ingest.states import IllegalTransition, Status
 
-if TYPE_CHECKING:
-    from stream_ingest.blocks.checkpoints import CheckpointStore
+
+class Required(Protocol):
+    """What the revisions need of the streams role (stream_ingest/blocks/store_streams.py)."""
+
+    def require(self, stream_id: str) -> StreamRecord: ...
 
 
-class RevisionLog:
-    """`{ns}:stream:{id}:prior` and `{ns}:stream:{id}:revisions`."""
+class Revisions:
+    """Begin a revision, its prior parts, the completed revisions (`store.revisions`)."""
+
+    def __init__(self, space: RedisSpace, streams: Required) -> None:
+        self._space = space
+        self._streams = streams
 
     @unavailable
-    def begin_revision(self: CheckpointStore, stream_id: str, flow_run_id: str) -> StreamRecord:
+    def begin(self, stream_id: str, flow_run_id: str) -> StreamRecord:
         """Turn a completed stream into its next revision, uploading: the completed
         object's parts become the `prior` parts (what can be copied server-side) and
         the record loses its finished upload. Idempotent for a retried task: a stream
         already uploading its revision is returned as it is."""
+        space = self._space
         meta, parts_key, prior = (
-            self.meta_key(stream_id),
-            self.parts_key(stream_id),
-            self.prior_key(stream_id),
+            space.meta_key(stream_id),
+            space.parts_key(stream_id),
+            space.prior_key(stream_id),
         )
 
         def begin(pipe: redis.client.Pipeline) -> None:
@@ -61,30 +73,31 @@ class RevisionLog:
                     "last_activity_at_utc": utc_now(),
                 },
             )
-            pipe.sadd(self.active_key, stream_id)
+            pipe.sadd(space.active_key, stream_id)
             # Live again: its keys must not expire under the revision's upload.
-            self._queue_retention(pipe, stream_id, Status.UPLOADING, before=current.status)
+            space.queue_retention(pipe, stream_id, Status.UPLOADING, before=current.status)
 
-        self.redis_client.transaction(begin, meta, parts_key)
-        return self.require(stream_id)
+        space.client.transaction(begin, meta, parts_key)
+        return self._streams.require(stream_id)
 
     @unavailable
-    def prior_parts(self: CheckpointStore, stream_id: str) -> dict[int, PartRecord]:
-        raw = self.redis_client.hgetall(self.prior_key(stream_id))
+    def prior_parts(self, stream_id: str) -> dict[int, PartRecord]:
+        raw = self._space.client.hgetall(self._space.prior_key(stream_id))
         return {int(k): PartRecord.from_json(v) for k, v in raw.items()}
 
     @unavailable
-    def add_revision(self: CheckpointStore, stream_id: str, revision: Revision) -> None:
+    def add(self, stream_id: str, revision: Revision) -> None:
         """Record a completed revision; its source parts are not needed any more. The
         list expires with the stream's record (it is written after the completion)."""
-        key = self.revisions_key(stream_id)
-        with self.redis_client.pipeline(transaction=True) as pipe:
+        space = self._space
+        key = space.revisions_key(stream_id)
+        with space.client.pipeline(transaction=True) as pipe:
             pipe.hset(key, revision.number, revision.to_json())
-            pipe.delete(self.prior_key(stream_id))
-            self._follow_meta(pipe, stream_id, key)
+            pipe.delete(space.prior_key(stream_id))
+            space.queue_follow_meta(pipe, stream_id, key)
             pipe.execute()
 
     @unavailable
-    def revisions(self: CheckpointStore, stream_id: str) -> list[Revision]:
-        raw = self.redis_client.hgetall(self.revisions_key(stream_id))
+    def list(self, stream_id: str) -> list[Revision]:
+        raw = self._space.client.hgetall(self._space.revisions_key(stream_id))
         return sorted((Revision.from_json(v) for v in raw.values()), key=lambda r: r.number)
