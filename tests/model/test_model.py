@@ -141,6 +141,9 @@ def model_seed() -> int:
     return int(raw) if raw else DEFAULT_SEED
 
 
+# Its budget is examples, not seconds: 200 take about 8 minutes on two idle cores, more
+# on a loaded machine, past the suite's 600 s per test.
+@pytest.mark.timeout(2400)
 def test_the_model(registered, restartable_redis, s3, tmp_path: Path, monkeypatch) -> None:
     global WORLD
     WORLD = World(
