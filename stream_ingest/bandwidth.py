@@ -9,10 +9,10 @@ that asks for a 64 MiB part does not hold the link for 8 s while a live one wait
 - live streams (a recording still growing, or its end being sent) go before a
   backlog (a finished file dropped in, nothing growing): a backlog gets what the live
   ones leave, so it never slows them, and uses the whole limit when they are caught up;
-- among streams of one kind, the one served least since it started waiting goes first
-  (start-time fair queueing): equal shares whatever the number of parts each has in
-  flight or their size, and a stream that was idle comes back level with the others,
-  with no credit saved up to burst with.
+- among streams of one kind, the one served least goes first (start-time fair
+  queueing): equal shares whatever the number of parts each has in flight or their
+  size; a stream that was idle comes back at most CREDIT_BYTES behind the others, so
+  it cannot save up credit to burst with.
 """
 
 from __future__ import annotations
@@ -23,8 +23,14 @@ from enum import IntEnum
 MIB = 1024 * 1024
 GRANT_BYTES = MIB
 # The bucket holds at most this long of the rate (and at least one grant): a link
-# that was idle sends a short burst, not a minute's worth.
-BURST_SECONDS = 0.25
+# that was idle sends a short burst, not a minute's worth; and the moments when every
+# stream is sending its granted part and none is asking (a busy S3 takes a second for
+# a part) do not lose their bytes.
+BURST_SECONDS = 1.0
+# How far behind its kind's clock a stream that stopped waiting may come back: the
+# moment it spent sending its part is not lost to its share, but no stream saves up
+# more than about one part to burst with.
+CREDIT_BYTES = 8 * GRANT_BYTES
 
 
 def bytes_per_second(mbps: float) -> float:
@@ -108,14 +114,15 @@ class FairQueue:
         taker = self._takers.get(key)
         if taker is None:
             self._arrivals += 1
-            tag = self._clock.get(kind, 0.0)
+            tag = self._clock.get(kind, 0.0) - CREDIT_BYTES
             left = self._finish.pop(key, None)
             if left is not None and left[0] == kind:
                 tag = max(tag, left[1])
             taker = _Taker(kind, tag, order=self._arrivals)
             self._takers[key] = taker
         elif kind < taker.kind:  # it became live while waiting: it is served as such
-            taker.kind, taker.tag = kind, max(taker.tag, self._clock.get(kind, 0.0))
+            taker.kind = kind
+            taker.tag = max(taker.tag, self._clock.get(kind, 0.0) - CREDIT_BYTES)
         taker.waiting += 1
 
     def cancel(self, key: str) -> None:
@@ -135,7 +142,7 @@ class FairQueue:
         taker.tag += size
         self._leave(key)
         for other, (kind, tag) in list(self._finish.items()):
-            if kind == taker.kind and tag <= clock:
+            if kind == taker.kind and tag <= clock - CREDIT_BYTES:
                 del self._finish[other]  # the clock says as much now
 
     def waiting(self) -> dict[str, Kind]:

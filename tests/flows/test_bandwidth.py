@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from stream_ingest.bandwidth import GRANT_BYTES, MIB, Kind, capacity
+from stream_ingest.bandwidth import CREDIT_BYTES, GRANT_BYTES, MIB, Kind, capacity
 from stream_ingest.blocks.bandwidth import HostBucket
 from stream_ingest.flows import pacing
 from stream_ingest.flows.ingest import stream_ingest
@@ -98,7 +98,9 @@ def test_streams_share_the_limit_equally_and_the_total_holds():
     # and the grant whose wait the minute's end cut short.
     assert sum(got.values()) <= RATE * 60 + capacity(RATE) + GRANT_BYTES
     assert sum(got.values()) >= RATE * 60 - 2 * GRANT_BYTES
-    assert max(got.values()) - min(got.values()) <= GRANT_BYTES
+    # Apart by at most what a stream that stops waiting between parts may come back
+    # with (CREDIT_BYTES): under 8 % of a share here.
+    assert max(got.values()) - min(got.values()) <= CREDIT_BYTES + GRANT_BYTES
 
 
 def test_a_backlog_does_not_slow_a_live_stream():
