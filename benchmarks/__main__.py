@@ -1,5 +1,5 @@
 """Run the benchmarks: `./bench.sh [--quick] [--only latency,throughput,overhead,many,burst,
-buffers,retention]`.
+buffers,retention,bandwidth]`.
 
 Every benchmark prints one JSON line on stdout (progress goes to stderr), preceded
 by one `environment` line. Servers (redis-server, moto, Prefect, the counting
@@ -24,7 +24,16 @@ from importlib import metadata
 from benchmarks.common import emit, log
 from stream_ingest.devstack.services import redis_server_binary
 
-ALL = ("throughput", "latency", "overhead", "many", "burst", "buffers", "retention")
+ALL = (
+    "throughput",
+    "latency",
+    "overhead",
+    "many",
+    "burst",
+    "buffers",
+    "retention",
+    "bandwidth",
+)
 # Run before (and without) the stack: a process or a redis-server of their own.
 NO_SERVERS = ("buffers", "retention")
 
@@ -179,6 +188,10 @@ def _run_all(
                 for worker, streams in many_runs:
                     if worker != many.FLOOR:  # a burst is about starting runs
                         report(burst.run(stack, streams, worker))
+            elif name == "bandwidth":
+                from benchmarks import bandwidth
+
+                report(bandwidth.run(stack))
     log(f"done in {time.monotonic() - started:.0f} s; load average {os.getloadavg()}")
     return 0
 

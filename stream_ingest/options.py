@@ -45,6 +45,13 @@ class IngestOptions(BaseModel):
     max_parts_in_flight: int = Field(
         8, ge=1, le=64, description="Parallel part uploads per stream (memory: size x this)."
     )
+    bandwidth_limit_mbps: float = Field(
+        0.0,
+        ge=0,
+        description="Upload limit of one host in Mbit/s (10^6 bits), shared by all its streams "
+        "and runs (a token bucket in Redis per host name); 0: none. Live recordings share it "
+        "equally and go before finished files. A change applies within 10 s, no restart.",
+    )
     idle_timeout_seconds: float = Field(
         30.0, gt=0, description="No growth for this long ends a recording."
     )

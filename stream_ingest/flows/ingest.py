@@ -38,6 +38,7 @@ from stream_ingest.flows.finalize import Finalized, confirm_completed, finalize
 from stream_ingest.flows.follow_up import look_again
 from stream_ingest.flows.lease import LeaseKeeper
 from stream_ingest.flows.opening import TakeSkipped, find_stream, open_upload, record_failure
+from stream_ingest.flows.pacing import LIMIT
 from stream_ingest.flows.report import (
     FAILED,
     Reporter,
@@ -95,14 +96,18 @@ def tail_and_finalize(
     tasks = _Uploads(ctx, planner, parts)
     width = max(1, s.max_parts_in_flight // 2)  # per batch: two batches overlap
     read_at: dict[int, FileState] = {}  # parts read while the file was in that state
+    watched = False
     try:
         while True:
+            LIMIT.tick()
             lease.check()
             check_stop(ctx.token)  # a warm worker's cancel or shutdown
             wall_ns = time.time_ns()  # before the stat: see settled_state
             snap = snapshot(ctx.path, ctx.owned)
             now = time.monotonic()
-            growth.observe(snap.size, snap.mtime_ns, now)
+            if growth.observe(snap.size, snap.mtime_ns, now) and watched:
+                ctx.pace.live = True  # it grows as we watch: a recording (the limit's class)
+            watched = True
             if snap.size < planner.covered():
                 raise SourceShrank(ctx.path, planner.covered(), snap.size)
             check_fits(snap.size, planner.plan)  # fail before a part the plan has no room for
@@ -387,6 +392,7 @@ def stream_ingest(
     config = config or config_block_name()
     flow_run_id = str(flow_run.id or "")
     cfg = config_of_run(flow_run_id, config)
+    LIMIT.follow(cfg, config)
     store = cfg.checkpoints
     # Redis down at the start is configuration or an outage, not a hiccup: fail now
     # with the reason (the client already retried for a few seconds) instead of

@@ -14,6 +14,7 @@ from concurrent.futures import Future
 from types import MappingProxyType
 from typing import Any
 
+from stream_ingest.bandwidth import Kind
 from stream_ingest.blocks.bucket import StreamBucket
 from stream_ingest.blocks.checkpoints import CheckpointStore
 from stream_ingest.blocks.config import IngestConfig, load_config
@@ -23,11 +24,25 @@ from stream_ingest.records import PartRecord, StreamRecord
 from stream_ingest.settings import config_block_name
 
 
+class Pace:
+    """Whether the stream is live for the bandwidth limit (stream_ingest/bandwidth.py):
+    its file grew while this run watched it. A file that never grows (dropped in
+    finished, or a rerun of an ended recording) is a backlog."""
+
+    def __init__(self) -> None:
+        self.live = False
+
+    @property
+    def kind(self) -> Kind:
+        return Kind.LIVE if self.live else Kind.BACKLOG
+
+
 class StreamContext:
     """One stream being uploaded by one run, holding its lease token. `prior` are the
     parts of the stream's completed object when this run uploads a revision of it:
     a part whose bytes have not changed is copied from there instead of sent.
-    `sha256` is the file's digest as its parts are read (shared by every copy)."""
+    `sha256` is the file's digest as its parts are read, and `pace` its class for the
+    bandwidth limit (both shared by every copy)."""
 
     def __init__(
         self,
@@ -36,12 +51,14 @@ class StreamContext:
         token: str,
         prior: Mapping[int, PartRecord] | None = None,
         sha256: FileSha256 | None = None,
+        pace: Pace | None = None,
     ) -> None:
         self.config = config
         self.record = record
         self.token = token
         self.prior: Mapping[int, PartRecord] = MappingProxyType(dict(prior or {}))
         self.sha256 = sha256 or FileSha256()
+        self.pace = pace or Pace()
 
     @property
     def bucket(self) -> StreamBucket:
@@ -63,10 +80,10 @@ class StreamContext:
         return Owned(folder, rec.identity, self.config.follow_symlinks)
 
     def with_record(self, record: StreamRecord) -> StreamContext:
-        return StreamContext(self.config, record, self.token, self.prior, self.sha256)
+        return StreamContext(self.config, record, self.token, self.prior, self.sha256, self.pace)
 
     def with_prior(self, prior: Mapping[int, PartRecord]) -> StreamContext:
-        return StreamContext(self.config, self.record, self.token, prior, self.sha256)
+        return StreamContext(self.config, self.record, self.token, prior, self.sha256, self.pace)
 
     def __repr__(self) -> str:  # shown in Prefect's task inputs: no secrets, no clients
         return f"StreamContext({self.record.stream_id})"

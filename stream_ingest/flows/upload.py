@@ -15,6 +15,7 @@ from prefect.runtime import task_run
 from stream_ingest.errors import S3Rejected
 from stream_ingest.flows.buffers import BUFFERS
 from stream_ingest.flows.digest import crc32_b64, part_digest, same_digest
+from stream_ingest.flows.pacing import LIMITER
 from stream_ingest.flows.retry import RETRIED, with_retries
 from stream_ingest.flows.runtime import StreamContext
 from stream_ingest.flows.source import read_into
@@ -39,6 +40,7 @@ def put_part(ctx: StreamContext, number: int, data: bytes | bytearray, offset: i
     ):
         part = _copy(ctx, number, data, offset, checksum)
     if part is None:
+        LIMITER.acquire(rec.stream_id, ctx.pace.kind, len(data))
         held = ctx.bucket.upload_part(rec.s3_key, rec.s3_upload_id, number, data)
         part = PartRecord(number, held.etag, offset, len(data), checksum, held.crc32)
     ctx.store.parts.record(rec, ctx.token, part, ctx.config.lease_ttl_seconds)

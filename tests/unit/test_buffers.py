@@ -142,6 +142,7 @@ def test_a_part_that_fills_its_buffer_is_sent_from_it_and_a_short_one_as_a_copy(
     from stream_ingest.blocks.bucket import UploadedPart
     from stream_ingest.flows import upload
     from stream_ingest.flows.digest import FileSha256
+    from stream_ingest.flows.runtime import Pace
     from stream_ingest.flows.source import Owned
     from stream_ingest.records import StreamRecord
 
@@ -161,6 +162,7 @@ def test_a_part_that_fills_its_buffer_is_sent_from_it_and_a_short_one_as_a_copy(
         prior={},
         token="t",
         sha256=FileSha256(),
+        pace=Pace(),
         bucket=SimpleNamespace(upload_part=upload_part),
         store=SimpleNamespace(parts=SimpleNamespace(record=lambda *_args: None)),
         config=SimpleNamespace(lease_ttl_seconds=30),
