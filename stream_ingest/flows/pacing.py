@@ -98,25 +98,34 @@ class Limiter:
 
     def acquire(self, key: str, kind: Kind, size: int) -> None:
         """Wait until stream `key` may send `size` bytes."""
-        for n in grants(size, self._grant):
-            if not self._take(key, kind, n):
-                return  # no limit any more
-
-    def _take(self, key: str, kind: Kind, size: int) -> bool:
+        sizes = grants(size, self._grant)
         with self._turn:
             if self._rate <= 0:
-                return False
-            self._queue.wait(key, kind)
-            try:
-                self._turn.wait_for(
-                    lambda: self._rate <= 0 or (not self._busy and self._queue.next() == key)
-                )
-            except BaseException:
-                self._queue.cancel(key)
-                self._turn.notify_all()
-                raise
+                return
+            # Queued for every grant of the part at once: between two of its grants the
+            # stream keeps its place, or a waiting backlog would take every other turn
+            # of a live stream (it wakes first while the live part comes back for more).
+            for _ in sizes:
+                self._queue.wait(key, kind)
+        taken = 0
+        try:
+            for n in sizes:
+                if not self._take(key, n):
+                    return  # no limit any more
+                taken += 1
+        finally:
+            if taken < len(sizes):
+                with self._turn:
+                    for _ in range(len(sizes) - taken):
+                        self._queue.cancel(key)
+                    self._turn.notify_all()
+
+    def _take(self, key: str, size: int) -> bool:
+        with self._turn:
+            self._turn.wait_for(
+                lambda: self._rate <= 0 or (not self._busy and self._queue.next() == key)
+            )
             if self._rate <= 0:
-                self._queue.cancel(key)
                 return False
             self._queue.granted(key, size)
             self._busy, rate, reserve = True, self._rate, self._reserve

@@ -104,40 +104,57 @@ def test_streams_share_the_limit_equally_and_the_total_holds():
 
 
 def test_a_backlog_does_not_slow_a_live_stream():
-    """The live stream's 40 MiB take 40 MiB at the limit, as if the finished files
-    sending meanwhile (16 threads) were not there."""
+    """A live part waiting for its 40 grants gets them one after the other while 16
+    threads send finished files: no backlog grant comes between them, so it takes
+    40 MiB at the limit, as if the backlog were not there. (Counted in grants, not in
+    the fake clock: a thread the OS schedules late would move that clock.)"""
     fake = FakeTime()
     limiter = Limiter(clock=fake.clock, sleep=fake.sleep)
     limiter.set_rate(RATE)
     stop = threading.Event()
-    live_done: list[float] = []
+    order: list[str] = []
+    granted = limiter._queue.granted
 
+    def recording(key: str, size: int) -> None:
+        order.append(key)
+        granted(key, size)
+
+    limiter._queue.granted = recording  # called under the limiter's lock: in order
     give_up = time.monotonic() + 60
 
     def backlog() -> None:
         while not stop.is_set() and time.monotonic() < give_up:
             limiter.acquire("dropped-in", Kind.BACKLOG, 8 * MIB)
 
-    def live() -> None:
-        for _ in range(5):
-            limiter.acquire("camera", Kind.LIVE, 8 * MIB)
-        live_done.append(fake.now)
-
     backlogs = [threading.Thread(target=backlog) for _ in range(16)]
     for t in backlogs:
         t.start()
     while limiter.granted < 4 * MIB and time.monotonic() < give_up:  # the backlog sends
         time.sleep(0.001)
-    start = fake.now
-    cam = threading.Thread(target=live)
-    cam.start()
-    cam.join(60)
+    limiter.acquire("camera", Kind.LIVE, 40 * MIB)
     stop.set()
     limiter.set_rate(0)  # lets the backlog's waiting parts through
     for t in backlogs:
         t.join(60)
-    # At most the grant in progress when it arrived ahead of it.
-    assert live_done[0] - start <= (40 * MIB + 2 * GRANT_BYTES) / RATE
+    first = order.index("camera")
+    last = len(order) - 1 - order[::-1].index("camera")
+    assert order[first : last + 1] == ["camera"] * (40 * MIB // GRANT_BYTES)
+
+
+def test_a_part_keeps_its_place_between_its_grants():
+    """While one grant of a part is sent, the part's next grant is already queued: a
+    thread that wakes first cannot take the turn between them."""
+    fake = FakeTime()
+    seen: list[dict] = []
+
+    def sleep(seconds: float) -> None:
+        seen.append(limiter._queue.waiting())
+        fake.sleep(seconds)
+
+    limiter = Limiter(clock=fake.clock, sleep=sleep)
+    limiter.set_rate(RATE)
+    limiter.acquire("camera", Kind.LIVE, 3 * GRANT_BYTES)
+    assert ["camera" in w for w in seen] == [True, True, False]
 
 
 def test_no_limit_takes_no_turn_and_lifting_the_limit_frees_the_waiting():
