@@ -18,6 +18,12 @@ from typing import Any
 # `[mov,mp4,m4a,3gp,3g2,mj2 @ 0x55d5...] ` before a demuxer's message: noise in a reason.
 _CONTEXT = re.compile(r"^\[[^\]]* @ 0x[0-9a-f]+\]\s*")
 MAX_REASON = 200  # a reason is one line of a table, not ffprobe's whole log
+MANIFEST_SUFFIX = ".media.json"
+
+
+def manifest_key(key: str) -> str:
+    """The key of the manifest beside the recording at `key`."""
+    return key + MANIFEST_SUFFIX
 
 
 @dataclass(frozen=True)
