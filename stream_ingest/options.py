@@ -113,6 +113,20 @@ class IngestOptions(BaseModel):
         "its record, parts and revisions expire then (the object's tags keep its stream id, "
         "take, size and SHA-256). At least upload_ttl_hours.",
     )
+    ffprobe_path: str = Field(
+        "ffprobe",
+        description="ffprobe that reads each completed recording's media facts (duration, "
+        "codecs, resolution, frame rate, bitrate) after its object is complete: a name on "
+        "the worker's PATH or a path; '' turns it off. Where it is missing, recordings "
+        "complete without facts.",
+    )
+    ffprobe_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=600,
+        description="How long ffprobe may read a recording; past it the facts are left "
+        "unread (the stream is completed either way).",
+    )
     deployment: str = Field(
         "stream-ingest/stream-ingest",
         pattern=r"^[^/]+/[^/]+$",

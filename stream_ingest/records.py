@@ -112,6 +112,9 @@ class StreamRecord:
     # the object that holds the first `salvaged_bytes` of the file (stream_ingest/salvage.py).
     salvage_key: str = ""
     salvaged_bytes: int = 0
+    # What ffprobe made of the completed revision (stream_ingest/media.py MediaReport,
+    # as JSON); "" until it is read, and again from a revision's completion until its own.
+    media: str = ""
 
     @property
     def part_plan(self) -> PartPlan:
@@ -146,4 +149,14 @@ class StreamRecord:
         """The stable JSON shape of `streams show --json`."""
         out: dict[str, object] = asdict(self)
         out["status"] = str(self.status)
+        out["media"] = _media(self.media)
         return out
+
+
+def _media(text: str) -> object:
+    """The kept media report as JSON values (None: not read); text that is not JSON
+    (nothing writes it) as it is, rather than no `streams show` at all."""
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return text

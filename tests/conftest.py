@@ -309,6 +309,10 @@ def settings_env(
         "STREAM_INGEST_SETTLE_SECONDS": "0.5",
         "STREAM_INGEST_POLL_INTERVAL_SECONDS": "0.05",
         "STREAM_INGEST_LEASE_TTL_SECONDS": "6",
+        # No media facts: the tests' random bytes are no recordings, and a manifest
+        # beside each object is in the way of tests that list the bucket. The tests
+        # of the facts turn ffprobe on (tests/flows/test_media.py).
+        "STREAM_INGEST_FFPROBE_PATH": "",
         # Blocks of their own per test; the flow finds them through this variable.
         "STREAM_INGEST_CONFIG_BLOCK": f"cfg-{namespace.lower()}",
     }

@@ -11,6 +11,7 @@ from prefect_redis import RedisDatabase
 from stream_ingest.blocks.checkpoints import CheckpointStore
 from stream_ingest.cli.main import main
 from stream_ingest.devstack.services import free_port
+from stream_ingest.media import MediaFacts, MediaReport
 from stream_ingest.records import Revision, StreamRecord
 from stream_ingest.states import Status
 from tests.conftest import edit_config
@@ -68,6 +69,38 @@ def test_show_lists_the_revisions_with_sizes_and_sha256(three, store, capsys) ->
     _, human, _ = _run(capsys, "streams", "show", "s-done")
     rows = [line.replace("│", " ").split() for line in human.splitlines() if "b" * 64 in line]
     assert rows and rows[0][:2] == ["2", "25,000,000"]
+
+
+def test_show_says_what_the_recording_is(three, store, capsys) -> None:
+    facts = MediaFacts("mov,mp4,m4a,3gp,3g2,mj2", 2.0, "h264", 320, 240, 25.0, 352700, "aac")
+    store.update("s-done", media=MediaReport(1, 88175, facts).to_json())
+
+    _, human, _ = _run(capsys, "streams", "show", "s-done")
+    rows = dict(line.strip().partition(" ")[::2] for line in human.splitlines() if line.strip())
+    assert rows["media"].strip() == (
+        "revision 1: mov,mp4,m4a,3gp,3g2,mj2, 2.00 s, h264 320x240 25 fps, aac, 353 kb/s"
+    )
+    _, shown, _ = _run(capsys, "streams", "show", "s-done", "--json")
+    assert json.loads(shown)["media"]["video_codec"] == "h264"
+
+    store.update("s-done", media=MediaReport(2, 9, unreadable="moov atom not found").to_json())
+    _, human, _ = _run(capsys, "streams", "show", "s-done")
+    assert "revision 2: unreadable: moov atom not found" in human
+
+
+def test_doctor_says_whether_ffprobe_is_found(registered) -> None:
+    from stream_ingest.blocks.config import load_config
+    from stream_ingest.cli.doctor import media_check
+
+    config = load_config()
+    config.ffprobe_path = "ffprobe"
+    found = media_check(config)
+    assert found.ok and "ffprobe version" in found.detail
+    config.ffprobe_path = "/nowhere/ffprobe"
+    missing = media_check(config)
+    assert missing.ok and "/nowhere/ffprobe not found" in missing.detail
+    config.ffprobe_path = ""
+    assert media_check(config).detail.startswith("off")
 
 
 def test_list_filters_by_status(three, capsys) -> None:

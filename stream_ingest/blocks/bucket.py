@@ -493,6 +493,19 @@ class StreamBucket(ObjectOptions, S3Bucket):
         with _s3_errors(self.bucket_name):
             self.s3.put_object_tagging(Bucket=self.bucket_name, Key=key, Tagging={"TagSet": tagset})
 
+    def put_manifest(self, key: str, body: bytes) -> None:
+        """Write a small JSON object of ours at `key` (a recording's manifest), with
+        the block's storage class and encryption and its extra metadata."""
+        with _s3_errors(self.bucket_name):
+            self.s3.put_object(
+                Bucket=self.bucket_name,
+                Key=key,
+                Body=body,
+                ContentType="application/json",
+                Metadata=self.extra_metadata | CREATED_BY,
+                **self.stored_as(),
+            )
+
     def check_bucket(self) -> None:
         """Fail fast with BucketMissing or CredentialsRejected before any upload."""
         try:

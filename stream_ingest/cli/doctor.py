@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -45,6 +47,7 @@ def run_checks(name: str, watch: str | None = None) -> Iterator[Check]:
         f"Redis namespace {config.checkpoints.namespace}, parts {config.part_size_mib} MiB",
     )
     yield parts_check(config)
+    yield media_check(config)
     yield from bucket_checks(config)
     yield from redis_checks(config)
     yield from prefect_checks(config)
@@ -67,6 +70,29 @@ def parts_check(config: IngestConfig) -> Check:
         past = human(DOUBLING_INTERVAL * base)
         return Check("part sizes", False, f"{detail}: R2 needs fixed (recordings past {past} fail)")
     return Check("part sizes", True, detail)
+
+
+def media_check(config: IngestConfig) -> Check:
+    """Whether ffprobe is there to read recordings' media facts: never a failure
+    (recordings complete without them), and found here, where doctor runs: a worker
+    on another host needs it on its own PATH."""
+    wanted = config.ffprobe_path
+    if not wanted:
+        return Check("ffprobe", True, "off (ffprobe_path ''): no media facts are read")
+    found = shutil.which(wanted)
+    if found is None:
+        return Check(
+            "ffprobe", True, f"{wanted} not found: recordings complete without media facts"
+        )
+    try:
+        answer = subprocess.run(
+            [found, "-version"], capture_output=True, text=True, timeout=10, check=False
+        )
+        first = (answer.stdout.splitlines() or ["no version"])[0]
+        version = first.split(" Copyright")[0].strip()
+    except (OSError, subprocess.SubprocessError) as exc:
+        return Check("ffprobe", False, f"{found} does not run: {_one_line(exc)}")
+    return Check("ffprobe", True, f"{found} ({version}): media facts are read after completion")
 
 
 def bucket_checks(config: IngestConfig) -> Iterator[Check]:

@@ -19,6 +19,7 @@ from rich.table import Table
 from typer.exceptions import TyperException
 
 from stream_ingest.errors import StreamError
+from stream_ingest.media import MediaReport
 from stream_ingest.settings import DEFAULT_CONFIG_BLOCK, SettingsError
 from stream_ingest.states import Status
 
@@ -169,7 +170,7 @@ def streams_show(stream_id: str, as_json: JsonOption = False) -> None:
         return
     table = Table(show_header=False, box=None, pad_edge=False)
     for key, value in data.items():
-        table.add_row(key, str(value))
+        table.add_row(key, _media(record.media) if key == "media" else str(value))
     out.print(table)
     if revisions:
         listing = Table("revision", "bytes", "sha256", "completed", "uploaded", "copied")
@@ -183,6 +184,15 @@ def streams_show(stream_id: str, as_json: JsonOption = False) -> None:
                 str(r.parts_copied),
             )
         out.print(listing)
+
+
+def _media(text: str) -> str:
+    """The media report in one line (`--json` has its fields)."""
+    try:
+        report = MediaReport.from_json(text)
+    except (ValueError, TypeError, AttributeError):
+        return text
+    return f"revision {report.revision}: {report.summary()}" if report else ""
 
 
 @streams_app.command("rerun")

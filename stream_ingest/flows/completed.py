@@ -58,6 +58,8 @@ def mark_completed(ctx: StreamContext, done: Completion, etag: str) -> None:
         "object_etag": etag,
         "error": "",
         "failures": 0,
+        # The facts of the revision before are not this one's: read after this.
+        "media": "",
     }
     try:
         store.streams.set_status(rec.stream_id, Status.COMPLETED, **fields)

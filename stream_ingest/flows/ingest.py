@@ -37,6 +37,7 @@ from stream_ingest.flows.buffers import BUFFERS
 from stream_ingest.flows.finalize import Finalized, confirm_completed, finalize
 from stream_ingest.flows.follow_up import look_again
 from stream_ingest.flows.lease import LeaseKeeper
+from stream_ingest.flows.media import describe
 from stream_ingest.flows.opening import TakeSkipped, find_stream, open_upload, record_failure
 from stream_ingest.flows.pacing import LIMIT
 from stream_ingest.flows.report import (
@@ -452,8 +453,18 @@ def stream_ingest(
         except BaseException as exc:
             _fail(ctx, exc, reporter)
             raise
+        # Completed: what the recording is, read while the lease keeps the next
+        # revision from beginning (stream_ingest/flows/media.py).
+        uploaded_at = time.monotonic()  # the summary's MB/s are the upload's
+        try:
+            media = describe(ctx)
+        except Exception as exc:  # the facts are extra: the stream stays completed
+            log.warning("stream %s: media facts not read: %s", record.stream_id, exc)
+            media = None
     look_again(cfg, config, record.stream_id)  # the lease is released: a change it hid
-    reporter.completed(result.size, result.parts, result.reuploaded, result.sha256)
+    reporter.completed(
+        result.size, result.parts, result.reuploaded, result.sha256, media, uploaded_at
+    )
     log.info(
         "stream %s completed: s3://%s/%s, %d bytes, %d parts (%d re-uploaded), sha256 %s",
         record.stream_id,

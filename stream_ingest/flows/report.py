@@ -33,6 +33,7 @@ from prefect.runtime import flow_run
 from stream_ingest.flows import stopping
 from stream_ingest.flows.prefect_private import termination_intent
 from stream_ingest.flows.stopping import StopRequested
+from stream_ingest.media import MediaReport
 from stream_ingest.progress import progress_due
 from stream_ingest.records import StreamRecord
 from stream_ingest.states import Status
@@ -152,8 +153,18 @@ class Reporter:
         percent = 100.0 if size == 0 else min(100.0, 100.0 * uploaded / size)
         self._safely("update progress", update_progress_artifact, self._progress_id, percent)
 
-    def completed(self, size: int, parts: int, reuploaded: int, sha256: str) -> None:
-        seconds = max(time.monotonic() - self.started, 1e-6)
+    def completed(
+        self,
+        size: int,
+        parts: int,
+        reuploaded: int,
+        sha256: str,
+        media: MediaReport | None = None,
+        ended: float | None = None,
+    ) -> None:
+        """The summary artifact and the `completed` event; `ended` (monotonic): when
+        the upload ended, before the media facts were read (default: now)."""
+        seconds = max((ended or time.monotonic()) - self.started, 1e-6)
         rec = self.record
         self.progress(size, size, force=True)
         row = {
@@ -165,6 +176,8 @@ class Reporter:
             "duration (s)": round(seconds, 2),
             "MB/s": round(size / seconds / 1e6, 2),
         }
+        if media is not None:  # ffprobe was asked (stream_ingest/flows/media.py)
+            row["media"] = media.summary()
         self._safely(
             "create the summary artifact",
             create_table_artifact,
