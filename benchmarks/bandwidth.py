@@ -50,7 +50,7 @@ def run(stack: Stack, streams: int = STREAMS, limit_mbps: float = LIMIT_MBPS) ->
     paths = [os.path.join(stack.watch_dir, f"bw-{i}.mkv") for i in range(streams)]
     store = stack.store()
     writers = [
-        SteadyWriter(p, int(WRITE_RATE * WRITE_S), WRITE_RATE, on_close=store.hint_closed)
+        SteadyWriter(p, int(WRITE_RATE * WRITE_S), WRITE_RATE, on_close=store.hints.note_closed)
         for p in paths
     ]
     out_path = os.path.join(stack.workdir, "bandwidth-parts.json")

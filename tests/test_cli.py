@@ -73,7 +73,7 @@ def test_show_lists_the_revisions_with_sizes_and_sha256(three, store, capsys) ->
 
 def test_show_says_what_the_recording_is(three, store, capsys) -> None:
     facts = MediaFacts("mov,mp4,m4a,3gp,3g2,mj2", 2.0, "h264", 320, 240, 25.0, 352700, "aac")
-    store.update("s-done", media=MediaReport(1, 88175, facts).to_json())
+    store.streams.update("s-done", media=MediaReport(1, 88175, facts).to_json())
 
     _, human, _ = _run(capsys, "streams", "show", "s-done")
     rows = dict(line.strip().partition(" ")[::2] for line in human.splitlines() if line.strip())
@@ -83,7 +83,9 @@ def test_show_says_what_the_recording_is(three, store, capsys) -> None:
     _, shown, _ = _run(capsys, "streams", "show", "s-done", "--json")
     assert json.loads(shown)["media"]["video_codec"] == "h264"
 
-    store.update("s-done", media=MediaReport(2, 9, unreadable="moov atom not found").to_json())
+    store.streams.update(
+        "s-done", media=MediaReport(2, 9, unreadable="moov atom not found").to_json()
+    )
     _, human, _ = _run(capsys, "streams", "show", "s-done")
     assert "revision 2: unreadable: moov atom not found" in human
 

@@ -47,7 +47,7 @@ def describe(ctx: StreamContext) -> MediaReport | None:
         log.info("stream %s: no ffprobe (%s): its media facts are not read", sid, wanted)
         return None
     try:
-        record = ctx.store.get(sid)
+        record = ctx.store.streams.get(sid)
     except StreamError as exc:
         log.warning("stream %s: media facts not read: %s", sid, exc)
         return None
@@ -56,7 +56,7 @@ def describe(ctx: StreamContext) -> MediaReport | None:
     report = probe(ctx, ffprobe, record)
     log.info("stream %s: media: %s", sid, report.summary())
     try:
-        ctx.store.update(sid, media=report.to_json())
+        ctx.store.streams.update(sid, media=report.to_json())
     except StreamError as exc:
         log.warning("stream %s: media facts not recorded: %s", sid, exc)
     write_manifest(ctx, record, report)

@@ -78,7 +78,7 @@ def test_a_recording_s_facts_are_in_the_record_the_manifest_and_the_summary(
 
     assert result["status"] == "completed"
     assert object_bytes(s3, registered.s3_bucket, result["s3_key"]) == data
-    media = store.require(result["stream_id"]).media
+    media = store.streams.require(result["stream_id"]).media
     report = MediaReport.from_json(media)
     assert report is not None and report.facts is not None
     facts = report.facts
@@ -117,7 +117,7 @@ def test_a_recording_ffprobe_cannot_read_is_reported_not_failed(probing, registe
     assert state.is_completed(), state.message
     result = state.result()
     assert object_bytes(s3, registered.s3_bucket, result["s3_key"]) == data
-    record = store.require(result["stream_id"])
+    record = store.streams.require(result["stream_id"])
     assert record.status == Status.COMPLETED and record.error == ""
     report = MediaReport.from_json(record.media)
     assert report is not None and report.facts is None
@@ -137,7 +137,7 @@ def test_without_ffprobe_a_recording_completes_without_facts(registered, s3, sto
         result = stream_ingest(path=str(src))
 
     assert result["status"] == "completed" and result["media"] is None
-    assert store.require(result["stream_id"]).media == ""
+    assert store.streams.require(result["stream_id"]).media == ""
     assert "no ffprobe (/nowhere/ffprobe)" in caplog.text
     listed = s3.list_objects_v2(Bucket=registered.s3_bucket)["Contents"]
     assert [o["Key"] for o in listed] == [result["s3_key"]]  # no manifest
@@ -161,7 +161,7 @@ def test_a_file_changed_while_ffprobe_reads_it_is_not_probed(
     result = stream_ingest(path=str(src))
 
     assert result["status"] == "completed"
-    report = MediaReport.from_json(store.require(result["stream_id"]).media)
+    report = MediaReport.from_json(store.streams.require(result["stream_id"]).media)
     assert report is not None and report.facts is None
     assert report.not_probed == "the file changed while ffprobe read it"
 
@@ -181,5 +181,5 @@ def test_an_ffprobe_past_its_timeout_is_killed_and_reported(
 
     assert time.monotonic() - began < 60  # killed, not waited for
     assert result["status"] == "completed"
-    report = MediaReport.from_json(store.require(result["stream_id"]).media)
+    report = MediaReport.from_json(store.streams.require(result["stream_id"]).media)
     assert report is not None and report.not_probed == "ffprobe did not answer within 1.5 s"
