@@ -60,5 +60,7 @@ def test_killed_run_resumes_uploading_only_missing_parts(
     calls = upload_part_calls(Path(s3_server.log_path), log_start, record.s3_upload_id)
     total_parts = -(-len(data) // (5 * MIB))
     assert not set(calls) & checkpointed, "a checkpointed part was uploaded again"
-    assert sorted(calls) == sorted(set(range(1, total_parts + 1)) - checkpointed)
+    # As a set: a request the killed process had in flight may be logged by the store
+    # only after `log_start` (a loaded machine), the rerun's upload of that part too.
+    assert set(calls) == set(range(1, total_parts + 1)) - checkpointed
     assert len(checkpointed) >= 3
