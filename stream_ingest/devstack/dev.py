@@ -224,6 +224,6 @@ def _start_services(prefect_port: int, state: Path, started: list[Service]) -> N
             STREAM_INGEST_DEV_MOTO="1",
         )
         _say(
-            f"started moto S3 at {moto.url} (keys dev/dev): IN MEMORY, objects vanish "
-            "when dev stops"
+            f"started moto S3 at {moto.url}: IN MEMORY, objects vanish when dev stops "
+            "(keys dev/dev)"
         )
