@@ -24,12 +24,12 @@ from stream_ingest.blocks.config import IngestConfig
 from stream_ingest.errors import SourceError, StreamError, UploadGone
 from stream_ingest.flows.completed import holds_the_parts
 from stream_ingest.flows.creation import create_registered
-from stream_ingest.flows.digest import FileSha256, unchanged
+from stream_ingest.flows.digest import unchanged
 from stream_ingest.flows.retry import RETRIED
 from stream_ingest.flows.runs import run_is_over
 from stream_ingest.flows.runtime import StreamContext
 from stream_ingest.flows.source import check_inside, check_readable, read_range, snapshot
-from stream_ingest.flows.stored import check_stored
+from stream_ingest.flows.stored import check_stored, file_sha256
 from stream_ingest.identity import legacy
 from stream_ingest.keys import numbered, object_key
 from stream_ingest.reconcile import reconcile
@@ -302,8 +302,7 @@ def _new_upload(ctx: StreamContext, flow_run_id: str) -> StreamRecord:
 
 
 def _same_digest(path: str, record: StreamRecord) -> bool:
-    size = record.total_bytes
-    return FileSha256().finish(size, lambda at, n: read_range(path, at, n)) == record.sha256
+    return file_sha256(path, record.total_bytes) == record.sha256
 
 
 def free_key(ctx: StreamContext, wanted: str) -> str:

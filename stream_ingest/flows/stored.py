@@ -18,7 +18,7 @@ from stream_ingest.errors import StreamError
 from stream_ingest.flows.completed import Completion, mark_completed
 from stream_ingest.flows.digest import FileSha256
 from stream_ingest.flows.runtime import StreamContext
-from stream_ingest.flows.source import read_range, snapshot
+from stream_ingest.flows.source import Owned, read_range, snapshot
 from stream_ingest.states import Status
 
 
@@ -41,10 +41,15 @@ def check_stored(ctx: StreamContext, key: str) -> None:
     tags = ctx.bucket.object_tags(key)
     if not tags.get("sha256") or tags.get("size") != str(snap.size):
         return
-    digest = FileSha256().finish(snap.size, lambda at, n: read_range(ctx.path, at, n, ctx.owned))
+    digest = file_sha256(ctx.path, snap.size, ctx.owned)
     after = snapshot(ctx.path, ctx.owned)
     if digest == tags["sha256"] and (after.size, after.mtime_ns) == (snap.size, snap.mtime_ns):
         raise AlreadyStored(key, head, digest, snap.mtime_ns)
+
+
+def file_sha256(path: str, size: int, owned: Owned | None = None) -> str:
+    """The SHA-256 of the file's first `size` bytes, read from the start."""
+    return FileSha256().finish(size, lambda at, n: read_range(path, at, n, owned))
 
 
 def complete_as_stored(ctx: StreamContext, stored: AlreadyStored) -> StreamContext:

@@ -101,6 +101,12 @@ def wait_for_part(store: CheckpointStore, number: int, timeout: float = 60) -> s
     )
 
 
+def lose_redis_data(store: CheckpointStore) -> None:
+    """Redis loses the test's keys (its namespace only: never a shared server)."""
+    for key in store.redis_client.scan_iter(f"{store.namespace}:*"):
+        store.redis_client.delete(key)
+
+
 def run_in_thread(path: Path, stream_id: str | None = None) -> tuple[threading.Thread, dict]:
     """Run the flow in a daemon thread; `out["state"]` is its final state."""
     from stream_ingest.flows.ingest import stream_ingest

@@ -12,13 +12,19 @@ from pathlib import Path
 import pytest
 
 from stream_ingest.blocks.bucket import StreamBucket
-from stream_ingest.blocks.checkpoints import CheckpointStore
 from stream_ingest.blocks.store_streams import Streams
 from stream_ingest.flows.ingest import stream_ingest
 from stream_ingest.records import StreamRecord
 from stream_ingest.states import Status
 from tests.conftest import edit_config
-from tests.flows.helpers import MIB, object_bytes, payload, run_in_thread, upload_part_calls
+from tests.flows.helpers import (
+    MIB,
+    lose_redis_data,
+    object_bytes,
+    payload,
+    run_in_thread,
+    upload_part_calls,
+)
 
 pytestmark = pytest.mark.usefixtures("registered")
 
@@ -109,12 +115,6 @@ def test_a_name_that_is_not_utf8_uploads(registered, s3, store):
     assert store.streams.get(sid).original_path == path  # the bytes came back as they went in
 
 
-def _wipe(store: CheckpointStore) -> None:
-    """Redis loses the test's keys (its namespace only: never a shared server)."""
-    for key in store.redis_client.scan_iter(f"{store.namespace}:*"):
-        store.redis_client.delete(key)
-
-
 STEPS = ["start", "before-complete", "after-complete", "after-tag"]
 
 
@@ -130,21 +130,21 @@ def test_redis_wiped_during_finalize_still_completes(
 
     def on_status(self, sid, status, **values):
         if step == "start" and status == Status.FINALIZING:
-            _wipe(store)
+            lose_redis_data(store)
         return set_status(self, sid, status, **values)
 
     def on_complete(self, *args, **kwargs):
         if step == "before-complete":
-            _wipe(store)
+            lose_redis_data(store)
         etag = original["complete_multipart_upload"](self, *args, **kwargs)
         if step == "after-complete":
-            _wipe(store)
+            lose_redis_data(store)
         return etag
 
     def on_tag(self, *args, **kwargs):
         original["tag_object"](self, *args, **kwargs)
         if step == "after-tag":
-            _wipe(store)
+            lose_redis_data(store)
 
     monkeypatch.setattr(Streams, "set_status", on_status)
     monkeypatch.setattr(StreamBucket, "complete_multipart_upload", on_complete)

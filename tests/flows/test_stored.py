@@ -10,16 +10,12 @@ from pathlib import Path
 from stream_ingest.blocks.checkpoints import CheckpointStore
 from stream_ingest.flows.ingest import stream_ingest
 from stream_ingest.states import Status
-
-
-def _wipe(store: CheckpointStore) -> None:
-    for key in store.redis_client.scan_iter(f"{store.namespace}:*"):
-        store.redis_client.delete(key)
+from tests.flows.helpers import lose_redis_data
 
 
 def _stored_again(registered, store: CheckpointStore, video: Path) -> str:
     assert stream_ingest(path=str(video))["status"] == "completed"
-    _wipe(store)
+    lose_redis_data(store)
     out = stream_ingest(path=str(video))
     assert out["status"] == "completed"
     return out["stream_id"]
@@ -48,7 +44,7 @@ def test_another_take_of_the_same_size_is_uploaded_under_its_own_key(registered,
     video = Path(registered.watch_dir) / "a.mp4"
     video.write_bytes(b"x" * 1000)
     assert stream_ingest(path=str(video))["status"] == "completed"
-    _wipe(store)
+    lose_redis_data(store)
     video.write_bytes(b"y" * 1000)
     assert stream_ingest(path=str(video))["status"] == "completed"
     assert _keys(s3, registered.s3_bucket) == ["rec/a (2).mp4", "rec/a.mp4"]

@@ -16,6 +16,7 @@ from stream_ingest.records import StreamRecord
 from stream_ingest.sensors.events import FileAppeared, FileClosed, FileOpened
 from stream_ingest.sensors.trigger import StreamTrigger
 from stream_ingest.states import Status
+from tests.flows.helpers import lose_redis_data
 
 
 @pytest.fixture
@@ -54,12 +55,6 @@ def _trigger(store: CheckpointStore, watch: Path, runs: Runs) -> StreamTrigger:
     )
 
 
-def _wipe(store: CheckpointStore) -> None:
-    """Redis restarted without its data (the test's namespace only)."""
-    for key in store.redis_client.scan_iter(f"{store.namespace}:*"):
-        store.redis_client.delete(key)
-
-
 def test_a_take_recorded_after_redis_lost_its_data_gets_a_run(
     watch: Path, store: CheckpointStore
 ) -> None:
@@ -73,7 +68,7 @@ def test_a_take_recorded_after_redis_lost_its_data_gets_a_run(
     video.write_bytes(b"take one")
     sensor.handle(FileAppeared(str(video), "created"))
     assert len(runs.started) == 1
-    _wipe(store)
+    lose_redis_data(store)
 
     with open(video, "r+b") as fh:  # O_TRUNC in place: the same identity
         fh.truncate(0)
@@ -97,7 +92,7 @@ def test_a_field_written_to_a_lost_record_does_not_make_half_a_record(
     that field alone, a record without an id or a status, which every listing then
     failed to read (TypeError), the sensor's and the janitor's included."""
     store.streams.put(StreamRecord(stream_id="s1", original_path=str(watch / "a.mp4")))
-    _wipe(store)
+    lose_redis_data(store)
 
     store.streams.update("s1", flow_run_id="run-1", s3_upload_id="u-1")
 
@@ -122,7 +117,7 @@ def test_a_completed_take_is_not_uploaded_again_after_redis_lost_its_data(
     video = watch / "a.mp4"
     video.write_bytes(b"take one")
     assert stream_ingest(path=str(video))["status"] == "completed"
-    _wipe(store)
+    lose_redis_data(store)
     runs = Runs()
     restarted = _trigger(store, watch, runs)  # a sensor started after the loss: its scan
     restarted.handle(FileAppeared(str(video), "scan"))
