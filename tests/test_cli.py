@@ -90,14 +90,19 @@ def test_show_says_what_the_recording_is(three, store, capsys) -> None:
     assert "revision 2: unreadable: moov atom not found" in human
 
 
-def test_doctor_says_whether_ffprobe_is_found(registered) -> None:
+def test_doctor_says_whether_ffprobe_is_found(registered, tmp_path) -> None:
     from stream_ingest.blocks.config import load_config
     from stream_ingest.cli.doctor import media_check
 
+    # A stand-in that answers -version as ffprobe does: the fast tier runs on hosts
+    # without ffmpeg (the full tier installs it).
+    fake = tmp_path / "ffprobe"
+    fake.write_text("#!/bin/sh\necho 'ffprobe version 9.9 Copyright (c) the authors'\n")
+    fake.chmod(0o755)
     config = load_config()
-    config.ffprobe_path = "ffprobe"
+    config.ffprobe_path = str(fake)
     found = media_check(config)
-    assert found.ok and "ffprobe version" in found.detail
+    assert found.ok and f"{fake} (ffprobe version 9.9)" in found.detail
     config.ffprobe_path = "/nowhere/ffprobe"
     missing = media_check(config)
     assert missing.ok and "/nowhere/ffprobe not found" in missing.detail
