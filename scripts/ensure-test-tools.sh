@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Programs the tests drive that PyPI cannot give: Debian's chromium (the browser test,
-# through playwright: a browser download is not possible offline) and ffmpeg with
-# ffprobe (the real-recorder tests), and Ceph's RADOS Gateway with a monitor and an
-# OSD (the tests against a second S3 implementation: scripts/ceph-s3.sh). Installs what
-# is missing from Debian's packages.
+# through playwright: a browser download is not possible offline), ffmpeg with ffprobe
+# (the real-recorder and media tests), systemd-analyze (the units' check), and Ceph's
+# RADOS Gateway with a monitor and an OSD (the tests against a second S3
+# implementation: scripts/ceph-s3.sh). Installs what is missing from Debian's packages.
 set -euo pipefail
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 { command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1; } || missing+=(ffmpeg)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 for pair in ceph-mon:ceph-mon ceph-osd:ceph-osd ceph:ceph-common radosgw:radosgw; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done

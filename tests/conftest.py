@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import copy
 import os
+import shutil
 import tempfile
 import threading
 import uuid
@@ -84,6 +85,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 FULL_TIER_LEFT_OUT = pytest.StashKey[int]()
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test marked `needs(...)` drives programs PyPI cannot give (ffmpeg, systemd).
+    The fast tier runs anywhere, so it passes over such a test where one is missing;
+    the full tier installs them first, so there a missing one fails the test rather
+    than hiding it."""
+    marker = item.get_closest_marker("needs")
+    if marker is None:
+        return
+    missing = [name for name in marker.args if shutil.which(name) is None]
+    if not missing:
+        return
+    what = f"{' and '.join(missing)} not found on PATH"
+    if item.config.getoption("--all"):
+        pytest.fail(f"{what}: scripts/ensure-test-tools.sh installs them", pytrace=False)
+    pytest.skip(f"{what}; ./test.sh --all installs them")
 
 
 @pytest.hookimpl(hookwrapper=True)

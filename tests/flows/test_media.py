@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -24,9 +23,7 @@ from tests.flows.helpers import object_bytes, payload
 
 pytestmark = [
     pytest.mark.usefixtures("registered"),
-    pytest.mark.skipif(
-        not (shutil.which("ffmpeg") and shutil.which("ffprobe")), reason="needs ffmpeg and ffprobe"
-    ),
+    pytest.mark.needs("ffmpeg", "ffprobe"),
 ]
 
 
