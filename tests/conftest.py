@@ -232,10 +232,13 @@ def empty_bucket(s3, name: str) -> None:
 def prefect_harness() -> Iterator[None]:
     from prefect.testing.utilities import prefect_test_harness
 
+    from stream_ingest.flows.prefect_private import without_flow_run_heartbeats
+
     with (
         prefect_test_harness(server_startup_timeout=90),
         block_schemas_derived_once(),
         block_types_registered_once(),
+        without_flow_run_heartbeats(),
     ):
         yield
 

@@ -65,3 +65,20 @@ def test_the_scan_sees_a_private_import(tmp_path: Path) -> None:
     source = tmp_path / "m.py"
     source.write_text("from prefect._internal.observers import X\nworker._work_pool\n")
     assert len(_private_uses(source)) == 2
+
+
+def test_no_heartbeats_inside_the_swap_and_heartbeats_again_after() -> None:
+    from prefect.flow_engine import BaseFlowRunEngine
+
+    from stream_ingest.flows.prefect_private import without_flow_run_heartbeats
+
+    engine = object.__new__(BaseFlowRunEngine)
+    with without_flow_run_heartbeats():
+        assert engine.heartbeat_seconds is None
+    assert isinstance(engine.heartbeat_seconds, int)
+
+
+def test_a_release_whose_heartbeats_ignore_the_property_is_caught(monkeypatch) -> None:
+    monkeypatch.setattr(prefect_private.flow_engine.BaseFlowRunEngine, "heartbeat_seconds", 30)
+    with pytest.raises(AssertionError):
+        ASSUMPTIONS["BaseFlowRunEngine.heartbeat_seconds, None meaning no heartbeat thread"]()

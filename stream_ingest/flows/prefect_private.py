@@ -16,7 +16,8 @@ The uses:
 - `BaseWorker`'s private members the warm worker reads or overrides;
 - why a run got SIGTERM (`control_listener.get_intent`, stream_ingest/flows/report.py);
 - the local stack's SQLite server: write transactions begun IMMEDIATE, websockets
-  outside the request limit (stream_ingest/devstack/prefect_server.py).
+  outside the request limit (stream_ingest/devstack/prefect_server.py);
+- the tests' in-process runs without the flow-run heartbeat thread (tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -128,6 +129,22 @@ def websockets_unlimited() -> None:
     middleware.__call__ = call  # type: ignore[method-assign]
 
 
+@contextlib.contextmanager
+def without_flow_run_heartbeats() -> Iterator[None]:
+    """Flow runs started in this process while inside send no heartbeats. The engine's
+    heartbeat thread sleeps in one-second steps and each run joins it at its end, which
+    is most of a short in-process run's wall time; heartbeats only let the server find
+    crashed runs, which nothing in a test of one process asks. The setting cannot say
+    "none" (it is an integer of at least 30), hence the swap."""
+    engine = flow_engine.BaseFlowRunEngine
+    original = engine.__dict__["heartbeat_seconds"]
+    engine.heartbeat_seconds = property(lambda self: None)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        engine.heartbeat_seconds = original  # type: ignore[method-assign]
+
+
 # What each use assumes of the installed Prefect: name -> a check that raises
 # AssertionError (with the name) when a release no longer holds to it.
 
@@ -195,6 +212,15 @@ def _check_request_limit() -> None:
     assert "self.app" in inspect.getsource(middleware)
 
 
+def _check_heartbeats() -> None:
+    engine = flow_engine.BaseFlowRunEngine
+    assert isinstance(engine.__dict__.get("heartbeat_seconds"), property)
+    source = inspect.getsource(flow_engine._send_heartbeats)
+    assert "engine.heartbeat_seconds" in source and "is None" in source, (
+        "_send_heartbeats no longer reads engine.heartbeat_seconds, or sends with None"
+    )
+
+
 ASSUMPTIONS: dict[str, Callable[[], None]] = {
     "flow_engine.observe_flow_run_suspension and FlowRunSuspendingObserver": _check_suspension,
     "the engine calls observe_flow_run_suspension by its module name": _check_engine_calls_observer,
@@ -206,4 +232,5 @@ ASSUMPTIONS: dict[str, Callable[[], None]] = {
     "prefect._internal.control_listener.get_intent()": _check_intent,
     "AioSqliteConfiguration.begin_transaction(self, session, with_for_update)": _check_sqlite,
     "RequestLimitMiddleware.__call__(self, scope, receive, send) and .app": _check_request_limit,
+    "BaseFlowRunEngine.heartbeat_seconds, None meaning no heartbeat thread": _check_heartbeats,
 }

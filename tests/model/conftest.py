@@ -53,13 +53,3 @@ def restartable_redis() -> Iterator[RestartableRedis]:
 def redis_server(restartable_redis: RestartableRedis) -> RestartableRedis:
     """Overrides the session's Redis: the settings (and so the blocks) point here."""
     return restartable_redis
-
-
-@pytest.fixture
-def quick_runs(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Prefect's flow-run heartbeat thread sleeps in one-second steps and each run
-    joins it at its end: most of a short run's wall time. Heartbeats detect crashed
-    runs for the server, which no part of the model asks about."""
-    from prefect.flow_engine import BaseFlowRunEngine
-
-    monkeypatch.setattr(BaseFlowRunEngine, "heartbeat_seconds", property(lambda self: None))

@@ -39,7 +39,7 @@ from hypothesis.stateful import (
 
 from tests.model.world import MIB, NAMES, PART, World
 
-pytestmark = pytest.mark.usefixtures("registered", "quick_runs")
+pytestmark = pytest.mark.usefixtures("registered")
 
 DEFAULT_SEED = 25
 WORLD: World | None = None  # the machine is built by Hypothesis, without arguments

@@ -109,7 +109,7 @@ def test_update_still_sets_fields_of_a_record_that_exists(store: CheckpointStore
 
 
 def test_a_completed_take_is_not_uploaded_again_after_redis_lost_its_data(
-    registered, s3, store, quick_runs
+    registered, s3, store
 ) -> None:
     from stream_ingest.flows.ingest import stream_ingest
 
@@ -129,7 +129,7 @@ def test_a_completed_take_is_not_uploaded_again_after_redis_lost_its_data(
 
 
 def test_a_revision_whose_run_died_before_it_began_is_uploaded(
-    registered, s3, store, quick_runs, monkeypatch
+    registered, s3, store, monkeypatch
 ) -> None:
     import stream_ingest.flows.ingest as ingest_module
     from stream_ingest.flows.ingest import stream_ingest
@@ -169,7 +169,7 @@ def test_a_revision_whose_run_died_before_it_began_is_uploaded(
 
 
 def test_an_upload_created_for_a_run_that_died_at_once_is_aborted(
-    registered, s3, store, quick_runs, monkeypatch
+    registered, s3, store, monkeypatch
 ) -> None:
     from stream_ingest.blocks.bucket import StreamBucket
     from stream_ingest.flows.ingest import stream_ingest
