@@ -25,6 +25,11 @@ if "PYTEST_XDIST_WORKER" in os.environ:
     os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="si-prefect-home-")
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="si-prefect-home-"))
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+# A worker of pytest-xdist talks to its controller's Prefect server (pytest_configure
+# below), from every thread: set before prefect reads its settings, so that no thread
+# with a context of its own finds no API and starts an ephemeral server.
+if os.environ.get("SI_TESTS_SHARED_PREFECT_API_URL"):
+    os.environ["PREFECT_API_URL"] = os.environ["SI_TESTS_SHARED_PREFECT_API_URL"]
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
 for name in list(os.environ):
     if name.startswith("STREAM_INGEST_"):
@@ -228,18 +233,73 @@ def empty_bucket(s3, name: str) -> None:
     s3.delete_bucket(Bucket=name)
 
 
+# Under pytest-xdist the controller starts one Prefect server for all its workers, in
+# the background while they start and collect, instead of a harness server per worker
+# (each costs some 10 s of CPU and a wait before the worker's first flow test). Its
+# address reaches the workers in their environment.
+SHARED_PREFECT = "SI_TESTS_SHARED_PREFECT_API_URL"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    controller = not hasattr(config, "workerinput")
+    if (
+        controller
+        and getattr(config.option, "numprocesses", None)
+        and not config.option.collectonly
+    ):
+        from stream_ingest.devstack.services import PrefectServer
+
+        server = PrefectServer().launch()
+        config.stash[_shared_prefect] = server
+        os.environ[SHARED_PREFECT] = server.api_url
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    server = config.stash.get(_shared_prefect, None)
+    if server is not None:
+        server.stop()
+        shutil.rmtree(server.workdir, ignore_errors=True)
+        os.environ.pop(SHARED_PREFECT, None)
+
+
+_shared_prefect = pytest.StashKey["PrefectServer"]()
+
+
 @pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[None]:
+    """A Prefect API for the session's flows: the controller's shared server, else
+    Prefect's own test harness (a server of this process's own)."""
     from prefect.testing.utilities import prefect_test_harness
 
     from stream_ingest.flows.prefect_private import without_flow_run_heartbeats
 
-    with (
-        prefect_test_harness(server_startup_timeout=90),
-        block_schemas_derived_once(),
-        block_types_registered_once(),
-        without_flow_run_heartbeats(),
-    ):
+    with contextlib.ExitStack() as stack:
+        shared = os.environ.get(SHARED_PREFECT)
+        if shared:
+            stack.enter_context(shared_prefect_server(shared))
+        else:
+            stack.enter_context(prefect_test_harness(server_startup_timeout=90))
+        stack.enter_context(block_schemas_derived_once())
+        stack.enter_context(block_types_registered_once())
+        stack.enter_context(without_flow_run_heartbeats())
+        yield
+
+
+@contextlib.contextmanager
+def shared_prefect_server(api_url: str) -> Iterator[None]:
+    """Wait until the controller's server answers, then talk to it."""
+    import urllib.request
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from stream_ingest.devstack.services import wait_for
+
+    def healthy() -> bool:
+        with urllib.request.urlopen(f"{api_url}/health", timeout=5) as answer:
+            return answer.status == 200
+
+    wait_for(healthy, 120, "the shared Prefect server", interval=0.2, errors=(OSError,))
+    with temporary_settings(updates={PREFECT_API_URL: api_url}):
         yield
 
 

@@ -102,6 +102,10 @@ class Service:
         return _port_open(self.port)
 
     def start(self, timeout: float = 30) -> Service:
+        return self.launch().wait_ready(timeout)
+
+    def launch(self) -> Service:
+        """Start the process and return at once (wait_ready waits for it)."""
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
         self.proc = subprocess.Popen(
             self.command(),
@@ -112,6 +116,10 @@ class Service:
             start_new_session=True,
         )
         log.close()
+        return self
+
+    def wait_ready(self, timeout: float = 30) -> Service:
+        assert self.proc is not None, "launch() first"
         try:
             wait_for(
                 lambda: self.proc.poll() is None and self.ready(),
