@@ -291,6 +291,10 @@ def run_sensor(
         heartbeat=heartbeat,
     )
     # The store the sensor uses now: a changed block's new store after a reload.
-    telemetry.start(block, "sensor", streams=lambda: sensor.trigger.store.streams.list())
-    with stop_on_signals(stop):
-        sensor.run(stop)
+    port = telemetry.start(block, "sensor", streams=lambda: sensor.trigger.store.streams.list())
+    try:
+        with stop_on_signals(stop):
+            sensor.run(stop)
+    finally:
+        if port is not None:
+            telemetry.stop(port)

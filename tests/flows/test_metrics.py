@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import logging
 import socket
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from stream_ingest.blocks.config import load_config
 from stream_ingest.devstack.services import free_port
@@ -18,20 +16,9 @@ from stream_ingest.flows import telemetry
 from stream_ingest.flows.ingest import stream_ingest
 from stream_ingest.parts import MIB
 from tests.conftest import edit_config
-from tests.flows.helpers import payload
+from tests.flows.helpers import payload, scrape
 
 pytestmark = pytest.mark.usefixtures("registered")
-
-
-def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of the endpoint: (name, sorted labels) -> value."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
-        text = resp.read().decode()
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
 
 
 @pytest.fixture
