@@ -14,6 +14,7 @@ from stream_ingest.blocks.config import load_config
 from stream_ingest.devstack.services import free_port
 from stream_ingest.flows import telemetry
 from stream_ingest.flows.ingest import stream_ingest
+from stream_ingest.metrics import REGISTRY
 from stream_ingest.parts import MIB
 from tests.conftest import edit_config
 from tests.flows.helpers import payload, scrape
@@ -68,3 +69,22 @@ def test_a_port_in_use_is_one_error_line_and_no_endpoint(caplog) -> None:
 def test_metrics_are_off_unless_enabled(registered) -> None:
     assert load_config().metrics_enabled is False
     assert telemetry.start(load_config(), "worker") is None
+
+
+def counted(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_a_failed_stream_is_counted_by_kind(registered, monkeypatch) -> None:
+    from stream_ingest.blocks.registration import register_blocks
+    from stream_ingest.settings import load_settings
+
+    monkeypatch.setenv("STREAM_INGEST_S3_BUCKET", "no-such-bucket-here")
+    register_blocks(load_settings())
+    src = Path(registered.watch_dir) / "a.mp4"
+    src.write_bytes(b"x" * 100)
+    failures = counted("stream_ingest_stream_failures_total", kind="BucketMissing")
+
+    assert stream_ingest(path=str(src), return_state=True).is_failed()
+
+    assert counted("stream_ingest_stream_failures_total", kind="BucketMissing") == failures + 1
