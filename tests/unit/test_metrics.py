@@ -128,3 +128,13 @@ def test_redis_going_away_is_counted_by_error() -> None:
     with pytest.raises(CheckpointUnavailable):
         read()
     assert counted("stream_ingest_redis_errors_total", error="ConnectionError") == before + 1
+
+
+def test_a_task_retry_prefect_is_told_to_make_is_counted() -> None:
+    from prefect.states import Failed
+
+    before = counted("stream_ingest_retries_total", error="CheckpointUnavailable")
+    failed = Failed(data=CheckpointUnavailable("Redis restarting"))
+    assert retry.transient_only(None, None, failed) is True
+    assert retry.transient_only(None, None, Failed(data=S3Rejected("AccessDenied"))) is False
+    assert counted("stream_ingest_retries_total", error="CheckpointUnavailable") == before + 1
