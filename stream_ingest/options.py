@@ -127,6 +127,23 @@ class IngestOptions(BaseModel):
         description="How long ffprobe may read a recording; past it the facts are left "
         "unread (the stream is completed either way).",
     )
+    metrics_enabled: bool = Field(
+        False,
+        description="Serve Prometheus metrics over HTTP from the warm worker and the sensor "
+        "(docs/operate.md lists them). Read when each starts.",
+    )
+    metrics_worker_port: int = Field(
+        9464, ge=1, le=65535, description="Port of the warm worker's metrics endpoint."
+    )
+    metrics_sensor_port: int = Field(
+        9465, ge=1, le=65535, description="Port of the sensor's metrics endpoint."
+    )
+    log_format: Literal["human", "json"] = Field(
+        "human",
+        description="human: Prefect's console lines; json: one JSON object per line with "
+        "the stream id, take, flow run id and host. Read when the worker, the sensor and "
+        "each flow run start.",
+    )
     deployment: str = Field(
         "stream-ingest/stream-ingest",
         pattern=r"^[^/]+/[^/]+$",

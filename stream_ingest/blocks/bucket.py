@@ -33,6 +33,7 @@ from prefect.exceptions import MissingContextError
 from prefect.logging import get_logger, get_run_logger
 from prefect_aws.s3 import S3Bucket
 
+from stream_ingest import metrics
 from stream_ingest.capabilities import Capabilities
 from stream_ingest.errors import (
     BucketMissing,
@@ -88,8 +89,11 @@ def _s3_errors(bucket: str, upload_id: str | None = None) -> Iterator[None]:
         err = exc.response.get("Error", {})
         code = str(err.get("Code", ""))
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if code not in NOT_FOUND:  # "no such object" is an answer, not an error
+            metrics.S3_ERRORS.labels(code or str(status)).inc()
         raise s3_error(code, status, bucket, upload_id) from None
     except NoCredentialsError:
+        metrics.S3_ERRORS.labels("NoCredentials").inc()
         raise CredentialsRejected("no credentials configured") from None
     except (
         EndpointConnectionError,
@@ -97,6 +101,7 @@ def _s3_errors(bucket: str, upload_id: str | None = None) -> Iterator[None]:
         ReadTimeoutError,
         ConnectionClosedError,
     ) as exc:
+        metrics.S3_ERRORS.labels(metrics.error_name(exc)).inc()
         raise S3Unavailable(type(exc).__name__) from None
 
 

@@ -11,6 +11,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from stream_ingest import metrics
 from stream_ingest.errors import CheckpointUnavailable
 
 P = ParamSpec("P")
@@ -40,6 +41,7 @@ def unavailable(fn: Callable[P, T]) -> Callable[P, T]:
             redis.TimeoutError,
             redis.exceptions.BusyLoadingError,
         ) as exc:
+            metrics.REDIS_ERRORS.labels(metrics.error_name(exc)).inc()
             raise CheckpointUnavailable(
                 type(exc).__name__ + ": " + str(exc).split("\n")[0]
             ) from None

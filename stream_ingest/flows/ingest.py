@@ -21,6 +21,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.settings import get_current_settings
 
+from stream_ingest import metrics
 from stream_ingest.blocks.config import IngestConfig
 from stream_ingest.errors import (
     CheckpointUnavailable,
@@ -33,6 +34,7 @@ from stream_ingest.errors import (
     SourceUnreadable,
     StreamError,
 )
+from stream_ingest.flows import logs
 from stream_ingest.flows.buffers import BUFFERS
 from stream_ingest.flows.finalize import Finalized, confirm_completed, finalize
 from stream_ingest.flows.follow_up import look_again
@@ -350,6 +352,8 @@ def _fail(ctx: StreamContext, exc: BaseException, reporter: Reporter) -> None:
     if isinstance(exc, LeaseLost):  # the stream is another live run's now: not ours to fail
         log.error("stream %s: %s", rec.stream_id, message)
         return
+    if how_it_ended(exc) == FAILED:  # a terminal error too; a cancel or shutdown is none
+        metrics.FAILURES.labels(metrics.error_name(exc)).inc()
     try:
         if isinstance(exc, StreamError) and exc.terminal:
             _end_lost(ctx, message, reporter)
@@ -393,6 +397,7 @@ def stream_ingest(
     config = config or config_block_name()
     flow_run_id = str(flow_run.id or "")
     cfg = config_of_run(flow_run_id, config)
+    logs.use_format(cfg.log_format)
     LIMIT.follow(cfg, config)
     store = cfg.checkpoints
     # Redis down at the start is configuration or an outage, not a hiccup: fail now
@@ -404,11 +409,13 @@ def stream_ingest(
         found = find_stream(cfg, path, stream_id, token)
     except (SourceMissing, SourceNotAFile, SourceUnreadable, SourceOutsideFolder) as exc:
         sid = stream_id or record_failure(store, path, exc)
+        metrics.FAILURES.labels(metrics.error_name(exc)).inc()
         if stream_id and store.streams.get(stream_id):
             store.streams.set_status(stream_id, Status.FAILED, error=str(exc))
         log.error("stream %s: %s", sid, exc)
         raise
     record, leased = found.record, found.leased
+    logs.bind_stream(flow_run_id, record.stream_id, record.identity)
     if found.new_take is not None:
         return _start_new_take(cfg, config, record, found.new_take)
     if record.status in TERMINAL:

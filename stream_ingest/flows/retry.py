@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
+from stream_ingest import metrics
 from stream_ingest.errors import StreamError
 
 T = TypeVar("T")
@@ -29,11 +30,14 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def transient_only(task: Any, task_run: Any, state: Any) -> bool:
-    """Prefect retry_condition_fn: retry only transient errors (at most RETRIES)."""
+    """Prefect retry_condition_fn: retry only transient errors (at most RETRIES).
+    Prefect asks only while retries are left: a yes is a retry."""
     try:
         state.result()
     except Exception as exc:
-        return is_transient(exc)
+        if retried := is_transient(exc):
+            metrics.RETRIES.labels(metrics.error_name(exc)).inc()
+        return retried
     return False
 
 
@@ -56,6 +60,7 @@ def with_retries(fn: Callable[[], T], what: str, log: Any) -> T:
         except Exception as exc:
             if delay is None or not is_transient(exc):
                 raise
+            metrics.RETRIES.labels(metrics.error_name(exc)).inc()
             log.warning("%s: %s; retry %d/%d in %.0f s", what, exc, attempt, RETRIES, delay)
             time.sleep(delay)
     raise AssertionError("unreachable")

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from prefect import get_run_logger, task
 from prefect.runtime import task_run
 
+from stream_ingest import metrics
 from stream_ingest.errors import S3Rejected
 from stream_ingest.flows.buffers import BUFFERS
 from stream_ingest.flows.digest import crc32_b64, part_digest, same_digest
@@ -31,7 +33,7 @@ def put_part(ctx: StreamContext, number: int, data: bytes | bytearray, offset: i
     ctx.sha256.feed(offset, data)
     checksum = part_digest(data)
     before = ctx.prior.get(number)
-    part = None
+    part, seconds = None, 0.0
     if (
         before is not None
         and rec.object_etag
@@ -41,9 +43,12 @@ def put_part(ctx: StreamContext, number: int, data: bytes | bytearray, offset: i
         part = _copy(ctx, number, data, offset, checksum)
     if part is None:
         LIMITER.acquire(rec.stream_id, ctx.pace.kind, len(data))
+        started = time.monotonic()
         held = ctx.bucket.upload_part(rec.s3_key, rec.s3_upload_id, number, data)
+        seconds = time.monotonic() - started
         part = PartRecord(number, held.etag, offset, len(data), checksum, held.crc32)
     ctx.store.parts.record(rec, ctx.token, part, ctx.config.lease_ttl_seconds)
+    metrics.part_done(part.size, part.copied, seconds)  # once checkpointed, counted once
     return part
 
 

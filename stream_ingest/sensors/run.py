@@ -16,9 +16,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 
+from stream_ingest import metrics
 from stream_ingest.blocks.checkpoints import CheckpointStore
 from stream_ingest.blocks.config import IngestConfig, load_config
 from stream_ingest.errors import CheckpointUnavailable, ConfigurationError
+from stream_ingest.flows import telemetry
 from stream_ingest.options import IngestOptions
 from stream_ingest.sensors.events import FileFilter, ReleaseGone, SensorEvent, watch_root
 from stream_ingest.sensors.prefect_calls import (
@@ -205,6 +207,7 @@ class Sensor:
         while True:
             try:
                 self.trigger.handle(event)
+                metrics.SENSOR_EVENTS.labels(type(event).__name__).inc()
                 return True
             except CheckpointUnavailable as exc:
                 reason = f"Redis unreachable ({exc.detail})"
@@ -287,5 +290,11 @@ def run_sensor(
         reload=lambda: load(name),
         heartbeat=heartbeat,
     )
-    with stop_on_signals(stop):
-        sensor.run(stop)
+    # The store the sensor uses now: a changed block's new store after a reload.
+    port = telemetry.start(block, "sensor", streams=lambda: sensor.trigger.store.streams.list())
+    try:
+        with stop_on_signals(stop):
+            sensor.run(stop)
+    finally:
+        if port is not None:
+            telemetry.stop(port)

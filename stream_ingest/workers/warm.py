@@ -64,7 +64,7 @@ from prefect.workers.base import (
     BaseWorkerResult,
 )
 
-from stream_ingest.flows import stopping
+from stream_ingest.flows import logs, stopping, telemetry
 from stream_ingest.flows.prefect_private import (
     run_task_group,
     work_pool,
@@ -213,6 +213,7 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
 
     async def setup(self) -> None:
         await super().setup()
+        await anyio.to_thread.run_sync(telemetry.start_from_block, "worker")
         cache_reads(self.client)
         owner_written_by_runs(self.client, str(self.owner), self._owned_by_engine)
         await self._suspension.__aenter__()
@@ -286,6 +287,7 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, WarmVariables, WarmWorkerResul
             self._owned_by_engine.discard(flow_run.id)
             stopping.withdraw(execution.run_id)
             forget_early_read(execution.run_id)
+            logs.unbind_stream(execution.run_id)
         return WarmWorkerResult(status_code=0, identifier=str(self.owner))
 
     async def _give_worker_labels_to_flow_run(self, flow_run_id: UUID) -> None:
