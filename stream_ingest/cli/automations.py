@@ -13,7 +13,6 @@ import sys
 from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
-import click
 import typer
 from rich.console import Console
 
@@ -47,26 +46,30 @@ DryRunOption = Annotated[
 
 
 @automations_app.command("apply")
-def apply_command(config: ConfigOption = None, dry_run: DryRunOption = False) -> None:
+def apply_command(
+    ctx: typer.Context, config: ConfigOption = None, dry_run: DryRunOption = False
+) -> None:
     """Create or update the alerts (failed, stuck, salvaged, lagging) of the config
     block, each sending to its alert_block. Run it again after changing either."""
     from stream_ingest.blocks.config import load_config
 
-    name = _config_name(config)
+    name = _config_name(ctx, config)
     for line in apply_alerts(load_config(name), name, dry_run):
         out.print(line)
 
 
 @automations_app.command("remove")
-def remove_command(config: ConfigOption = None, dry_run: DryRunOption = False) -> None:
+def remove_command(
+    ctx: typer.Context, config: ConfigOption = None, dry_run: DryRunOption = False
+) -> None:
     """Delete the alerts of the config block."""
-    for line in remove_alerts(_config_name(config), dry_run):
+    for line in remove_alerts(_config_name(ctx, config), dry_run):
         out.print(line)
 
 
-def _config_name(given: str | None) -> str:
+def _config_name(ctx: typer.Context, given: str | None) -> str:
     """The subcommand's --config, else the root's (stream_ingest/cli/main.py)."""
-    root = click.get_current_context().find_root().params.get("config")
+    root = ctx.find_root().params.get("config")
     return given or root or DEFAULT_CONFIG_BLOCK
 
 
