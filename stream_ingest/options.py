@@ -149,6 +149,20 @@ class IngestOptions(BaseModel):
         pattern=r"^[^/]+/[^/]+$",
         description="Deployment the sensor and reruns trigger (flow/deployment).",
     )
+    alert_block: str = Field(
+        "",
+        description="Alerts: the Prefect notification block that `stream-ingest automations "
+        "apply` sends them to, as TYPE-SLUG/NAME (custom-webhook/studio-alerts, "
+        "slack-webhook/ops, sendgrid-email/oncall) or the block's NAME alone where no other "
+        "notification block has it; '' for no alerts.",
+    )
+    stuck_after_seconds: float = Field(
+        300.0,
+        ge=10,
+        description="Alerts: a running stream that sends no progress event and does not end "
+        "for this long is reported stuck. Longer than the interval between progress events; "
+        "at least 10 (Prefect's shortest proactive window). Applied by `automations apply`.",
+    )
 
     @field_validator("watch_dir", mode="before")
     @classmethod

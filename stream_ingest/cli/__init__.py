@@ -7,6 +7,8 @@
     stream-ingest streams prune [--dry-run]  drop streams that ended past the retention
     stream-ingest streams salvage|abort ID   keep a failed stream's parts as
                                              `<stem>.partial<ext>`, or discard them
+    stream-ingest automations apply|remove   the alerts: Prefect automations that notify
+                                             the config's alert_block
     stream-ingest doctor                     check settings, S3, Redis, Prefect, folder
 
 Every command but `blocks register` and `dev` reads the IngestConfig block named by

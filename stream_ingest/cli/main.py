@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from typer.exceptions import TyperException
 
+from stream_ingest.cli.automations import automations_app
 from stream_ingest.errors import StreamError
 from stream_ingest.media import MediaReport
 from stream_ingest.settings import DEFAULT_CONFIG_BLOCK, SettingsError
@@ -39,6 +40,7 @@ streams_app = typer.Typer(
 )
 app.add_typer(blocks_app, name="blocks")
 app.add_typer(streams_app, name="streams")
+app.add_typer(automations_app, name="automations")
 
 # Piped output keeps whole values (paths, errors) instead of folding them at 80 columns.
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 250)

@@ -311,14 +311,16 @@ def _rekey(
     return fresh.with_record(opened.record), dict(opened.parts or {})
 
 
-def _skip(ctx: StreamContext, skipped: TakeSkipped) -> dict[str, Any]:
-    """on_existing=skip: the stream ends `skipped`, its upload (if any) aborted."""
+def _skip(ctx: StreamContext, skipped: TakeSkipped, reporter: Reporter) -> dict[str, Any]:
+    """on_existing=skip: the stream ends `skipped`, its upload (if any) aborted, and
+    says so (an alert that waits for a started stream to end hears of it)."""
     rec = ctx.record
     if rec.s3_upload_id:
         ctx.bucket.abort_multipart_upload(rec.s3_key, rec.s3_upload_id)
         ctx.store.parts.forget_upload(rec.s3_upload_id)
     ctx.store.streams.set_status(rec.stream_id, Status.SKIPPED, error=str(skipped))
     get_run_logger().warning("stream %s: %s", rec.stream_id, skipped)
+    reporter.event("skipped", error=str(skipped))
     return {**ctx.store.streams.require(rec.stream_id).public(), "message": str(skipped)}
 
 
@@ -452,7 +454,7 @@ def stream_ingest(
                         ctx, parts = _rekey(ctx, exc, flow_run_id)
                         reporter.record = ctx.record
         except TakeSkipped as exc:
-            return _skip(ctx, exc)
+            return _skip(ctx, exc, reporter)
         except AlreadyStored as exc:
             ctx = complete_as_stored(ctx, exc)
             reporter.record = ctx.record

@@ -15,7 +15,7 @@ from prefect.types._datetime import now
 
 ROOT = Path(__file__).resolve().parents[2]
 AUTOMATION = yaml.safe_load((ROOT / "automations" / "rerun-failed-stream.yaml").read_text())
-ENDS = ("failed", "cancelled", "rescheduled", "aborted", "salvaged", "completed")
+ENDS = ("failed", "cancelled", "rescheduled", "aborted", "salvaged", "completed", "skipped")
 
 
 class Events:

@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 
 from stream_ingest.blocks.bucket import StreamBucket
+from stream_ingest.flows import report
 from stream_ingest.flows.ingest import stream_ingest
 from stream_ingest.states import Status
 from tests.conftest import edit_config
+from tests.flows.automation import Events
 from tests.flows.helpers import MIB, object_bytes, payload, run_in_thread
 
 pytestmark = pytest.mark.usefixtures("registered")
@@ -129,7 +131,11 @@ def test_a_new_take_over_a_completed_file_keeps_both(registered, s3, store):
     assert store.identities.stream_for(second["identity"]) == second["stream_id"]
 
 
-def test_the_same_path_recorded_again_later_with_skip_and_overwrite(registered, s3, store):
+def test_the_same_path_recorded_again_later_with_skip_and_overwrite(
+    registered, s3, store, monkeypatch
+):
+    events = Events()
+    monkeypatch.setattr(report, "emit_event", events)
     src = Path(registered.watch_dir) / "daily.mp4"
     src.write_bytes(payload(MIB, seed=45))
     stream_ingest(path=str(src))
@@ -140,6 +146,7 @@ def test_the_same_path_recorded_again_later_with_skip_and_overwrite(registered, 
     src.write_bytes(payload(2 * MIB, seed=46))
     skipped = stream_ingest(path=str(src))
     assert skipped["status"] == "skipped" and "on_existing=skip" in skipped["error"]
+    assert events.ends()[-1][0] == "skipped"  # announced: it started, and it ended
     assert _keys(s3, registered.s3_bucket) == ["rec/daily.mp4"]
     assert object_bytes(s3, registered.s3_bucket, "rec/daily.mp4") == first
     assert not s3.list_multipart_uploads(Bucket=registered.s3_bucket).get("Uploads")
