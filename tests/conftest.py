@@ -387,7 +387,7 @@ def settings_env(
         "STREAM_INGEST_AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
         "STREAM_INGEST_PART_SIZE_MIB": "5",
         "STREAM_INGEST_IDLE_TIMEOUT_SECONDS": "3",
-        "STREAM_INGEST_SETTLE_SECONDS": "0.5",
+        "STREAM_INGEST_SETTLE_SECONDS": "0.25",
         "STREAM_INGEST_POLL_INTERVAL_SECONDS": "0.05",
         "STREAM_INGEST_LEASE_TTL_SECONDS": "6",
         # No media facts: the tests' random bytes are no recordings, and a manifest
