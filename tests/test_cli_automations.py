@@ -133,3 +133,29 @@ def test_a_block_that_cannot_be_used_is_one_line(config, capsys, alert_block, sa
     assert code == 1 and len(err.strip().splitlines()) == 1, err
     assert says in err
     assert all(found == [] for found in _alerts(config).values())
+
+
+def _doctor_alerts(capsys: pytest.CaptureFixture[str]) -> str:
+    _, lines, _ = _run(capsys, "doctor")
+    return next(line for line in lines if line.split(None, 1)[1].startswith("alerts"))
+
+
+def test_doctor_says_whether_the_alerts_are_applied(config, webhook, capsys) -> None:
+    before = _doctor_alerts(capsys)
+    assert before.startswith("FAIL") and "run `stream-ingest automations apply`" in before
+    assert "failed, stuck, salvaged, lagging not applied" in before
+
+    assert _run(capsys, "automations", "apply")[0] == 0
+
+    after = _doctor_alerts(capsys)
+    assert after.startswith("ok") and f"{WEBHOOK}/{webhook}" in after
+
+
+def test_doctor_names_an_alert_block_that_does_not_exist(config, capsys) -> None:
+    edit_config(alert_block="custom-webhook/nowhere")
+    line = _doctor_alerts(capsys)
+    assert line.startswith("FAIL") and "no such block" in line
+
+
+def test_doctor_says_alerts_are_off_without_a_block(config, capsys) -> None:
+    assert "off (no alert_block" in _doctor_alerts(capsys)

@@ -51,6 +51,7 @@ def run_checks(name: str, watch: str | None = None) -> Iterator[Check]:
     yield from bucket_checks(config)
     yield from redis_checks(config)
     yield from prefect_checks(config)
+    yield alerts_check(config, name)
     yield watch_check(watch or config.watch_dir)
 
 
@@ -263,6 +264,37 @@ def prefect_checks(config: IngestConfig | None) -> Iterator[Check]:
                 continue
             status = getattr(found.status, "value", found.status) or "unknown"
             yield Check("work pool", True, f"{pool} ({found.type}), status {status}")
+
+
+def alerts_check(config: IngestConfig, name: str) -> Check:
+    """Whether the alerts can notify: the block `alert_block` names, and the
+    automations `stream-ingest automations apply` makes from it."""
+    from prefect.client.orchestration import get_client
+
+    from stream_ingest.alerts import CONDITIONS, automation_name
+    from stream_ingest.cli.automations import notification_block_id
+
+    if not config.alert_block:
+        return Check("alerts", True, "off (no alert_block in the config)")
+    try:
+        with get_client(sync_client=True) as client:
+            notification_block_id(client, config.alert_block)
+            missing = [
+                c
+                for c in CONDITIONS
+                if not client.read_automations_by_name(automation_name(name, c))
+            ]
+    except StreamError as exc:
+        return Check("alerts", False, str(exc))
+    except Exception as exc:
+        return Check("alerts", False, _one_line(exc))
+    if missing:
+        return Check(
+            "alerts",
+            False,
+            f"{', '.join(missing)} not applied: run `stream-ingest automations apply`",
+        )
+    return Check("alerts", True, f"{', '.join(CONDITIONS)} -> {config.alert_block}")
 
 
 def watch_check(folder: str) -> Check:
