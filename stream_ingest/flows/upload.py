@@ -44,6 +44,7 @@ def put_part(ctx: StreamContext, number: int, data: bytes | bytearray, offset: i
         held = ctx.bucket.upload_part(rec.s3_key, rec.s3_upload_id, number, data)
         part = PartRecord(number, held.etag, offset, len(data), checksum, held.crc32)
     ctx.store.parts.record(rec, ctx.token, part, ctx.config.lease_ttl_seconds)
+    ctx.stored.add(part.number, part.offset, part.size)  # in S3 and checkpointed: safe
     return part
 
 
