@@ -105,6 +105,18 @@ def _read_until(fd: int, wanted: bytes, timeout: float) -> bytes:
     return seen
 
 
+def _exit_status(pid: int, fd: int, timeout: float) -> int | None:
+    """The child's wait status once it exits, reading what it draws meanwhile (a full
+    terminal would block it); None if it is still running after `timeout`."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        _read_until(fd, b"\x00never", 0.2)
+    return None
+
+
 def test_watch_on_a_terminal_redraws_and_quits_on_q(streams, store) -> None:
     """The command as an operator runs it over SSH: a pseudo-terminal for its stdin
     and stdout. It draws the table, redraws it with what changed, and q ends it
@@ -126,9 +138,9 @@ def test_watch_on_a_terminal_redraws_and_quits_on_q(streams, store) -> None:
         redrawn = _read_until(fd, b"cam3.ts", 30)
         assert b"3 active streams on 3 hosts" in redrawn, redrawn[-2000:]
 
-        os.write(fd, b"q")
-        _read_until(fd, b"\x00never", 10)  # until it exits and closes its end
-        _, status = os.waitpid(pid, 0)
+        os.write(fd, b"q")  # no Enter: the keys are read one at a time
+        status = _exit_status(pid, fd, 20)
+        assert status is not None, "q did not end the watch"
         pid = 0
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
     finally:
@@ -152,6 +164,8 @@ def test_the_live_loop_leaves_the_terminal_as_it_found_it(streams, monkeypatch) 
 
         def load() -> list[StreamRecord]:
             loads.append(1)
+            if len(loads) > 5:  # ends a loop that never reads the q
+                raise AssertionError("q was not read")
             return [streams[0]]
 
         run_watch(load, 60.0, 0.2, Console(file=sink), stdin=stdin)
