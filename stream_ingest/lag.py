@@ -217,5 +217,5 @@ def human_bytes(n: int) -> str:
 def describe(lag: Lag) -> str:
     """One phrase for logs and the progress artifact."""
     if lag.bytes == 0:
-        return "caught up"
+        return "every byte in S3"
     return f"{human_bytes(lag.bytes)} not in S3, the oldest for {lag.seconds:.0f} s"

@@ -95,10 +95,17 @@ class LagWatch:
         self._write(size, now, size, None)
 
     def _announce(self, change: Transition) -> None:
-        sid = self.ctx.record.stream_id
-        (self.log.warning if change == Transition.LAGGING else self.log.info)(
-            "stream %s %s: %s", sid, change, describe(self.lag)
-        )
+        sid, alarm = self.ctx.record.stream_id, self.alarm
+        if change == Transition.LAGGING:
+            self.log.warning(
+                "stream %s is lagging: %s (over %g s for %g s)",
+                sid,
+                describe(self.lag),
+                alarm.threshold,
+                alarm.grace,
+            )
+        else:
+            self.log.info("stream %s caught up: %s", sid, describe(self.lag))
         self.announcer.event(
             str(change),
             lag_bytes=self.lag.bytes,

@@ -137,5 +137,5 @@ def test_the_progress_artifact_says_the_lag(monkeypatch: pytest.MonkeyPatch) -> 
 
     assert [c[2] for c in calls] == [
         "Bytes of /rec/a.mp4 in S3; lag: 7.34 MB not in S3, the oldest for 42 s",
-        "Bytes of /rec/a.mp4 in S3; lag: caught up",
+        "Bytes of /rec/a.mp4 in S3; lag: every byte in S3",
     ]

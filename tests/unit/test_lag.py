@@ -177,6 +177,6 @@ def test_bytes_read_as_people_write_them(n: int, text: str) -> None:
     assert human_bytes(n) == text
 
 
-def test_the_phrase_says_caught_up_or_how_far_behind() -> None:
-    assert describe(Lag(0, 0.0)) == "caught up"
+def test_the_phrase_says_all_is_in_s3_or_how_far_behind() -> None:
+    assert describe(Lag(0, 0.0)) == "every byte in S3"
     assert describe(Lag(12_345_678, 4.4)) == "12.3 MB not in S3, the oldest for 4 s"
