@@ -8,6 +8,7 @@ A page asks for a generated part with a marker on a line of its own:
     <!-- generated: object-options -->   the stream-bucket block's options of every object
     <!-- generated: state-diagram -->    stream_ingest/states.py's statuses and transitions
     <!-- generated: cli-commands -->     every `stream-ingest` command, its arguments and options
+    <!-- generated: streams-watch -->    docs/img/streams-watch.txt, a terminal capture of `streams watch`
 
 An unknown marker stops the build. tests/test_docs.py renders the pages through
 `on_page_markdown` and checks that nothing is missing.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from enum import Enum
+from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 MARKER = re.compile(r"^<!-- generated: ([a-z-]+) -->$", re.M)
@@ -228,12 +230,21 @@ def _params(command: Any, ctx: Any, title: str | None) -> list[str]:
     return [*head, "| name | kind | help |", "|---|---|---|", *rows, ""]
 
 
+WATCH_CAPTURE = Path(__file__).resolve().parents[1] / "docs" / "img" / "streams-watch.txt"
+
+
+def streams_watch() -> str:
+    """The capture (tmux capture-pane) as a fenced block: one file, shown as taken."""
+    return "```text\n" + WATCH_CAPTURE.read_text().rstrip() + "\n```"
+
+
 GENERATORS: dict[str, Callable[[], str]] = {
     "config-options": config_options,
     "seed-settings": seed_settings,
     "object-options": object_options,
     "state-diagram": state_diagram,
     "cli-commands": cli_commands,
+    "streams-watch": streams_watch,
 }
 
 

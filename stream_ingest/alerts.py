@@ -65,6 +65,12 @@ def parse_block_ref(text: str) -> BlockRef:
     return BlockRef(name=name, slug=slug or None)
 
 
+def progress_every(stuck_after_seconds: float) -> float:
+    """How often a running stream sends its progress event: three in each stuck
+    window, so one lost or late event is no alert, and at least once a minute."""
+    return min(60.0, stuck_after_seconds / 3)
+
+
 def automation_name(config: str, condition: str) -> str:
     """The name `apply` finds an alert by: one per condition and config block."""
     return f"stream-ingest alert: {condition} ({config})"

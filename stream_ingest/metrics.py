@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
-from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from stream_ingest.lag import lag_of
 from stream_ingest.records import StreamRecord
 from stream_ingest.states import ACTIVE, Status
 
@@ -99,22 +100,6 @@ def error_name(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def _lag(record: StreamRecord) -> tuple[int, float] | None:
-    """The stream's lag, as (bytes written to its file and not yet in S3, age in
-    seconds of the oldest such byte); None while the record carries no lag."""
-    lag_bytes = getattr(record, "lag_bytes", None)
-    since = getattr(record, "lag_since_utc", None)
-    if lag_bytes is None or since is None:
-        return None
-    try:
-        seconds = (
-            (datetime.now(UTC) - datetime.fromisoformat(since)).total_seconds() if since else 0.0
-        )
-    except ValueError:
-        return None
-    return int(lag_bytes), max(0.0, seconds)
-
-
 class StreamsCollector(Collector):
     """Streams by state and the lag of each live stream, read at each scrape.
 
@@ -147,11 +132,12 @@ class StreamsCollector(Collector):
         lag_seconds = GaugeMetricFamily(
             LAG_SECONDS, "Age of the oldest byte of a live stream not yet in S3.", labels=["stream"]
         )
+        now = time.time()
         for record in records:
-            lag = _lag(record) if record.status in ACTIVE else None
-            if lag is not None:
-                lag_bytes.add_metric([record.stream_id], lag[0])
-                lag_seconds.add_metric([record.stream_id], lag[1])
+            if record.status in ACTIVE:
+                lag = lag_of(record, now)
+                lag_bytes.add_metric([record.stream_id], lag.bytes)
+                lag_seconds.add_metric([record.stream_id], lag.seconds)
         yield lag_bytes
         yield lag_seconds
 

@@ -113,6 +113,20 @@ class IngestOptions(BaseModel):
         "its record, parts and revisions expire then (the object's tags keep its stream id, "
         "take, size and SHA-256). At least upload_ttl_hours.",
     )
+    lag_alert_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="A stream lags when the oldest byte of its file not yet in S3 is older "
+        "than this (what a dead host would lose): the event stream-ingest.stream.lagging, "
+        "and caught-up when it is back under. A slow stream's lag is at least the time it "
+        "takes to write one part.",
+    )
+    lag_alert_grace_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="How long a stream's lag must stay over lag_alert_seconds before it "
+        "is announced as lagging (a short burst is not).",
+    )
     ffprobe_path: str = Field(
         "ffprobe",
         description="ffprobe that reads each completed recording's media facts (duration, "
@@ -160,8 +174,9 @@ class IngestOptions(BaseModel):
         300.0,
         ge=10,
         description="Alerts: a running stream that sends no progress event and does not end "
-        "for this long is reported stuck. Longer than the interval between progress events; "
-        "at least 10 (Prefect's shortest proactive window). Applied by `automations apply`.",
+        "for this long is reported stuck. A running stream sends one every third of this "
+        "(at most a minute apart), stalled or not; at least 10 (Prefect's shortest proactive "
+        "window). Applied by `automations apply`.",
     )
 
     @field_validator("watch_dir", mode="before")

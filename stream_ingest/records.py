@@ -115,6 +115,16 @@ class StreamRecord:
     # What ffprobe made of the completed revision (stream_ingest/media.py MediaReport,
     # as JSON); "" until it is read, and again from a revision's completion until its own.
     media: str = ""
+    # The recovery point (stream_ingest/lag.py, lag_of), written by the running flow at
+    # most every 10 s: the host uploading, the file's size as last observed and when,
+    # the bytes of it not in S3 then, when the oldest of those was first seen ("" when
+    # none is missing), and the upload's rate over the last interval (bytes/s).
+    host: str = ""
+    observed_bytes: int = 0
+    observed_at_utc: str = ""
+    behind_bytes: int = 0
+    behind_since_utc: str = ""
+    upload_rate_bps: int = 0
 
     @property
     def part_plan(self) -> PartPlan:

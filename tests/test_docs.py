@@ -113,3 +113,14 @@ def test_dates_only_in_the_benchmark_log() -> None:
     pages = [ROOT / "README.md", *DOCS.rglob("*.md")]
     dated = [p.name for p in pages if p.name != "benchmark-log.md" and date.search(p.read_text())]
     assert not dated, f"dates outside the benchmark log: {dated}"
+
+
+def test_the_operate_page_shows_a_terminal_capture_of_streams_watch() -> None:
+    """The capture (tmux capture-pane) is shown as taken, and is one of the table the
+    code draws today: its header has every column of stream_ingest/cli/lag_view.py."""
+    from stream_ingest.cli.lag_view import COLUMNS
+
+    capture = (DOCS / "img" / "streams-watch.txt").read_text()
+    assert capture.strip() in _rendered("operate.md")
+    header = next(line for line in capture.splitlines() if line.startswith("HOST"))
+    assert header.split() == " ".join(COLUMNS).split()

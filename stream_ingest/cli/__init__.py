@@ -4,6 +4,7 @@
     stream-ingest sensor [--watch DIR]       watch the folder, trigger one run per video
     stream-ingest blocks register            save the blocks from STREAM_INGEST_* settings
     stream-ingest streams list|show|rerun    inspect and rerun streams
+    stream-ingest streams watch [--json]     live lag of every active stream (q quits)
     stream-ingest streams prune [--dry-run]  drop streams that ended past the retention
     stream-ingest streams salvage|abort ID   keep a failed stream's parts as
                                              `<stem>.partial<ext>`, or discard them

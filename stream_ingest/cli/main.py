@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
@@ -44,7 +45,16 @@ app.add_typer(automations_app, name="automations")
 
 # Piped output keeps whole values (paths, errors) instead of folding them at 80 columns.
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 250)
-LIST_COLUMNS = ("stream_id", "status", "bytes_uploaded", "parts_count", "original_path", "error")
+LIST_COLUMNS = (
+    "stream_id",
+    "status",
+    "bytes_uploaded",
+    "parts_count",
+    "lag_bytes",
+    "lag_seconds",
+    "original_path",
+    "error",
+)
 
 ConfigOption = Annotated[
     str,
@@ -145,8 +155,11 @@ def streams_list(
     status: Annotated[Status | None, typer.Option(help="Only streams with this status.")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List streams, oldest first."""
-    rows = [r.public() for r in _config().checkpoints.streams.list(status)]
+    """List streams, oldest first, with their lag (bytes not in S3, age of the oldest)."""
+    from stream_ingest.cli.lag_view import with_lag
+
+    now = time.time()
+    rows = [with_lag(r, now) for r in _config().checkpoints.streams.list(status)]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     elif not rows:
@@ -160,12 +173,14 @@ def streams_list(
 
 @streams_app.command("show")
 def streams_show(stream_id: str, as_json: JsonOption = False) -> None:
-    """Show one stream: path, status, object, bytes, parts, SHA-256, run, error, and
-    its object's revisions (sizes and SHA-256)."""
+    """Show one stream: path, status, object, bytes, parts, SHA-256, run, error, lag,
+    and its object's revisions (sizes and SHA-256)."""
+    from stream_ingest.cli.lag_view import with_lag
+
     store = _config().checkpoints
     record = store.streams.require(stream_id)
     revisions = store.revisions.list(stream_id)
-    data = record.public()
+    data = with_lag(record, time.time())
     if as_json:
         data["revisions"] = [dataclasses.asdict(r) for r in revisions]
         typer.echo(json.dumps(data, indent=2))
@@ -195,6 +210,27 @@ def _media(text: str) -> str:
     except (ValueError, TypeError, AttributeError):
         return text
     return f"revision {report.revision}: {report.summary()}" if report else ""
+
+
+@streams_app.command("watch")
+def streams_watch(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one snapshot as JSON and exit.")
+    ] = False,
+    interval: Annotated[
+        float, typer.Option(min=0.2, help="Seconds between refreshes.", show_default=True)
+    ] = 2.0,
+) -> None:
+    """A live view of every active stream on every host: rate, parts, lag in bytes and
+    seconds, state. Redrawn in place; q or Ctrl-C quits."""
+    from stream_ingest.cli.watch import print_snapshot, run_watch
+
+    config = _config()
+    load = config.checkpoints.streams.active
+    if as_json:
+        print_snapshot(load, config.lag_alert_seconds)
+    else:
+        run_watch(load, config.lag_alert_seconds, interval, out)
 
 
 @streams_app.command("rerun")

@@ -22,6 +22,7 @@ from prefect.runtime import flow_run
 from prefect.settings import get_current_settings
 
 from stream_ingest import metrics
+from stream_ingest.alerts import progress_every
 from stream_ingest.blocks.config import IngestConfig
 from stream_ingest.errors import (
     CheckpointUnavailable,
@@ -38,6 +39,7 @@ from stream_ingest.flows import logs
 from stream_ingest.flows.buffers import BUFFERS
 from stream_ingest.flows.finalize import Finalized, confirm_completed, finalize
 from stream_ingest.flows.follow_up import look_again
+from stream_ingest.flows.lagging import LagWatch
 from stream_ingest.flows.lease import LeaseKeeper
 from stream_ingest.flows.media import describe
 from stream_ingest.flows.opening import TakeSkipped, find_stream, open_upload, record_failure
@@ -92,6 +94,8 @@ def tail_and_finalize(
     BUFFERS.at_least(s.max_parts_in_flight)  # its window never waits for the pool
     planner = PartPlanner(rec.part_plan)
     planner.settle(parts)
+    lag = LagWatch(ctx, reporter, log)
+    lag.settle(parts)
     growth = Growth()
     writers = WriterWatch(ctx.path, s.detect_writers)
     stalled_logged = False
@@ -108,6 +112,8 @@ def tail_and_finalize(
             wall_ns = time.time_ns()  # before the stat: see settled_state
             snap = snapshot(ctx.path, ctx.owned)
             now = time.monotonic()
+            lag.observe(snap.size)
+            reporter.alive(lag.lag, progress_every(s.stuck_after_seconds), now)
             if growth.observe(snap.size, snap.mtime_ns, now) and watched:
                 ctx.pace.live = True  # it grows as we watch: a recording (the limit's class)
             watched = True
@@ -126,7 +132,7 @@ def tail_and_finalize(
                     read_at.update((p.number, state) for p in batch)
             if tasks.running:
                 collected = tasks.collect(s.poll_interval_seconds)
-                reporter.progress(sum(p.size for p in parts.values()), snap.size)
+                reporter.progress(sum(p.size for p in parts.values()), snap.size, lag=lag.lag)
                 if collected or not tasks.only_windows():
                     continue
             # Nothing in flight, or only windows waiting for bytes: has it ended?
@@ -174,11 +180,13 @@ def tail_and_finalize(
                 tasks.drain()  # windows send the parts they can and return
                 result = finalize(ctx, parts, read_at, growth.changed_at + s.settle_seconds)
                 if result.completed:
+                    lag.finish(result.size)
                     return result
                 eager = False
                 parts.clear()
                 parts.update(result.uploaded)
                 planner.settle(parts)
+                lag.settle(parts)
                 continue
             if not tasks.running:
                 time.sleep(s.poll_interval_seconds)

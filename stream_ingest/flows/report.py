@@ -33,6 +33,7 @@ from prefect.runtime import flow_run
 from stream_ingest.flows import stopping
 from stream_ingest.flows.prefect_private import termination_intent
 from stream_ingest.flows.stopping import StopRequested
+from stream_ingest.lag import Lag, describe
 from stream_ingest.media import MediaReport
 from stream_ingest.progress import progress_due
 from stream_ingest.records import StreamRecord
@@ -106,6 +107,7 @@ class Reporter:
         self._progress_id: UUID | None = None
         self._last_progress: float | None = None
         self._last_uploaded = 0
+        self._last_alive = self.started
 
     def _safely(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -141,8 +143,11 @@ class Reporter:
         if self.flow_run_id and tag not in (flow_run.tags or []):
             add_tag(self.flow_run_id, tag)
 
-    def progress(self, uploaded: int, size: int, force: bool = False) -> None:
-        """Update the progress bar when it is due (stream_ingest.progress) or forced."""
+    def progress(
+        self, uploaded: int, size: int, force: bool = False, lag: Lag | None = None
+    ) -> None:
+        """Update the progress bar when it is due (stream_ingest.progress) or forced;
+        its description says the stream's `lag` (stream_ingest/lag.py)."""
         now = time.monotonic()
         due = progress_due(
             now, self._last_progress, uploaded, self._last_uploaded, self.record.part_base_bytes
@@ -151,7 +156,21 @@ class Reporter:
             return
         self._last_progress, self._last_uploaded = now, uploaded
         percent = 100.0 if size == 0 else min(100.0, 100.0 * uploaded / size)
-        self._safely("update progress", update_progress_artifact, self._progress_id, percent)
+        description = None
+        if lag is not None:
+            description = f"Bytes of {self.record.original_path} in S3; lag: {describe(lag)}"
+        self._safely(
+            "update progress", update_progress_artifact, self._progress_id, percent, description
+        )
+
+    def alive(self, lag: Lag, every: float, now: float) -> None:
+        """The `progress` event, at most every `every` seconds (monotonic `now`) while
+        the run looks at its file, growing or not: the stuck alert waits for it
+        (stream_ingest/alerts.py), and a stalled camera is not a stuck run."""
+        if now - self._last_alive < every:
+            return
+        self._last_alive = now
+        self.event("progress", lag_bytes=lag.bytes, lag_seconds=round(lag.seconds, 1))
 
     def completed(
         self,
@@ -166,7 +185,7 @@ class Reporter:
         the upload ended, before the media facts were read (default: now)."""
         seconds = max((ended or time.monotonic()) - self.started, 1e-6)
         rec = self.record
-        self.progress(size, size, force=True)
+        self.progress(size, size, force=True, lag=Lag(0, 0.0))
         row = {
             "object": f"s3://{rec.s3_bucket}/{rec.s3_key}",
             "bytes": size,

@@ -20,6 +20,7 @@ from stream_ingest.blocks.checkpoints import CheckpointStore
 from stream_ingest.blocks.config import IngestConfig, load_config
 from stream_ingest.flows.digest import FileSha256
 from stream_ingest.flows.source import Owned
+from stream_ingest.lag import Stored
 from stream_ingest.records import PartRecord, StreamRecord
 from stream_ingest.settings import config_block_name
 
@@ -41,8 +42,9 @@ class StreamContext:
     """One stream being uploaded by one run, holding its lease token. `prior` are the
     parts of the stream's completed object when this run uploads a revision of it:
     a part whose bytes have not changed is copied from there instead of sent.
-    `sha256` is the file's digest as its parts are read, and `pace` its class for the
-    bandwidth limit (both shared by every copy)."""
+    `sha256` is the file's digest as its parts are read, `pace` its class for the
+    bandwidth limit, and `stored` the parts S3 holds, for its lag (stream_ingest/lag.py)
+    (all shared by every copy)."""
 
     def __init__(
         self,
@@ -52,6 +54,7 @@ class StreamContext:
         prior: Mapping[int, PartRecord] | None = None,
         sha256: FileSha256 | None = None,
         pace: Pace | None = None,
+        stored: Stored | None = None,
     ) -> None:
         self.config = config
         self.record = record
@@ -59,6 +62,7 @@ class StreamContext:
         self.prior: Mapping[int, PartRecord] = MappingProxyType(dict(prior or {}))
         self.sha256 = sha256 or FileSha256()
         self.pace = pace or Pace()
+        self.stored = stored or Stored()
 
     @property
     def bucket(self) -> StreamBucket:
@@ -80,10 +84,14 @@ class StreamContext:
         return Owned(folder, rec.identity, self.config.follow_symlinks)
 
     def with_record(self, record: StreamRecord) -> StreamContext:
-        return StreamContext(self.config, record, self.token, self.prior, self.sha256, self.pace)
+        return StreamContext(
+            self.config, record, self.token, self.prior, self.sha256, self.pace, self.stored
+        )
 
     def with_prior(self, prior: Mapping[int, PartRecord]) -> StreamContext:
-        return StreamContext(self.config, self.record, self.token, prior, self.sha256, self.pace)
+        return StreamContext(
+            self.config, self.record, self.token, prior, self.sha256, self.pace, self.stored
+        )
 
     def __repr__(self) -> str:  # shown in Prefect's task inputs: no secrets, no clients
         return f"StreamContext({self.record.stream_id})"

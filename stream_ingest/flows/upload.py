@@ -49,6 +49,7 @@ def put_part(ctx: StreamContext, number: int, data: bytes | bytearray, offset: i
         part = PartRecord(number, held.etag, offset, len(data), checksum, held.crc32)
     ctx.store.parts.record(rec, ctx.token, part, ctx.config.lease_ttl_seconds)
     metrics.part_done(part.size, part.copied, seconds)  # once checkpointed, counted once
+    ctx.stored.add(part.number, part.offset, part.size)  # in S3 and checkpointed: safe
     return part
 
 

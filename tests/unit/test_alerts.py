@@ -127,3 +127,11 @@ def test_the_block_is_named_by_slug_and_name_or_by_name(text: str, ref: BlockRef
 def test_a_block_name_that_names_nothing_is_refused(text: str) -> None:
     with pytest.raises(ValueError, match="alert_block"):
         parse_block_ref(text)
+
+
+def test_a_running_stream_reports_three_times_per_stuck_window_and_once_a_minute() -> None:
+    from stream_ingest.alerts import progress_every
+
+    assert progress_every(10) == pytest.approx(10 / 3)
+    assert progress_every(120) == 40
+    assert progress_every(300) == 60

@@ -144,6 +144,7 @@ def test_a_part_that_fills_its_buffer_is_sent_from_it_and_a_short_one_as_a_copy(
     from stream_ingest.flows.digest import FileSha256
     from stream_ingest.flows.runtime import Pace
     from stream_ingest.flows.source import Owned
+    from stream_ingest.lag import Stored
     from stream_ingest.records import StreamRecord
 
     data = bytes(range(256)) * 64  # 16 KiB: a full part of 8 KiB and a short one
@@ -163,6 +164,7 @@ def test_a_part_that_fills_its_buffer_is_sent_from_it_and_a_short_one_as_a_copy(
         token="t",
         sha256=FileSha256(),
         pace=Pace(),
+        stored=Stored(),
         bucket=SimpleNamespace(upload_part=upload_part),
         store=SimpleNamespace(parts=SimpleNamespace(record=lambda *_args: None)),
         config=SimpleNamespace(lease_ttl_seconds=30),
@@ -176,6 +178,7 @@ def test_a_part_that_fills_its_buffer_is_sent_from_it_and_a_short_one_as_a_copy(
     assert isinstance(short, bytes) and len(short) == 5000  # a copy of the part only
     assert full_bytes == data[:8192] and short_bytes == data[8192 : 8192 + 5000]
     assert ctx.sha256.covered == 8192 + 5000  # both fed the file's digest, in order
+    assert ctx.stored.figures() == (8192 + 5000, 8192 + 5000)  # both count as in S3 (lag)
 
 
 def test_a_stream_holds_its_window_of_its_part_size_and_the_pool_its_bound_of_the_size_in_use():

@@ -3,7 +3,6 @@ and the lag of each live stream, read from records as the checkpoint store lists
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from datetime import UTC, datetime, timedelta
 
@@ -17,17 +16,9 @@ from stream_ingest.blocks import bucket
 from stream_ingest.blocks.redis_support import unavailable
 from stream_ingest.errors import CheckpointUnavailable, S3Rejected, S3Unavailable, StreamError
 from stream_ingest.flows import retry
-from stream_ingest.metrics import REGISTRY, StreamsCollector, _lag
+from stream_ingest.metrics import REGISTRY, StreamsCollector
 from stream_ingest.records import StreamRecord
 from stream_ingest.states import Status
-
-
-@dataclasses.dataclass(frozen=True)
-class LaggingRecord(StreamRecord):
-    """A record with lag fields, as the checkpoint store's records carry them."""
-
-    lag_bytes: int = 0
-    lag_since_utc: str = ""
 
 
 def samples(records) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -51,22 +42,21 @@ def test_streams_are_counted_by_state_every_state_present() -> None:
     assert got[("stream_ingest_streams", (("state", "uploading"),))] == 2
     assert got[("stream_ingest_streams", (("state", "completed"),))] == 1
     assert got[("stream_ingest_streams", (("state", "failed"),))] == 0
-    assert not [k for k in got if k[0].startswith("stream_ingest_stream_lag")]
+    # A live stream with nothing behind reports a lag of 0; an ended one none.
+    assert got[("stream_ingest_stream_lag_bytes", (("stream", "a"),))] == 0
+    assert ("stream_ingest_stream_lag_bytes", (("stream", "c"),)) not in got
 
 
 def test_lag_is_reported_per_live_stream_only() -> None:
     since = (datetime.now(UTC) - timedelta(seconds=30)).isoformat()
-    live = LaggingRecord("live", status=Status.UPLOADING, lag_bytes=7_000_000, lag_since_utc=since)
-    done = LaggingRecord("done", status=Status.COMPLETED, lag_bytes=5, lag_since_utc=since)
+    live = StreamRecord(
+        "live", status=Status.UPLOADING, behind_bytes=7_000_000, behind_since_utc=since
+    )
+    done = StreamRecord("done", status=Status.COMPLETED, behind_bytes=5, behind_since_utc=since)
     got = samples([live, done])
     assert got[("stream_ingest_stream_lag_bytes", (("stream", "live"),))] == 7_000_000
     assert 30 <= got[("stream_ingest_stream_lag_seconds", (("stream", "live"),))] < 300
     assert ("stream_ingest_stream_lag_bytes", (("stream", "done"),)) not in got
-
-
-def test_lag_is_none_for_a_record_without_lag_fields() -> None:
-    assert _lag(StreamRecord("s")) is None
-    assert _lag(LaggingRecord("s", lag_bytes=0, lag_since_utc="")) == (0, 0.0)
 
 
 def test_an_unreadable_store_gives_no_stream_figures_and_no_failed_scrape() -> None:
