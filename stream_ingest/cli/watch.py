@@ -77,7 +77,7 @@ def keys(stdin: IO[str]) -> Iterator[Keys]:
         return
     fd = stdin.fileno()
     saved = termios.tcgetattr(fd)
-    tty.setcbreak(fd)
+    tty.setcbreak(fd, termios.TCSANOW)  # not TCSAFLUSH: a q typed already still quits
 
     def next_key(seconds: float) -> str:
         ready, _, _ = select.select([fd], [], [], seconds)
