@@ -86,5 +86,6 @@ class SteadyWriter(threading.Thread):
 if __name__ == "__main__":  # a recorder process of its own: PATH SIZE RATE (bytes, bytes/s)
     import sys
 
+    CHUNK = 64 * 1024  # a recorder's small, steady writes (the pool holds whole chunks)
     with open(sys.argv[1], "wb") as out:
         _write(out, int(sys.argv[2]), float(sys.argv[3]))
