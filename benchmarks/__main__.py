@@ -1,5 +1,6 @@
 """Run the benchmarks: `./bench.sh [--quick] [--only latency,throughput,overhead,many,burst,
-buffers,retention,bandwidth]`.
+buffers,retention,bandwidth,
+recorders]`.
 
 Every benchmark prints one JSON line on stdout (progress goes to stderr), preceded
 by one `environment` line. Servers (redis-server, moto, Prefect, the counting
@@ -33,6 +34,7 @@ ALL = (
     "buffers",
     "retention",
     "bandwidth",
+    "recorders",
 )
 # Run before (and without) the stack: a process or a redis-server of their own.
 NO_SERVERS = ("buffers", "retention")
@@ -188,6 +190,10 @@ def _run_all(
                 for worker, streams in many_runs:
                     if worker != many.FLOOR:  # a burst is about starting runs
                         report(burst.run(stack, streams, worker))
+            elif name == "recorders":
+                from benchmarks import recorders
+
+                report(recorders.run(stack, list(counts if args.streams else (8, 20))))
             elif name == "bandwidth":
                 from benchmarks import bandwidth
 

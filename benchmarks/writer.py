@@ -81,3 +81,11 @@ class SteadyWriter(threading.Thread):
     @property
     def achieved_rate(self) -> float:
         return self.size / max(self.closed_at - self.started_at, 1e-9)
+
+
+if __name__ == "__main__":  # a recorder process of its own: PATH SIZE RATE (bytes, bytes/s)
+    import sys
+
+    CHUNK = 64 * 1024  # a recorder's small, steady writes (the pool holds whole chunks)
+    with open(sys.argv[1], "wb") as out:
+        _write(out, int(sys.argv[2]), float(sys.argv[3]))

@@ -10,10 +10,12 @@ not read. Then only the idle timeout ends a recording, and the flow's log says w
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from stream_ingest.mounts import filesystem_of, is_network, parse_mountinfo
+from stream_ingest.shared_look import SharedLook
 from stream_ingest.tail import WriterState
 
 O_ACCMODE = 0o3  # the access mode bits of open(2)'s flags
@@ -26,11 +28,65 @@ class Writers:
     pids: tuple[int, ...] = ()
 
 
+# One walk of /proc serves every stream of this process that asks within this long of
+# its start: streams that end together then cost one walk, not one each.
+SHARED_WALK_SECONDS = 0.1
+
+
+@dataclass(frozen=True)
+class OpenFiles:
+    """One walk of /proc: which (pid, fd) hold each file (device, inode) open, and
+    how many processes' open files could not be read."""
+
+    holders: dict[tuple[int, int], tuple[tuple[int, str], ...]]
+    denied: int
+
+
+def open_files(proc: str = "/proc") -> OpenFiles:
+    """Every process's open files, by (device, inode): one stat per descriptor."""
+    holders: dict[tuple[int, int], list[tuple[int, str]]] = {}
+    denied = 0
+    for entry in os.scandir(proc):
+        if not entry.name.isdigit():
+            continue
+        fd_dir = os.path.join(entry.path, "fd")
+        try:
+            fds = os.listdir(fd_dir)
+        except PermissionError:
+            denied += 1
+            continue
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # the process exited while we looked
+        pid = int(entry.name)
+        for fd in fds:
+            try:
+                st = os.stat(os.path.join(fd_dir, fd))
+            except OSError:
+                continue
+            holders.setdefault((st.st_dev, st.st_ino), []).append((pid, fd))
+    return OpenFiles({k: tuple(v) for k, v in holders.items()}, denied)
+
+
+_walks: dict[str, SharedLook[OpenFiles]] = {}
+_walks_lock = threading.Lock()
+
+
+def shared_walk(proc: str = "/proc") -> SharedLook[OpenFiles]:
+    """The walk of `proc` this process's streams share (SHARED_WALK_SECONDS)."""
+    with _walks_lock:
+        if proc not in _walks:
+            _walks[proc] = SharedLook(lambda: open_files(proc), SHARED_WALK_SECONDS)
+        return _walks[proc]
+
+
 def writers_of(path: str, proc: str = "/proc", known: tuple[int, ...] = ()) -> Writers:
     """Which processes have `path` open for writing. `known`: the writers of the last
     look, asked first; while one still writes, that is the answer, without reading
     every other process's open files (a live recording's look then costs one fd
-    table, not the whole of /proc: 8 ms of CPU each with 90 processes here)."""
+    table, not the whole of /proc: 8 ms of CPU each with 90 processes here). The
+    whole of /proc is walked once for every stream of this process asking within
+    SHARED_WALK_SECONDS (a writer that opened the file since that walk began is seen
+    at the next look); the descriptors it found on the file are read again now."""
     try:
         target = os.stat(path)
         mountinfo = Path(proc, "self", "mountinfo").read_text()
@@ -53,43 +109,40 @@ def writers_of(path: str, proc: str = "/proc", known: tuple[int, ...] = ()) -> W
                 )
         except (PermissionError, FileNotFoundError, ProcessLookupError):
             pass  # gone or hidden now: the full look below decides
-    pids, denied = [], 0
-    for entry in os.scandir(proc):
-        if not entry.name.isdigit():
-            continue
-        try:
-            if _writes(Path(entry.path), target):
-                pids.append(int(entry.name))
-        except PermissionError:
-            denied += 1
-        except (FileNotFoundError, ProcessLookupError):
-            continue  # the process exited while we looked
+    walk = shared_walk(proc).get()
+    pids: list[int] = []
+    for pid, fd in walk.holders.get((target.st_dev, target.st_ino), ()):
+        if pid not in pids and _writes_by(Path(proc, str(pid)), fd, target):
+            pids.append(pid)
     if pids:
         names = ", ".join(f"{pid} ({_name(proc, pid)})" for pid in pids)
         return Writers(WriterState.WRITING, f"open for writing by pid {names}", tuple(pids))
-    if denied:
+    if walk.denied:
         return Writers(
-            WriterState.UNKNOWN, f"open files of {denied} processes are not readable by this user"
+            WriterState.UNKNOWN,
+            f"open files of {walk.denied} processes are not readable by this user",
         )
     return Writers(WriterState.CLOSED, "no process has it open for writing")
 
 
 def _writes(pid_dir: Path, target: os.stat_result) -> bool:
-    for fd in os.listdir(pid_dir / "fd"):
-        try:
-            st = os.stat(pid_dir / "fd" / fd)
-        except OSError:
-            continue
-        if (st.st_dev, st.st_ino) != (target.st_dev, target.st_ino):
-            continue
-        try:
-            info = (pid_dir / "fdinfo" / fd).read_text()
-        except OSError:
-            continue
-        flags = next((int(v, 8) for k, v in _fields(info) if k == "flags"), 0)
-        if flags & O_ACCMODE in (os.O_WRONLY, os.O_RDWR):
-            return True
-    return False
+    return any(_writes_by(pid_dir, fd, target) for fd in os.listdir(pid_dir / "fd"))
+
+
+def _writes_by(pid_dir: Path, fd: str, target: os.stat_result) -> bool:
+    """Descriptor `fd` of the process is open on `target` for writing (now)."""
+    try:
+        st = os.stat(pid_dir / "fd" / fd)
+    except OSError:
+        return False
+    if (st.st_dev, st.st_ino) != (target.st_dev, target.st_ino):
+        return False
+    try:
+        info = (pid_dir / "fdinfo" / fd).read_text()
+    except OSError:
+        return False
+    flags = next((int(v, 8) for k, v in _fields(info) if k == "flags"), 0)
+    return flags & O_ACCMODE in (os.O_WRONLY, os.O_RDWR)
 
 
 def _fields(text: str) -> list[tuple[str, str]]:

@@ -111,6 +111,13 @@ class WarmJobConfiguration(BaseJobConfiguration):
     """Nothing to configure per run: runs share the worker's process."""
 
     @classmethod
+    def _base_environment(cls) -> dict[str, str]:
+        """Nothing: a run is a thread of this process, with its environment. Prefect's
+        base renders every setting (secrets too) into variables for each run, CPU on
+        the worker's event loop that every start of a burst would wait behind."""
+        return {}
+
+    @classmethod
     async def resolve_for_flow_run(cls, flow_run: FlowRun, **kwargs: Any) -> Any:
         parent = super().resolve_for_flow_run
         return await _busy_retried(lambda: parent(flow_run, **kwargs), "resolve the job")

@@ -7,10 +7,12 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
 
+from stream_ingest.flows import writers
 from stream_ingest.flows.writers import writers_of
 from stream_ingest.mounts import filesystem_of, is_network, parse_mountinfo
 from stream_ingest.tail import WriterState
@@ -23,6 +25,14 @@ HOLD = textwrap.dedent(
     sys.stdin.readline()
     """
 )
+
+
+@pytest.fixture(autouse=True)
+def fresh_walks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each look walks /proc anew: these tests open and close files between looks
+    faster than the walk a process's streams share."""
+    monkeypatch.setattr(writers, "_walks", {})
+    monkeypatch.setattr(writers, "SHARED_WALK_SECONDS", 0.0)
 
 
 def hold(path: Path, mode: str) -> subprocess.Popen[str]:
@@ -129,3 +139,68 @@ def test_the_last_writer_is_asked_first_and_the_rest_only_when_it_stopped(
     finally:
         release(second)
     assert writers_of(str(path), known=(second.pid,)).state == WriterState.CLOSED
+
+
+def fake_proc(root: Path, opened: dict[int, list[tuple[Path, int]]]) -> Path:
+    """A /proc tree: each pid's fd links to its files, fdinfo with their open flags,
+    and this machine's mountinfo (the files are on a local disk)."""
+    proc = root / "proc"
+    (proc / "self").mkdir(parents=True)
+    (proc / "self" / "mountinfo").write_text(Path("/proc/self/mountinfo").read_text())
+    for pid, files in opened.items():
+        (proc / str(pid) / "fd").mkdir(parents=True)
+        (proc / str(pid) / "fdinfo").mkdir()
+        (proc / str(pid) / "comm").write_text(f"rec{pid}\n")
+        for n, (path, flags) in enumerate(files, start=3):
+            (proc / str(pid) / "fd" / str(n)).symlink_to(path)
+            (proc / str(pid) / "fdinfo" / str(n)).write_text(f"pos:\t0\nflags:\t0{flags:o}\n")
+    return proc
+
+
+def test_streams_asking_at_once_share_one_walk_of_proc(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twenty streams whose recordings end together cost one walk of every process's
+    open files, not twenty; each still gets its own file's answer."""
+    monkeypatch.setattr(writers, "SHARED_WALK_SECONDS", 5.0)
+    files = [tmp_path / f"cam{i:02d}.mkv" for i in range(20)]
+    for f in files:
+        f.write_bytes(b"x")
+    # Even cameras are still recorded (pid 100 + i writes), odd ones are only read.
+    opened = {
+        100 + i: [(f, os.O_WRONLY if i % 2 == 0 else os.O_RDONLY)] for i, f in enumerate(files)
+    }
+    proc = fake_proc(tmp_path, opened)
+    barrier = threading.Barrier(len(files))
+    answers: dict[int, writers.Writers] = {}
+
+    def ask(i: int) -> None:
+        barrier.wait()
+        answers[i] = writers_of(str(files[i]), proc=str(proc))
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(files))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert writers.shared_walk(str(proc)).looks == 1
+    for i in range(len(files)):
+        if i % 2 == 0:
+            assert answers[i].state == WriterState.WRITING and answers[i].pids == (100 + i,)
+        else:
+            assert answers[i].state == WriterState.CLOSED
+
+
+def test_a_shared_walk_does_not_keep_a_writer_that_closed_since(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The walk is shared, the descriptors it found on the file are read again: a
+    recorder that closed since the walk is not a writer any more."""
+    monkeypatch.setattr(writers, "SHARED_WALK_SECONDS", 5.0)
+    path = tmp_path / "rec.mp4"
+    path.write_bytes(b"x")
+    proc = fake_proc(tmp_path, {200: [(path, os.O_RDWR)]})
+    assert writers_of(str(path), proc=str(proc)).pids == (200,)
+    (proc / "200" / "fd" / "3").unlink()  # the recorder closed it
+    assert writers_of(str(path), proc=str(proc)).state == WriterState.CLOSED
+    assert writers.shared_walk(str(proc)).looks == 1

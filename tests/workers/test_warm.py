@@ -293,3 +293,19 @@ def test_a_run_goes_to_the_engine_as_polled_and_a_label_failure_is_only_logged(m
     assert not worker_seen[0]._owned_by_engine  # forgotten once the run ended
     assert labelled == [True]
     assert result.status_code == 0 and client.states == []
+
+
+def test_preparing_a_run_renders_no_settings_into_an_environment(monkeypatch):
+    """A thread has no environment of its own: the worker does not render every
+    Prefect setting into variables per run (its event loop's CPU in a burst)."""
+    from prefect.settings.base import PrefectBaseSettings
+
+    def rendered(*_args: Any, **_kwargs: Any) -> dict[str, str]:
+        raise AssertionError("settings rendered for a thread")
+
+    monkeypatch.setattr(PrefectBaseSettings, "to_environment_variables", rendered)
+    flow_run = FlowRun(flow_id=uuid.uuid4(), name="ingest-x.mkv")
+    configuration = warm.WarmJobConfiguration()
+    configuration.prepare_for_flow_run(flow_run=flow_run)
+    assert configuration.env["PREFECT__FLOW_RUN_ID"] == str(flow_run.id)
+    assert configuration.name == "ingest-x.mkv"
