@@ -10,6 +10,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Layer -> the layers it may import. Lower layers never import higher ones. The core is
@@ -178,6 +180,7 @@ print("imported")
 """
 
 
+@pytest.mark.slow  # a fresh interpreter importing the product: the full tier's
 def test_the_flow_sensor_and_cli_import_without_the_dev_stack() -> None:
     result = subprocess.run(
         [sys.executable, "-c", BLOCK_DEV_STACK],

@@ -24,6 +24,8 @@ from tests.flows.helpers import (
 pytestmark = pytest.mark.usefixtures("registered")
 
 
+# A flow process of its own, killed mid-stream: the full tier's, with the other crashes.
+@pytest.mark.slow
 @pytest.mark.on_ceph
 def test_killed_run_resumes_uploading_only_missing_parts(
     registered, s3, store, s3_server, monkeypatch

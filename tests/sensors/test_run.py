@@ -156,6 +156,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a sensor process of its own, started and signalled: the full tier's
 def test_sigterm_stops_the_sensor_process_cleanly(
     tmp_path: Path, watch: Path, redis_server: RedisServer, namespace: str
 ) -> None:
