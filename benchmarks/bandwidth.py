@@ -6,7 +6,8 @@ limiter, its bucket in Redis), started at the writers' start; that process times
 UploadPart call and spreads its bytes over the call (a part goes at the link's speed
 once granted). Over the window [WARMUP_S, WARMUP_S + WINDOW_S] of the writers' clock,
 every stream is live and behind its writer, so the limit is what holds them back:
-the line reports the total rate against the limit and each stream's rate. Then the
+the line reports the total rate against the limit, each stream's rate, and what the
+limiter granted in the window (above the rate sent if granted bytes wait). Then the
 limit is lifted in the config block, as an operator would, and the line says when
 the streams' rate rose past it (the block is read again by the running flows).
 """
@@ -44,6 +45,15 @@ def _rate(parts: list[dict[str, Any]], t0: float, t1: float) -> float:
     return sent / (t1 - t0)
 
 
+def _at(samples: list[list[float]], t: float) -> float:
+    """The limiter's bytes granted at `t`, between the two samples around it."""
+    before = max((s for s in samples if s[0] <= t), default=samples[0])
+    after = min((s for s in samples if s[0] >= t), default=samples[-1])
+    if after[0] == before[0]:
+        return before[1]
+    return before[1] + (after[1] - before[1]) * (t - before[0]) / (after[0] - before[0])
+
+
 def run(stack: Stack, streams: int = STREAMS, limit_mbps: float = LIMIT_MBPS) -> dict[str, Any]:
     limit = limit_mbps * 1_000_000 / 8
     configure(bandwidth_limit_mbps=limit_mbps)
@@ -75,9 +85,11 @@ def run(stack: Stack, streams: int = STREAMS, limit_mbps: float = LIMIT_MBPS) ->
         if host.wait(600) != 0:
             raise RuntimeError(f"bandwidth host failed; see {log_path}")
     with open(out_path) as fh:
-        parts = json.load(fh)
+        recorded = json.load(fh)
+    parts = recorded["parts"]
     t0, t1 = began + WARMUP_S, began + WARMUP_S + WINDOW_S
     total = _rate(parts, t0, t1)
+    granted = (_at(recorded["granted"], t1) - _at(recorded["granted"], t0)) / (t1 - t0)
     per = [_rate([p for p in parts if p["path"] == path], t0, t1) for path in paths]
     # After the lift: the first second in which the streams sent faster than the limit.
     rose = next(
@@ -92,6 +104,9 @@ def run(stack: Stack, streams: int = STREAMS, limit_mbps: float = LIMIT_MBPS) ->
         "limit_mb_s": round(limit / MB, 3),
         "window_s": WINDOW_S,
         "measured_mb_s": round(total / MB, 3),
+        # What the limiter let through in the window: the limit, if the link fell
+        # short of it because granted bytes were not sent at once.
+        "granted_mb_s": round(granted / MB, 3),
         "deviation_pct": round(100 * (total - limit) / limit, 2),
         "per_stream_mb_s": [round(r / MB, 3) for r in per],
         "max_stream_deviation_pct": round(
@@ -104,9 +119,11 @@ def run(stack: Stack, streams: int = STREAMS, limit_mbps: float = LIMIT_MBPS) ->
 
 
 def _host(out_path: str, paths: list[str]) -> None:
-    """The flows' process: one flow run per path, each a thread; each UploadPart timed."""
+    """The flows' process: one flow run per path, each a thread; each UploadPart timed,
+    and the limiter's bytes granted so far sampled every 0.25 s."""
     from stream_ingest.blocks.bucket import StreamBucket
     from stream_ingest.flows.ingest import stream_ingest
+    from stream_ingest.flows.pacing import LIMITER
 
     parts: list[dict[str, Any]] = []
     lock = threading.Lock()
@@ -140,13 +157,26 @@ def _host(out_path: str, paths: list[str]) -> None:
         except BaseException as exc:
             errors.append(exc)
 
+    granted: list[tuple[float, int]] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while True:
+            granted.append((time.monotonic(), LIMITER.granted))
+            if done.wait(0.25):
+                return
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     threads = [threading.Thread(target=one, args=(p,)) for p in paths]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    done.set()
+    sampler.join()
     with open(out_path, "w") as fh:
-        json.dump(parts, fh)
+        json.dump({"parts": parts, "granted": granted}, fh)
     if errors:
         raise SystemExit(f"flows failed: {errors}")
 

@@ -12,7 +12,10 @@ that asks for a 64 MiB part does not hold the link for 8 s while a live one wait
 - among streams of one kind, the one served least goes first (start-time fair
   queueing): equal shares whatever the number of parts each has in flight or their
   size; a stream that was idle comes back at most CREDIT_BYTES behind the others, so
-  it cannot save up credit to burst with.
+  it cannot save up credit to burst with;
+- within a stream, its parts one after the other, in the order they asked: a part
+  is sent once it has all its grants, so the bytes granted and not yet sent are at
+  most one part per stream, and what the bucket lets through goes out at its rate.
 """
 
 from __future__ import annotations
@@ -89,14 +92,19 @@ class Kind(IntEnum):
 class _Taker:
     kind: Kind
     tag: float  # bytes served, counted from the kind's clock when it began waiting
-    waiting: int = 0
+    # Its waiting parts, ticket -> grants still to take, in the order they asked.
+    parts: dict[int, int] = field(default_factory=dict)
     order: int = 0  # when it began waiting: ties go to the earlier
 
 
 @dataclass
 class FairQueue:
     """Who gets the next grant among the streams waiting for one. A stream may wait
-    with several parts at once (one `wait` each); it counts once."""
+    with several parts at once (one `wait` each); it counts once, and its grants go to
+    its parts in the order they asked: a part's bytes are all granted before the next
+    part of its stream takes any. Spread over all of them instead, the granted bytes
+    would sit in parts still short of their last grant, unsent, while the bucket
+    counts them as gone: the link would carry less than the limit."""
 
     _takers: dict[str, _Taker] = field(default_factory=dict)
     # Per kind, the tag of the last stream served: where a stream starting to wait
@@ -104,13 +112,15 @@ class FairQueue:
     # of those that have been waiting long.
     _clock: dict[Kind, float] = field(default_factory=dict)
     # Where a stream that stopped waiting left off, while that is ahead of its kind's
-    # clock: a stream that sends one part at a time stops waiting after every grant
+    # clock: a stream that sends one part at a time stops waiting after every part
     # and must not come back at the clock, ahead of those that kept waiting.
     _finish: dict[str, tuple[Kind, float]] = field(default_factory=dict)
+    _owner: dict[int, str] = field(default_factory=dict)  # ticket -> stream
     _arrivals: int = 0
+    _tickets: int = 0
 
-    def wait(self, key: str, kind: Kind) -> None:
-        """One more request of `key`'s (a part waiting for a grant)."""
+    def wait(self, key: str, kind: Kind, grants: int = 1) -> int:
+        """A part of `key`'s waiting for `grants` grants; its ticket (see `turn`)."""
         taker = self._takers.get(key)
         if taker is None:
             self._arrivals += 1
@@ -123,11 +133,19 @@ class FairQueue:
         elif kind < taker.kind:  # it became live while waiting: it is served as such
             taker.kind = kind
             taker.tag = max(taker.tag, self._clock.get(kind, 0.0) - CREDIT_BYTES)
-        taker.waiting += 1
+        self._tickets += 1
+        taker.parts[self._tickets] = max(1, grants)
+        self._owner[self._tickets] = key
+        return self._tickets
 
-    def cancel(self, key: str) -> None:
-        """A request given up without a grant (its part failed or was cancelled)."""
-        self._leave(key)
+    def cancel(self, ticket: int) -> None:
+        """A part gives up the grants it has not taken (it failed or was cancelled)."""
+        key = self._owner.pop(ticket, None)
+        taker = self._takers.get(key) if key is not None else None
+        if taker is None:
+            return
+        taker.parts.pop(ticket, None)
+        self._leave(key, taker)
 
     def next(self) -> str | None:
         """The stream whose turn it is: live first, then the least served."""
@@ -135,12 +153,22 @@ class FairQueue:
             return None
         return min(self._takers, key=lambda k: self._rank(self._takers[k]))
 
+    def turn(self) -> int | None:
+        """The ticket of the part whose turn it is: the first of `next()`'s parts."""
+        key = self.next()
+        return None if key is None else next(iter(self._takers[key].parts))
+
     def granted(self, key: str, size: int) -> None:
-        """`key` got `size` bytes: one of its requests is served."""
+        """`key` got `size` bytes: one grant of its first part."""
         taker = self._takers[key]
         self._clock[taker.kind] = clock = taker.tag
         taker.tag += size
-        self._leave(key)
+        ticket = next(iter(taker.parts))
+        taker.parts[ticket] -= 1
+        if taker.parts[ticket] <= 0:
+            del taker.parts[ticket]
+            del self._owner[ticket]
+        self._leave(key, taker)
         for other, (kind, tag) in list(self._finish.items()):
             if kind == taker.kind and tag <= clock - CREDIT_BYTES:
                 del self._finish[other]  # the clock says as much now
@@ -152,11 +180,7 @@ class FairQueue:
     def _rank(taker: _Taker) -> tuple[int, float, int]:
         return (taker.kind, taker.tag, taker.order)
 
-    def _leave(self, key: str) -> None:
-        taker = self._takers.get(key)
-        if taker is None:
-            return
-        taker.waiting -= 1
-        if taker.waiting <= 0:  # not waiting any more: no credit kept (see the module)
+    def _leave(self, key: str, taker: _Taker) -> None:
+        if not taker.parts:  # not waiting any more: no credit kept (see the module)
             del self._takers[key]
             self._finish[key] = (taker.kind, taker.tag)

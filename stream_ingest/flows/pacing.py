@@ -3,7 +3,8 @@ part a stream sends to S3 waits here for its bytes first, in turns of GRANT_BYTE
 (stream_ingest/bandwidth.py says in which order streams get them).
 
 Where the limit applies: before a part's UploadPart call, for the whole part, taken in
-turns; a copied part (a revision's unchanged bytes) sends nothing and takes nothing.
+turns (a stream's parts one after the other, each sent once it has its last); a
+copied part (a revision's unchanged bytes) sends nothing and takes nothing.
 The part then goes at the link's speed: pacing the body's reads instead would count
 botocore's own reads of it (the CRC32 and, on HTTP endpoints, the signature's hash
 read the body before it is sent) and give up sending from the part's buffer. The
@@ -100,30 +101,28 @@ class Limiter:
         """Wait until stream `key` may send `size` bytes."""
         sizes = grants(size, self._grant)
         with self._turn:
-            if self._rate <= 0:
+            if self._rate <= 0 or not sizes:
                 return
             # Queued for every grant of the part at once: between two of its grants the
-            # stream keeps its place, or a waiting backlog would take every other turn
+            # part keeps its place, or a waiting backlog would take every other turn
             # of a live stream (it wakes first while the live part comes back for more).
-            for _ in sizes:
-                self._queue.wait(key, kind)
+            ticket = self._queue.wait(key, kind, len(sizes))
         taken = 0
         try:
             for n in sizes:
-                if not self._take(key, n):
+                if not self._take(key, ticket, n):
                     return  # no limit any more
                 taken += 1
         finally:
             if taken < len(sizes):
                 with self._turn:
-                    for _ in range(len(sizes) - taken):
-                        self._queue.cancel(key)
+                    self._queue.cancel(ticket)
                     self._turn.notify_all()
 
-    def _take(self, key: str, size: int) -> bool:
+    def _take(self, key: str, ticket: int, size: int) -> bool:
         with self._turn:
             self._turn.wait_for(
-                lambda: self._rate <= 0 or (not self._busy and self._queue.next() == key)
+                lambda: self._rate <= 0 or (not self._busy and self._queue.turn() == ticket)
             )
             if self._rate <= 0:
                 return False

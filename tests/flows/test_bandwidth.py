@@ -6,6 +6,7 @@ bandwidth.py's)."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import Counter
@@ -155,6 +156,56 @@ def test_a_part_keeps_its_place_between_its_grants():
     limiter.set_rate(RATE)
     limiter.acquire("camera", Kind.LIVE, 3 * GRANT_BYTES)
     assert ["camera" in w for w in seen] == [True, True, False]
+
+
+def test_the_parts_of_a_stream_get_their_grants_one_after_the_other():
+    """Four parts of one stream ask at once, each on a thread of its own (a window or a
+    batch sending them), while another stream takes every other turn: the stream's
+    turns go to its first part until it has all its grants, then to the next, so each
+    is sent as soon as it can be, not all four near the end. (Each sleep also yields
+    for real, as a real one does: the other threads run then.)"""
+    fake = FakeTime()
+    takers: list[str] = []
+
+    def sleep(seconds: float) -> None:
+        takers.append(threading.current_thread().name)
+        fake.sleep(seconds)
+        time.sleep(0.002)
+
+    limiter = Limiter(clock=fake.clock, sleep=sleep)
+    limiter.set_rate(RATE)
+    fake.gate.clear()
+    threads = [
+        threading.Thread(
+            target=limiter.acquire, args=("camera", Kind.LIVE, 4 * GRANT_BYTES), name=f"part-{i}"
+        )
+        for i in range(4)
+    ]
+    threads.append(
+        threading.Thread(
+            target=limiter.acquire, args=("other", Kind.LIVE, 16 * GRANT_BYTES), name="other"
+        )
+    )
+    asked: set[str] = set()
+    queue_wait = limiter._queue.wait
+
+    def wait(*args, **kwargs):  # under the limiter's lock
+        asked.add(threading.current_thread().name)
+        return queue_wait(*args, **kwargs)
+
+    limiter._queue.wait = wait  # type: ignore[method-assign]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 30
+    while len(asked) < 5 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    fake.gate.set()
+    for t in threads:
+        t.join(60)
+    camera = [name for name in takers if name != "other"]
+    runs = [(name, len(list(run))) for name, run in itertools.groupby(camera)]
+    assert sorted(runs) == [(f"part-{i}", 4) for i in range(4)]
+    assert takers.count("other") == 16
 
 
 def test_no_limit_takes_no_turn_and_lifting_the_limit_frees_the_waiting():
