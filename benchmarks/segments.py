@@ -6,7 +6,8 @@ watchdog observer) and the warm worker. N files of SIZE bytes arrive in the watc
 folder at once, twice: written elsewhere and renamed in (a packager's atomic
 publish), then written in place and closed (the plain way). Reported for each: files
 per second from the first arrival until the last object is in S3 (the stream
-records' object time), and whether every object is byte-identical to its file.
+records' object time), whether every object is byte-identical to its file, and the
+CPU seconds per file of the worker, the sensor and the Prefect server meanwhile.
 Beside them, in the same run and against the same moto server, the same N files
 uploaded by s5cmd (`s5cmd cp` of the folder, its defaults) and by a plain boto3
 loop (`upload_file` one after another, one client).
@@ -23,10 +24,10 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
-from benchmarks.common import log, ratio
+from benchmarks.common import log, ratio, tree_cpu_seconds
 from benchmarks.many import IDLE_TIMEOUT, WARM, worker_on_pool
 from benchmarks.peers import s5cmd_binary
-from benchmarks.stack import AWS, Stack, configure
+from benchmarks.stack import AWS, Stack, configure, pid_of
 from benchmarks.writer import identity_of
 from stream_ingest.devstack.services import wait_for
 
@@ -38,10 +39,11 @@ def run(stack: Stack, files: int = 100) -> dict[str, Any]:
     configure(idle_timeout_seconds=IDLE_TIMEOUT)
     staging = os.path.join(stack.workdir, "segments-staging")
     os.makedirs(staging, exist_ok=True)
-    with worker_on_pool(stack, WARM), _sensor(stack):
-        _drop(stack, staging, 1, "warm-up", renamed=True)  # flow imported, sensor watching
-        renamed = _drop(stack, staging, files, "renamed", renamed=True)
-        in_place = _drop(stack, staging, files, "in-place", renamed=False)
+    with worker_on_pool(stack, WARM) as worker, _sensor(stack) as sensor:
+        pids = {"worker": worker, "sensor": sensor, "prefect_server": pid_of(stack.prefect)}
+        _drop(stack, staging, 1, "warm-up", pids, renamed=True)  # flow imported, sensor up
+        renamed = _drop(stack, staging, files, "renamed", pids, renamed=True)
+        in_place = _drop(stack, staging, files, "in-place", pids, renamed=False)
     sources = os.path.join(staging, "peers")
     os.makedirs(sources, exist_ok=True)
     for i in range(files):
@@ -79,7 +81,7 @@ class _sensor:
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> int:
         env = {**os.environ, **self.stack.env(self.stack.proxy.api_url("sensor"))}
         self.log = open(os.path.join(self.stack.workdir, "sensor.log"), "ab")
         self.proc = subprocess.Popen(
@@ -92,6 +94,7 @@ class _sensor:
         time.sleep(3)  # the observer is watching
         if self.proc.poll() is not None:
             raise RuntimeError(f"the sensor exited; see {self.log.name}")
+        return self.proc.pid
 
     def __exit__(self, *exc: object) -> None:
         self.proc.terminate()
@@ -102,7 +105,9 @@ class _sensor:
         self.log.close()
 
 
-def _drop(stack: Stack, staging: str, files: int, name: str, renamed: bool) -> dict[str, Any]:
+def _drop(
+    stack: Stack, staging: str, files: int, name: str, pids: dict[str, int], renamed: bool
+) -> dict[str, Any]:
     store = stack.store()
     folder = os.path.join(stack.watch_dir, name)
     os.makedirs(folder, exist_ok=True)
@@ -113,6 +118,7 @@ def _drop(stack: Stack, staging: str, files: int, name: str, renamed: bool) -> d
         for p in paths:
             _write(staged[p], data[p])
     log(f"segments: {files} files {'renamed in' if renamed else 'written in place'}")
+    cpu0 = {k: tree_cpu_seconds(pid) for k, pid in pids.items()}
     t0 = time.time()
     for p in paths:
         if renamed:
@@ -133,6 +139,7 @@ def _drop(stack: Stack, staging: str, files: int, name: str, renamed: bool) -> d
 
     done = wait_for(objects, TIMEOUT, f"{name}: every object", interval=0.25)
     last = max(done.values()) - t0
+    cpu = {k: tree_cpu_seconds(pid) - cpu0[k] for k, pid in pids.items()}
     s3 = stack.s3()
     identical = sum(
         s3.get_object(Bucket=stack.bucket, Key=stack.key_for(p))["Body"].read() == data[p]
@@ -147,6 +154,8 @@ def _drop(stack: Stack, staging: str, files: int, name: str, renamed: bool) -> d
         "arriving_s": round(arrived_s, 2),
         "byte_identical": f"{identical}/{files}",
         "flow_runs": states,
+        # Until the last object (a little after: the wait's last poll), per file.
+        "cpu_s_per_file": {k: round(v / files, 3) for k, v in cpu.items()},
     }
 
 
