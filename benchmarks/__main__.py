@@ -1,6 +1,6 @@
 """Run the benchmarks: `./bench.sh [--quick] [--only latency,throughput,overhead,many,burst,
 buffers,retention,bandwidth,
-recorders]`.
+recorders,segments]`.
 
 Every benchmark prints one JSON line on stdout (progress goes to stderr), preceded
 by one `environment` line. Servers (redis-server, moto, Prefect, the counting
@@ -35,6 +35,7 @@ ALL = (
     "retention",
     "bandwidth",
     "recorders",
+    "segments",
 )
 # Run before (and without) the stack: a process or a redis-server of their own.
 NO_SERVERS = ("buffers", "retention")
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=",".join(ALL), help=f"comma list of {ALL}")
     parser.add_argument("--repeat", type=int, help="throughput repeats (median is reported)")
     parser.add_argument("--sizes", help="latency sizes in MiB, comma list (default: the plan's)")
+    parser.add_argument("--files", type=int, help="segments: how many small files (default 100)")
     parser.add_argument("--streams", help="many: stream counts, comma list (default: the plan's)")
     parser.add_argument(
         "--workers", default=",".join(WORKERS), help=f"many: worker types, comma list of {WORKERS}"
@@ -194,6 +196,10 @@ def _run_all(
                 from benchmarks import recorders
 
                 report(recorders.run(stack, list(counts if args.streams else (8, 20))))
+            elif name == "segments":
+                from benchmarks import segments
+
+                report(segments.run(stack, args.files or (20 if args.quick else 100)))
             elif name == "bandwidth":
                 from benchmarks import bandwidth
 

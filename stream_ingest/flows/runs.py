@@ -8,6 +8,7 @@ loading Prefect's client until it triggers its first run.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -100,6 +101,69 @@ def create_stream_run(
         as_subflow=False,  # never nest under a flow run the caller happens to be in
     )
     return CreatedRun(str(run.id), run.name)
+
+
+class RunCreator:
+    """Creates stream runs over one client kept open, for a process that creates
+    many one after another (the sensor): `run_deployment` opens a client per run,
+    whose TLS context alone costs more than the run's creation, and reads the
+    deployment each time. The deployment's id is kept by name; if it is gone (deleted
+    and deployed again) it is read again once. Safe to call from several threads."""
+
+    def __init__(self) -> None:
+        self._client: Any = None
+        self._deployments: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def __call__(
+        self, request: RunRequest, job_variables: dict[str, Any] | None = None
+    ) -> CreatedRun:
+        from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+
+        with self._lock:
+            client = self._open()
+            try:
+                return self._create(client, request, job_variables)
+            except (ObjectNotFound, PrefectHTTPStatusError) as exc:
+                gone = isinstance(exc, ObjectNotFound) or exc.response.status_code == 404
+                if not gone or self._deployments.pop(request.deployment, None) is None:
+                    raise  # not a 404, or the deployment was just read: it does not exist
+                return self._create(client, request, job_variables)
+
+    def _open(self) -> Any:
+        if self._client is None:
+            from prefect.client.orchestration import get_client
+
+            client = get_client(sync_client=True)
+            client.__enter__()
+            self._client = client
+        return self._client
+
+    def _create(
+        self, client: Any, request: RunRequest, job_variables: dict[str, Any] | None
+    ) -> CreatedRun:
+        from prefect.states import Scheduled
+
+        deployment = self._deployments.get(request.deployment)
+        if deployment is None:
+            deployment = client.read_deployment_by_name(request.deployment).id
+            self._deployments[request.deployment] = deployment
+        run = client.create_flow_run_from_deployment(
+            deployment,
+            parameters=request.parameters,
+            state=Scheduled(),
+            name=request.name,
+            tags=[f"stream:{request.stream_id}", *request.tags],
+            idempotency_key=request.idempotency_key,
+            job_variables=job_variables,
+        )
+        return CreatedRun(str(run.id), run.name)
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+            if client is not None:
+                client.__exit__(None, None, None)
 
 
 def ended_runs(run_ids: Iterable[str]) -> set[str]:

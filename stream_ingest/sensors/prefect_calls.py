@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from stream_ingest.flows.runs import RunRequest, create_stream_run
+from stream_ingest.flows.runs import RunCreator, RunRequest
+
+# One per process: the sensor creates its runs one after another over one client.
+_CREATOR = RunCreator()
 
 
 class TriggerFn(Protocol):
@@ -33,7 +36,7 @@ class EmitFn(Protocol):
 
 def run_deployment_trigger(request: RunRequest) -> str:
     """The default trigger: create the run (or find it, by its idempotency key)."""
-    return create_stream_run(request).id
+    return _CREATOR(request).id
 
 
 def prefect_emit(

@@ -13,6 +13,7 @@ from prefect.client.orchestration import get_client
 from prefect.states import Failed
 
 from stream_ingest.flows.runs import (
+    RunCreator,
     RunRequest,
     create_stream_run,
     ended_runs,
@@ -99,3 +100,42 @@ def test_errors_are_described_in_one_line() -> None:
     assert describe_prefect_error(ValueError("Deployment not found")) == (
         "Prefect API call failed (ValueError: Deployment not found)"
     )
+
+
+def test_the_sensors_runs_share_one_client(deployment: str, monkeypatch) -> None:
+    import prefect.client.orchestration as orchestration
+
+    opened: list[object] = []
+
+    def counting(*args, **kwargs):
+        client = get_client(*args, **kwargs)
+        opened.append(client)
+        return client
+
+    monkeypatch.setattr(orchestration, "get_client", counting)
+    creator = RunCreator()
+    try:
+        ids = [
+            creator(RunRequest.first(deployment, f"/rec/{i}.ts", f"s1-{i}", "c")).id for i in "abc"
+        ]
+    finally:
+        creator.close()
+
+    assert len(set(ids)) == 3 and len(opened) == 1
+    assert {_read(i).parameters["stream_id"] for i in ids} == {"s1-a", "s1-b", "s1-c"}
+
+
+def test_a_deployment_made_again_under_its_name_gets_the_next_run(
+    deployment: str, namespace: str
+) -> None:
+    creator = RunCreator()
+    try:
+        creator(RunRequest.first(deployment, "/rec/e.ts", "s-5", "c"))  # the id is kept
+        with get_client(sync_client=True) as client:
+            client.delete_deployment(client.read_deployment_by_name(deployment).id)
+            again = client.create_deployment(flow_id=client.create_flow(_target), name=namespace)
+        after = creator(RunRequest.first(deployment, "/rec/f.ts", "s-6", "c"))
+    finally:
+        creator.close()
+
+    assert _read(after.id).deployment_id == again
