@@ -17,14 +17,7 @@ from prefect.exceptions import TerminationSignal
 from stream_ingest.flows import ingest, report, stopping
 from stream_ingest.flows.ingest import stream_ingest
 from stream_ingest.flows.stopping import StopRequested
-from tests.flows.automation import Events, rerun_parameters, reruns
-
-
-@pytest.fixture
-def events(monkeypatch: pytest.MonkeyPatch) -> Events:
-    sent = Events()
-    monkeypatch.setattr(report, "emit_event", sent)
-    return sent
+from tests.flows.automation import rerun_parameters, reruns
 
 
 @pytest.fixture

@@ -9,12 +9,11 @@ import uuid
 
 import pytest
 
-from stream_ingest.flows import report
 from stream_ingest.flows.janitor import janitor
 from stream_ingest.records import StreamRecord
 from stream_ingest.states import Status
 from tests.conftest import edit_config
-from tests.flows.automation import Events, reruns
+from tests.flows.automation import reruns
 from tests.flows.helpers import janitor_runs_later, until
 
 pytestmark = pytest.mark.usefixtures("registered")
@@ -77,13 +76,6 @@ def test_janitor_marks_streams_without_a_run_failed(registered, store):
     assert store.streams.get("lost").error.startswith("janitor:")
     assert store.streams.get("alive").status == "uploading"
     assert [r.stream_id for r in store.streams.list(Status.FAILED)] == ["lost"]
-
-
-@pytest.fixture
-def events(monkeypatch: pytest.MonkeyPatch) -> Events:
-    sent = Events()
-    monkeypatch.setattr(report, "emit_event", sent)
-    return sent
 
 
 def _ended_run(state, config: str | None) -> tuple[str, str]:

@@ -26,13 +26,6 @@ from tests.flows.helpers import MIB, payload, run_in_thread, until
 pytestmark = pytest.mark.usefixtures("registered")
 
 
-@pytest.fixture
-def events(monkeypatch: pytest.MonkeyPatch) -> Events:
-    sent = Events()
-    monkeypatch.setattr(report, "emit_event", sent)
-    return sent
-
-
 def _names(events: Events) -> list[str]:
     return [e["event"].removeprefix("stream-ingest.stream.") for e in events.sent]
 

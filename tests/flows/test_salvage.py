@@ -9,21 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from stream_ingest.flows import report
 from stream_ingest.flows.janitor import janitor
 from stream_ingest.records import PartRecord, utc_now
 from tests.conftest import edit_config
-from tests.flows.automation import Events
 from tests.flows.helpers import MIB, failed_stream, janitor_runs_later, object_bytes, payload
 
 pytestmark = pytest.mark.usefixtures("registered")
-
-
-@pytest.fixture
-def events(monkeypatch: pytest.MonkeyPatch) -> Events:
-    sent = Events()
-    monkeypatch.setattr(report, "emit_event", sent)
-    return sent
 
 
 @pytest.fixture
