@@ -9,6 +9,7 @@ import dataclasses
 import json
 import os
 import select
+import signal
 import sys
 import termios
 import time
@@ -173,3 +174,29 @@ def test_the_live_loop_leaves_the_terminal_as_it_found_it(streams, monkeypatch) 
         assert loads == [1]  # drew once, then read the q
     os.close(master)
     os.close(slave)
+
+
+def test_a_terminated_watch_puts_the_terminal_back(streams, store) -> None:
+    """SIGTERM (or a hang-up) ends the watch as q does: exit status 0, and the
+    terminal back in its line mode, not left in the view's cbreak."""
+    import pty
+
+    env = {**os.environ, "PREFECT_API_URL": api_url(), "COLUMNS": "140", "LINES": "40"}
+    code = "import sys; from stream_ingest.cli.main import main; sys.exit(main())"
+    argv = [sys.executable, "-c", code, "streams", "watch", "--interval", "0.3"]
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execvpe(argv[0], argv, env)
+    try:
+        assert b"q quits" in _read_until(fd, b"q quits", 60)
+        os.kill(pid, signal.SIGTERM)
+        status = _exit_status(pid, fd, 20)
+        assert status is not None, "SIGTERM did not end the watch"
+        pid = 0
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+        assert termios.tcgetattr(fd)[3] & termios.ICANON, "left in cbreak"
+    finally:
+        if pid:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        os.close(fd)

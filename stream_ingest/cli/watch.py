@@ -14,8 +14,10 @@ import contextlib
 import json
 import os
 import select
+import signal
 import sys
 import termios
+import threading
 import time
 import tty
 from collections.abc import Callable, Iterator
@@ -48,7 +50,11 @@ def run_watch(
     """Redraw the table every `interval` seconds until q or Ctrl-C."""
     stdin = stdin or sys.stdin
     try:
-        with keys(stdin) as next_key, Live(console=console, auto_refresh=False) as live:
+        with (
+            _stopped_like_ctrl_c(),
+            keys(stdin) as next_key,
+            Live(console=console, auto_refresh=False) as live,
+        ):
             hint = "q quits" if stdin.isatty() else "Ctrl-C quits"
             while True:
                 live.update(_frame(load, threshold, hint), refresh=True)
@@ -66,6 +72,25 @@ def _frame(load: Callable[[], list[StreamRecord]], threshold: float, hint: str) 
         return table(rows_of(load(), now, threshold), now, threshold, hint)
     except StreamError as exc:  # CheckpointUnavailable: Redis restarting, unreachable
         return table([], now, threshold, f"cannot read the streams: {exc}; {hint}")
+
+
+@contextlib.contextmanager
+def _stopped_like_ctrl_c() -> Iterator[None]:
+    """SIGTERM and SIGHUP (a closed SSH session) end the watch as Ctrl-C does, so the
+    terminal mode and the cursor are put back instead of left as the view set them."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    saved = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 @contextlib.contextmanager

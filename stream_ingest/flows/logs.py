@@ -90,7 +90,10 @@ def use_format(fmt: LogFormat) -> None:
 
 
 def _loggers() -> list[logging.Logger]:
-    named = [v for v in logging.root.manager.loggerDict.values() if isinstance(v, logging.Logger)]
+    # list() copies in one step: another thread may add a logger (a lazy import) while
+    # this walks them, and a dict that changes size under iteration raises.
+    every = list(logging.root.manager.loggerDict.values())
+    named = [v for v in every if isinstance(v, logging.Logger)]
     return [logging.root, *named]
 
 
