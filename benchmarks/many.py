@@ -196,7 +196,7 @@ def run(
     configure(idle_timeout_seconds=IDLE_TIMEOUT)
     with worker_on_pool(stack, worker_type) as pid:
         # A deployed worker is long-lived: the burst finds it up, its flow imported
-        # (until 2026-12-01 the burst began with the worker's own start, 6-9 s).
+        # (the worker's own start, 6-9 s here, is no part of a burst).
         lone_starts(stack, count=1, name="warm-up")
         result = _measure(stack, pid, streams, size_mib * MIB, rate_mb_s * MB)
     return {"bench": "many_streams", "worker": worker_type, **result}
@@ -322,8 +322,8 @@ def _measure(stack: Stack, worker_pid: int, streams: int, size: int, rate: float
         check_object(stack, stack.key_for(p), size)
     parts = sum(r.parts_count for r in records)
     # The object = the stream's object_at_utc: completed and checked by a HEAD (the
-    # floor stops at its complete). Until 2026-12-01 this was completed_at_utc, after
-    # the file's SHA-256 and the tag too. Wall clock, like Redis's stamps.
+    # floor stops at its complete), not completed_at_utc, which comes after the file's
+    # SHA-256 and the tag too. Wall clock, like Redis's stamps.
     done = [datetime.fromisoformat(r.object_at_utc).timestamp() for r in records]
     started = {
         p: datetime.fromisoformat(r.opened_at_utc).timestamp()

@@ -2,10 +2,9 @@
 
 The benchmarks hand each new file to the sensor's own handler (stream_ingest/sensors/trigger.py,
 without watchdog): the stream is claimed in Redis, its run created named and tagged
-with the stream, the `detected` event sent. The runs then do what the sensor's runs
-do. (Until 2026-12-01 the benchmarks created bare runs with only the path: each run
-then claimed its stream itself and read and rewrote its tags, two API calls a run
-of the sensor does not make.)
+with the stream, the `detected` event sent, over one Prefect client kept open as the
+sensor's (stream_ingest.flows.runs.RunCreator). The runs then do what the sensor's
+runs do.
 
 "First byte" is the stream record's `opened_at_utc`: the run has opened the
 multipart upload, and reads the file next.
@@ -31,6 +30,7 @@ class SensorTrigger:
     def __init__(self, stack: Stack) -> None:
         from prefect.exceptions import PrefectHTTPStatusError
 
+        from stream_ingest.flows.runs import RunCreator
         from stream_ingest.sensors.prefect_calls import prefect_emit
         from stream_ingest.sensors.trigger import StreamTrigger
         from stream_ingest.settings import config_block_name
@@ -42,6 +42,7 @@ class SensorTrigger:
         # process worker applies this; the warm worker's runs use the worker's).
         self._job = {"env": {"PREFECT_API_URL": stack.proxy.api_url("flows")}}
         self._created: str | None = None
+        self._runs = RunCreator()
         self._sensor = StreamTrigger(
             self.store,
             deployment=DEPLOYMENT,
@@ -52,9 +53,7 @@ class SensorTrigger:
         )
 
     def _create(self, request: Any) -> str:
-        from stream_ingest.flows.runs import create_stream_run
-
-        self._created = create_stream_run(request, self._job).id
+        self._created = self._runs(request, self._job).id
         return self._created
 
     def __call__(self, path: str) -> str:
@@ -78,13 +77,13 @@ class SensorTrigger:
 
     def again(self, path: str) -> str:
         """A run that ended before it opened: rerun its stream, as `streams rerun` does."""
-        from stream_ingest.flows.runs import RunRequest, create_stream_run
+        from stream_ingest.flows.runs import RunRequest
 
         sid = self.store.identities.stream_for(identity_of(path))
         if sid is None:
             raise RuntimeError(f"{path}: no stream to rerun")
         request = RunRequest.rerun(DEPLOYMENT, path, sid, self.config)
-        return create_stream_run(request, self._job).id
+        return self._runs(request, self._job).id
 
     def opened_at(self, path: str) -> float | None:
         """When the run opened the stream's upload (wall clock), None if not yet."""
