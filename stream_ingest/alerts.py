@@ -90,18 +90,14 @@ def alert_automations(
 
 
 def failed_alert(config: str, block_document_id: str) -> dict[str, Any]:
-    return _automation(
+    return _on_event(
         config,
+        block_document_id,
         "failed",
         "A stream's run failed; its upload is kept and a rerun resumes it.",
-        _reactive(config, "failed"),
-        _notify(
-            block_document_id,
-            f"stream-ingest: stream {STREAM_ID} failed",
-            f"Stream {STREAM_ID} ({PATH}, config {CONFIG}) failed: {{{{ event.payload.error }}}}\n"
-            "Failures in a row: {{ event.resource['stream-ingest.failures'] }}. "
-            f"A rerun resumes from its checkpoint: stream-ingest streams rerun {STREAM_ID}",
-        ),
+        f"Stream {STREAM_ID} ({PATH}, config {CONFIG}) failed: {{{{ event.payload.error }}}}\n"
+        "Failures in a row: {{ event.resource['stream-ingest.failures'] }}. "
+        f"A rerun resumes from its checkpoint: stream-ingest streams rerun {STREAM_ID}",
     )
 
 
@@ -142,34 +138,39 @@ def stuck_alert(config: str, block_document_id: str, stuck_after_seconds: float)
 
 
 def salvaged_alert(config: str, block_document_id: str) -> dict[str, Any]:
-    return _automation(
+    return _on_event(
         config,
+        block_document_id,
         "salvaged",
         "A stream's source went away; what was uploaded of it was kept as an object.",
-        _reactive(config, "salvaged"),
-        _notify(
-            block_document_id,
-            f"stream-ingest: stream {STREAM_ID} salvaged",
-            f"Stream {STREAM_ID} ({PATH}, config {CONFIG}) was salvaged: "
-            "{{ event.payload.error }}\nIts first {{ event.payload.bytes }} bytes are "
-            "in {{ event.payload.salvage_key }}.",
-        ),
+        f"Stream {STREAM_ID} ({PATH}, config {CONFIG}) was salvaged: "
+        "{{ event.payload.error }}\nIts first {{ event.payload.bytes }} bytes are "
+        "in {{ event.payload.salvage_key }}.",
     )
 
 
 def lagging_alert(config: str, block_document_id: str) -> dict[str, Any]:
-    return _automation(
+    return _on_event(
         config,
+        block_document_id,
         "lagging",
         "A stream has been behind its file for longer than its grace period.",
-        _reactive(config, "lagging"),
-        _notify(
-            block_document_id,
-            f"stream-ingest: stream {STREAM_ID} lagging",
-            f"Stream {STREAM_ID} ({PATH}, config {CONFIG}) is lagging: "
-            "{{ event.payload.lag_bytes }} bytes written to the file are not in S3 yet, "
-            "the oldest for {{ event.payload.lag_seconds }} s.",
-        ),
+        f"Stream {STREAM_ID} ({PATH}, config {CONFIG}) is lagging: "
+        "{{ event.payload.lag_bytes }} bytes written to the file are not in S3 yet, "
+        "the oldest for {{ event.payload.lag_seconds }} s.",
+    )
+
+
+def _on_event(
+    config: str, block_document_id: str, condition: str, description: str, body: str
+) -> dict[str, Any]:
+    """An alert that notifies once per `stream-ingest.stream.<condition>` event."""
+    return _automation(
+        config,
+        condition,
+        description,
+        _reactive(config, condition),
+        _notify(block_document_id, f"stream-ingest: stream {STREAM_ID} {condition}", body),
     )
 
 
