@@ -52,6 +52,15 @@ class IngestOptions(BaseModel):
         "and runs (a token bucket in Redis per host name); 0: none. Live recordings share it "
         "equally and go before finished files. A change applies within 10 s, no restart.",
     )
+    batch_small_files: int = Field(
+        50,
+        ge=0,
+        le=500,
+        description="Finished files of at most one part that the sensor sees together "
+        "(renamed in, or written and closed in one burst) go up in one flow run, a task run "
+        "each, up to this many per run; 0: a flow run per file. A live recording always "
+        "gets its own run.",
+    )
     idle_timeout_seconds: float = Field(
         30.0, gt=0, description="No growth for this long ends a recording."
     )

@@ -27,16 +27,16 @@ from stream_ingest.blocks.config import IngestConfig
 from stream_ingest.errors import (
     CheckpointUnavailable,
     KeyTaken,
-    LeaseLost,
     SourceMissing,
     SourceNotAFile,
     SourceOutsideFolder,
     SourceShrank,
     SourceUnreadable,
-    StreamError,
 )
 from stream_ingest.flows import logs
+from stream_ingest.flows.batch import upload_batch
 from stream_ingest.flows.buffers import BUFFERS
+from stream_ingest.flows.ending import record_end
 from stream_ingest.flows.finalize import Finalized, confirm_completed, finalize
 from stream_ingest.flows.follow_up import look_again
 from stream_ingest.flows.lagging import LagWatch
@@ -45,15 +45,11 @@ from stream_ingest.flows.media import describe
 from stream_ingest.flows.opening import TakeSkipped, find_stream, open_upload, record_failure
 from stream_ingest.flows.pacing import LIMIT
 from stream_ingest.flows.report import (
-    FAILED,
     Reporter,
-    how_it_ended,
     name_run,
-    record_failed,
 )
 from stream_ingest.flows.runs import RunRequest, create_stream_run, run_name
 from stream_ingest.flows.runtime import StreamContext, config_of_run
-from stream_ingest.flows.salvage import carry_out, plan_end
 from stream_ingest.flows.source import snapshot
 from stream_ingest.flows.stopping import check as check_stop
 from stream_ingest.flows.stored import AlreadyStored, complete_as_stored
@@ -332,53 +328,6 @@ def _skip(ctx: StreamContext, skipped: TakeSkipped, reporter: Reporter) -> dict[
     return {**ctx.store.streams.require(rec.stream_id).public(), "message": str(skipped)}
 
 
-def _end_lost(ctx: StreamContext, message: str, reporter: Reporter) -> None:
-    """The file is gone, shrank or was replaced: what was uploaded of it is salvaged
-    (or the upload aborted, if it holds nothing to keep). Where that cannot be done
-    now, the stream fails with its upload kept, for the janitor or an operator."""
-    log, sid = get_run_logger(), ctx.record.stream_id
-    record = ctx.store.streams.get(sid) or ctx.record
-    try:
-        ended = carry_out(ctx.bucket, ctx.store, plan_end(ctx.bucket, ctx.store, record), message)
-    except StreamError as exc:
-        why = f"{message}; {exc}"
-        reporter.record = record_failed(ctx.store, record, why, counted=True)
-        log.error("stream %s failed (upload kept): %s", sid, why)
-        reporter.ended(FAILED, why)
-        return
-    reporter.record = ended.record
-    log.error("stream %s %s: %s (%s)", sid, ended.how, ended.summary, message)
-    reporter.event(ended.how, error=message, **ended.payload)
-
-
-def _fail(ctx: StreamContext, exc: BaseException, reporter: Reporter) -> None:
-    """Record the failure in the checkpoint: salvage what was uploaded for terminal
-    source errors, keep the upload (resumable) for everything else; a cancel or a
-    worker's shutdown is recorded so too, but not counted as a failure
-    (stream_ingest/flows/report.py)."""
-    log = get_run_logger()
-    rec = ctx.record
-    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    if isinstance(exc, LeaseLost):  # the stream is another live run's now: not ours to fail
-        log.error("stream %s: %s", rec.stream_id, message)
-        return
-    if how_it_ended(exc) == FAILED:  # a terminal error too; a cancel or shutdown is none
-        metrics.FAILURES.labels(metrics.error_name(exc)).inc()
-    try:
-        if isinstance(exc, StreamError) and exc.terminal:
-            _end_lost(ctx, message, reporter)
-        else:
-            # A cancel or a worker's shutdown is no failure: not counted, not rerun.
-            how = how_it_ended(exc)
-            reporter.record = record_failed(ctx.store, rec, message, counted=how == FAILED)
-            (log.error if how == FAILED else log.warning)(
-                "stream %s %s (resumable): %s", rec.stream_id, how, message
-            )
-            reporter.ended(how, message)
-    except Exception as inner:  # Redis or S3 down too: the UI still has the reason
-        log.error("stream %s: could not record failure (%s)", rec.stream_id, inner)
-
-
 # Nothing reads a stream run's return value (a rerun resumes from the checkpoint):
 # not persisting it, with a storage named, spares each run three reads of the
 # server's default result storage.
@@ -392,7 +341,10 @@ def _fail(ctx: StreamContext, exc: BaseException, reporter: Reporter) -> None:
     result_storage=RESULTS,
 )
 def stream_ingest(
-    path: str = "", stream_id: str | None = None, config: str | None = None
+    path: str = "",
+    stream_id: str | None = None,
+    config: str | None = None,
+    stream_ids: list[str] | None = None,
 ) -> dict[str, Any]:
     """Upload one growing video file to S3 while it is written.
 
@@ -401,9 +353,12 @@ def stream_ingest(
         stream_id: resume this stream (its checkpoint names the file when `path` is "").
         config: the IngestConfig block to use (default: STREAM_INGEST_CONFIG_BLOCK of
             the worker, else "stream-ingest"); the sensor passes its own.
+        stream_ids: a batch of finished small files, a task run each (the sensor's;
+            `path` and `stream_id` are then unused).
     """
     log = get_run_logger()
-    name_run(run_name(path, stream_id))
+    if not stream_ids:
+        name_run(run_name(path, stream_id))
     config = config or config_block_name()
     flow_run_id = str(flow_run.id or "")
     cfg = config_of_run(flow_run_id, config)
@@ -414,6 +369,8 @@ def stream_ingest(
     # with the reason (the client already retried for a few seconds) instead of
     # letting every task's retries stretch it into a minute-long storm.
     store.ping()
+    if stream_ids:
+        return upload_batch(cfg, config, stream_ids, flow_run_id)
     token = flow_run_id or str(uuid.uuid4())
     try:
         found = find_stream(cfg, path, stream_id, token)
@@ -468,7 +425,7 @@ def stream_ingest(
             reporter.record = ctx.record
             result = Finalized(True, {}, exc.head["ContentLength"], 0, 0, exc.sha256)
         except BaseException as exc:
-            _fail(ctx, exc, reporter)
+            record_end(ctx, exc, reporter)
             raise
         # Completed: what the recording is, read while the lease keeps the next
         # revision from beginning (stream_ingest/flows/media.py).

@@ -34,6 +34,9 @@ class RunRequest:
     config: str
     idempotency_key: str
     tags: tuple[str, ...] = ()
+    # A batch of finished small files (stream_ingest/flows/batch.py): `stream_id` is its
+    # first stream, `path` its first file's.
+    batch: tuple[str, ...] = ()
 
     @classmethod
     def first(cls, deployment: str, path: str, stream_id: str, config: str) -> RunRequest:
@@ -56,6 +59,13 @@ class RunRequest:
         key = f"stream-ingest:{stream_id}:revision-{number}:{state}"
         return cls(deployment, path, stream_id, config, key, ("revision",))
 
+    @classmethod
+    def batch_of(cls, deployment: str, path: str, stream_ids: list[str], config: str) -> RunRequest:
+        """One run for several finished small files, keyed by its first stream: a retry
+        of the same batch (Prefect unreachable mid-request) returns the same run."""
+        key = f"stream-ingest:batch:{stream_ids[0]}"
+        return cls(deployment, path, stream_ids[0], config, key, ("batch",), tuple(stream_ids))
+
     def attempt(self, number: int) -> RunRequest:
         """The same request under a key of its own: Prefect returns the run of a
         repeated key even when that run ended without doing its work."""
@@ -68,12 +78,20 @@ class RunRequest:
         return self.path if is_text(self.path) else ""
 
     @property
-    def parameters(self) -> dict[str, str]:
+    def parameters(self) -> dict[str, Any]:
+        if self.batch:
+            return {"stream_ids": list(self.batch), "config": self.config}
         return {"path": self.sent_path, "stream_id": self.stream_id, "config": self.config}
 
     @property
     def name(self) -> str:
-        return run_name(self.sent_path, self.stream_id)
+        name = run_name(self.sent_path, self.stream_id)
+        return f"{name} and {len(self.batch) - 1} more" if len(self.batch) > 1 else name
+
+    @property
+    def run_tags(self) -> list[str]:
+        """`stream:<id>` for each stream the run uploads: the UI finds a stream's runs."""
+        return [f"stream:{sid}" for sid in self.batch or (self.stream_id,)] + list(self.tags)
 
 
 @dataclass(frozen=True)
@@ -94,7 +112,7 @@ def create_stream_run(
         name=request.deployment,
         parameters=request.parameters,
         idempotency_key=request.idempotency_key,
-        tags=[f"stream:{request.stream_id}", *request.tags],
+        tags=request.run_tags,
         flow_run_name=request.name,
         job_variables=job_variables,
         timeout=0,
@@ -113,6 +131,7 @@ class RunCreator:
     def __init__(self) -> None:
         self._client: Any = None
         self._deployments: dict[str, Any] = {}
+        self._schemas: dict[str, set[str]] = {}
         self._lock = threading.Lock()
 
     def __call__(
@@ -126,9 +145,22 @@ class RunCreator:
                 return self._create(client, request, job_variables)
             except (ObjectNotFound, PrefectHTTPStatusError) as exc:
                 gone = isinstance(exc, ObjectNotFound) or exc.response.status_code == 404
+                self._schemas.pop(request.deployment, None)
                 if not gone or self._deployments.pop(request.deployment, None) is None:
                     raise  # not a 404, or the deployment was just read: it does not exist
                 return self._create(client, request, job_variables)
+
+    def takes(self, deployment: str, parameter: str) -> bool:
+        """Whether `deployment` has the flow parameter `parameter` (a deployment made
+        from an older version of the flow may not): read once per deployment."""
+        with self._lock:
+            client = self._open()
+            if deployment not in self._schemas:
+                found = client.read_deployment_by_name(deployment)
+                self._deployments[deployment] = found.id
+                schema = found.parameter_openapi_schema or {}
+                self._schemas[deployment] = set(schema.get("properties") or ())
+            return parameter in self._schemas[deployment]
 
     def _open(self) -> Any:
         if self._client is None:
@@ -153,7 +185,7 @@ class RunCreator:
             parameters=request.parameters,
             state=Scheduled(),
             name=request.name,
-            tags=[f"stream:{request.stream_id}", *request.tags],
+            tags=request.run_tags,
             idempotency_key=request.idempotency_key,
             job_variables=job_variables,
         )

@@ -39,6 +39,12 @@ def run_deployment_trigger(request: RunRequest) -> str:
     return _CREATOR(request).id
 
 
+def takes_batches(deployment: str) -> bool:
+    """Whether the deployment's flow takes a batch of streams (`stream_ids`): one
+    deployed from an older version gets a run per file."""
+    return _CREATOR.takes(deployment, "stream_ids")
+
+
 def prefect_emit(
     *,
     event: str,

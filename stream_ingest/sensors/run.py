@@ -22,12 +22,14 @@ from stream_ingest.blocks.config import IngestConfig, load_config
 from stream_ingest.errors import CheckpointUnavailable, ConfigurationError
 from stream_ingest.flows import telemetry
 from stream_ingest.options import IngestOptions
+from stream_ingest.sensors.batching import any_batchable
 from stream_ingest.sensors.events import FileFilter, ReleaseGone, SensorEvent, watch_root
 from stream_ingest.sensors.prefect_calls import (
     EmitFn,
     TriggerFn,
     prefect_emit,
     run_deployment_trigger,
+    takes_batches,
 )
 from stream_ingest.sensors.trigger import StreamTrigger, TriggerFailed
 from stream_ingest.sensors.watcher import EVENT_TYPES, EnqueueHandler, make_observer, scan
@@ -37,6 +39,13 @@ log = logging.getLogger("stream_ingest.sensor")
 # How often the loop touches its heartbeat file (--heartbeat): a health check reads
 # the file's age, so a wedged loop shows as unhealthy within a minute or so.
 HEARTBEAT_SECONDS = 5.0
+# New streams wait for the run loop's queue to be drained before their runs are
+# requested, so that finished small files arriving together share a run
+# (stream_ingest/sensors/batching.py): at most this long, and, where one of them could
+# join a batch, until no event came for LINGER_SECONDS. A live recording alone waits
+# for neither.
+HOLD_SECONDS = 1.0
+LINGER_SECONDS = 0.05
 
 
 Reload = Callable[[], IngestConfig]
@@ -60,6 +69,7 @@ class Sensor:
         watch: str | None = None,
         trigger: TriggerFn = run_deployment_trigger,
         emit: EmitFn = prefect_emit,
+        takes_batches: Callable[[str], bool] = takes_batches,
         reload: Reload | None = None,
         reload_seconds: float = 10.0,
         rescan_seconds: float | None = 300.0,
@@ -81,7 +91,12 @@ class Sensor:
             trigger=trigger,
             follow_symlinks=options.follow_symlinks,
             emit=emit,
+            batch_max=options.batch_small_files,
+            small_bytes=options.part_size_mib * 1024 * 1024,
+            takes_batches=takes_batches,
+            detect_writers=options.detect_writers,
         )
+        self._held_since: float | None = None
         self.reload = reload
         self.reload_seconds = reload_seconds
         # Rescans recover what inotify can drop (queue overflow, files written into
@@ -131,13 +146,16 @@ class Sensor:
                 if now >= next_scan:
                     self._scan(stop, "periodic")
                     next_scan = _next(self.rescan_seconds)
+                waiting = bool(self.trigger.waiting or self.trigger.batches)
                 try:
-                    event = self.events.get(timeout=0.25)
+                    event = self.events.get(timeout=LINGER_SECONDS if waiting else 0.25)
                 except queue.Empty:
+                    if waiting:
+                        self.flush(stop)
                     self._check_root()
                     continue
                 self.process(event, stop)
-        pending = self.events.qsize()
+        pending = self.events.qsize() + len(self.trigger.waiting)
         if pending:
             # Appearances are found again by the next start's scan; hints are lost
             # (the flow falls back to its idle timeout and its own stat).
@@ -175,6 +193,9 @@ class Sensor:
             self.handler.wanted = FileFilter.of(new, self.root)
             self.trigger.deployment = new.deployment
             self.trigger.follow_symlinks = new.follow_symlinks
+            self.trigger.batch_max = new.batch_small_files
+            self.trigger.small_bytes = new.part_size_mib * 1024 * 1024
+            self.trigger.detect_writers = new.detect_writers
             self.options = new
         if not config.checkpoints.same_place(self.trigger.store):
             log.info("checkpoint store changed; using namespace %s", config.checkpoints.namespace)
@@ -195,19 +216,56 @@ class Sensor:
             count += 1
             self._beat()  # a large folder's catch-up scan is work, not a hang
             self.process(event, stop)
+        if self.trigger.waiting or self.trigger.batches:
+            self.flush(stop)  # every file found has its run when the scan is over
         log.log(
             logging.INFO if what == "catch-up" else logging.DEBUG, "%s scan: %d files", what, count
         )
 
     def process(self, event: SensorEvent, stop: threading.Event) -> bool:
         """Handle `event`, retrying with capped exponential backoff while Redis or
-        Prefect is unavailable. False if it was dropped (unexpected error) or `stop`
-        was set before it succeeded."""
+        Prefect is unavailable, then request the runs of new streams when they are
+        due (`flush`). False if it was dropped (unexpected error) or `stop` was set
+        before it succeeded."""
+        handled = self._retrying(lambda: self.trigger.handle(event), event, stop)
+        if handled:
+            metrics.SENSOR_EVENTS.labels(type(event).__name__).inc()
+        if self._flush_due():
+            return self.flush(stop) and handled
+        return handled
+
+    def _flush_due(self) -> bool:
+        """Now, unless more events wait (or may come at once) that could join a batch."""
+        trigger = self.trigger
+        if not trigger.waiting and not trigger.batches:
+            self._held_since = None
+            return False
+        now = time.monotonic()
+        if self._held_since is None:
+            self._held_since = now
+        if now - self._held_since >= HOLD_SECONDS:
+            return True
+        if self.events.qsize() == 0:
+            return not any_batchable(list(trigger.waiting.values()))  # else: the linger
+        return False
+
+    def flush(self, stop: threading.Event) -> bool:
+        """Request the runs of the streams waiting for one (StreamTrigger.flush),
+        retrying as `process` does."""
+        self._held_since = None
+        done = self._retrying(self.trigger.flush, "the waiting streams' runs", stop)
+        if not done and not stop.is_set():
+            # An unexpected error: trying again at once would repeat it. Each of these
+            # streams is claimed and `detected` without a run: the next scan starts it.
+            self.trigger.waiting.clear()
+            self.trigger.batches.clear()
+        return done
+
+    def _retrying(self, call: Callable[[], None], what: object, stop: threading.Event) -> bool:
         delay = self.backoff_initial
         while True:
             try:
-                self.trigger.handle(event)
-                metrics.SENSOR_EVENTS.labels(type(event).__name__).inc()
+                call()
                 return True
             except CheckpointUnavailable as exc:
                 reason = f"Redis unreachable ({exc.detail})"
@@ -216,7 +274,7 @@ class Sensor:
             except Exception:
                 # A bug or an unexpected answer: retrying the same event would wedge
                 # the queue, so it is dropped loudly (a rescan will see the file again).
-                log.exception("dropping %s after an unexpected error", event)
+                log.exception("dropping %s after an unexpected error", what)
                 return False
             log.warning("%s; retrying in %s s", reason, f"{delay:g}")
             if stop.wait(delay):

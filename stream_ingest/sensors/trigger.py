@@ -34,9 +34,11 @@ from stream_ingest.blocks.checkpoints import CheckpointStore
 from stream_ingest.errors import SourceMissing, SourceNotAFile, StreamError
 from stream_ingest.flows.runs import RunRequest, run_is_over
 from stream_ingest.flows.source import Snapshot, identity_of, outside_target, snapshot
+from stream_ingest.flows.writers import writers_of
 from stream_ingest.identity import same_file
 from stream_ingest.keys import is_text, printable
 from stream_ingest.records import StreamRecord
+from stream_ingest.sensors.batching import Waiting, plan_runs
 from stream_ingest.sensors.events import (
     Cause,
     DirGone,
@@ -49,6 +51,7 @@ from stream_ingest.sensors.events import (
 )
 from stream_ingest.sensors.prefect_calls import EmitFn, TriggerFn, describe_prefect_error
 from stream_ingest.states import Status
+from stream_ingest.tail import WriterState
 from stream_ingest.takes import Change, after_completion, is_new_take
 
 log = logging.getLogger("stream_ingest.sensor")
@@ -90,6 +93,10 @@ class StreamTrigger:
         emit: EmitFn,
         memory: int = 10_000,
         run_over: Callable[[str], bool] = run_is_over,
+        batch_max: int = 0,
+        small_bytes: int = 8 * 1024 * 1024,
+        takes_batches: Callable[[str], bool] = lambda deployment: True,
+        detect_writers: bool = True,
     ) -> None:
         self.store = store
         self.deployment = deployment
@@ -112,6 +119,17 @@ class StreamTrigger:
         # the request is made again under a key of its own, a few times at most.
         self.run_over = run_over
         self.revisions: OrderedDict[str, tuple[str, int]] = OrderedDict()
+        # With `batch_max` >= 2, new streams wait here for `flush` (the run loop calls it
+        # when its queue is drained): finished small files seen together then share a
+        # run (stream_ingest/sensors/batching.py). A crash before the flush loses
+        # nothing: each stream is claimed and `detected` without a run, which the next
+        # start's scan finds (`_needs_run`).
+        self.batch_max = batch_max
+        self.small_bytes = small_bytes
+        self.takes_batches = takes_batches
+        self.detect_writers = detect_writers
+        self.waiting: dict[str, Waiting] = {}
+        self.batches: list[list[Waiting]] = []  # formed, their run not yet created
 
     def handle(self, event: SensorEvent) -> None:
         match event:
@@ -270,6 +288,90 @@ class StreamTrigger:
             run_id,
         )
 
+    # -- flush ----------------------------------------------------------------
+    def flush(self) -> None:
+        """Request the runs of the waiting streams: a batch for finished small files
+        seen together, a run of its own for every other. Safe to call again after a
+        failure: a batch keeps its streams (and so its idempotency key) until its run
+        is recorded."""
+        while self.batches:
+            self._start_batch(self.batches[0])
+            self.batches.pop(0)
+        if not self.waiting:
+            return
+        waiting = list(self.waiting.values())
+        sizes = {}
+        for w in waiting:
+            snap = _look(w.path) if w.finished or w.cause == "created" else None
+            if snap is None or str(snap.identity) != w.identity:
+                continue
+            sizes[w.stream_id] = snap.size
+            if not w.finished and 0 < snap.size <= self.small_bytes and self.detect_writers:
+                w.closed = _nobody_writes(w.path)
+        singles, self.batches = plan_runs(waiting, sizes, self.small_bytes, self.batch_max)
+        for batch in self.batches:
+            for w in batch:
+                self.waiting.pop(w.stream_id, None)
+        while self.batches:
+            self._start_batch(self.batches[0])
+            self.batches.pop(0)
+        for w in singles:
+            self._start_now(w.path, w.stream_id, w.identity, w.cause)
+            self.waiting.pop(w.stream_id, None)
+
+    def _start_batch(self, batch: list[Waiting]) -> None:
+        if not self._batches_taken():
+            for w in batch:
+                self._start_now(w.path, w.stream_id, w.identity, w.cause)
+            return
+        for w in batch:
+            if w.cause == "moved":  # as for a run of its own: see _start_now
+                self._hint_closed(w.path, w.identity)
+        first = batch[0].path
+        request = RunRequest.batch_of(
+            self.deployment,
+            first if is_text(first) else "",
+            [w.stream_id for w in batch],
+            self.config,
+        )
+        try:
+            run_id = self.trigger(request)
+        except Exception as exc:
+            raise TriggerFailed(exc) from exc
+        for w in batch:
+            self.store.streams.update(w.stream_id, flow_run_id=run_id)
+        log.info(
+            "%d finished files, %s and %d more, in one flow run %s",
+            len(batch),
+            printable(first),
+            len(batch) - 1,
+            run_id,
+        )
+        for w in batch:
+            self._emit(
+                "detected",
+                w.path,
+                w.identity,
+                {"stream_id": w.stream_id, "flow_run_id": run_id, "cause": w.cause},
+                run_id,
+            )
+
+    def _batches_taken(self) -> bool:
+        """Whether the deployment's flow takes batches; if not (deployed from an older
+        version), batching is off until the sensor restarts, and the log says why."""
+        try:
+            taken = self.takes_batches(self.deployment)
+        except Exception as exc:
+            raise TriggerFailed(exc) from exc
+        if not taken:
+            log.warning(
+                "deployment %s has no stream_ids parameter (deployed from an older "
+                "version): a flow run per file; deploy again to batch small files",
+                self.deployment,
+            )
+            self.batch_max = 0
+        return taken
+
     def release_gone(self) -> None:
         """Unbind identities whose file is no longer at its stream's path (deleted or
         renamed while we were not looking): the kernel reuses inode numbers, and a
@@ -313,6 +415,16 @@ class StreamTrigger:
         return True
 
     def _start(self, path: str, sid: str, identity: str, cause: Cause) -> None:
+        if self.batch_max >= 2:
+            known = self.waiting.get(sid)
+            if known is None:
+                self.waiting[sid] = Waiting(path, sid, identity, cause)
+            else:
+                known.path = path
+            return
+        self._start_now(path, sid, identity, cause)
+
+    def _start_now(self, path: str, sid: str, identity: str, cause: Cause) -> None:
         # A name with bytes that are not UTF-8 cannot travel in JSON parameters: the
         # run then takes the path from the stream's record.
         request = RunRequest.first(self.deployment, path if is_text(path) else "", sid, self.config)
@@ -351,6 +463,9 @@ class StreamTrigger:
         if identity is None:
             return
         self._hint_closed(path, identity)
+        waiting = self.waiting.get(self._sid(path) or "")
+        if waiting is not None and waiting.identity == identity:
+            waiting.closed = True
         log.info("%s: closed after writing", path)
         self._emit("closed", path, identity, {"stream_id": self._sid(path)})
 
@@ -451,6 +566,14 @@ class StreamTrigger:
                 type(exc).__name__,
                 exc,
             )
+
+
+def _nobody_writes(path: str) -> bool:
+    """Whether the OS says that no process has `path` open for writing."""
+    try:
+        return writers_of(path).state == WriterState.CLOSED
+    except OSError:
+        return False
 
 
 def _look(path: str) -> Snapshot | None:

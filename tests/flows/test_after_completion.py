@@ -58,7 +58,7 @@ def _die_after_completion(monkeypatch, src: Path) -> None:
             raise RuntimeError("the run's process died here")
 
         _after_completion(dying, die)
-        dying.setattr(ingest_module, "_fail", lambda *args: None)  # a dead run records nothing
+        dying.setattr(ingest_module, "record_end", lambda *args: None)  # a dead run records nothing
         assert stream_ingest(path=str(src), return_state=True).is_failed()
 
 

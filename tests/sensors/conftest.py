@@ -68,6 +68,7 @@ def make_sensor(
         kwargs.setdefault("store", store)
         kwargs.setdefault("settings", settings)
         kwargs.setdefault("backoff_initial", 0.05)
+        kwargs.setdefault("takes_batches", prefect.takes)
         return Sensor(
             kwargs.pop("settings"), kwargs.pop("store"), trigger=prefect, emit=events, **kwargs
         )

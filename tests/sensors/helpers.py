@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from stream_ingest.blocks.checkpoints import CheckpointStore
 from stream_ingest.devstack.services import wait_for
 from stream_ingest.flows.runs import RunRequest
 from stream_ingest.flows.source import snapshot
@@ -26,13 +27,34 @@ class FakePrefect:
         self.runs: dict[str, str] = {}  # idempotency key -> run id
         self.failures: list[BaseException] = []
         self.over: set[str] = set()  # runs Prefect reports in a final state
+        self.batches = True  # whether the deployment's flow takes `stream_ids`
+        self.gate: threading.Event | None = None  # calls wait for it, if set
+
+    def takes(self, deployment: str) -> bool:
+        return self.batches
 
     def __call__(self, request: RunRequest) -> str:
         with self.lock:
             self.calls.append(request)
+        if self.gate is not None:
+            self.gate.wait(10)
+        with self.lock:
             if self.failures:
                 raise self.failures.pop(0)
             return self.runs.setdefault(request.idempotency_key, str(uuid.uuid4()))
+
+    def covered(self, store: CheckpointStore) -> list[str]:
+        """The files the runs asked for upload: a batch's by its streams' records."""
+        with self.lock:
+            calls = list(self.calls)
+        return [path for call in calls for path in self.covered_by(call, store)]
+
+    @staticmethod
+    def covered_by(call: RunRequest, store: CheckpointStore) -> list[str]:
+        if not call.batch:
+            return [call.path]
+        records = [store.streams.get(sid) for sid in call.batch]
+        return [r.original_path if r else sid for r, sid in zip(records, call.batch, strict=True)]
 
     def runs_for(self, path: str | Path) -> list[str]:
         """Distinct runs created for `path` (repeated keys count once)."""

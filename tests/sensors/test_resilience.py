@@ -14,7 +14,7 @@ import pytest
 
 from stream_ingest.blocks.checkpoints import CheckpointStore
 from stream_ingest.devstack.services import RedisServer
-from stream_ingest.sensors.events import FileAppeared
+from stream_ingest.sensors.events import FileAppeared, SensorEvent
 from stream_ingest.sensors.run import Sensor
 from stream_ingest.settings import Settings
 from tests.sensors.helpers import FakeEvents, FakePrefect, running, wait_until, write
@@ -82,7 +82,7 @@ def test_prefect_outage_is_retried_with_capped_backoff(
     prefect.failures = [refused] * 5
     sensor = make_sensor(backoff_initial=0.01, backoff_max=0.04)
     caplog.set_level(logging.WARNING, logger="stream_ingest.sensor")
-    assert sensor.process(FileAppeared(str(video), "created"), threading.Event())
+    assert _handled(sensor, FileAppeared(str(video), "created"), threading.Event())
     assert retry_delays(caplog, "Prefect API unreachable") == [0.01, 0.02, 0.04, 0.04, 0.04]
     assert "Prefect API unreachable (ConnectError: [Errno 111] Connection refused)" in caplog.text
     # Six calls, one stream, one key: Prefect would have created one run.
@@ -103,7 +103,7 @@ def test_stop_interrupts_a_retry_wait(
     result: list[bool] = []
 
     def target() -> None:
-        result.append(sensor.process(FileAppeared(str(video), "created"), stop))
+        result.append(_handled(sensor, FileAppeared(str(video), "created"), stop))
         done.set()
 
     worker = threading.Thread(target=target, name="sensor-test-retry")
@@ -134,7 +134,13 @@ def test_unexpected_errors_drop_the_event_and_go_on(
     monkeypatch.setattr(store.identities, "claim", claim)
     stop = threading.Event()
     with caplog.at_level(logging.ERROR, logger="stream_ingest.sensor"):
-        assert not sensor.process(FileAppeared(str(broken), "created"), stop)
-    assert sensor.process(FileAppeared(str(fine), "created"), stop)
+        assert not _handled(sensor, FileAppeared(str(broken), "created"), stop)
+    assert _handled(sensor, FileAppeared(str(fine), "created"), stop)
     assert [c.path for c in prefect.calls] == [str(fine)]
     assert "dropping FileAppeared" in caplog.text
+
+
+def _handled(sensor: Sensor, event: SensorEvent, stop: threading.Event) -> bool:
+    """The event handled and its run requested, as the run loop does once its queue
+    is drained (a new stream's run may wait for the flush: a batch)."""
+    return sensor.process(event, stop) and sensor.flush(stop)

@@ -1,0 +1,155 @@
+"""Finished small files seen together share a flow run; everything else keeps its own.
+
+Through the sensor's real loop (inotify, the queue, the flush), with a fake Prefect."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from stream_ingest.blocks.checkpoints import CheckpointStore
+from stream_ingest.sensors.run import Sensor
+from stream_ingest.states import Status
+from tests.sensors.helpers import FakePrefect, running, wait_until, write
+
+MakeSensor = Callable[..., Sensor]
+
+
+def _drop(watch: Path, names: list[str], size: int = 64 * 1024) -> list[Path]:
+    """Write each file beside the folder, then rename it in: finished when it appears."""
+    staging = watch.parent / "staging"
+    staging.mkdir(exist_ok=True)
+    paths = []
+    for name in names:
+        tmp = write(staging / name, os.urandom(size))
+        os.rename(tmp, watch / name)
+        paths.append(watch / name)
+    return paths
+
+
+def test_files_renamed_in_together_share_one_run(
+    watch: Path, store: CheckpointStore, prefect: FakePrefect, make_sensor: MakeSensor
+) -> None:
+    with running(make_sensor()):
+        files = _drop(watch, [f"seg{i:03}.ts" for i in range(30)])
+        wait_until(lambda: len(prefect.covered(store)) >= 30, "runs for the 30 files", 10)
+    assert sorted(prefect.covered(store)) == sorted(map(str, files))
+    batches = [c for c in prefect.calls if c.batch]
+    # A burst becomes a few runs, not thirty (the drain may end between events).
+    assert batches and len(prefect.calls) <= 5
+    for call in batches:
+        assert call.parameters == {"stream_ids": list(call.batch), "config": call.config}
+        assert call.idempotency_key == f"stream-ingest:batch:{call.batch[0]}"
+        assert {f"stream:{sid}" for sid in call.batch} <= set(call.run_tags)
+        run = prefect.runs[call.idempotency_key]
+        for sid in call.batch:
+            record = store.streams.require(sid)
+            assert (record.flow_run_id, record.status) == (run, Status.DETECTED)
+
+
+def test_part_files_renamed_in_place_are_batched_with_their_close_hint(
+    watch: Path, store: CheckpointStore, prefect: FakePrefect, make_sensor: MakeSensor
+) -> None:
+    """OBS's `x.mp4.part` -> `x.mp4`: the sensor ignores `.part`; the rename is the
+    file's appearance, and no close follows it, so the close hint is written for it
+    as for a run of its own."""
+    with running(make_sensor()):
+        names = [f"take{i}.mp4" for i in range(5)]
+        for name in names:
+            write(watch / f"{name}.part", os.urandom(16 * 1024))
+        for name in names:
+            os.rename(watch / f"{name}.part", watch / name)
+        wait_until(lambda: len(prefect.covered(store)) >= 5, "runs for the 5 files")
+    assert any(c.batch for c in prefect.calls)
+    for call in prefect.calls:
+        for sid in call.batch:
+            record = store.streams.require(sid)
+            assert store.hints.closed_at(record.original_path, record.identity) is not None
+
+
+def test_a_live_recording_gets_its_own_run_at_once(
+    watch: Path, store: CheckpointStore, prefect: FakePrefect, make_sensor: MakeSensor
+) -> None:
+    with running(make_sensor()):
+        video = watch / "live.mp4"
+        with open(video, "wb") as recorder:
+            recorder.write(b"\0" * 1024)
+            recorder.flush()
+            # Still open: its run is requested while it is written, not at its close.
+            wait_until(lambda: prefect.calls_for(video), "the live recording's run")
+    [call] = prefect.calls
+    assert call.batch == () and call.stream_id
+
+
+def test_files_written_and_closed_in_one_burst_are_batched(
+    watch: Path, store: CheckpointStore, prefect: FakePrefect, make_sensor: MakeSensor
+) -> None:
+    prefect.gate = threading.Event()
+    # The sensor is busy creating a live recording's run while ten files are written
+    # and closed: their events queue up, as in any burst.
+    with running(make_sensor()), open(watch / "live.mp4", "wb") as live:
+        live.write(b"\0" * 1024)
+        live.flush()
+        wait_until(lambda: prefect.calls, "the live recording's run requested")
+        clips = [write(watch / f"clip{i}.mp4", os.urandom(32 * 1024)) for i in range(10)]
+        prefect.gate.set()
+        wait_until(lambda: len(prefect.covered(store)) >= 11, "runs for the 11 files", 10)
+    batched = [p for c in prefect.calls if c.batch for p in prefect.covered_by(c, store)]
+    assert sorted(batched) == sorted(map(str, clips))
+    assert [c.path for c in prefect.calls if not c.batch] == [str(watch / "live.mp4")]
+
+
+def test_a_file_larger_than_one_part_gets_its_own_run(
+    watch: Path, store: CheckpointStore, prefect: FakePrefect, make_sensor: MakeSensor
+) -> None:
+    sensor = make_sensor()
+    sensor.trigger.small_bytes = 100 * 1024
+    with running(sensor):
+        small = _drop(watch, ["a.ts", "b.ts"])
+        [big] = _drop(watch, ["big.ts"], size=200 * 1024)
+        wait_until(lambda: len(prefect.covered(store)) >= 3, "runs for the 3 files")
+    assert [c.path for c in prefect.calls if not c.batch] == [str(big)]
+    assert sorted(
+        p for c in prefect.calls if c.batch for p in prefect.covered_by(c, store)
+    ) == sorted(map(str, small))
+
+
+def test_a_deployment_without_batches_gets_a_run_per_file(
+    watch: Path, store: CheckpointStore, prefect: FakePrefect, make_sensor: MakeSensor, caplog
+) -> None:
+    prefect.batches = False
+    with running(make_sensor()):
+        files = _drop(watch, [f"seg{i}.ts" for i in range(5)])
+        wait_until(lambda: len(prefect.covered(store)) >= 5, "runs for the 5 files")
+    assert all(not c.batch for c in prefect.calls)
+    assert sorted(c.path for c in prefect.calls) == sorted(map(str, files))
+    assert "has no stream_ids parameter" in caplog.text
+
+
+def test_a_batch_retried_after_prefect_failed_keeps_its_key(
+    watch: Path, store: CheckpointStore, prefect: FakePrefect, make_sensor: MakeSensor
+) -> None:
+    prefect.failures = [httpx.ConnectError("down")] * 2
+    with running(make_sensor(backoff_initial=0.01, backoff_max=0.02)):
+        _drop(watch, [f"seg{i}.ts" for i in range(6)])
+        wait_until(lambda: len(prefect.runs) and len(prefect.covered(store)) >= 6, "the runs")
+    keys = [c.idempotency_key for c in prefect.calls if c.batch]
+    # The failed tries and the one that succeeded asked for the same batch.
+    assert len(keys) >= 3 and keys[0] == keys[1] == keys[2]
+    created = {prefect.runs[k] for k in keys}
+    for sid in prefect.calls[0].batch:
+        assert store.streams.require(sid).flow_run_id in created
+
+
+def test_batching_off_gives_each_file_its_own_run(
+    watch: Path, store: CheckpointStore, settings, prefect: FakePrefect, make_sensor: MakeSensor
+) -> None:
+    off = settings.model_copy(update={"batch_small_files": 0})
+    with running(make_sensor(settings=off)):
+        _drop(watch, [f"seg{i}.ts" for i in range(4)])
+        wait_until(lambda: len(prefect.calls) >= 4, "4 runs")
+    assert all(not c.batch for c in prefect.calls)
