@@ -57,9 +57,9 @@ class IngestOptions(BaseModel):
         ge=0,
         le=500,
         description="Finished files of at most one part that the sensor sees together "
-        "(renamed in, or written and closed in one burst) go up in one flow run, a task run "
-        "each, up to this many per run; 0: a flow run per file. A live recording always "
-        "gets its own run.",
+        "(renamed in, or written and closed in one burst) go up in one flow run, a row each "
+        "in its table artifact and no media facts, up to this many per run; 0: a flow run "
+        "per file. A live recording always gets its own run.",
     )
     idle_timeout_seconds: float = Field(
         30.0, gt=0, description="No growth for this long ends a recording."

@@ -11,6 +11,7 @@ from stream_ingest.errors import LeaseLost, StreamError
 from stream_ingest.flows.report import FAILED, Reporter, how_it_ended, record_failed
 from stream_ingest.flows.runtime import StreamContext
 from stream_ingest.flows.salvage import carry_out, plan_end
+from stream_ingest.states import Status
 
 
 def end_lost(ctx: StreamContext, message: str, reporter: Reporter) -> None:
@@ -58,3 +59,15 @@ def record_end(ctx: StreamContext, exc: BaseException, reporter: Reporter) -> No
             reporter.ended(how, message)
     except Exception as inner:  # Redis or S3 down too: the UI still has the reason
         log.error("stream %s: could not record failure (%s)", rec.stream_id, inner)
+
+
+def record_skipped(ctx: StreamContext, skipped: StreamError, reporter: Reporter) -> None:
+    """on_existing=skip: the stream ends `skipped`, its upload (if any) aborted, and
+    says so (an alert that waits for a started stream to end hears of it)."""
+    rec = ctx.record
+    if rec.s3_upload_id:
+        ctx.bucket.abort_multipart_upload(rec.s3_key, rec.s3_upload_id)
+        ctx.store.parts.forget_upload(rec.s3_upload_id)
+    ctx.store.streams.set_status(rec.stream_id, Status.SKIPPED, error=str(skipped))
+    get_run_logger().warning("stream %s: %s", rec.stream_id, skipped)
+    reporter.event("skipped", error=str(skipped))

@@ -36,7 +36,7 @@ from stream_ingest.errors import (
 from stream_ingest.flows import logs
 from stream_ingest.flows.batch import upload_batch
 from stream_ingest.flows.buffers import BUFFERS
-from stream_ingest.flows.ending import record_end
+from stream_ingest.flows.ending import record_end, record_skipped
 from stream_ingest.flows.finalize import Finalized, confirm_completed, finalize
 from stream_ingest.flows.follow_up import look_again
 from stream_ingest.flows.lagging import LagWatch
@@ -315,19 +315,6 @@ def _rekey(
     return fresh.with_record(opened.record), dict(opened.parts or {})
 
 
-def _skip(ctx: StreamContext, skipped: TakeSkipped, reporter: Reporter) -> dict[str, Any]:
-    """on_existing=skip: the stream ends `skipped`, its upload (if any) aborted, and
-    says so (an alert that waits for a started stream to end hears of it)."""
-    rec = ctx.record
-    if rec.s3_upload_id:
-        ctx.bucket.abort_multipart_upload(rec.s3_key, rec.s3_upload_id)
-        ctx.store.parts.forget_upload(rec.s3_upload_id)
-    ctx.store.streams.set_status(rec.stream_id, Status.SKIPPED, error=str(skipped))
-    get_run_logger().warning("stream %s: %s", rec.stream_id, skipped)
-    reporter.event("skipped", error=str(skipped))
-    return {**ctx.store.streams.require(rec.stream_id).public(), "message": str(skipped)}
-
-
 # Nothing reads a stream run's return value (a rerun resumes from the checkpoint):
 # not persisting it, with a storage named, spares each run three reads of the
 # server's default result storage.
@@ -353,7 +340,7 @@ def stream_ingest(
         stream_id: resume this stream (its checkpoint names the file when `path` is "").
         config: the IngestConfig block to use (default: STREAM_INGEST_CONFIG_BLOCK of
             the worker, else "stream-ingest"); the sensor passes its own.
-        stream_ids: a batch of finished small files, a task run each (the sensor's;
+        stream_ids: a batch of finished small files, a table row each (the sensor's;
             `path` and `stream_id` are then unused).
     """
     log = get_run_logger()
@@ -419,7 +406,8 @@ def stream_ingest(
                         ctx, parts = _rekey(ctx, exc, flow_run_id)
                         reporter.record = ctx.record
         except TakeSkipped as exc:
-            return _skip(ctx, exc, reporter)
+            record_skipped(ctx, exc, reporter)
+            return {**store.streams.require(record.stream_id).public(), "message": str(exc)}
         except AlreadyStored as exc:
             ctx = complete_as_stored(ctx, exc)
             reporter.record = ctx.record

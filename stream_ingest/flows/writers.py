@@ -79,14 +79,17 @@ def shared_walk(proc: str = "/proc") -> SharedLook[OpenFiles]:
         return _walks[proc]
 
 
-def writers_of(path: str, proc: str = "/proc", known: tuple[int, ...] = ()) -> Writers:
+def writers_of(
+    path: str, proc: str = "/proc", known: tuple[int, ...] = (), walk: OpenFiles | None = None
+) -> Writers:
     """Which processes have `path` open for writing. `known`: the writers of the last
     look, asked first; while one still writes, that is the answer, without reading
     every other process's open files (a live recording's look then costs one fd
     table, not the whole of /proc: 8 ms of CPU each with 90 processes here). The
     whole of /proc is walked once for every stream of this process asking within
     SHARED_WALK_SECONDS (a writer that opened the file since that walk began is seen
-    at the next look); the descriptors it found on the file are read again now."""
+    at the next look); the descriptors it found on the file are read again now.
+    `walk`: a walk of `proc` the caller took for many files at once (the sensor)."""
     try:
         target = os.stat(path)
         mountinfo = Path(proc, "self", "mountinfo").read_text()
@@ -109,7 +112,7 @@ def writers_of(path: str, proc: str = "/proc", known: tuple[int, ...] = ()) -> W
                 )
         except (PermissionError, FileNotFoundError, ProcessLookupError):
             pass  # gone or hidden now: the full look below decides
-    walk = shared_walk(proc).get()
+    walk = walk or shared_walk(proc).get()
     pids: list[int] = []
     for pid, fd in walk.holders.get((target.st_dev, target.st_ino), ()):
         if pid not in pids and _writes_by(Path(proc, str(pid)), fd, target):

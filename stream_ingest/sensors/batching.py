@@ -3,7 +3,7 @@
 A flow run costs the Prefect server far more than the upload of a small file (about
 0.15-0.2 CPU-s per run on SQLite), so files that were finished when the sensor saw
 them (renamed into the folder, or created and closed within one burst of events) go
-up together: one run for up to `batch_max` of them, a task run each. Everything else,
+up together: one run for up to `batch_max` of them, a row each in its table artifact. Everything else,
 and any file that turns out not to be finished when its batch looks at it, keeps a
 run of its own: a live recording never waits for a batch.
 """

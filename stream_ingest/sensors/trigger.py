@@ -34,7 +34,7 @@ from stream_ingest.blocks.checkpoints import CheckpointStore
 from stream_ingest.errors import SourceMissing, SourceNotAFile, StreamError
 from stream_ingest.flows.runs import RunRequest, run_is_over
 from stream_ingest.flows.source import Snapshot, identity_of, outside_target, snapshot
-from stream_ingest.flows.writers import writers_of
+from stream_ingest.flows.writers import OpenFiles, open_files, writers_of
 from stream_ingest.identity import same_file
 from stream_ingest.keys import is_text, printable
 from stream_ingest.records import StreamRecord
@@ -301,13 +301,18 @@ class StreamTrigger:
             return
         waiting = list(self.waiting.values())
         sizes = {}
+        unsure = []  # created, small, not seen closed: does any process still write it?
         for w in waiting:
             snap = _look(w.path) if w.finished or w.cause == "created" else None
             if snap is None or str(snap.identity) != w.identity:
                 continue
             sizes[w.stream_id] = snap.size
             if not w.finished and 0 < snap.size <= self.small_bytes and self.detect_writers:
-                w.closed = _nobody_writes(w.path)
+                unsure.append(w)
+        if len(unsure) > 1 or (unsure and any(w.finished for w in waiting)):
+            walk = open_files()  # one look at every process's open files for them all
+            for w in unsure:
+                w.closed = _nobody_writes(w.path, walk)
         singles, self.batches = plan_runs(waiting, sizes, self.small_bytes, self.batch_max)
         for batch in self.batches:
             for w in batch:
@@ -568,10 +573,10 @@ class StreamTrigger:
             )
 
 
-def _nobody_writes(path: str) -> bool:
+def _nobody_writes(path: str, walk: OpenFiles) -> bool:
     """Whether the OS says that no process has `path` open for writing."""
     try:
-        return writers_of(path).state == WriterState.CLOSED
+        return writers_of(path, walk=walk).state == WriterState.CLOSED
     except OSError:
         return False
 

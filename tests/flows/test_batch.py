@@ -23,9 +23,11 @@ from stream_ingest.flows.batch import BatchIncomplete
 from stream_ingest.flows.ingest import stream_ingest
 from stream_ingest.flows.runs import CreatedRun, RunRequest
 from stream_ingest.flows.source import snapshot
+from stream_ingest.media import MANIFEST_SUFFIX
 from stream_ingest.records import StreamRecord
 from stream_ingest.states import Status
-from tests.flows.helpers import MIB, object_bytes, payload
+from tests.conftest import edit_config
+from tests.flows.helpers import MIB, object_bytes, payload, until
 
 pytestmark = pytest.mark.usefixtures("registered")
 
@@ -102,11 +104,16 @@ def test_every_file_of_a_batch_is_its_own_completed_take(registered, s3, store):
     with get_client(sync_client=True) as client:
         run_filter = FlowRunFilter(id=FlowRunFilterId(any_=[uuid.UUID(run_id)]))
         tasks = client.read_task_runs(flow_run_filter=run_filter)
-        lines = [log.message for log in client.read_logs(LogFilter(flow_run_id={"any_": [run_id]}))]
+
+        def summary_sent() -> list[str] | None:  # logs reach the API in the background
+            logs = client.read_logs(LogFilter(flow_run_id={"any_": [run_id]}))
+            lines = [log.message for log in logs]
+            return lines if any("batch: 5 of 5 files completed" in x for x in lines) else None
+
+        lines = until(summary_sent, 30, "the batch's summary line in the API")
     # What the server is told is per batch: no task run and no INFO line per file
     # (each costs the server more than a small file's upload), the summary line.
     assert tasks == []
-    assert any("batch: 5 of 5 files completed" in line for line in lines)
     assert not any("new multipart upload" in line for line in lines)
 
 
@@ -180,3 +187,18 @@ def test_a_batch_run_again_finishes_only_what_is_left(registered, s3, store):
     for sid, (_, data) in files.items():
         record = store.streams.require(sid)
         assert object_bytes(s3, registered.s3_bucket, record.s3_key) == data
+
+
+def test_a_batch_reads_no_media_facts(registered, s3, store):
+    """ffprobe costs as much as the rest of a small file's upload: a batch skips it
+    (a run of its own reads them; batch_small_files 0 gives every file one)."""
+    edit_config(ffprobe_path="ffprobe")
+    files = _files(registered, store, [1000, 2000])
+
+    stream_ingest(stream_ids=list(files))
+
+    listed = s3.list_objects_v2(Bucket=registered.s3_bucket)["Contents"]
+    assert not [o["Key"] for o in listed if o["Key"].endswith(MANIFEST_SUFFIX)]
+    for sid in files:
+        record = store.streams.require(sid)
+        assert record.status == Status.COMPLETED and record.media == ""
