@@ -1,6 +1,6 @@
 """Run the benchmarks: `./bench.sh [--quick] [--only latency,throughput,overhead,many,burst,
 buffers,retention,bandwidth,
-recorders,segments]`.
+recorders,segments,cpu]`.
 
 Every benchmark prints one JSON line on stdout (progress goes to stderr), preceded
 by one `environment` line. Servers (redis-server, moto, Prefect, the counting
@@ -36,6 +36,7 @@ ALL = (
     "bandwidth",
     "recorders",
     "segments",
+    "cpu",
 )
 # Run before (and without) the stack: a process or a redis-server of their own.
 NO_SERVERS = ("buffers", "retention")
@@ -51,10 +52,12 @@ class Plan:
     many_streams: tuple[int, ...]
     many_size_mib: int
     many_rate_mb_s: float
+    cpu_live_mib: int
+    cpu_dropped_mib: int
 
 
-FULL = Plan((512, 2048, 8192), 50.0, 1024, 3, 48, (20, 50), 64, 5.0)
-QUICK = Plan((64,), 50.0, 256, 1, 12, (5,), 16, 5.0)
+FULL = Plan((512, 2048, 8192), 50.0, 1024, 3, 48, (20, 50), 64, 5.0, 512, 1024)
+QUICK = Plan((64,), 50.0, 256, 1, 12, (5,), 16, 5.0, 64, 128)
 WORKERS = ("boto3", "stream-ingest-warm", "process")  # boto3: the floor (floor.py)
 
 
@@ -92,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workers", default=",".join(WORKERS), help=f"many: worker types, comma list of {WORKERS}"
     )
+    parser.add_argument("--profile", metavar="DIR", help="cpu: py-spy samples the worker into DIR")
     parser.add_argument(
         "--set",
         action="append",
@@ -200,6 +204,10 @@ def _run_all(
                 from benchmarks import segments
 
                 report(segments.run(stack, args.files or (20 if args.quick else 100)))
+            elif name == "cpu":
+                from benchmarks import cpu
+
+                report(cpu.run(stack, plan.cpu_live_mib, plan.cpu_dropped_mib, args.profile))
             elif name == "bandwidth":
                 from benchmarks import bandwidth
 

@@ -28,6 +28,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -43,6 +45,7 @@ from benchmarks.common import (
     MB,
     MIB,
     RssSampler,
+    _children,
     check_object,
     close_to_object,
     cpu_seconds,
@@ -203,10 +206,11 @@ def run(
 
 
 @contextlib.contextmanager
-def worker_on_pool(stack: Stack, worker_type: str) -> Iterator[int]:
+def worker_on_pool(stack: Stack, worker_type: str, profile_to: str | None = None) -> Iterator[int]:
     """prefect.yaml's deployment on a pool of `worker_type` and one `prefect worker
     start` for it (its pid), as the README deploys them; the worker talks to Prefect
-    through the proxy's "worker" channel, its runs through "flows"."""
+    through the proxy's "worker" channel, its runs through "flows". `profile_to`: the
+    worker runs under py-spy, which writes its samples (raw folded stacks) there."""
     env = {**os.environ, **stack.env(), "PYTHONPATH": os.getcwd()}
     pool = f"video-ingest-{worker_type}"
     _cli(["work-pool", "create", pool, "--type", worker_type, "--overwrite"], env)
@@ -217,22 +221,40 @@ def worker_on_pool(stack: Stack, worker_type: str) -> Iterator[int]:
         "PREFECT_WORKER_QUERY_SECONDS": "1",
     }
     worker_log = open(os.path.join(stack.workdir, "worker.log"), "ab")  # noqa: SIM115
+    command = [os.path.join(BIN, "prefect"), "worker", "start", "--pool", pool]
+    spy = [] if profile_to is None else py_spy(profile_to)
     worker = subprocess.Popen(
-        [os.path.join(BIN, "prefect"), "worker", "start", "--pool", pool, "--type", worker_type],
+        [*spy, *command, "--type", worker_type],
         env=worker_env,
         stdout=worker_log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    pid = worker.pid
+    if spy:  # the worker is py-spy's child: its pid is what the caller measures
+        pid = wait_for(lambda: next(iter(_children(worker.pid)), None), 60, "the worker")
     try:
-        yield worker.pid
+        yield pid
     finally:
+        if spy:  # the worker first: py-spy writes its samples when its child exits
+            os.kill(pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                worker.wait(120)
         worker.terminate()
         try:
             worker.wait(30)
         except subprocess.TimeoutExpired:
             worker.kill()
         worker_log.close()
+
+
+def py_spy(out: str) -> list[str]:
+    """The command prefix that runs a program under py-spy, sampling it (and its
+    threads, idle ones left out) 100 times a second into `out`."""
+    spy = shutil.which("py-spy")
+    if spy is None:
+        raise FileNotFoundError("py-spy (uv tool install py-spy)")
+    return [spy, "record", "--format", "raw", "--rate", "100", "--output", out, "--"]
 
 
 class Snapshot:

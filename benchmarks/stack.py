@@ -23,6 +23,8 @@ import redis
 from stream_ingest.devstack.services import MotoServer, PrefectServer, RedisServer, Service
 
 AWS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+# On a shared 2-core machine under load a Prefect server took over 90 s to start.
+STARTUP_S = 300.0
 
 
 def pid_of(service: Service) -> int:
@@ -107,7 +109,7 @@ class Stack:
     def __enter__(self) -> Stack:
         try:
             for svc in (self.redis, self.moto, self.prefect, self.proxy):
-                svc.start()
+                svc.start(STARTUP_S)
                 self._services.append(svc)
             self.s3().create_bucket(Bucket=self.bucket)
             os.environ.update(self.env())

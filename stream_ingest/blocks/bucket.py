@@ -35,6 +35,7 @@ from prefect_aws.s3 import S3Bucket
 
 from stream_ingest import metrics
 from stream_ingest.capabilities import Capabilities
+from stream_ingest.checksums import crc32_b64
 from stream_ingest.errors import (
     BucketMissing,
     CredentialsRejected,
@@ -325,7 +326,9 @@ class StreamBucket(ObjectOptions, S3Bucket):
     def upload_part(
         self, key: str, upload_id: str, number: int, body: bytes | bytearray
     ) -> UploadedPart:
-        """Upload one part with its CRC32 (S3 checks it); returns what S3 holds."""
+        """Upload one part with its CRC32 (S3 checks it); returns what S3 holds. The
+        CRC32 is ours (stream_ingest/checksums.py): botocore computes none when the
+        request carries one."""
         with _s3_errors(self.bucket_name, upload_id):
             resp = self.s3.upload_part(
                 Bucket=self.bucket_name,
@@ -334,6 +337,7 @@ class StreamBucket(ObjectOptions, S3Bucket):
                 PartNumber=number,
                 Body=body,
                 ChecksumAlgorithm=CHECKSUM,
+                ChecksumCRC32=crc32_b64(body),
             )
         return UploadedPart(number, resp["ETag"], len(body), resp.get("ChecksumCRC32", ""))
 

@@ -18,10 +18,10 @@ from prefect import get_run_logger
 from stream_ingest.blocks.bucket import facts_of
 from stream_ingest.errors import SourceError, StreamError, StreamNotFound
 from stream_ingest.flows import stopping
-from stream_ingest.flows.digest import FileSha256
+from stream_ingest.flows.digest import READ_CHUNK, Buffer, FileSha256
 from stream_ingest.flows.retry import with_retries
 from stream_ingest.flows.runtime import StreamContext
-from stream_ingest.flows.source import Snapshot, read_range, snapshot
+from stream_ingest.flows.source import Snapshot, read_into, snapshot
 from stream_ingest.objects import our_tags
 from stream_ingest.records import PartRecord, Revision, StreamRecord, utc_now
 from stream_ingest.states import Status
@@ -116,8 +116,11 @@ def digest_as_completed(ctx: StreamContext, completed: Snapshot) -> str:
     return digest
 
 
-def _reader(ctx: StreamContext) -> Callable[[int, int], bytes]:
-    return lambda at, n: read_range(ctx.path, at, n, ctx.owned)
+def _reader(ctx: StreamContext) -> Callable[[int, int], Buffer]:
+    """Reads of the run's file into one buffer, reused: the digest takes each read's
+    bytes before the next (a new buffer per read is a page fault per 4 KiB)."""
+    buf = bytearray(READ_CHUNK)
+    return lambda at, n: read_into(ctx.path, at, n, buf, ctx.owned)
 
 
 def _no_digest(ctx: StreamContext, why: str) -> str:

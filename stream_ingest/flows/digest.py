@@ -1,21 +1,21 @@
 """Content digests of parts, for telling whether a part's bytes changed on disk.
 
 The change check needs speed, not a cryptographic hash: xxh3-128 runs at about
-0.03 s/GiB here against SHA-256's 0.55 and zlib's CRC32's 0.26, so re-reading a
+0.03 s/GiB here against SHA-256's 0.55 and zlib's CRC32's 0.26 (ISA-L's, which
+the uploads use: stream_ingest/checksums.py, about 0.1), so re-reading a
 recording at its close costs about what reading it costs. Checkpoints written before
 this stored SHA-256 (64 hex digits) or only S3's CRC32: those are still compared.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import threading
-import zlib
 from collections.abc import Callable
 
 import xxhash
 
+from stream_ingest.checksums import crc32_b64
 from stream_ingest.records import PartRecord
 
 Buffer = bytes | bytearray | memoryview
@@ -26,11 +26,6 @@ READ_CHUNK = 8 * 1024 * 1024
 
 def part_digest(data: Buffer) -> str:
     return PREFIX + xxhash.xxh3_128_hexdigest(data)
-
-
-def crc32_b64(data: Buffer) -> str:
-    """S3's form of a CRC32 checksum: base64 of the big-endian 4 bytes."""
-    return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
 
 
 def same_digest(stored: str, data: Buffer) -> bool:

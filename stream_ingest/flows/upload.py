@@ -14,9 +14,10 @@ from prefect import get_run_logger, task
 from prefect.runtime import task_run
 
 from stream_ingest import metrics
+from stream_ingest.checksums import crc32_b64
 from stream_ingest.errors import S3Rejected
 from stream_ingest.flows.buffers import BUFFERS
-from stream_ingest.flows.digest import crc32_b64, part_digest, same_digest
+from stream_ingest.flows.digest import part_digest, same_digest
 from stream_ingest.flows.pacing import LIMITER
 from stream_ingest.flows.retry import RETRIED, with_retries
 from stream_ingest.flows.runtime import StreamContext

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import time
 import uuid
 import zlib
@@ -99,6 +100,33 @@ def key() -> str:
 
 
 # -- the multipart calls ----------------------------------------------------------
+
+
+def test_upload_part_sends_its_own_crc32_and_botocore_computes_none(
+    fast_bucket: StreamBucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The part's CRC32 goes with it (stream_ingest/checksums.py): botocore does not
+    compute a second one over the same bytes, and S3 holds the part with zlib's."""
+    from botocore import httpchecksum
+
+    computed: list[int] = []
+    kinds = dict(httpchecksum._CHECKSUM_CLS)
+    for name, cls in kinds.items():
+
+        class Counting(cls):  # type: ignore[misc, valid-type]
+            def update(self, chunk: bytes) -> None:
+                computed.append(len(chunk))
+                super().update(chunk)
+
+        monkeypatch.setitem(httpchecksum._CHECKSUM_CLS, name, Counting)
+    k = key()
+    upload_id = fast_bucket.create_multipart_upload(k)
+    data = bytearray(os.urandom(5 * MIB))
+    part = fast_bucket.upload_part(k, upload_id, 1, data)
+
+    assert computed == []
+    assert part.crc32 == crc32_b64(bytes(data))
+    fast_bucket.complete_multipart_upload(k, upload_id, [part])
 
 
 @pytest.mark.on_ceph

@@ -163,13 +163,13 @@ def test_the_sha256_is_read_at_the_end_only_where_the_parts_did_not_give_it(
     read whole (the patched part was uploaded again, the digest started over)."""
     edit_config(max_parts_in_flight=1)  # one part at a time: every part in order
     read_for_digest: list[int] = []
-    real = completed_module.read_range
+    real = completed_module.read_into
 
-    def counted(path: str, offset: int, size: int, owned=None) -> bytes:
+    def counted(path: str, offset: int, size: int, buf: bytearray, owned=None) -> memoryview:
         read_for_digest.append(size)
-        return real(path, offset, size, owned)
+        return real(path, offset, size, buf, owned)
 
-    monkeypatch.setattr(completed_module, "read_range", counted)
+    monkeypatch.setattr(completed_module, "read_into", counted)
     data = payload(16 * MIB + 99, seed=5)
     src = Path(registered.watch_dir) / "fed.mkv"
     src.touch()
