@@ -57,7 +57,8 @@ burst_files = st.lists(
     max_size=3,
     unique_by=lambda f: f[0],
 )
-# What a recorder or a tool does to the folder (a new recording twice as likely).
+# What a recorder or a tool does to the folder (a new recording, and a burst of
+# finished files, twice as likely).
 RECORDER = (
     st.tuples(st.just("record"), names, sizes),
     st.tuples(st.just("record"), names, sizes),
@@ -68,6 +69,7 @@ RECORDER = (
     st.tuples(st.just("delete"), names),
     st.tuples(st.just("rename"), names, names),
     st.tuples(st.just("swap_for_link"), names),
+    st.tuples(st.just("burst"), burst_files, st.sampled_from(["closed", "moved"])),
     st.tuples(st.just("burst"), burst_files, st.sampled_from(["closed", "moved"])),
 )
 recorder_actions = st.one_of(*RECORDER)
