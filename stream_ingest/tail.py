@@ -57,17 +57,20 @@ BATCH_PARTS = 16
 WINDOW_PARTS = 8
 
 
-def window_for(ready: list[PartRange], in_flight: int, done: Collection[int] = ()) -> range | None:
-    """The parts of a window task run for a live stream that is caught up: nothing in
-    flight and one full part ready (the recorder is less than two parts ahead). The
-    window sends that part and then each next one as its bytes arrive: one task run
-    (three API events) per WINDOW_PARTS parts instead of per part, and one part in
-    memory while it keeps up. A stream further ahead goes up in parallel tasks (plan_tasks).
+def window_for(
+    ready: list[PartRange], in_flight: int, done: Collection[int] = (), width: int = 1
+) -> range | None:
+    """The parts of a window task run for a live stream that is caught up, or nearly:
+    nothing in flight and no more full parts ready than the window sends at once
+    (`width`; one: the recorder is less than two parts ahead). The window sends those
+    parts and then each next one as its bytes arrive: one task run (three API events)
+    per WINDOW_PARTS parts instead of one per part, and one part in memory while it
+    keeps up. A stream further ahead goes up in parallel tasks (plan_tasks).
 
     The window ends before the first `done` part after its first: a resumed
     checkpoint can have holes (parts finish out of order), and a window sends every
     part of its range."""
-    if in_flight or len(ready) != 1:
+    if in_flight or not 1 <= len(ready) <= max(1, width):
         return None
     first = ready[0].number
     return range(first, min([n for n in done if n > first] + [first + WINDOW_PARTS]))

@@ -375,6 +375,17 @@ def test_no_window_while_tasks_run_or_when_the_file_is_ahead() -> None:
     assert window_for([], in_flight=0) is None  # nothing to send yet: no empty task run
 
 
+def test_a_stream_a_few_parts_behind_gets_one_window_not_a_task_run_per_part() -> None:
+    """A live stream that fell behind by no more parts than a window sends at once
+    catches up in one window task run (its parts in parallel), not in one task run
+    each; further behind, parallel tasks as before."""
+    assert window_for(_ready(5, 6, 7), in_flight=0, width=4) == range(5, 5 + WINDOW_PARTS)
+    assert window_for(_ready(5, 6, 7, 8), in_flight=0, width=4) == range(5, 5 + WINDOW_PARTS)
+    assert window_for(_ready(5, 6, 7, 8, 9), in_flight=0, width=4) is None
+    assert window_for(_ready(5, 6), in_flight=1, width=4) is None
+    assert window_for(_ready(5, 6), in_flight=0, done={7}, width=4) == range(5, 7)
+
+
 def test_reserved_parts_are_not_planned_nor_required_of_the_file() -> None:
     planner = PartPlanner(MIN_PART)
     planner.in_flight.add(1)
