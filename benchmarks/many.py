@@ -17,6 +17,9 @@ Redis round trips, Prefect API calls and CPU from the writers' start to the end 
 the last run are divided by all parts; those from the writers' start to the first
 close by the parts recorded by then (while streaming). A burst's trigger -> first byte
 is also split into stages, from the runs' state history, after the measurement.
+After the measurement every object is read back and compared with its file. With
+the boto3 floor in the same run (benchmarks/floor.py), a `many_vs_floor` line sets
+the two side by side at each stream count (`versus`).
 The benchmark itself polls S3 and the Prefect API directly, never Redis or the
 proxy, so it adds nothing to those counts except what the sensor does: its claim of
 each new stream and record of its run (in the opening's Redis counts) and the
