@@ -180,12 +180,16 @@ def _name(proc: str, pid: int) -> str:
 
 
 class WriterWatch:
-    """The flow's view of one file's writers: looked up at most every `every` seconds
-    while the file stays as it is (a /proc walk costs milliseconds), and only when
-    asked (when the file has gone quiet). A file that changed since the last look is
-    looked up again at once: the last answer was about an earlier pause, and a
-    recording's close must not wait for the rate limit. `enabled=False` (detect_writers off: recorders in another container or on
-    another host) always answers unknown."""
+    """The flow's view of one file's writers, looked up only when asked (when the file
+    has gone quiet). While a writer was last seen, every ask looks again: that look
+    is one stat and one read of the writer's own descriptor (Remembered), and a
+    recorder that closed the file without writing again (its last bytes were seen
+    before its close) is seen at the next poll, not a rate limit later. Otherwise at
+    most every `every` seconds while the file stays as it is (a /proc walk costs
+    milliseconds); a file that changed since the last look is looked up again at
+    once: the last answer was about an earlier pause. `enabled=False`
+    (detect_writers off: recorders in another container or on another host) always
+    answers unknown."""
 
     def __init__(self, path: str, enabled: bool, every: float = 1.0) -> None:
         self.path, self.enabled, self.every = path, enabled, every
@@ -198,7 +202,8 @@ class WriterWatch:
         """What the OS says now; `state` is the file's (size, mtime) as last seen."""
         if not self.enabled:
             return Writers(WriterState.UNKNOWN, "writer detection is off (detect_writers)")
-        if now - self._at >= self.every or state != self._state:
+        writing = self.last.state == WriterState.WRITING
+        if writing or now - self._at >= self.every or state != self._state:
             known = self.last.pids
             looked = writers_of(self.path, known=known, kept=self._kept)
             self.last, self._at, self._state = looked, now, state

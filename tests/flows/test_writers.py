@@ -254,3 +254,24 @@ def test_a_writer_that_holds_the_file_by_another_descriptor_now_is_still_found(
     (proc / "400" / "fd" / "7").unlink()
     closed = writers_of(str(path), proc=str(proc), known=(400,), kept=kept)
     assert closed.state == WriterState.CLOSED
+
+
+def test_a_recorder_that_closes_without_writing_again_is_seen_at_the_next_look(
+    tmp_path: Path,
+) -> None:
+    """Its last bytes were seen while it still held the file; it closes it without a
+    write (the file as it was): the next poll's look says so, not one a second
+    later. A file nobody writes is not walked for again within the second."""
+    path = tmp_path / "rec.mp4"
+    path.write_bytes(b"x" * 10)
+    state = (10, path.stat().st_mtime_ns)
+    watch = writers.WriterWatch(str(path), enabled=True)
+    proc = hold(path, "ab")
+    try:
+        assert watch.look(100.0, state).state == WriterState.WRITING
+    finally:
+        release(proc)
+    assert watch.look(100.2, state).state == WriterState.CLOSED
+    walks = writers.shared_walk().looks
+    assert watch.look(100.4, state).state == WriterState.CLOSED
+    assert writers.shared_walk().looks == walks
