@@ -1,6 +1,6 @@
 """Run the benchmarks: `./bench.sh [--quick] [--only latency,throughput,overhead,many,burst,
 buffers,retention,bandwidth,
-recorders,segments,cpu]`.
+recorders,segments,cpu,rename]`.
 
 Every benchmark prints one JSON line on stdout (progress goes to stderr), preceded
 by one `environment` line. Servers (redis-server, moto, Prefect, the counting
@@ -37,6 +37,7 @@ ALL = (
     "recorders",
     "segments",
     "cpu",
+    "rename",
 )
 # Run before (and without) the stack: a process or a redis-server of their own.
 NO_SERVERS = ("buffers", "retention")
@@ -88,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes (a few minutes)")
     parser.add_argument("--only", default=",".join(ALL), help=f"comma list of {ALL}")
-    parser.add_argument("--repeat", type=int, help="throughput repeats (median is reported)")
+    parser.add_argument(
+        "--repeat", type=int, help="throughput and rename repeats (median is reported)"
+    )
     parser.add_argument("--sizes", help="latency sizes in MiB, comma list (default: the plan's)")
     parser.add_argument("--files", type=int, help="segments: how many small files (default 100)")
     parser.add_argument("--streams", help="many: stream counts, comma list (default: the plan's)")
@@ -188,10 +191,9 @@ def _run_all(
             elif name == "overhead":
                 report(overhead.run(stack, plan.overhead_parts))
             elif name == "many":
-                for worker, streams in many_runs:
-                    report(
-                        many.run(stack, streams, plan.many_size_mib, plan.many_rate_mb_s, worker)
-                    )
+                report(
+                    many.run_all(stack, counts, plan.many_size_mib, plan.many_rate_mb_s, workers)
+                )
             elif name == "burst":
                 for worker, streams in many_runs:
                     if worker != many.FLOOR:  # a burst is about starting runs
@@ -208,6 +210,11 @@ def _run_all(
                 from benchmarks import cpu
 
                 report(cpu.run(stack, plan.cpu_live_mib, plan.cpu_dropped_mib, args.profile))
+            elif name == "rename":
+                from benchmarks import rename
+
+                size = 32 if args.quick else rename.SIZE_MIB
+                report(rename.run(stack, size, args.repeat or (1 if args.quick else 3)))
             elif name == "bandwidth":
                 from benchmarks import bandwidth
 

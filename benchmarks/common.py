@@ -102,6 +102,26 @@ def check_object(stack: Stack, key: str, size: int) -> None:
         raise RuntimeError(f"s3://{stack.bucket}/{key} has {length} bytes, not {size}")
 
 
+def identical(stack: Stack, key: str, path: str, chunk: int = 8 * MIB) -> bool:
+    """The object holds exactly the file's bytes (read after the fact, a chunk at a
+    time: a many-stream run's objects together are gigabytes)."""
+    body = stack.s3().get_object(Bucket=stack.bucket, Key=key)["Body"]
+    with open(path, "rb") as fh:
+        while want := fh.read(chunk):
+            got = b""
+            while len(got) < len(want) and (more := body.read(len(want) - len(got))):
+                got += more
+            if got != want:
+                return False
+    return body.read(1) == b""  # nothing past the file's end
+
+
+def identical_count(stack: Stack, paths: list[str]) -> str:
+    """ "n/N": how many of the files' objects (stack.key_for) are byte-identical."""
+    same = sum(identical(stack, stack.key_for(p), p) for p in paths)
+    return f"{same}/{len(paths)}"
+
+
 def _children(pid: int) -> list[int]:
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as fh:

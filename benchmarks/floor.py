@@ -25,7 +25,14 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from benchmarks.common import MIB, RssSampler, check_object, close_to_object, log
+from benchmarks.common import (
+    MIB,
+    RssSampler,
+    check_object,
+    close_to_object,
+    identical_count,
+    log,
+)
 from benchmarks.writer import SteadyWriter
 
 PART = 8 * MIB  # the product's default part size
@@ -155,6 +162,7 @@ def run(stack: Any, streams: int, size: int, rate: float, stagger: float) -> dic
             raise w.error
     for p in paths:
         check_object(stack, stack.key_for(p), size)
+    same = identical_count(stack, paths)
     figures = close_to_object(writers, [done[w.path] for w in writers], size, rate)
     log(f"many: boto3 floor, {streams} streams done")
     stack.drop_objects()
@@ -163,6 +171,8 @@ def run(stack: Any, streams: int, size: int, rate: float, stagger: float) -> dic
     return {
         **figures,
         "peak_pss_mib_worker_tree": round(rss.peak_pss / MIB),
+        "pss_per_stream_mib": round(rss.peak_pss / MIB / streams, 1),
+        "byte_identical": same,
         "cpu_s_uploader": round(rss.cpu(), 1),
         "stagger_s": stagger,
     }

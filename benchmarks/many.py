@@ -17,6 +17,9 @@ Redis round trips, Prefect API calls and CPU from the writers' start to the end 
 the last run are divided by all parts; those from the writers' start to the first
 close by the parts recorded by then (while streaming). A burst's trigger -> first byte
 is also split into stages, from the runs' state history, after the measurement.
+After the measurement every object is read back and compared with its file. With
+the boto3 floor in the same run (benchmarks/floor.py), a `many_vs_floor` line sets
+the two side by side at each stream count (`versus`).
 The benchmark itself polls S3 and the Prefect API directly, never Redis or the
 proxy, so it adds nothing to those counts except what the sensor does: its claim of
 each new stream and record of its run (in the opening's Redis counts) and the
@@ -49,6 +52,7 @@ from benchmarks.common import (
     check_object,
     close_to_object,
     cpu_seconds,
+    identical_count,
     log,
     p95,
     ratio,
@@ -185,6 +189,51 @@ def burst_stages(
             for name, (a, b) in zip(stages, itertools.pairwise(marks), strict=True):
                 stages[name].append(b - a)
     return {k: [round(statistics.median(v), 2), p95(v)] for k, v in stages.items() if len(v) > 1}
+
+
+def run_all(
+    stack: Stack, counts: list[int], size_mib: int, rate_mb_s: float, workers: list[str]
+) -> Iterator[dict[str, Any]]:
+    """Every worker model at each stream count, the order rotated from one count to the
+    next (none always runs on the fresher server), each line as it is measured; after
+    each count, the warm worker against the floor (`versus`) where both ran."""
+    for i, streams in enumerate(counts):
+        lines: dict[str, dict[str, Any]] = {}
+        for worker in workers[i % len(workers) :] + workers[: i % len(workers)]:
+            lines[worker] = run(stack, streams, size_mib, rate_mb_s, worker)
+            yield lines[worker]
+        if WARM in lines and FLOOR in lines:
+            yield versus(lines[WARM], lines[FLOOR])
+
+
+# The figures set side by side in `versus`, each as ours, the floor's and ours/floor.
+VERSUS = (
+    "close_to_object_s_p50",
+    "close_to_object_s_p95",
+    "close_to_object_s_max",
+    "aggregate_mb_s",
+    "peak_pss_mib_worker_tree",
+    "pss_per_stream_mib",
+)
+
+
+def versus(ours: dict[str, Any], floor_line: dict[str, Any]) -> dict[str, Any]:
+    """One line: the warm worker's figures beside the boto3 floor's at one stream
+    count, with ratio_* = ours / floor (1.0: as cheap as plain boto3)."""
+    out: dict[str, Any] = {"bench": "many_vs_floor", "streams": ours.get("streams")}
+    for name in VERSUS:
+        a, b = ours.get(name), floor_line.get(name)
+        out[f"ours_{name}"], out[f"floor_{name}"] = a, b
+        if isinstance(a, int | float) and isinstance(b, int | float):
+            out[f"ratio_{name}"] = ratio(a, b)
+    out["ours_trigger_to_first_byte_s_p50"] = ours.get("trigger_to_first_byte_s_p50")
+    out["ours_trigger_to_first_byte_s_p95"] = ours.get("trigger_to_first_byte_s_p95")
+    out["ours_lone_trigger_to_first_byte_s"] = ours.get("lone_trigger_to_first_byte_s")
+    out["byte_identical"] = {
+        "ours": ours.get("byte_identical"),
+        "floor": floor_line.get("byte_identical"),
+    }
+    return out
 
 
 def run(
@@ -342,6 +391,7 @@ def _measure(stack: Stack, worker_pid: int, streams: int, size: int, rate: float
     ]
     for p in paths:
         check_object(stack, stack.key_for(p), size)
+    same = identical_count(stack, paths)
     parts = sum(r.parts_count for r in records)
     # The object = the stream's object_at_utc: completed and checked by a HEAD (the
     # floor stops at its complete), not completed_at_utc, which comes after the file's
@@ -370,6 +420,8 @@ def _measure(stack: Stack, worker_pid: int, streams: int, size: int, rate: float
         "parts": parts,
         "peak_rss_mib_worker_tree": round(rss.peak / MIB),
         "peak_pss_mib_worker_tree": round(rss.peak_pss / MIB),
+        "pss_per_stream_mib": round(rss.peak_pss / MIB / streams, 1),
+        "byte_identical": same,
         "peak_rss_mib_one_process": round(rss.peak_one / MIB),
         "peak_processes": rss.peak_procs,
         "stagger_s": STAGGER_S,

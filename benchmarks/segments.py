@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections import Counter
 from datetime import datetime
@@ -27,6 +26,7 @@ from typing import Any
 from benchmarks.common import log, ratio, tree_cpu_seconds
 from benchmarks.many import IDLE_TIMEOUT, WARM, worker_on_pool
 from benchmarks.peers import s5cmd_binary
+from benchmarks.sensing import SensorProcess
 from benchmarks.stack import AWS, Stack, configure, pid_of
 from benchmarks.writer import identity_of
 from stream_ingest.devstack.services import wait_for
@@ -39,7 +39,7 @@ def run(stack: Stack, files: int = 100) -> dict[str, Any]:
     configure(idle_timeout_seconds=IDLE_TIMEOUT)
     staging = os.path.join(stack.workdir, "segments-staging")
     os.makedirs(staging, exist_ok=True)
-    with worker_on_pool(stack, WARM) as worker, _sensor(stack) as sensor:
+    with worker_on_pool(stack, WARM) as worker, SensorProcess(stack) as sensor:
         pids = {"worker": worker, "sensor": sensor, "prefect_server": pid_of(stack.prefect)}
         _drop(stack, staging, 1, "warm-up", pids, renamed=True)  # flow imported, sensor up
         renamed = _drop(stack, staging, files, "renamed", pids, renamed=True)
@@ -72,37 +72,6 @@ def _vs(ours: float, peer: dict[str, Any]) -> float | None:
 def _write(path: str, data: bytes) -> None:
     with open(path, "wb") as fh:
         fh.write(data)
-
-
-class _sensor:
-    """`stream-ingest sensor` in its own process, as ./dev.sh starts it; its API
-    calls go through the proxy's "sensor" channel."""
-
-    def __init__(self, stack: Stack) -> None:
-        self.stack = stack
-
-    def __enter__(self) -> int:
-        env = {**os.environ, **self.stack.env(self.stack.proxy.api_url("sensor"))}
-        self.log = open(os.path.join(self.stack.workdir, "sensor.log"), "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "stream_ingest.cli.main", "sensor"],
-            env={**env, "PYTHONPATH": os.getcwd()},
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        time.sleep(3)  # the observer is watching
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"the sensor exited; see {self.log.name}")
-        return self.proc.pid
-
-    def __exit__(self, *exc: object) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
 
 
 def _drop(

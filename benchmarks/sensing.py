@@ -12,6 +12,9 @@ multipart upload, and reads the file next.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from datetime import datetime
 from typing import Any
@@ -91,3 +94,34 @@ class SensorTrigger:
         if record is None or not record.opened_at_utc:
             return None
         return datetime.fromisoformat(record.opened_at_utc).timestamp()
+
+
+class SensorProcess:
+    """`stream-ingest sensor` in its own process, as ./dev.sh starts it; its API
+    calls go through the proxy's "sensor" channel."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+
+    def __enter__(self) -> int:
+        env = {**os.environ, **self.stack.env(self.stack.proxy.api_url("sensor"))}
+        self.log = open(os.path.join(self.stack.workdir, "sensor.log"), "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "stream_ingest.cli.main", "sensor"],
+            env={**env, "PYTHONPATH": os.getcwd()},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        time.sleep(3)  # the observer is watching
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"the sensor exited; see {self.log.name}")
+        return self.proc.pid
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()

@@ -119,9 +119,11 @@ def tail_and_finalize(
             state = settled_state(snap.size, snap.mtime_ns, wall_ns)
             free = max(0, s.max_parts_in_flight - tasks.slots())
             ready = planner.ready(snap.size, free * BATCH_PARTS)
-            window = window_for(ready, len(tasks.running), planner.done)
+            window = window_for(ready, len(tasks.running), planner.done, width)
             if window is not None:
                 tasks.open_window(window, width)
+                if state:  # its parts are read after this stat (see settled_state)
+                    read_at.update((n, state) for n in window)
             for batch in [] if window else plan_tasks(ready, free, width):
                 tasks.submit(batch, width)
                 if state:

@@ -12,7 +12,8 @@ The uses:
 - the suspension observer: the warm worker shares one `FlowRunSuspendingObserver`
   among its runs instead of the engine's one per run (stream_ingest/workers/sharing.py);
 - the run's API client: its owner write rides the engine's first update, reads are
-  kept a while, and no CSRF token is asked of a server that does not use one;
+  kept a while, no CSRF token is asked of a server that does not use one, and its
+  TLS context is the worker's (`run_client_context`);
 - `BaseWorker`'s private members the warm worker reads or overrides;
 - why a run got SIGTERM (`control_listener.get_intent`, stream_ingest/flows/report.py);
 - the local stack's SQLite server: write transactions begun IMMEDIATE, websockets
@@ -31,6 +32,7 @@ from prefect import flow_engine
 from prefect._flow_run_suspension import FlowRunSuspensionRequest
 from prefect._internal.observers import FlowRunSuspendingObserver
 from prefect.client.orchestration import PrefectClient, SyncPrefectClient
+from prefect.context import SyncClientContext
 from prefect.workers.base import BaseWorker
 
 __all__ = ["ASSUMPTIONS", "FlowRunSuspendingObserver", "FlowRunSuspensionRequest"]
@@ -55,6 +57,16 @@ def suspension_observed_by(observe: Callable[..., Any]) -> Iterator[None]:
 def without_csrf(client: SyncPrefectClient) -> None:
     """The client stops asking for a CSRF token (the server does not use them)."""
     client._client.enable_csrf_support = False
+
+
+def run_client_context(verify: Any) -> SyncClientContext:
+    """A client context for one run whose client uses the TLS context `verify` (the
+    process's, built once: Prefect builds one per client, 26 ms of CPU loading the CA
+    bundle, on every run's start) and that every get_client(sync_client=True) and
+    SyncClientContext.get_or_create() of the run finds, as its own would be."""
+    context = SyncClientContext(httpx_settings={"verify": verify})
+    context._httpx_settings = None  # what get_client compares its callers' settings with
+    return context
 
 
 def replace_method(client: Any, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
@@ -182,6 +194,20 @@ def _check_client_methods() -> None:
         assert inspect.iscoroutinefunction(getattr(PrefectClient, name)), name
 
 
+def _check_run_client_context() -> None:
+    from prefect.client import orchestration
+
+    source = inspect.getsource(orchestration.get_client)
+    assert '"_httpx_settings", None) == httpx_settings' in source, (
+        "get_client no longer finds the context's client by its _httpx_settings"
+    )
+    assert "_httpx_settings" in SyncClientContext.__private_attributes__
+    init = inspect.getsource(orchestration.SyncPrefectClient.__init__)
+    assert 'httpx_settings.get("verify")' in init and "ssl.SSLContext" in init, (
+        "SyncPrefectClient no longer takes its TLS context from httpx_settings['verify']"
+    )
+
+
 def _check_worker() -> None:
     source = inspect.getsource(BaseWorker)
     for name in WORKER_ATTRIBUTES:
@@ -229,6 +255,9 @@ ASSUMPTIONS: dict[str, Callable[[], None]] = {
         _check_client_methods
     ),
     "BaseWorker's private members read and the methods overridden": (_check_worker),
+    "SyncClientContext._httpx_settings, get_client's match, httpx_settings['verify']": (
+        _check_run_client_context
+    ),
     "prefect._internal.control_listener.get_intent()": _check_intent,
     "AioSqliteConfiguration.begin_transaction(self, session, with_for_update)": _check_sqlite,
     "RequestLimitMiddleware.__call__(self, scope, receive, send) and .app": _check_request_limit,

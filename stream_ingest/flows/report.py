@@ -105,6 +105,7 @@ class Reporter:
         self.flow_run_id = flow_run_id
         self.started = time.monotonic()
         self._progress_id: UUID | None = None
+        self._bar_asked = False  # the bar is created once, on the first progress
         self._last_progress: float | None = None
         self._last_uploaded = 0
         self._last_alive = self.started
@@ -126,16 +127,12 @@ class Reporter:
         )
 
     def start(self) -> None:
-        """Tag the run with the stream id, announce the stream, open its progress bar."""
+        """Tag the run with the stream id and announce the stream. The progress bar
+        comes with the first progress, once parts are on their way: its creation is
+        a write the server queues with every other run's, not to be waited for
+        before the stream's first byte."""
         self._safely("tag the flow run", self._tag)
         self.event("started", flow_run_id=self.flow_run_id)
-        self._progress_id = self._safely(
-            "create the progress artifact",
-            create_progress_artifact,
-            progress=0.0,
-            description=f"Bytes of {self.record.original_path} in S3",
-        )
-        self._last_progress = time.monotonic()  # the bar starts at 0 %
 
     def _tag(self) -> None:
         tag = f"stream:{self.record.stream_id}"
@@ -149,18 +146,32 @@ class Reporter:
         """Update the progress bar when it is due (stream_ingest.progress) or forced;
         its description says the stream's `lag` (stream_ingest/lag.py)."""
         now = time.monotonic()
+        percent = 100.0 if size == 0 else min(100.0, 100.0 * uploaded / size)
+        description = f"Bytes of {self.record.original_path} in S3"
+        if lag is not None:
+            description += f"; lag: {describe(lag)}"
+        if not self._bar_asked:  # the first progress: the bar, where it stands now
+            self._bar_asked = True
+            self._last_progress, self._last_uploaded = now, uploaded
+            self._progress_id = self._safely(
+                "create the progress artifact",
+                create_progress_artifact,
+                progress=percent,
+                description=description,
+            )
+            return
         due = progress_due(
             now, self._last_progress, uploaded, self._last_uploaded, self.record.part_base_bytes
         )
         if self._progress_id is None or not (force or due):
             return
         self._last_progress, self._last_uploaded = now, uploaded
-        percent = 100.0 if size == 0 else min(100.0, 100.0 * uploaded / size)
-        description = None
-        if lag is not None:
-            description = f"Bytes of {self.record.original_path} in S3; lag: {describe(lag)}"
         self._safely(
-            "update progress", update_progress_artifact, self._progress_id, percent, description
+            "update progress",
+            update_progress_artifact,
+            self._progress_id,
+            percent,
+            description if lag is not None else None,
         )
 
     def alive(self, lag: Lag, every: float, now: float) -> None:

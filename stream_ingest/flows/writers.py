@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from stream_ingest.mounts import filesystem_of, is_network, parse_mountinfo
@@ -26,6 +26,18 @@ class Writers:
     state: WriterState
     reason: str  # one line for the log: who writes, or why nobody can tell
     pids: tuple[int, ...] = ()
+
+
+@dataclass
+class Remembered:
+    """What one stream's looks keep from one look to the next: its file's filesystem
+    type, by device (a file does not change filesystems; mountinfo is not read and
+    parsed again), and the descriptor each writer holds it by, with the writer's
+    name. While the recorder writes, a look is then one stat and one small read,
+    however many files the recorder has open."""
+
+    filesystems: dict[int, str] = field(default_factory=dict)
+    descriptors: dict[int, tuple[str, str]] = field(default_factory=dict)  # pid -> (fd, name)
 
 
 # One walk of /proc serves every stream of this process that asks within this long of
@@ -80,46 +92,58 @@ def shared_walk(proc: str = "/proc") -> SharedLook[OpenFiles]:
 
 
 def writers_of(
-    path: str, proc: str = "/proc", known: tuple[int, ...] = (), walk: OpenFiles | None = None
+    path: str,
+    proc: str = "/proc",
+    known: tuple[int, ...] = (),
+    kept: Remembered | None = None,
+    walk: OpenFiles | None = None,
 ) -> Writers:
     """Which processes have `path` open for writing. `known`: the writers of the last
     look, asked first; while one still writes, that is the answer, without reading
     every other process's open files (a live recording's look then costs one fd
-    table, not the whole of /proc: 8 ms of CPU each with 90 processes here). The
-    whole of /proc is walked once for every stream of this process asking within
-    SHARED_WALK_SECONDS (a writer that opened the file since that walk began is seen
-    at the next look); the descriptors it found on the file are read again now.
+    table, not the whole of /proc: 8 ms of CPU each with 90 processes here), and with
+    `kept` (the stream's memory of earlier looks) one descriptor, not the whole fd
+    table. The whole of /proc is walked once for every stream of this process asking
+    within SHARED_WALK_SECONDS (a writer that opened the file since that walk began
+    is seen at the next look); the descriptors it found on the file are read again now.
     `walk`: a walk of `proc` the caller took for many files at once (the sensor)."""
-    try:
-        target = os.stat(path)
-        mountinfo = Path(proc, "self", "mountinfo").read_text()
-    except FileNotFoundError as exc:
-        if exc.filename == path:
-            raise
-        return Writers(WriterState.UNKNOWN, f"no {proc}: writers cannot be seen here")
-    fstype = filesystem_of(os.path.realpath(path), parse_mountinfo(mountinfo))
+    kept = kept if kept is not None else Remembered()
+    target = os.stat(path)
+    fstype = kept.filesystems.get(target.st_dev)
+    if fstype is None:
+        try:
+            mountinfo = Path(proc, "self", "mountinfo").read_text()
+        except FileNotFoundError:
+            return Writers(WriterState.UNKNOWN, f"no {proc}: writers cannot be seen here")
+        fstype = filesystem_of(os.path.realpath(path), parse_mountinfo(mountinfo))
+        kept.filesystems[target.st_dev] = fstype
     if is_network(fstype):
         return Writers(
             WriterState.UNKNOWN, f"{fstype} filesystem: writers on other hosts are invisible"
         )
     for pid in known:
+        pid_dir = Path(proc, str(pid))
         try:
-            if _writes(Path(proc, str(pid)), target):
-                return Writers(
-                    WriterState.WRITING,
-                    f"open for writing by pid {pid} ({_name(proc, pid)})",
-                    (pid,),
-                )
+            held = kept.descriptors.get(pid)
+            if held is not None and _writes_by(pid_dir, held[0], target):
+                fd, name = held
+            elif (fd := _writing_fd(pid_dir, target)) is not None:
+                name = _name(proc, pid)
+            else:
+                continue
         except (PermissionError, FileNotFoundError, ProcessLookupError):
-            pass  # gone or hidden now: the full look below decides
+            continue  # gone or hidden now: the full look below decides
+        kept.descriptors = {pid: (fd, name)}
+        return Writers(WriterState.WRITING, f"open for writing by pid {pid} ({name})", (pid,))
     walk = walk or shared_walk(proc).get()
-    pids: list[int] = []
+    found: dict[int, tuple[str, str]] = {}
     for pid, fd in walk.holders.get((target.st_dev, target.st_ino), ()):
-        if pid not in pids and _writes_by(Path(proc, str(pid)), fd, target):
-            pids.append(pid)
-    if pids:
-        names = ", ".join(f"{pid} ({_name(proc, pid)})" for pid in pids)
-        return Writers(WriterState.WRITING, f"open for writing by pid {names}", tuple(pids))
+        if pid not in found and _writes_by(Path(proc, str(pid)), fd, target):
+            found[pid] = (fd, _name(proc, pid))
+    kept.descriptors = found
+    if found:
+        names = ", ".join(f"{pid} ({name})" for pid, (_fd, name) in found.items())
+        return Writers(WriterState.WRITING, f"open for writing by pid {names}", tuple(found))
     if walk.denied:
         return Writers(
             WriterState.UNKNOWN,
@@ -128,8 +152,9 @@ def writers_of(
     return Writers(WriterState.CLOSED, "no process has it open for writing")
 
 
-def _writes(pid_dir: Path, target: os.stat_result) -> bool:
-    return any(_writes_by(pid_dir, fd, target) for fd in os.listdir(pid_dir / "fd"))
+def _writing_fd(pid_dir: Path, target: os.stat_result) -> str | None:
+    """A descriptor of the process open on `target` for writing, None if none."""
+    return next((fd for fd in os.listdir(pid_dir / "fd") if _writes_by(pid_dir, fd, target)), None)
 
 
 def _writes_by(pid_dir: Path, fd: str, target: os.stat_result) -> bool:
@@ -160,24 +185,31 @@ def _name(proc: str, pid: int) -> str:
 
 
 class WriterWatch:
-    """The flow's view of one file's writers: looked up at most every `every` seconds
-    while the file stays as it is (a /proc walk costs milliseconds), and only when
-    asked (when the file has gone quiet). A file that changed since the last look is
-    looked up again at once: the last answer was about an earlier pause, and a
-    recording's close must not wait for the rate limit. `enabled=False` (detect_writers off: recorders in another container or on
-    another host) always answers unknown."""
+    """The flow's view of one file's writers, looked up only when asked (when the file
+    has gone quiet). While a writer was last seen, every ask looks again: that look
+    is one stat and one read of the writer's own descriptor (Remembered), and a
+    recorder that closed the file without writing again (its last bytes were seen
+    before its close) is seen at the next poll, not a rate limit later. Otherwise at
+    most every `every` seconds while the file stays as it is (a /proc walk costs
+    milliseconds); a file that changed since the last look is looked up again at
+    once: the last answer was about an earlier pause. `enabled=False`
+    (detect_writers off: recorders in another container or on another host) always
+    answers unknown."""
 
     def __init__(self, path: str, enabled: bool, every: float = 1.0) -> None:
         self.path, self.enabled, self.every = path, enabled, every
         self.last = Writers(WriterState.UNKNOWN, "not looked yet")
         self._at = float("-inf")
         self._state: object = None
+        self._kept = Remembered()
 
     def look(self, now: float, state: object = None) -> Writers:
         """What the OS says now; `state` is the file's (size, mtime) as last seen."""
         if not self.enabled:
             return Writers(WriterState.UNKNOWN, "writer detection is off (detect_writers)")
-        if now - self._at >= self.every or state != self._state:
+        writing = self.last.state == WriterState.WRITING
+        if writing or now - self._at >= self.every or state != self._state:
             known = self.last.pids
-            self.last, self._at, self._state = writers_of(self.path, known=known), now, state
+            looked = writers_of(self.path, known=known, kept=self._kept)
+            self.last, self._at, self._state = looked, now, state
         return self.last

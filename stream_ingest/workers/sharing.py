@@ -16,19 +16,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable, Container, Iterator
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
+import certifi
 from prefect.client.schemas.objects import State
 from prefect.context import SyncClientContext
+from prefect.settings import PREFECT_API_SSL_CERT_FILE, PREFECT_API_TLS_INSECURE_SKIP_VERIFY
 
 from stream_ingest.flows.prefect_private import (
     FlowRunSuspendingObserver,
     FlowRunSuspensionRequest,
     replace_method,
+    run_client_context,
     suspension_observed_by,
     without_csrf,
 )
@@ -116,6 +120,29 @@ class SharedSuspension:
             )
 
 
+_tls: dict[tuple[bool, str], ssl.SSLContext] = {}
+_tls_lock = threading.Lock()
+
+
+def tls_context() -> ssl.SSLContext:
+    """The TLS context of the runs' API clients, built once per process as Prefect's
+    client builds its own (PREFECT_API_TLS_INSECURE_SKIP_VERIFY, else the CA file of
+    PREFECT_API_SSL_CERT_FILE or certifi's): the settings are the worker's, every
+    run's. A context is shared by any number of connections."""
+    insecure = bool(PREFECT_API_TLS_INSECURE_SKIP_VERIFY.value())
+    cafile = "" if insecure else (PREFECT_API_SSL_CERT_FILE.value() or certifi.where())
+    with _tls_lock:
+        if (insecure, cafile) not in _tls:
+            if insecure:
+                context = ssl.create_default_context()
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            else:
+                context = ssl.create_default_context(cafile=cafile)
+            _tls[(insecure, cafile)] = context
+        return _tls[(insecure, cafile)]
+
+
 @contextlib.contextmanager
 def run_client(
     run_id: str, owner: str, csrf: bool = True, prepare: Callable[[], None] | None = None
@@ -130,8 +157,10 @@ def run_client(
     thread of its own in this client's context, beside the engine's start.
     Sync flows only: an async flow's engine makes a client of its own. `csrf=False`
     where the worker's own client learned that the server has CSRF protection off:
-    each new client would ask for a token again."""
-    with SyncClientContext.get_or_create() as context:
+    each new client would ask for a token again. The client's TLS context is the
+    process's (`tls_context`), not one built anew for each run."""
+    own = SyncClientContext.get() is None
+    with run_client_context(tls_context()) if own else SyncClientContext.get_or_create() as context:
         client = context.client
         if not csrf:
             without_csrf(client)

@@ -121,17 +121,20 @@ def test_a_lag_write_that_fails_is_logged_and_the_stream_completes(
 
 def test_the_progress_artifact_says_the_lag(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[Any, ...]] = []
+    created: list[dict[str, Any]] = []
     monkeypatch.setattr(report, "update_progress_artifact", lambda *a: calls.append(a))
+    monkeypatch.setattr(
+        report, "create_progress_artifact", lambda **kw: created.append(kw) or uuid.uuid4()
+    )
     reporter = report.Reporter(StreamRecord("s-1", original_path="/rec/a.mp4"), "", "cfg")
-    reporter._progress_id = uuid.uuid4()
 
     reporter.progress(5 * MIB, 12 * MIB, force=True, lag=Lag(7 * MIB, 42.0))
     reporter.progress(12 * MIB, 12 * MIB, force=True, lag=Lag(0, 0.0))
 
-    assert [c[2] for c in calls] == [
+    assert [c["description"] for c in created] == [
         "Bytes of /rec/a.mp4 in S3; lag: 7.34 MB not in S3, the oldest for 42 s",
-        "Bytes of /rec/a.mp4 in S3; lag: every byte in S3",
     ]
+    assert [c[2] for c in calls] == ["Bytes of /rec/a.mp4 in S3; lag: every byte in S3"]
 
 
 def test_the_progress_event_goes_at_most_once_per_interval(events) -> None:

@@ -1,5 +1,5 @@
-"""How a stream's run gets its name: created so by the sensor, or named by the flow
-as it starts. Prefect's client is replaced: the calls made are what is checked."""
+"""How a stream's run gets its name (created so by the sensor, or named by the flow
+as it starts) and its progress bar. Prefect's client is replaced: the calls made are what is checked."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import pytest
 
 from stream_ingest.flows import report
 from stream_ingest.flows.ingest import stream_ingest
+from stream_ingest.records import StreamRecord
+from tests.flows.helpers import MIB
 
 RUN_ID = str(uuid.uuid4())
 
@@ -69,3 +71,38 @@ def test_a_failed_rename_is_logged_not_raised(run_named, caplog):
     with caplog.at_level(logging.WARNING, logger="report-test"):
         report.name_run("ingest-a.mp4")
     assert "could not name the flow run 'ingest-a.mp4': server down" in caplog.text
+
+
+def test_the_progress_bar_is_created_with_the_first_progress_not_before_the_first_byte(
+    monkeypatch: pytest.MonkeyPatch, events
+) -> None:
+    """Opening a stream waits for no artifact: the bar is created once, where the
+    stream stands at its first progress (parts on their way), then updated when due;
+    a bar that could not be created is not asked for again on every poll."""
+    created: list[dict[str, Any]] = []
+    updated: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(
+        report, "create_progress_artifact", lambda **kw: created.append(kw) or uuid.uuid4()
+    )
+    monkeypatch.setattr(report, "update_progress_artifact", lambda *a: updated.append(a))
+    reporter = report.Reporter(StreamRecord("s-2", original_path="/rec/b.mp4"), "", "cfg")
+    reporter.start()
+    assert created == []
+    reporter.progress(3 * MIB, 12 * MIB)
+    reporter.progress(4 * MIB, 12 * MIB)  # not due: no call
+    assert [c["progress"] for c in created] == [25.0] and updated == []
+    reporter.progress(12 * MIB, 12 * MIB, force=True)
+    assert [u[1] for u in updated] == [100.0]
+
+    monkeypatch.setattr(report, "get_run_logger", lambda: logging.getLogger("lag-test"))
+
+    def refused(**kw: Any) -> None:
+        created.append(kw)
+        raise ConnectionError("server down")
+
+    monkeypatch.setattr(report, "create_progress_artifact", refused)
+    failing = report.Reporter(StreamRecord("s-3", original_path="/rec/c.mp4"), "", "cfg")
+    created.clear()
+    for _ in range(3):
+        failing.progress(MIB, 12 * MIB, force=True)
+    assert len(created) == 1

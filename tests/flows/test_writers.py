@@ -204,3 +204,74 @@ def test_a_shared_walk_does_not_keep_a_writer_that_closed_since(
     (proc / "200" / "fd" / "3").unlink()  # the recorder closed it
     assert writers_of(str(path), proc=str(proc)).state == WriterState.CLOSED
     assert writers.shared_walk(str(proc)).looks == 1
+
+
+def test_a_live_recordings_look_reads_one_descriptor_not_its_writers_fd_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tail loop looks on every quiet poll of every stream: once its recorder is
+    known, a look stats the descriptor the recorder holds the file by and reads its
+    flags; neither mountinfo nor the recorder's other descriptors are read again."""
+    path = tmp_path / "rec.mp4"
+    path.write_bytes(b"x")
+    others = [tmp_path / f"other{i}.bin" for i in range(30)]
+    for o in others:
+        o.write_bytes(b"y")
+    proc = fake_proc(tmp_path, {300: [*[(o, os.O_RDONLY) for o in others], (path, os.O_WRONLY)]})
+    kept = writers.Remembered()
+    first = writers_of(str(path), proc=str(proc), kept=kept)
+    assert first.pids == (300,) and "rec300" in first.reason
+    (proc / "self" / "mountinfo").unlink()  # read again, the answer would be "unknown"
+    listed: list[str] = []
+    listdir = os.listdir
+
+    def counted(where: object) -> list[str]:
+        listed.append(str(where))
+        return listdir(where)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(writers.os, "listdir", counted)
+    again = writers_of(str(path), proc=str(proc), known=first.pids, kept=kept)
+    assert again == first
+    assert listed == []
+
+
+def test_a_writer_that_holds_the_file_by_another_descriptor_now_is_still_found(
+    tmp_path: Path,
+) -> None:
+    """The remembered descriptor is a shortcut, not the answer: a recorder that
+    reopened its file (a new descriptor) is found in its fd table, and one that
+    closed it is not a writer."""
+    path = tmp_path / "rec.mkv"
+    path.write_bytes(b"x")
+    proc = fake_proc(tmp_path, {400: [(path, os.O_WRONLY)]})
+    kept = writers.Remembered()
+    assert writers_of(str(path), proc=str(proc), kept=kept).pids == (400,)
+    (proc / "400" / "fd" / "3").unlink()
+    (proc / "400" / "fd" / "7").symlink_to(path)
+    (proc / "400" / "fdinfo" / "7").write_text(f"pos:\t0\nflags:\t0{os.O_RDWR:o}\n")
+    assert writers_of(str(path), proc=str(proc), known=(400,), kept=kept).pids == (400,)
+    assert kept.descriptors[400][0] == "7"
+    (proc / "400" / "fd" / "7").unlink()
+    closed = writers_of(str(path), proc=str(proc), known=(400,), kept=kept)
+    assert closed.state == WriterState.CLOSED
+
+
+def test_a_recorder_that_closes_without_writing_again_is_seen_at_the_next_look(
+    tmp_path: Path,
+) -> None:
+    """Its last bytes were seen while it still held the file; it closes it without a
+    write (the file as it was): the next poll's look says so, not one a second
+    later. A file nobody writes is not walked for again within the second."""
+    path = tmp_path / "rec.mp4"
+    path.write_bytes(b"x" * 10)
+    state = (10, path.stat().st_mtime_ns)
+    watch = writers.WriterWatch(str(path), enabled=True)
+    proc = hold(path, "ab")
+    try:
+        assert watch.look(100.0, state).state == WriterState.WRITING
+    finally:
+        release(proc)
+    assert watch.look(100.2, state).state == WriterState.CLOSED
+    walks = writers.shared_walk().looks
+    assert watch.look(100.4, state).state == WriterState.CLOSED
+    assert writers.shared_walk().looks == walks

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from stream_ingest import parts, tail
 from stream_ingest.parts import MIB, MIN_PART, PartRange, full_parts, part_size
 from stream_ingest.records import PartRecord
 from stream_ingest.tail import (
@@ -83,6 +84,66 @@ def test_covered_is_the_end_of_the_highest_taken_part(taken: set[int], split: in
     planner = PartPlanner(BASE, done=set(ordered[:split]), in_flight=set(ordered[split:]))
     expected = part(max(taken)).end if taken else 0
     assert planner.covered() == expected
+
+
+def test_a_long_recordings_poll_costs_what_is_in_flight_not_what_is_done(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The tail loop asks on every poll: with 1,500 parts done, one more part ready
+    must not walk the plan from part 1 (4 ms a poll, per stream, at that length)."""
+    calls, real = 0, part_size
+
+    def counted(k: int, plan: object = BASE) -> int:
+        nonlocal calls
+        calls += 1
+        return real(k, plan)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(tail, "part_size", counted)
+    monkeypatch.setattr(parts, "part_size", counted)
+    planner = PartPlanner(BASE, done=set(range(1, 1501)))
+    size = part(1502).end
+    assert planner.ready(size, 4) == [part(1501), part(1502)]
+    assert planner.covered() == part(1500).end
+    planner.done.add(1501)  # as the loop takes a finished part
+    assert planner.ready(size, 4) == [part(1502)]
+    assert planner.covered() == part(1501).end
+    assert calls < 20
+
+
+@settings(deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(st.sampled_from(["done", "flight", "land", "settle"]), st.integers(1, 30)),
+        max_size=40,
+    ),
+    size=st.integers(0, 32 * BASE),
+)
+def test_ready_and_covered_follow_a_planner_changed_in_place(
+    steps: list[tuple[str, int]], size: int
+) -> None:
+    """The same answers as a walk of the whole plan, however the loop changed `done`
+    and `in_flight` since the last question (the planner keeps where it got to)."""
+    planner = PartPlanner(BASE)
+    for op, k in steps:
+        if op == "done":
+            planner.done.add(k)
+        elif op == "flight":
+            planner.in_flight.add(k)
+        elif op == "land":  # an in-flight part finished
+            planner.in_flight.discard(k)
+            planner.done.add(k)
+        else:  # finalize went back to tailing with these parts
+            planner.settle({n: record(n) for n in range(k, k + 3)})
+        taken = planner.done | planner.in_flight
+        free = [p for p in full_parts(size, BASE) if p.number not in taken]
+        assert planner.ready(size, 5) == free[:5]
+        top = max(taken, default=0)
+        assert planner.covered() == (part(top).end if top else 0)
+
+
+def record(k: int) -> PartRecord:
+    p = part(k)
+    return PartRecord(k, f"etag-{k}", p.offset, p.size, "c", "crc")
 
 
 def ended(
@@ -312,6 +373,17 @@ def test_no_window_while_tasks_run_or_when_the_file_is_ahead() -> None:
     assert window_for(_ready(5), in_flight=1) is None  # one window (or task) at a time
     assert window_for(_ready(5, 6), in_flight=0) is None  # ahead: parallel tasks instead
     assert window_for([], in_flight=0) is None  # nothing to send yet: no empty task run
+
+
+def test_a_stream_a_few_parts_behind_gets_one_window_not_a_task_run_per_part() -> None:
+    """A live stream that fell behind by no more parts than a window sends at once
+    catches up in one window task run (its parts in parallel), not in one task run
+    each; further behind, parallel tasks as before."""
+    assert window_for(_ready(5, 6, 7), in_flight=0, width=4) == range(5, 5 + WINDOW_PARTS)
+    assert window_for(_ready(5, 6, 7, 8), in_flight=0, width=4) == range(5, 5 + WINDOW_PARTS)
+    assert window_for(_ready(5, 6, 7, 8, 9), in_flight=0, width=4) is None
+    assert window_for(_ready(5, 6), in_flight=1, width=4) is None
+    assert window_for(_ready(5, 6), in_flight=0, done={7}, width=4) == range(5, 7)
 
 
 def test_reserved_parts_are_not_planned_nor_required_of_the_file() -> None:

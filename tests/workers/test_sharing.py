@@ -6,6 +6,7 @@ flow's early reads beside the engine's start."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 import time
 from typing import Any
@@ -20,6 +21,7 @@ from prefect.flow_engine import run_flow
 from prefect.states import Running, Suspended
 from pydantic import BaseModel
 
+from stream_ingest.workers import sharing
 from stream_ingest.workers.sharing import (
     RecentReads,
     SharedSuspension,
@@ -178,3 +180,30 @@ def test_prepare_runs_beside_the_engine_s_start_in_the_run_s_client(prefect_harn
     assert state.is_completed()
     assert prepared.wait(10)
     assert seen == [(True, run_s_client)]
+
+
+def test_runs_clients_share_one_tls_context_and_the_run_finds_its_client(
+    prefect_harness, monkeypatch: pytest.MonkeyPatch
+):
+    """Prefect builds a TLS context per client (its CA bundle loaded: 26 ms of CPU,
+    on every run's start); the warm worker's runs share the process's. Inside the
+    run, Prefect's own lookups find the run's client, not a new one."""
+    built: list[Any] = []
+    create = ssl.create_default_context
+
+    def counted(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        built.append(kwargs.get("cafile"))
+        return create(*args, **kwargs)
+
+    monkeypatch.setattr(ssl, "create_default_context", counted)
+    monkeypatch.setattr(sharing, "_tls", {})
+    clients = []
+    for _ in range(3):
+        with run_client("run-id", "warm:h:1:2"):
+            context = SyncClientContext.get()
+            assert get_client(sync_client=True) is context.client
+            with SyncClientContext.get_or_create() as found:
+                assert found is context
+            clients.append(context.client)
+    assert len(built) == 1
+    assert len({id(c) for c in clients}) == 3  # a client each, one TLS context
