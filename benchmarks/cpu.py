@@ -32,7 +32,7 @@ from typing import Any
 from benchmarks import peers
 from benchmarks.common import MB, MIB, log, ratio, tree_cpu_seconds
 from benchmarks.many import IDLE_TIMEOUT, WARM, worker_on_pool
-from benchmarks.segments import _sensor
+from benchmarks.sensing import SensorProcess
 from benchmarks.stack import Stack, configure, pid_of
 from benchmarks.writer import SteadyWriter, fill, identity_of
 from stream_ingest.devstack.services import wait_for
@@ -54,7 +54,7 @@ def run(
         path = os.path.join(stack.watch_dir, f"{case}.mp4")
         profile = os.path.join(profile_dir, f"{case}.txt") if profile_dir else None
         # A warm worker of its own per case, so that a profile holds one case.
-        with worker_on_pool(stack, WARM, profile) as worker, _sensor(stack) as sensor:
+        with worker_on_pool(stack, WARM, profile) as worker, SensorProcess(stack) as sensor:
             pids = {"worker": worker, "sensor": sensor, "prefect_server": pid_of(stack.prefect)}
             warm = os.path.join(staging, f"warm-up-{case}.mp4")
             fill(warm, 6 * MIB)
