@@ -11,13 +11,6 @@ abstracted, and what each check means):
 - Redis keys per stream are bounded (the schema's, a record per part, ended streams
   expire).
 
-With MODEL_BATCHES=1, finished small files also arrive in bursts (closed in place,
-or renamed in) and, in most examples, the sensor batches them: batch runs are searched
-like runs of their own. Off by default: with bursts the search at the default seed
-finds a loss in a run of its own that is not fixed yet (a soft crash right after the
-completion, the file then replaced by a renamed one: the object lacks the take's tail;
-its story is in test_regressions.py), and CI must stay able to fail on anything new.
-
 Budget: MODEL_EXAMPLES (default 200) examples of at most MODEL_STEPS (default 10)
 steps. The seed is fixed (MODEL_SEED, default below) so that a failure in CI is the
 change's, not a new draw's; MODEL_SEED=random explores, and the seed used is printed
@@ -44,7 +37,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from tests.model.world import BURST_NAMES, COUNTS, MIB, NAMES, PART, World
+from tests.model.world import MIB, NAMES, PART, World
 
 pytestmark = pytest.mark.usefixtures("registered")
 
@@ -53,16 +46,7 @@ WORLD: World | None = None  # the machine is built by Hypothesis, without argume
 
 names = st.sampled_from(NAMES)
 sizes = st.sampled_from([1, 777, 3 * MIB, PART, PART + 3])
-# A burst: finished files seen together, most of one part at most (a batch's), at
-# times one larger (a run of its own beside the batch).
-burst_files = st.lists(
-    st.tuples(st.sampled_from(BURST_NAMES), st.sampled_from([1, 777, 3 * MIB, PART, PART + 3])),
-    min_size=2,
-    max_size=3,
-    unique_by=lambda f: f[0],
-)
-# What a recorder or a tool does to the folder (a new recording, and a burst of
-# finished files, twice as likely).
+# What a recorder or a tool does to the folder (a new recording twice as likely).
 RECORDER = (
     st.tuples(st.just("record"), names, sizes),
     st.tuples(st.just("record"), names, sizes),
@@ -74,12 +58,6 @@ RECORDER = (
     st.tuples(st.just("rename"), names, names),
     st.tuples(st.just("swap_for_link"), names),
 )
-BATCHES = os.environ.get("MODEL_BATCHES", "") == "1"
-if BATCHES:
-    RECORDER += (
-        st.tuples(st.just("burst"), burst_files, st.sampled_from(["closed", "moved"])),
-        st.tuples(st.just("burst"), burst_files, st.sampled_from(["closed", "moved"])),
-    )
 recorder_actions = st.one_of(*RECORDER)
 # What happens while a run polls its file: the above, the sensor handling its queue
 # (it also does at every poll), Redis restarting, nothing.
@@ -109,16 +87,10 @@ class IngestModel(RuleBasedStateMachine):
         assert WORLD is not None
         self.world = WORLD
 
-    # batch: the sensor's batch_small_files (0: a run per file, as before batches).
-    @initialize(
-        detect=st.booleans(),
-        trust=st.booleans(),
-        batch=st.sampled_from([2, 50, 0]) if BATCHES else st.just(0),
-    )
-    def setup(self, detect: bool, trust: bool, batch: int) -> None:
+    @initialize(detect=st.booleans(), trust=st.booleans())
+    def setup(self, detect: bool, trust: bool) -> None:
         self.world.reset()
         self.world.configure(detect_writers=detect, trust_close_hints=trust)
-        self.world.use_batches(batch)
 
     @rule(action=recorder_actions)
     def act(self, action: tuple) -> None:
@@ -213,4 +185,3 @@ def test_the_model(registered, restartable_redis, s3, tmp_path: Path, monkeypatc
 
         for k, v in sorted(TIMES.items(), key=lambda kv: -sum(kv[1])):
             print(f"  {k}: {len(v)} calls, {sum(v):.1f} s, max {max(v):.1f}")
-        print("model: " + ", ".join(f"{n} {what}" for what, n in sorted(COUNTS.items())))

@@ -12,7 +12,7 @@ import pytest
 from stream_ingest.blocks.checkpoints import CheckpointStore
 from stream_ingest.flows.runs import RunRequest
 from stream_ingest.flows.source import snapshot
-from stream_ingest.records import PartRecord, StreamRecord
+from stream_ingest.records import StreamRecord
 from stream_ingest.sensors.events import FileAppeared, FileClosed, FileOpened
 from stream_ingest.sensors.trigger import StreamTrigger
 from stream_ingest.states import Status
@@ -99,34 +99,6 @@ def test_a_field_written_to_a_lost_record_does_not_make_half_a_record(
     assert store.streams.get("s1") is None
     assert store.streams.list() == []
     assert not store.redis_client.exists(store.space.meta_key("s1"))
-
-
-def test_replacing_the_parts_of_a_lost_record_does_not_make_half_a_record(
-    store: CheckpointStore, watch: Path
-) -> None:
-    """Redis lost a stream's record between the run's find-stream and its open-upload,
-    which starts the parts afresh (`store.parts.replace`): the progress fields it
-    wrote made a meta hash without an id or a status, which every listing then failed
-    to read (TypeError), the sensor's and the janitor's included."""
-    store.streams.put(StreamRecord(stream_id="s1", original_path=str(watch / "a.mp4")))
-    lose_redis_data(store)
-
-    store.parts.replace("s1", [])
-
-    assert store.streams.get("s1") is None
-    assert store.streams.list() == []
-    assert not store.redis_client.exists(store.space.meta_key("s1"))
-
-
-def test_replacing_the_parts_still_counts_the_progress_of_a_record(
-    store: CheckpointStore,
-) -> None:
-    store.streams.put(StreamRecord(stream_id="s3", original_path="/w/c.mp4"))
-    part = PartRecord(number=1, etag="e1", offset=0, size=5, checksum="c1")
-    store.parts.replace("s3", [part])
-    record = store.streams.require("s3")
-    assert (record.bytes_uploaded, record.parts_count) == (5, 1)
-    assert store.parts.get("s3") == {1: part}
 
 
 def test_update_still_sets_fields_of_a_record_that_exists(store: CheckpointStore) -> None:
@@ -222,21 +194,3 @@ def test_an_upload_created_for_a_run_that_died_at_once_is_aborted(
     janitor()
 
     assert not s3.list_multipart_uploads(Bucket=registered.s3_bucket).get("Uploads")
-
-
-# Known, not fixed: found by the model with MODEL_BATCHES=1 (tests/model/test_model.py),
-# in a run of its own, not a batch (it reproduces with batch_small_files 0).
-# detect_writers off, trust_close_hints on. A run of a.mp4 soft-crashes right after
-# S3 completed its upload; its retry finds the file replaced (SourceReplaced: another
-# file was renamed over a.mp4), and a rerun confirms the object, which holds 5242880
-# bytes: the first 5 MiB of the 5242883-byte take that ffmpeg -y rewrote in place
-# during the run, 5242880 being the size of the file renamed over it. The take's
-# last 3 bytes are in no object. Story: pause; append b 5 MiB; run (crash 28 after,
-# hard); close a; append a 5242883; run (crash 24 after, soft) with script [burst
-# closed (b 777, a 5242883), pause, burst moved (a 5242880, c 5242883, b 777), wait,
-# close b, wait]. Replay under hypothesis 6.170.17 with MODEL_BATCHES=1:
-# @reproduce_failure('6.170.17', b'AXicJY0xEoBADALBXGOhtYWfofb//xG4CobsbAAKOkTo04h0BzwtJH3QOOB8yQyFikwjW/EJ9NDCk26haqFWJxOxL25JXpq5uI03fvIHDjo=')
-# A second, with MODEL_SEED=7 (not yet told apart from the model's quiesce): Redis
-# restarts empty; a's new stream's run dies hard after head_object in open-upload
-# (its lease held); a is appended and closed; no run picks the stream up again.
-# @reproduce_failure('6.170.17', b'AXicY2BgcGQEQQbHSEcgmxnEAiIGMOIACzFCRJlgEkwMUGGwUoiEIxcjVNIRyGMEAHmVCC4=')
