@@ -98,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workers", default=",".join(WORKERS), help=f"many: worker types, comma list of {WORKERS}"
     )
-    parser.add_argument("--profile", metavar="DIR", help="cpu: py-spy samples the worker into DIR")
+    parser.add_argument(
+        "--profile", metavar="DIR", help="cpu, many: py-spy samples the warm worker into DIR"
+    )
     parser.add_argument(
         "--set",
         action="append",
@@ -192,7 +194,14 @@ def _run_all(
                 report(overhead.run(stack, plan.overhead_parts))
             elif name == "many":
                 report(
-                    many.run_all(stack, counts, plan.many_size_mib, plan.many_rate_mb_s, workers)
+                    many.run_all(
+                        stack,
+                        counts,
+                        plan.many_size_mib,
+                        plan.many_rate_mb_s,
+                        workers,
+                        args.profile,
+                    )
                 )
             elif name == "burst":
                 for worker, streams in many_runs:
