@@ -4,15 +4,11 @@ Each stream bounds its own parts in flight (`max_parts_in_flight`), but on the w
 worker fifty streams share one process: when they all fall behind and end together,
 fifty finalizes with 8 parts each in memory took the worker to 2.1 GiB (PSS) where
 the same recordings had needed 1.4. A part's bytes are held only while a buffer is
-borrowed from here, so the process holds at most PARTS_IN_MEMORY of them plus
-STREAM_SHARE for each stream that is tailing its file (`share`), plus a copy for a
-part smaller than its buffer. The shares keep live streams from waiting on each
-other: under a fixed bound, twenty recordings whose parts take a few seconds each
-on a busy S3 wait for each other's buffers while their bytes are already there, fall
-behind, and end with parts still to send; fifty would get less than a part each.
-A single stream (and every stream on the
-process worker) never waits: the bound is 4x the default window, and a stream
-configured for more parts in flight raises it to its own (`at_least`).
+borrowed from here, so the process holds at most PARTS_IN_MEMORY of them (plus a
+copy for a part smaller than its buffer), whatever the number of streams. A single
+stream (and every stream on the process worker) never waits: the bound is 4x the
+default window, and a stream configured for more parts in flight raises it to its
+own (`at_least`).
 
 A returned buffer is kept for the next part of its size, but the part size doubles
 every 900 parts (stream_ingest/parts.py), so a multi-day recording's parts reach
@@ -44,9 +40,6 @@ from dataclasses import dataclass
 from typing import Any
 
 PARTS_IN_MEMORY = 32
-# Buffers each tailing stream adds to the bound: a live stream's part in flight and
-# the next one, whose bytes arrive while the first is still on its way.
-STREAM_SHARE = 2
 IDLE_SECONDS = 30.0
 # A quiet pool's timer waits at least this share of IDLE_SECONDS between two looks,
 # so buffers returned a moment apart do not start a timer each.
@@ -162,7 +155,6 @@ class PartBuffers:
         schedule: Schedule = _timer,
     ) -> None:
         self._limit = limit
-        self._shared = 0  # the tailing streams' shares (`share`)
         self._lent = 0
         self._lent_bytes = 0
         self._turn = threading.Condition()
@@ -174,8 +166,7 @@ class PartBuffers:
 
     @property
     def limit(self) -> int:
-        """Buffers lent at once: the bound plus the tailing streams' shares."""
-        return self._limit + self._shared
+        return self._limit
 
     def at_least(self, limit: int) -> None:
         """Raise the bound to `limit` (never lowers it): one stream's own window."""
@@ -185,26 +176,13 @@ class PartBuffers:
                 self._turn.notify_all()
 
     @contextlib.contextmanager
-    def share(self, count: int = STREAM_SHARE) -> Iterator[None]:
-        """While inside, the bound is `count` buffers higher: one stream's share
-        while it tails its file (the flow's tail loop)."""
-        with self._turn:
-            self._shared += count
-            self._turn.notify_all()
-        try:
-            yield
-        finally:
-            with self._turn:
-                self._shared -= count
-
-    @contextlib.contextmanager
     def borrow(self, size: int) -> Iterator[bytearray]:
         """A buffer of at least `size` bytes (exactly `size` unless a short part
         fits a free one), waiting while `limit` are lent."""
         with self._turn:
-            self._turn.wait_for(lambda: self._lent < self.limit)
+            self._turn.wait_for(lambda: self._lent < self._limit)
             self._lent += 1
-            buf = self._shelf.take(size, self._clock(), self.limit - self._lent)
+            buf = self._shelf.take(size, self._clock(), self._limit - self._lent)
             if buf is not None:
                 self._lent_bytes += len(buf)
         try:

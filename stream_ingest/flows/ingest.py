@@ -84,20 +84,10 @@ def tail_and_finalize(
     reporter: Reporter,
 ) -> Finalized:
     """Upload parts while the file grows; finalize when the recording has ended."""
-    BUFFERS.at_least(ctx.config.max_parts_in_flight)  # its window never waits for the pool
-    with BUFFERS.share():  # the stream's own part buffers, beside the shared ones
-        return _tail_and_finalize(ctx, parts, lease, reporter)
-
-
-def _tail_and_finalize(
-    ctx: StreamContext,
-    parts: dict[int, PartRecord],
-    lease: LeaseKeeper,
-    reporter: Reporter,
-) -> Finalized:
     log = get_run_logger()
     s, rec = ctx.config, ctx.record
     parts = dict(parts)
+    BUFFERS.at_least(s.max_parts_in_flight)  # its window never waits for the pool
     planner = PartPlanner(rec.part_plan)
     planner.settle(parts)
     lag = LagWatch(ctx, reporter, log)

@@ -442,32 +442,6 @@ def test_a_window_that_falls_behind_sends_its_backlog_in_parallel(
     assert 2 <= peak[0] <= 4  # in parallel while recording, at most half the slots
 
 
-def test_a_tailing_stream_brings_its_share_of_part_buffers_and_takes_it_at_its_end(
-    registered, s3, store, monkeypatch
-):
-    """While a stream tails its file, the process's part buffers are bounded higher
-    by its share, so that live streams do not wait for each other's buffers while
-    their bytes are there; once it has ended, the bound is what it was."""
-    import stream_ingest.flows.upload as upload_module
-    from stream_ingest.flows.buffers import BUFFERS, STREAM_SHARE
-
-    before = BUFFERS.limit
-    seen: list[int] = []
-    real = upload_module.read_into
-
-    def noted(path, offset, size, buf, owned=None):
-        seen.append(BUFFERS.limit)
-        return real(path, offset, size, buf, owned)
-
-    monkeypatch.setattr(upload_module, "read_into", noted)
-    data = payload(3 * 5 * MIB + 77, seed=13)
-    result = _recorded(Path(registered.watch_dir) / "share.mkv", data, steps=16)
-
-    assert object_bytes(s3, registered.s3_bucket, result["s3_key"]) == data
-    assert seen and set(seen) == {before + STREAM_SHARE}
-    assert BUFFERS.limit == before
-
-
 def test_a_run_is_tagged_with_its_stream_once(registered, monkeypatch):
     """A run started by hand gets its `stream:<id>` tag from the flow; a run the sensor
     created tagged is not read and updated again for it."""

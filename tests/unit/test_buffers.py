@@ -132,45 +132,6 @@ def test_a_stream_configured_for_more_parts_in_flight_raises_the_bound_to_its_ow
         t.join(10)
 
 
-def test_each_tailing_stream_adds_its_share_to_the_bound_while_it_tails():
-    buffers = PartBuffers(2)
-    held = threading.Barrier(5, timeout=10)
-    done = threading.Event()
-
-    def part() -> None:
-        with buffers.borrow(16):
-            held.wait()  # all five lent at once, or the barrier breaks
-            done.wait(10)
-
-    with buffers.share(2), buffers.share(1):  # two streams tailing their files
-        assert buffers.limit == 5
-        threads = [threading.Thread(target=part) for _ in range(5)]
-        for t in threads:
-            t.start()
-        time.sleep(0.2)
-        assert not held.broken and held.n_waiting == 0  # all five met
-        done.set()
-        for t in threads:
-            t.join(10)
-    assert buffers.limit == 2  # both ended: the shares went with them
-    lent = [buffers.borrow(16) for _ in range(3)]
-    for borrow in lent[:2]:
-        borrow.__enter__()
-    late = threading.Event()
-
-    def third() -> None:
-        with lent[2]:
-            late.set()
-
-    waiter = threading.Thread(target=third)
-    waiter.start()
-    assert not late.wait(0.2)  # the bound of 2 holds the third back again
-    lent[0].__exit__(None, None, None)
-    assert late.wait(10)
-    lent[1].__exit__(None, None, None)
-    waiter.join(10)
-
-
 def test_a_part_that_fills_its_buffer_is_sent_from_it_and_a_short_one_as_a_copy(
     tmp_path, monkeypatch
 ):
