@@ -3,6 +3,8 @@ under py-spy into DIR/many-<streams>.txt; the floor (no worker) never does."""
 
 from __future__ import annotations
 
+import os
+import signal
 from typing import Any
 
 from benchmarks import many
@@ -51,6 +53,9 @@ def test_the_command_line_hands_its_profile_folder_to_many(monkeypatch, tmp_path
 
     import benchmarks.stack
 
+    # main() clears STREAM_INGEST_* and PREFECT_* and takes SIGTERM: not this session's.
+    monkeypatch.setattr(os, "environ", dict(os.environ))
+    monkeypatch.setattr(signal, "signal", lambda *args: None)
     monkeypatch.setattr(benchmarks.stack, "Stack", FakeStack)
     monkeypatch.setattr(many, "run_all", fake_run_all)
     monkeypatch.setattr("benchmarks.__main__.environment", lambda quick: {"bench": "environment"})
