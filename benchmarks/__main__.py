@@ -98,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workers", default=",".join(WORKERS), help=f"many: worker types, comma list of {WORKERS}"
     )
-    parser.add_argument("--profile", metavar="DIR", help="cpu: py-spy samples the worker into DIR")
+    parser.add_argument(
+        "--profile", metavar="DIR", help="cpu, segments: py-spy samples the worker into DIR"
+    )
     parser.add_argument(
         "--set",
         action="append",
@@ -205,7 +207,7 @@ def _run_all(
             elif name == "segments":
                 from benchmarks import segments
 
-                report(segments.run(stack, args.files or (20 if args.quick else 100)))
+                report(segments.run(stack, args.files or (20 if args.quick else 100), args.profile))
             elif name == "cpu":
                 from benchmarks import cpu
 
