@@ -241,6 +241,26 @@ def test_a_finished_file_is_not_read_again_at_finalize(registered, s3, store, mo
     assert reads == [15 * MIB]
 
 
+def test_finalize_sends_a_part_from_its_buffer_not_a_copy(registered, s3, store, monkeypatch):
+    """A part read at finalize goes to S3 from the pool's buffer, as a live part
+    does: a copy would hold its bytes twice and cost a memcpy per part."""
+    data = payload(12 * MIB + 4321, seed=8)
+    src = Path(registered.watch_dir) / "sent-as-is.mp4"
+    _dropped_in(src, data)
+    sent: list[type] = []
+    real = finalize_module.put_part
+
+    def spy(ctx, number, body, offset):
+        sent.append(type(body))
+        return real(ctx, number, body, offset)
+
+    monkeypatch.setattr(finalize_module, "put_part", spy)
+    result = _ingest(src)
+
+    assert object_bytes(s3, registered.s3_bucket, result["s3_key"]) == data
+    assert sent == [bytearray]
+
+
 def test_a_finished_file_rewritten_before_finalize_is_caught(registered, s3, store, monkeypatch):
     """The same file, rewritten in place at the same size after its parts were read:
     the mtime moved, so no part is taken as final and the change is uploaded."""
