@@ -99,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         "--workers", default=",".join(WORKERS), help=f"many: worker types, comma list of {WORKERS}"
     )
     parser.add_argument(
-        "--profile", metavar="DIR", help="cpu, many: py-spy samples the warm worker into DIR"
+        "--profile",
+        metavar="DIR",
+        help="cpu, segments, many: py-spy samples the warm worker into DIR",
     )
     parser.add_argument(
         "--set",
@@ -214,7 +216,7 @@ def _run_all(
             elif name == "segments":
                 from benchmarks import segments
 
-                report(segments.run(stack, args.files or (20 if args.quick else 100)))
+                report(segments.run(stack, args.files or (20 if args.quick else 100), args.profile))
             elif name == "cpu":
                 from benchmarks import cpu
 
