@@ -12,7 +12,7 @@ import pytest
 from stream_ingest.blocks.checkpoints import CheckpointStore
 from stream_ingest.flows.runs import RunRequest
 from stream_ingest.flows.source import snapshot
-from stream_ingest.records import StreamRecord
+from stream_ingest.records import PartRecord, StreamRecord
 from stream_ingest.sensors.events import FileAppeared, FileClosed, FileOpened
 from stream_ingest.sensors.trigger import StreamTrigger
 from stream_ingest.states import Status
@@ -99,6 +99,34 @@ def test_a_field_written_to_a_lost_record_does_not_make_half_a_record(
     assert store.streams.get("s1") is None
     assert store.streams.list() == []
     assert not store.redis_client.exists(store.space.meta_key("s1"))
+
+
+def test_replacing_the_parts_of_a_lost_record_does_not_make_half_a_record(
+    store: CheckpointStore, watch: Path
+) -> None:
+    """Redis lost a stream's record between the run's find-stream and its open-upload,
+    which starts the parts afresh (`store.parts.replace`): the progress fields it
+    wrote made a meta hash without an id or a status, which every listing then failed
+    to read (TypeError), the sensor's and the janitor's included."""
+    store.streams.put(StreamRecord(stream_id="s1", original_path=str(watch / "a.mp4")))
+    lose_redis_data(store)
+
+    store.parts.replace("s1", [])
+
+    assert store.streams.get("s1") is None
+    assert store.streams.list() == []
+    assert not store.redis_client.exists(store.space.meta_key("s1"))
+
+
+def test_replacing_the_parts_still_counts_the_progress_of_a_record(
+    store: CheckpointStore,
+) -> None:
+    store.streams.put(StreamRecord(stream_id="s3", original_path="/w/c.mp4"))
+    part = PartRecord(number=1, etag="e1", offset=0, size=5, checksum="c1")
+    store.parts.replace("s3", [part])
+    record = store.streams.require("s3")
+    assert (record.bytes_uploaded, record.parts_count) == (5, 1)
+    assert store.parts.get("s3") == {1: part}
 
 
 def test_update_still_sets_fields_of_a_record_that_exists(store: CheckpointStore) -> None:
