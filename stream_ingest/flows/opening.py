@@ -21,7 +21,7 @@ from prefect import get_run_logger, task
 from stream_ingest.blocks.bucket import StreamBucket
 from stream_ingest.blocks.checkpoints import CheckpointStore
 from stream_ingest.blocks.config import IngestConfig
-from stream_ingest.errors import SourceError, StreamError, UploadGone
+from stream_ingest.errors import SalvageUnfinished, SourceError, StreamError, UploadGone
 from stream_ingest.flows.completed import holds_the_parts
 from stream_ingest.flows.creation import create_registered
 from stream_ingest.flows.digest import unchanged
@@ -350,6 +350,11 @@ def open_upload(ctx: StreamContext, flow_run_id: str) -> Opened:
     with ListParts and keep every part both agree on."""
     log = get_run_logger()
     rec, store = ctx.record, ctx.store
+    if rec.salvage_key and rec.s3_upload_id:
+        # The object at the key may be the salvage's completion of a prefix: finishing
+        # the salvage (record_end) moves it to the partial key; confirming it below
+        # would pass the prefix off as the whole take.
+        raise SalvageUnfinished(rec.stream_id, rec.salvage_key)
     folder = rec.watch_dir or ctx.config.watch_dir
     # A revision copies unchanged parts from the completed object (see upload.put_part).
     prior = store.revisions.prior_parts(rec.stream_id) if rec.revision > 1 else {}

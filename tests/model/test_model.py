@@ -3,9 +3,9 @@ random recorder and operator actions and checks after every step, and at the end
 what must hold whatever happened (tests/model/world.py says what is real and what is
 abstracted, and what each check means):
 
-- every take still in the folder has its final bytes in exactly one completed object
-  (salvage, once built, will owe the takes that left the folder a `.partial`);
-- no object is completed that is not byte-identical to a state of a take;
+- every take still in the folder has its final bytes in exactly one completed object;
+- no object is completed that is not byte-identical to a state of a take, except a
+  salvage's `.partial` (a prefix of a take that left the folder);
 - no multipart upload of ours is open except a live or resumable stream's;
 - nothing outside the watch folder is read;
 - Redis keys per stream are bounded (the schema's, a record per part, ended streams

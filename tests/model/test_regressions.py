@@ -15,7 +15,7 @@ from stream_ingest.flows.source import snapshot
 from stream_ingest.records import PartRecord, StreamRecord
 from stream_ingest.sensors.events import FileAppeared, FileClosed, FileOpened
 from stream_ingest.sensors.trigger import StreamTrigger
-from stream_ingest.states import Status
+from stream_ingest.states import ACTIVE, Status
 from tests.flows.helpers import lose_redis_data
 
 
@@ -224,20 +224,6 @@ def test_an_upload_created_for_a_run_that_died_at_once_is_aborted(
     assert not s3.list_multipart_uploads(Bucket=registered.s3_bucket).get("Uploads")
 
 
-# Known, not fixed: found by the model with MODEL_BATCHES=1 (tests/model/test_model.py),
-# in a run of its own, not a batch (it reproduces with batch_small_files 0).
-# detect_writers off, trust_close_hints on. A run of a.mp4 soft-crashes right after
-# S3 completed its upload; its retry finds the file replaced (SourceReplaced: another
-# file was renamed over a.mp4), and a rerun confirms the object, which holds 5242880
-# bytes: the first 5 MiB of the 5242883-byte take that ffmpeg -y rewrote in place
-# during the run, 5242880 being the size of the file renamed over it. The take's
-# last 3 bytes are in no object. Story: pause; append b 5 MiB; run (crash 28 after,
-# hard); close a; append a 5242883; run (crash 24 after, soft) with script [burst
-# closed (b 777, a 5242883), pause, burst moved (a 5242880, c 5242883, b 777), wait,
-# close b, wait]. Replay under hypothesis 6.170.17 with MODEL_BATCHES=1:
-# @reproduce_failure('6.170.17', b'AXicJY0xEoBADALBXGOhtYWfofb//xG4CobsbAAKOkTo04h0BzwtJH3QOOB8yQyFikwjW/EJ9NDCk26haqFWJxOxL25JXpq5uI03fvIHDjo=')
-
-
 def test_a_stream_whose_run_rebuilt_its_lost_record_and_died_is_rerun(
     registered, s3, store, monkeypatch
 ) -> None:
@@ -288,3 +274,53 @@ def test_a_stream_whose_run_rebuilt_its_lost_record_and_died_is_rerun(
 
     body = s3.get_object(Bucket=registered.s3_bucket, Key="rec/a.mp4")["Body"].read()
     assert body == b"take one and more"
+
+
+def test_a_salvage_cut_short_after_its_completion_is_finished_not_confirmed(
+    registered, s3, store, monkeypatch
+) -> None:
+    """Another file was renamed over a take mid-upload; the run's salvage completed
+    the uploaded prefix at the stream's key and died there (before its copy to the
+    partial key, before any record of its end). A rerun then found the object made of
+    the stream's checkpointed parts and confirmed it as the completed take: a prefix
+    at the take's key, passed off as the whole recording."""
+    from stream_ingest.blocks.bucket import StreamBucket
+    from stream_ingest.flows.ingest import stream_ingest
+    from stream_ingest.flows.janitor import janitor
+    from stream_ingest.parts import MIB
+    from tests.conftest import edit_config
+    from tests.flows.helpers import payload
+
+    edit_config(max_parts_in_flight=1)  # the parts one after another: part 1 goes up
+    watch = Path(registered.watch_dir)
+    video, other = watch / "a.mp4", watch / "a.mp4.part"
+    take = payload(5 * MIB + 3)
+    video.write_bytes(take)
+    other.write_bytes(payload(5 * MIB, seed=1))
+    real_upload, real_complete = StreamBucket.upload_part, StreamBucket.complete_multipart_upload
+
+    def upload_part(self, key, upload_id, number, body):
+        out = real_upload(self, key, upload_id, number, body)
+        if number == 1 and other.exists():
+            os.rename(other, video)  # renamed over the take: its tail is gone
+        return out
+
+    def complete_then_die(self, *args, **kwargs):
+        real_complete(self, *args, **kwargs)
+        raise RuntimeError("the run's process is killed")
+
+    with monkeypatch.context() as dying:
+        dying.setattr(StreamBucket, "upload_part", upload_part)
+        dying.setattr(StreamBucket, "complete_multipart_upload", complete_then_die)
+        assert stream_ingest(path=str(video), return_state=True).is_failed()
+    [record] = store.streams.list()
+    assert record.salvage_key and record.status in ACTIVE  # cut short, its end unrecorded
+
+    janitor()  # the run is over: the stream is failed
+    stream_ingest(stream_id=record.stream_id, return_state=True)  # `streams rerun --failed`
+
+    record = store.streams.require(record.stream_id)
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=registered.s3_bucket)["Contents"]}
+    assert (record.status, keys) == (Status.SALVAGED, {record.salvage_key})
+    body = s3.get_object(Bucket=registered.s3_bucket, Key=record.salvage_key)["Body"].read()
+    assert body == take[: 5 * MIB]

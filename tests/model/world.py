@@ -843,7 +843,7 @@ class World:
             digests = self.digests()
             records = self.store.streams.list()
             self._check_reads()  # first: such bytes also make an object no take has
-            self._check_objects(digests, records)
+            self._check_objects(digests, records, final)
             self._check_uploads(records, final)
             self._check_keys(records)
             if final:
@@ -851,11 +851,19 @@ class World:
             if self.unexpected:
                 raise Violation(f"a run failed unexpectedly: {self.unexpected}")
 
-    def _check_objects(self, digests: dict[str, str], records: list[Any]) -> None:
-        """No object, and so none shown completed, that is not a state of a take."""
+    def _check_objects(self, digests: dict[str, str], records: list[Any], final: bool) -> None:
+        """No object, and so none shown completed, that is not a state of a take,
+        except a salvage's: a stream's `.partial` object, a prefix of a take; and,
+        between steps, that prefix still at the stream's own key, where the salvage
+        completes it first (a try cut short there is finished by the next one)."""
         versions = set().union(*(t.versions for t in self.takes)) if self.takes else set()
+        salvages = {r.salvage_key for r in records if r.status == Status.SALVAGED}
+        if not final:
+            salvages |= {r.s3_key for r in records if r.salvage_key and r.status not in TERMINAL}
         for key, digest in digests.items():
-            if digest not in versions:
+            if digest in versions:
+                continue
+            if key not in salvages or not self._a_prefix(key):
                 raise Violation(f"object {key} is not byte-identical to any take: {self.log}")
         for record in records:
             if record.status != Status.COMPLETED:
@@ -878,6 +886,13 @@ class World:
                         f"stream {record.stream_id} completed with sha256 {record.sha256[:12]}, "
                         f"object {record.s3_key} is {digests[record.s3_key][:12]}: {self.log}"
                     )
+
+    def _a_prefix(self, key: str) -> bool:
+        """Whether the object at `key` holds the first bytes of some take (not all)."""
+        body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        return any(
+            0 < len(body) < len(t.content) and t.content.startswith(body) for t in self.takes
+        )
 
     def _check_uploads(self, records: list[Any], final: bool) -> None:
         """No multipart upload of ours open except a live or resumable stream's (and,
@@ -941,5 +956,6 @@ class World:
                     f"{len(holders)} objects {holders}, expected 1..{most}: {self.log}"
                 )
         # Takes that left the folder before they completed (deleted, truncated, swapped
-        # for a link, renamed over) are not owed an object today: their upload is
-        # aborted. Salvage will owe each of them a `.partial` object: check it here.
+        # for a link, renamed over) are owed no whole object: what was uploaded of them
+        # is salvaged into a `.partial` object (checked in _check_objects: a prefix of
+        # a take), or kept in its upload where salvage cannot complete it.
