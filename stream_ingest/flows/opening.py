@@ -34,7 +34,7 @@ from stream_ingest.identity import legacy
 from stream_ingest.keys import numbered, object_key
 from stream_ingest.reconcile import reconcile
 from stream_ingest.records import PartRecord, StreamRecord, utc_now
-from stream_ingest.states import ACTIVE, TERMINAL, Status
+from stream_ingest.states import TERMINAL, Status
 from stream_ingest.takes import (
     Change,
     after_completion,
@@ -89,8 +89,8 @@ def find_stream(
 ) -> Found:
     """Look the stream up (by id, or by the file's identity), creating its checkpoint
     for a new file, and take its lease. A completed stream whose file has grown or
-    changed since comes back as its next revision. An active stream whose lease this
-    run (`run_id`, Prefect's) takes is recorded as this run's."""
+    changed since comes back as its next revision. A checkpoint this run creates names
+    it (`run_id`, Prefect's flow run id)."""
     store = config.checkpoints
     record = store.streams.get(stream_id) if stream_id else None
     path = os.path.abspath(path) if path else (record.original_path if record else "")
@@ -105,6 +105,9 @@ def find_stream(
             original_path=str(path),
             watch_dir=os.path.abspath(config.watch_dir),
             identity=str(snap.identity),
+            # The run is named from the start: a run that dies before open-upload names
+            # it must leave a record the janitor fails once Prefect says the run is over.
+            flow_run_id=run_id,
         )
         sid, created = store.identities.claim(fresh.identity, fresh)
         record = store.streams.require(sid)
@@ -132,12 +135,6 @@ def find_stream(
         leased = store.leases.acquire(record.stream_id, token, ttl)
     if leased:
         store.leases.take_ask_again(record.stream_id)  # this run looks at the file itself
-    if leased and run_id and record.status in ACTIVE and record.flow_run_id != run_id:
-        # Until open-upload names it, the record may name no run (rebuilt above after
-        # Redis lost it) or a dead one: the janitor must see this run end, or a run
-        # killed before then would leave the stream active with no run, forever.
-        store.streams.update(record.stream_id, flow_run_id=run_id)
-        record = dataclasses.replace(record, flow_run_id=run_id)
     if not leased or record.status != Status.COMPLETED:
         return Found(record, leased)
     # Under the lease, ask again: another run may have uploaded this very change.

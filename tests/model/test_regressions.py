@@ -224,16 +224,17 @@ def test_an_upload_created_for_a_run_that_died_at_once_is_aborted(
     assert not s3.list_multipart_uploads(Bucket=registered.s3_bucket).get("Uploads")
 
 
+@pytest.mark.parametrize("dies_in", ["open-upload", "find-stream"])
 def test_a_stream_whose_run_rebuilt_its_lost_record_and_died_is_rerun(
-    registered, s3, store, monkeypatch
+    registered, s3, store, monkeypatch, dies_in: str
 ) -> None:
     """Redis lost a new stream's record (and with it the sensor's flow_run_id) before
-    its run began; the run rebuilt the record from the file (find-stream), took the
-    lease, and its process died in open-upload (kill -9: no failure recorded, the
-    lease left held). The record said `detected` with no run: the janitor fails only a
-    detected stream whose run Prefect reports over, so it never did, `rerun --failed`
-    never found it, and the sensor, which knew the file, saw nothing new in its
-    closes. The take was in no object while that sensor lived."""
+    its run began; the run rebuilt the record from the file (find-stream) and died:
+    killed in open-upload (no failure recorded, the lease left held), or failing in
+    find-stream after the rebuild. The record said `detected` with no run: the janitor
+    fails only a detected stream whose run Prefect reports over, so it never did,
+    `rerun --failed` never found it, and the sensor, which knew the file, saw nothing
+    new in its writes. The take was in no object while that sensor lived."""
     import stream_ingest.flows.ingest as ingest_module
     from stream_ingest.blocks.store_leases import Leases
     from stream_ingest.flows.ingest import stream_ingest
@@ -252,16 +253,19 @@ def test_a_stream_whose_run_rebuilt_its_lost_record_and_died_is_rerun(
     def killed(*args, **kwargs):
         raise RuntimeError("the run's process is killed")
 
-    with monkeypatch.context() as dying:  # nothing after the kill reaches Redis
-        dying.setattr(ingest_module, "open_upload", killed)
-        dying.setattr(ingest_module, "record_end", lambda *args: None)
-        dying.setattr(Leases, "release", lambda *args: None)
+    with monkeypatch.context() as dying:
+        if dies_in == "open-upload":  # kill -9: nothing after it reaches Redis
+            dying.setattr(ingest_module, "open_upload", killed)
+            dying.setattr(ingest_module, "record_end", lambda *args: None)
+            dying.setattr(Leases, "release", lambda *args: None)
+        else:  # a call after the rebuild fails (a refusal, a bug)
+            dying.setattr(Leases, "acquire", killed)
         state = stream_ingest(
             path=request.sent_path, stream_id=request.stream_id, return_state=True
         )
     assert state.is_failed()
     runs.end(key)
-    assert store.leases.holder(request.stream_id)  # held by the dead run until its TTL
+    assert store.streams.require(request.stream_id).status == Status.DETECTED
     with open(video, "ab") as fh:  # the recorder writes the file again
         fh.write(b" and more")
     sensor.handle(FileOpened(str(video)))
