@@ -98,7 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workers", default=",".join(WORKERS), help=f"many: worker types, comma list of {WORKERS}"
     )
-    parser.add_argument("--profile", metavar="DIR", help="cpu: py-spy samples the worker into DIR")
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="cpu, segments, many: py-spy samples the warm worker into DIR",
+    )
     parser.add_argument(
         "--set",
         action="append",
@@ -192,7 +196,14 @@ def _run_all(
                 report(overhead.run(stack, plan.overhead_parts))
             elif name == "many":
                 report(
-                    many.run_all(stack, counts, plan.many_size_mib, plan.many_rate_mb_s, workers)
+                    many.run_all(
+                        stack,
+                        counts,
+                        plan.many_size_mib,
+                        plan.many_rate_mb_s,
+                        workers,
+                        args.profile,
+                    )
                 )
             elif name == "burst":
                 for worker, streams in many_runs:
@@ -205,7 +216,7 @@ def _run_all(
             elif name == "segments":
                 from benchmarks import segments
 
-                report(segments.run(stack, args.files or (20 if args.quick else 100)))
+                report(segments.run(stack, args.files or (20 if args.quick else 100), args.profile))
             elif name == "cpu":
                 from benchmarks import cpu
 

@@ -192,15 +192,25 @@ def burst_stages(
 
 
 def run_all(
-    stack: Stack, counts: list[int], size_mib: int, rate_mb_s: float, workers: list[str]
+    stack: Stack,
+    counts: list[int],
+    size_mib: int,
+    rate_mb_s: float,
+    workers: list[str],
+    profile_dir: str | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Every worker model at each stream count, the order rotated from one count to the
     next (none always runs on the fresher server), each line as it is measured; after
-    each count, the warm worker against the floor (`versus`) where both ran."""
+    each count, the warm worker against the floor (`versus`) where both ran.
+    `profile_dir`: the warm worker runs under py-spy, its samples in
+    DIR/many-<streams>.txt (py-spy takes CPU of its own: not for the figures)."""
     for i, streams in enumerate(counts):
         lines: dict[str, dict[str, Any]] = {}
         for worker in workers[i % len(workers) :] + workers[: i % len(workers)]:
-            lines[worker] = run(stack, streams, size_mib, rate_mb_s, worker)
+            profile = None
+            if profile_dir and worker == WARM:
+                profile = os.path.join(profile_dir, f"many-{streams}.txt")
+            lines[worker] = run(stack, streams, size_mib, rate_mb_s, worker, profile)
             yield lines[worker]
         if WARM in lines and FLOOR in lines:
             yield versus(lines[WARM], lines[FLOOR])
@@ -237,7 +247,12 @@ def versus(ours: dict[str, Any], floor_line: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(
-    stack: Stack, streams: int, size_mib: int, rate_mb_s: float, worker_type: str = WARM
+    stack: Stack,
+    streams: int,
+    size_mib: int,
+    rate_mb_s: float,
+    worker_type: str = WARM,
+    profile_to: str | None = None,
 ) -> dict[str, Any]:
     if worker_type == FLOOR:  # no worker: plain boto3 on the same writers (floor.py)
         result = floor.run(stack, streams, size_mib * MIB, rate_mb_s * MB, STAGGER_S)
@@ -246,7 +261,7 @@ def run(
     # processes takes minutes on 2 cores: streams opened first would otherwise end by
     # idle timeout before their file grows. Every file gets a close hint.
     configure(idle_timeout_seconds=IDLE_TIMEOUT)
-    with worker_on_pool(stack, worker_type) as pid:
+    with worker_on_pool(stack, worker_type, profile_to) as pid:
         # A deployed worker is long-lived: the burst finds it up, its flow imported
         # (the worker's own start, 6-9 s here, is no part of a burst).
         lone_starts(stack, count=1, name="warm-up")

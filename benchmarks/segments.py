@@ -35,12 +35,21 @@ SIZE = 512 * 1024
 TIMEOUT = 1800.0
 
 
-def run(stack: Stack, files: int = 100) -> dict[str, Any]:
+def run(stack: Stack, files: int = 100, profile_dir: str | None = None) -> dict[str, Any]:
     configure(idle_timeout_seconds=IDLE_TIMEOUT)
     staging = os.path.join(stack.workdir, "segments-staging")
     os.makedirs(staging, exist_ok=True)
-    with worker_on_pool(stack, WARM) as worker, SensorProcess(stack) as sensor:
-        pids = {"worker": worker, "sensor": sensor, "prefect_server": pid_of(stack.prefect)}
+    profile = None
+    if profile_dir:
+        os.makedirs(profile_dir, exist_ok=True)
+        profile = os.path.join(profile_dir, "segments.txt")
+    with worker_on_pool(stack, WARM, profile) as worker, SensorProcess(stack) as sensor:
+        pids = {
+            "worker": worker,
+            "sensor": sensor,
+            "prefect_server": pid_of(stack.prefect),
+            "moto_server": pid_of(stack.moto),  # the S3 server's own, reported apart
+        }
         _drop(stack, staging, 1, "warm-up", pids, renamed=True)  # flow imported, sensor up
         renamed = _drop(stack, staging, files, "renamed", pids, renamed=True)
         in_place = _drop(stack, staging, files, "in-place", pids, renamed=False)
@@ -88,6 +97,7 @@ def _drop(
             _write(staged[p], data[p])
     log(f"segments: {files} files {'renamed in' if renamed else 'written in place'}")
     cpu0 = {k: tree_cpu_seconds(pid) for k, pid in pids.items()}
+    api0 = stack.proxy.counts()
     t0 = time.time()
     for p in paths:
         if renamed:
@@ -109,6 +119,7 @@ def _drop(
     done = wait_for(objects, TIMEOUT, f"{name}: every object", interval=0.25)
     last = max(done.values()) - t0
     cpu = {k: tree_cpu_seconds(pid) - cpu0[k] for k, pid in pids.items()}
+    api = stack.proxy.counts() - api0
     s3 = stack.s3()
     identical = sum(
         s3.get_object(Bucket=stack.bucket, Key=stack.key_for(p))["Body"].read() == data[p]
@@ -125,6 +136,8 @@ def _drop(
         "flow_runs": states,
         # Until the last object (a little after: the wait's last poll), per file.
         "cpu_s_per_file": {k: round(v / files, 3) for k, v in cpu.items()},
+        # What the Prefect server was sent, per file: calls and events by kind.
+        "api_per_file": {k: round(v / files, 2) for k, v in sorted(api.items()) if v},
     }
 
 

@@ -32,6 +32,7 @@ from botocore.exceptions import (
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_logger, get_run_logger
 from prefect_aws.s3 import S3Bucket
+from pydantic import PrivateAttr
 
 from stream_ingest import metrics
 from stream_ingest.capabilities import Capabilities
@@ -138,6 +139,9 @@ class StreamBucket(ObjectOptions, S3Bucket):
     _block_type_name = "Stream Bucket"
     _block_type_slug = "stream-bucket"
     _description = "S3 bucket with the multipart operations of stream-ingest."
+    # Set once check_bucket passed: a run's block (loaded per run) asks S3 once, not
+    # once per file of a batch.
+    _bucket_found: bool = PrivateAttr(default=False)
 
     @property
     def s3(self) -> Any:
@@ -516,7 +520,10 @@ class StreamBucket(ObjectOptions, S3Bucket):
             )
 
     def check_bucket(self) -> None:
-        """Fail fast with BucketMissing or CredentialsRejected before any upload."""
+        """Fail fast with BucketMissing or CredentialsRejected before any upload (once
+        per block object: a bucket deleted later fails the upload's own request)."""
+        if self._bucket_found:
+            return
         try:
             with _s3_errors(self.bucket_name):
                 self.s3.head_bucket(Bucket=self.bucket_name)
@@ -528,6 +535,7 @@ class StreamBucket(ObjectOptions, S3Bucket):
             if exc.code in ("403", "Forbidden"):
                 raise CredentialsRejected("403 Forbidden on HeadBucket") from None
             raise
+        self._bucket_found = True
 
 
 def _log() -> Any:

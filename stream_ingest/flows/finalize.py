@@ -72,7 +72,9 @@ def _verify(ctx: StreamContext, pr: PartRange, known: PartRecord | None) -> Part
         data = read_into(ctx.path, pr.offset, pr.size, buf, ctx.owned)
         if known and known.size == pr.size and unchanged(known, data):
             return None
-        return put_part(ctx, pr.number, bytes(data), pr.offset)
+        # As a live part (upload.py): a part that fills its buffer goes from the
+        # buffer itself, not a copy (a dropped-in file's every part comes this way).
+        return put_part(ctx, pr.number, buf if len(buf) == pr.size else bytes(data), pr.offset)
 
 
 def _is_final(pr: PartRange, part: PartRecord | None, final: set[int]) -> bool:

@@ -8,6 +8,15 @@ O_NOFOLLOW, so that no link on the way is followed out of it, and checks the ope
 file's identity before reading it: the bytes read are always the run's own file's,
 never what a name points to now. An open of a few components costs tens of
 microseconds, against milliseconds to read a part.
+
+A stat (the run's look at its file, five times a second) needs no open where the name
+still leads to the run's own file: its size and times are the run's own whatever the
+path goes through, and no byte is read. An open is seen by every inotify watcher (the
+sensor handles each IN_OPEN: a stat and a Redis read), so a look by name alone spares
+the sensor an event per look; anything but the run's own file found by name is judged
+by the open, which raises the precise error. On a network filesystem a stat may answer
+from the client's attribute cache, where an open revalidates (close-to-open): there
+every look still opens the file.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from stream_ingest.errors import (
 from stream_ingest.flows.statx import birth_ns, birth_ns_of_fd
 from stream_ingest.identity import FileIdentity, same_file
 from stream_ingest.keys import printable
+from stream_ingest.mounts import filesystem_of, is_network, parse_mountinfo
 
 
 @dataclass(frozen=True)
@@ -57,6 +67,9 @@ def snapshot(path: str, expect: str | Owned | None = None) -> Snapshot:
     different file from the one the stream started with. Given an `Owned`, the file
     is opened as for a read (see the module's docstring) and the open file stated."""
     if isinstance(expect, Owned):
+        own = _own_by_name(path, expect)
+        if own is not None:
+            return own
         with _opened(path, expect) as (_fd, st, identity):
             return Snapshot(st.st_size, st.st_mtime_ns, identity)
     try:
@@ -71,6 +84,39 @@ def snapshot(path: str, expect: str | Owned | None = None) -> Snapshot:
     if expect and not same_file(expect, str(identity)):
         raise SourceReplaced(path)
     return Snapshot(st.st_size, st.st_mtime_ns, identity)
+
+
+def _own_by_name(path: str, owned: Owned) -> Snapshot | None:
+    """The run's own file, stated by name without an open (see the module's
+    docstring); None if that cannot tell: identity unknown, another file, a network
+    filesystem, an error."""
+    if not owned.identity:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode) or not _local(st.st_dev, path):
+        return None
+    identity = FileIdentity.of_stat(st, birth_ns(path))
+    if not same_file(owned.identity, str(identity)):
+        return None
+    return Snapshot(st.st_size, st.st_mtime_ns, identity)
+
+
+_LOCAL: dict[int, bool] = {}  # st_dev -> not a network filesystem
+
+
+def _local(dev: int, path: str) -> bool:
+    known = _LOCAL.get(dev)
+    if known is None:
+        try:
+            with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as fh:
+                mounts = parse_mountinfo(fh.read())
+        except OSError:
+            return False  # cannot tell: every look opens the file
+        known = _LOCAL[dev] = not is_network(filesystem_of(os.path.realpath(path), mounts))
+    return known
 
 
 def identity_of(path: str) -> str | None:

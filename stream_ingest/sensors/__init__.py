@@ -34,8 +34,10 @@ What it creates
     `stream:{id}:meta` (status detected, flow_run_id, watch_dir), `streams:all`,
     `streams:active`, `streams:by-identity`, and `hint:{sha1(path)}` (close hints).
     Prefect: flow runs of the block's deployment with parameters {path, stream_id,
-    config}; events `stream-ingest.file.detected|closed|changed|deleted` on resource
-    `stream-ingest.file.{identity}`, related to the flow run.
+    config}, or {stream_ids, config} for a batch of finished small files; events
+    `stream-ingest.file.detected|closed|changed|deleted` on resource
+    `stream-ingest.file.{identity}`, related to the flow run, and one
+    `stream-ingest.batch.detected` per batch (stream_ingest/batch_events.py).
 
 Permissions it needs
     Read and list the watch folder (stat and statx only; it never opens a file), and an inotify

@@ -31,6 +31,9 @@ class Waiting:
     # process has it open for writing (a file moved in from outside the folder comes
     # as created, with no close to follow).
     closed: bool = False
+    # The close was an event (not the OS's answer): its `closed` event is sent with
+    # the stream's run request, in the batch's one event if it is batched.
+    close_heard: bool = False
 
     @property
     def finished(self) -> bool:

@@ -31,6 +31,7 @@ from stream_ingest.sensors.prefect_calls import (
     run_deployment_trigger,
     takes_batches,
 )
+from stream_ingest.sensors.reload import Reloader
 from stream_ingest.sensors.trigger import StreamTrigger, TriggerFailed
 from stream_ingest.sensors.watcher import EVENT_TYPES, EnqueueHandler, make_observer, scan
 from stream_ingest.settings import DEFAULT_CONFIG_BLOCK, config_block_name
@@ -99,6 +100,7 @@ class Sensor:
         self._held_since: float | None = None
         self.reload = reload
         self.reload_seconds = reload_seconds
+        self._applied: IngestConfig | None = None  # the last config _reload applied
         # Rescans recover what inotify can drop (queue overflow, files written into
         # a new subfolder before its watch existed); the in-memory map keeps them cheap.
         self.rescan_seconds = rescan_seconds
@@ -183,6 +185,9 @@ class Sensor:
         except Exception as exc:
             log.warning("could not reload the IngestConfig block (%s); keeping the last", exc)
             return
+        if config is self._applied:  # unchanged (sensors/reload.py): nothing to compare
+            return
+        self._applied = config
         new = config.options()
         if new != self.options:
             log.info("IngestConfig changed; applying it")
@@ -345,7 +350,7 @@ def run_sensor(
         watch=watch,
         trigger=trigger,
         emit=emit,
-        reload=lambda: load(name),
+        reload=(reloader := Reloader(name, load)),
         heartbeat=heartbeat,
     )
     # The store the sensor uses now: a changed block's new store after a reload.
@@ -354,5 +359,6 @@ def run_sensor(
         with stop_on_signals(stop):
             sensor.run(stop)
     finally:
+        reloader.close()
         if port is not None:
             telemetry.stop(port)

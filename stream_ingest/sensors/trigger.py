@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 from pathlib import PurePath
 from typing import Any
 
+from stream_ingest.batch_events import batch_events
 from stream_ingest.blocks.checkpoints import CheckpointStore
 from stream_ingest.errors import SourceMissing, SourceNotAFile, StreamError
 from stream_ingest.flows.runs import RunRequest, run_is_over
@@ -321,13 +322,13 @@ class StreamTrigger:
             self._start_batch(self.batches[0])
             self.batches.pop(0)
         for w in singles:
-            self._start_now(w.path, w.stream_id, w.identity, w.cause)
+            self._start_waiting(w)
             self.waiting.pop(w.stream_id, None)
 
     def _start_batch(self, batch: list[Waiting]) -> None:
         if not self._batches_taken():
             for w in batch:
-                self._start_now(w.path, w.stream_id, w.identity, w.cause)
+                self._start_waiting(w)
             return
         for w in batch:
             if w.cause == "moved":  # as for a run of its own: see _start_now
@@ -352,14 +353,7 @@ class StreamTrigger:
             len(batch) - 1,
             run_id,
         )
-        for w in batch:
-            self._emit(
-                "detected",
-                w.path,
-                w.identity,
-                {"stream_id": w.stream_id, "flow_run_id": run_id, "cause": w.cause},
-                run_id,
-            )
+        self._emit_batch(batch, run_id)
 
     def _batches_taken(self) -> bool:
         """Whether the deployment's flow takes batches; if not (deployed from an older
@@ -429,6 +423,12 @@ class StreamTrigger:
             return
         self._start_now(path, sid, identity, cause)
 
+    def _start_waiting(self, w: Waiting) -> None:
+        """A waiting stream's own run, and the close it heard while waiting."""
+        self._start_now(w.path, w.stream_id, w.identity, w.cause)
+        if w.close_heard:
+            self._emit("closed", w.path, w.identity, {"stream_id": w.stream_id})
+
     def _start_now(self, path: str, sid: str, identity: str, cause: Cause) -> None:
         # A name with bytes that are not UTF-8 cannot travel in JSON parameters: the
         # run then takes the path from the stream's record.
@@ -468,10 +468,13 @@ class StreamTrigger:
         if identity is None:
             return
         self._hint_closed(path, identity)
+        log.info("%s: closed after writing", path)
         waiting = self.waiting.get(self._sid(path) or "")
         if waiting is not None and waiting.identity == identity:
-            waiting.closed = True
-        log.info("%s: closed after writing", path)
+            # Its run is not requested yet: the event goes with the request (one
+            # event for a whole batch: each costs the Prefect server about 10 ms).
+            waiting.closed = waiting.close_heard = True
+            return
         self._emit("closed", path, identity, {"stream_id": self._sid(path)})
 
     # -- gone -----------------------------------------------------------------
@@ -530,6 +533,33 @@ class StreamTrigger:
     def _sid(self, path: str) -> str | None:
         known = self.seen.get(path)
         return known.stream_id if known else None
+
+    def _emit_batch(self, batch: list[Waiting], run_id: str) -> None:
+        """`stream-ingest.batch.detected` in place of a `detected` (and `closed`) per
+        file (stream_ingest/batch_events.py)."""
+        files = [
+            {
+                "path": printable(w.path),
+                "identity": w.identity,
+                "stream_id": w.stream_id,
+                "cause": w.cause,
+                "closed": w.close_heard,
+            }
+            for w in batch
+        ]
+        related = [
+            {
+                "prefect.resource.id": f"{EVENT_PREFIX}.{f['identity']}",
+                "prefect.resource.role": "file",
+                "prefect.resource.name": PurePath(f["path"]).name,
+            }
+            for f in files
+        ]
+        for event in batch_events("detected", run_id, files, related):
+            try:
+                self.emit(**event)
+            except Exception as exc:
+                log.warning("could not emit %s (%s: %s)", event["event"], type(exc).__name__, exc)
 
     def _emit(
         self,

@@ -340,6 +340,20 @@ def test_list_parts_follows_pages_past_1000_parts(
 # -- failures ---------------------------------------------------------------------
 
 
+def test_a_found_bucket_is_asked_for_once_per_block(moto_server: MotoServer) -> None:
+    """A batch's files share their run's block: one HeadBucket, not one per file."""
+    name = f"once-{uuid.uuid4().hex[:8]}"
+    block = build_config(settings_for(moto_server.url, name)).bucket
+    with pytest.raises(BucketMissing):
+        block.check_bucket()
+    block.s3.create_bucket(Bucket=name)
+    asked = []
+    block.s3.meta.events.register("before-call.s3.HeadBucket", lambda **kw: asked.append(1))
+    block.check_bucket()
+    block.check_bucket()
+    assert asked == [1]
+
+
 def test_missing_bucket(moto_server: MotoServer) -> None:
     block = build_config(settings_for(moto_server.url, f"missing-{uuid.uuid4().hex[:8]}")).bucket
     with pytest.raises(BucketMissing) as info:

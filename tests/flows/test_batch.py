@@ -80,7 +80,7 @@ def _table(flow_run_id: str) -> list[dict]:
     return json.loads(data) if isinstance(data, str) else data
 
 
-def test_every_file_of_a_batch_is_its_own_completed_take(registered, s3, store):
+def test_every_file_of_a_batch_is_its_own_completed_take(registered, s3, store, events):
     files = _files(registered, store, [1, 4096, 700 * 1024, 5 * MIB, 123457])
 
     result = stream_ingest(stream_ids=list(files))
@@ -115,6 +115,21 @@ def test_every_file_of_a_batch_is_its_own_completed_take(registered, s3, store):
     # (each costs the server more than a small file's upload), the summary line.
     assert tasks == []
     assert not any("new multipart upload" in line for line in lines)
+    # One event says the batch's files completed (each costs the server about as much
+    # as a small file's upload), each file a related resource and a row.
+    assert not [e for e in events.sent if e["event"] == "stream-ingest.stream.completed"]
+    [done] = [e for e in events.sent if e["event"] == "stream-ingest.batch.completed"]
+    assert done["resource"]["prefect.resource.id"] == f"stream-ingest.batch.{run_id}"
+    assert done["resource"]["stream-ingest.config"] == registered.config_block
+    rows = {f["stream_id"]: f for f in done["payload"]["files"]}
+    assert set(rows) == set(files)
+    for sid, (_, data) in files.items():
+        assert rows[sid]["bytes"] == len(data)
+        assert rows[sid]["sha256"] == hashlib.sha256(data).hexdigest()
+    streams = [r for r in done["related"] if r["prefect.resource.role"] == "stream"]
+    assert {r["prefect.resource.id"] for r in streams} == {
+        f"stream-ingest.stream.{s}" for s in files
+    }
 
 
 def test_files_a_batch_cannot_judge_are_handed_to_runs_of_their_own(

@@ -18,6 +18,7 @@ import stream_ingest.flows.finalize as finalize_module
 import stream_ingest.flows.ingest as ingest_module
 import stream_ingest.parts as parts_module
 from stream_ingest.blocks.bucket import StreamBucket
+from stream_ingest.flows.buffers import PARTS_IN_MEMORY, PartBuffers
 from stream_ingest.flows.ingest import stream_ingest
 from tests.conftest import edit_config
 from tests.flows.helpers import (
@@ -239,6 +240,29 @@ def test_a_finished_file_is_not_read_again_at_finalize(registered, s3, store, mo
 
     assert object_bytes(s3, registered.s3_bucket, result["s3_key"]) == data
     assert reads == [15 * MIB]
+
+
+def test_finalize_sends_a_part_from_its_buffer_not_a_copy(registered, s3, store, monkeypatch):
+    """A part read at finalize goes to S3 from the pool's buffer, as a live part
+    does: a copy would hold its bytes twice and cost a memcpy per part."""
+    data = payload(12 * MIB + 4321, seed=8)
+    src = Path(registered.watch_dir) / "sent-as-is.mp4"
+    _dropped_in(src, data)
+    sent: list[type] = []
+    real = finalize_module.put_part
+
+    def spy(ctx, number, body, offset):
+        sent.append(type(body))
+        return real(ctx, number, body, offset)
+
+    monkeypatch.setattr(finalize_module, "put_part", spy)
+    # A pool of its own: a larger buffer other tests left in the process's pool may be
+    # lent (then a copy of the part's length is what goes, by design).
+    monkeypatch.setattr(finalize_module, "BUFFERS", PartBuffers(PARTS_IN_MEMORY))
+    result = _ingest(src)
+
+    assert object_bytes(s3, registered.s3_bucket, result["s3_key"]) == data
+    assert sent == [bytearray]
 
 
 def test_a_finished_file_rewritten_before_finalize_is_caught(registered, s3, store, monkeypatch):

@@ -84,7 +84,11 @@ class FakeEvents:
 
     def names(self, path: str | Path) -> list[str]:
         with self.lock:
-            return [e["event"] for e in self.sent if e["resource"]["path"] == str(path)]
+            return [e["event"] for e in self.sent if e["resource"].get("path") == str(path)]
+
+    def named(self, event: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [e for e in self.sent if e["event"] == event]
 
 
 def wait_until(check: Callable[[], object], what: str, timeout: float = 5.0) -> None:

@@ -14,7 +14,7 @@ import httpx
 from stream_ingest.blocks.checkpoints import CheckpointStore
 from stream_ingest.sensors.run import Sensor
 from stream_ingest.states import Status
-from tests.sensors.helpers import FakePrefect, running, wait_until, write
+from tests.sensors.helpers import FakeEvents, FakePrefect, running, wait_until, write
 
 MakeSensor = Callable[..., Sensor]
 
@@ -101,6 +101,53 @@ def test_files_written_and_closed_in_one_burst_are_batched(
     batched = [p for c in prefect.calls if c.batch for p in prefect.covered_by(c, store)]
     assert sorted(batched) == sorted(map(str, clips))
     assert [c.path for c in prefect.calls if not c.batch] == [str(watch / "live.mp4")]
+
+
+def test_a_batch_is_announced_in_one_event(
+    watch: Path,
+    store: CheckpointStore,
+    prefect: FakePrefect,
+    events: FakeEvents,
+    make_sensor: MakeSensor,
+) -> None:
+    """Each event costs the Prefect server about as much as a small file's upload:
+    a batch's files are one `stream-ingest.batch.detected`, their closes included."""
+    prefect.gate = threading.Event()
+    with running(make_sensor()), open(watch / "live.mp4", "wb") as live:
+        live.write(b"\0" * 1024)
+        live.flush()
+        wait_until(lambda: prefect.calls, "the live recording's run requested")
+        clips = [write(watch / f"clip{i}.mp4", os.urandom(32 * 1024)) for i in range(6)]
+        prefect.gate.set()
+        wait_until(lambda: len(prefect.covered(store)) >= 7, "runs for the 7 files", 10)
+    batches = [c for c in prefect.calls if c.batch]
+    announced = events.named("stream-ingest.batch.detected")
+    assert batches and len(announced) == len(batches)
+    for call, event in zip(batches, announced, strict=True):
+        run = prefect.runs[call.idempotency_key]
+        assert event["resource"]["prefect.resource.id"] == f"stream-ingest.batch.{run}"
+        files = event["payload"]["files"]
+        assert [f["stream_id"] for f in files] == list(call.batch)
+        assert all(f["closed"] and f["cause"] == "created" for f in files)
+        related = {r["prefect.resource.id"]: r["prefect.resource.role"] for r in event["related"]}
+        assert related[f"prefect.flow-run.{run}"] == "flow-run"
+        for f in files:
+            assert related[f"stream-ingest.file.{f['identity']}"] == "file"
+    for clip in clips:
+        assert events.names(clip) == []
+    # (its close may come as the test ends)
+    assert events.names(watch / "live.mp4")[0] == "stream-ingest.file.detected"
+
+
+def test_a_lone_file_closed_before_its_run_is_announced_detected_then_closed(
+    watch: Path, prefect: FakePrefect, events: FakeEvents, make_sensor: MakeSensor
+) -> None:
+    with running(make_sensor()):
+        clip = write(watch / "clip.mp4", os.urandom(32 * 1024))
+        wait_until(lambda: len(events.names(clip)) >= 2, "the clip's events")
+    [call] = prefect.calls
+    assert not call.batch
+    assert events.names(clip) == ["stream-ingest.file.detected", "stream-ingest.file.closed"]
 
 
 def test_a_file_larger_than_one_part_gets_its_own_run(

@@ -140,3 +140,28 @@ def test_with_follow_symlinks_a_link_is_followed_to_the_same_file_only(folders) 
     for read in _reads(src, owned):
         with pytest.raises(SourceReplaced):
             read()
+
+
+def test_a_look_at_the_runs_own_file_opens_nothing(folders, monkeypatch) -> None:
+    """Every open is an IN_OPEN the sensor handles (a stat and a Redis read): the
+    run's five looks a second go by name while the name leads to its own file."""
+    import stream_ingest.flows.source as source
+
+    watch, _ = folders
+    src = watch / "cam.mp4"
+    src.write_bytes(MINE)
+    owned = _owned(watch, src)
+    opened = []
+    real = source._opened
+
+    def counted(path, owned):
+        opened.append(path)
+        return real(path, owned)
+
+    monkeypatch.setattr(source, "_opened", counted)
+    assert snapshot(str(src), owned).size == len(MINE)
+    assert opened == []
+    # Where a stat may answer from a network client's cache, every look opens.
+    monkeypatch.setattr(source, "_LOCAL", {os.stat(src).st_dev: False})
+    assert snapshot(str(src), owned).size == len(MINE)
+    assert opened == [str(src)]

@@ -1,0 +1,63 @@
+"""`./bench.sh --only many --profile DIR`: the warm worker of each stream count runs
+under py-spy into DIR/many-<streams>.txt; the floor (no worker) never does."""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+from benchmarks import many
+from benchmarks.__main__ import main
+
+
+def test_the_warm_worker_of_each_count_is_profiled_into_its_own_file(monkeypatch, tmp_path):
+    asked: list[tuple[str, int, str | None]] = []
+
+    def fake_run(stack, streams, size_mib, rate_mb_s, worker_type=many.WARM, profile_to=None):
+        asked.append((worker_type, streams, profile_to))
+        return {"bench": "many_streams", "worker": worker_type, "streams": streams}
+
+    monkeypatch.setattr(many, "run", fake_run)
+    lines: list[dict[str, Any]] = list(
+        many.run_all(None, [3, 5], 1, 1.0, [many.FLOOR, many.WARM], str(tmp_path))
+    )
+
+    assert sorted(asked) == [
+        (many.FLOOR, 3, None),
+        (many.FLOOR, 5, None),
+        (many.WARM, 3, str(tmp_path / "many-3.txt")),
+        (many.WARM, 5, str(tmp_path / "many-5.txt")),
+    ]
+    assert [line["bench"] for line in lines].count("many_vs_floor") == 2
+
+
+def test_the_command_line_hands_its_profile_folder_to_many(monkeypatch, tmp_path):
+    handed: list[str | None] = []
+
+    class FakeStack:
+        workdir = str(tmp_path)
+
+        def __init__(self, *args: Any) -> None:
+            pass
+
+        def __enter__(self) -> FakeStack:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+    def fake_run_all(stack, counts, size_mib, rate_mb_s, workers, profile_dir=None):
+        handed.append(profile_dir)
+        return iter(())
+
+    import benchmarks.stack
+
+    # main() clears STREAM_INGEST_* and PREFECT_* and takes SIGTERM: not this session's.
+    monkeypatch.setattr(os, "environ", dict(os.environ))
+    monkeypatch.setattr(signal, "signal", lambda *args: None)
+    monkeypatch.setattr(benchmarks.stack, "Stack", FakeStack)
+    monkeypatch.setattr(many, "run_all", fake_run_all)
+    monkeypatch.setattr("benchmarks.__main__.environment", lambda quick: {"bench": "environment"})
+    assert main(["--only", "many", "--streams", "3", "--profile", str(tmp_path)]) == 0
+    assert handed == [str(tmp_path)]
