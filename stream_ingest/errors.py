@@ -137,6 +137,18 @@ class KeyTaken(StreamError):
         self.key = key
 
 
+class SalvageUnfinished(StreamError):
+    """A salvage of the stream began (its file was lost) and was cut short: it may
+    have completed the parts at the stream's key already. Terminal: the stream ends as
+    the salvage, never as a completed take of those parts."""
+
+    terminal = True
+
+    def __init__(self, stream_id: str, key: str) -> None:
+        super().__init__(f"stream {stream_id}: its salvage into {key} was cut short")
+        self.stream_id, self.key = stream_id, key
+
+
 class CannotSalvage(StreamError):
     """A stream's parts cannot be kept as an object now; its upload is left as it is."""
 

@@ -16,6 +16,8 @@ import time
 from collections.abc import Iterable
 from typing import Any, Protocol
 
+import redis
+
 from stream_ingest.blocks.redis_support import unavailable
 from stream_ingest.blocks.store_space import RedisSpace
 from stream_ingest.errors import LeaseLost
@@ -101,17 +103,24 @@ class Parts:
         """Make the parts hash exactly `parts` (after reconciling with S3)."""
         space = self._space
         parts = list(parts)
-        with space.client.pipeline(transaction=True) as pipe:
+        meta = space.meta_key(stream_id)
+
+        def apply(pipe: redis.client.Pipeline) -> None:
+            # The progress goes only into a record that exists: fields alone would make
+            # a record without an id or a status, which no reader can load (Redis lost
+            # it between the run's read and here; set_status then says so).
+            exists = pipe.exists(meta)
+            pipe.multi()
             pipe.delete(space.parts_key(stream_id))
             if parts:
                 pipe.hset(
                     space.parts_key(stream_id), mapping={p.number: p.to_json() for p in parts}
                 )
-            pipe.hset(
-                space.meta_key(stream_id),
-                mapping={"bytes_uploaded": sum(p.size for p in parts), "parts_count": len(parts)},
-            )
-            pipe.execute()
+            if exists:
+                progress = {"bytes_uploaded": sum(p.size for p in parts), "parts_count": len(parts)}
+                pipe.hset(meta, mapping=progress)
+
+        space.client.transaction(apply, meta)
 
     # -- uploads registry (for the janitor) -----------------------------------
     @unavailable

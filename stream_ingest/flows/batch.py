@@ -176,7 +176,7 @@ def ingest_file(
 def _ingest(cfg: IngestConfig, config: str, sid: str, name: str, flow_run_id: str) -> FileRow:
     log, store = get_run_logger(), cfg.checkpoints
     token = flow_run_id or sid
-    found = find_stream.fn(cfg, "", sid, token)
+    found = find_stream.fn(cfg, "", sid, token, flow_run_id)
     record = found.record
     if found.new_take is not None:
         return _hand_on(cfg, config, found.new_take, name, "a new take of a completed file")

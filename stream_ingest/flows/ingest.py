@@ -362,7 +362,7 @@ def stream_ingest(
         return upload_batch(cfg, config, stream_ids, flow_run_id)
     token = flow_run_id or str(uuid.uuid4())
     try:
-        found = find_stream(cfg, path, stream_id, token)
+        found = find_stream(cfg, path, stream_id, token, flow_run_id)
     except (SourceMissing, SourceNotAFile, SourceUnreadable, SourceOutsideFolder) as exc:
         sid = stream_id or record_failure(store, path, exc)
         metrics.FAILURES.labels(metrics.error_name(exc)).inc()

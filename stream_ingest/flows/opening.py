@@ -21,7 +21,7 @@ from prefect import get_run_logger, task
 from stream_ingest.blocks.bucket import StreamBucket
 from stream_ingest.blocks.checkpoints import CheckpointStore
 from stream_ingest.blocks.config import IngestConfig
-from stream_ingest.errors import SourceError, StreamError, UploadGone
+from stream_ingest.errors import SalvageUnfinished, SourceError, StreamError, UploadGone
 from stream_ingest.flows.completed import holds_the_parts
 from stream_ingest.flows.creation import create_registered
 from stream_ingest.flows.digest import unchanged
@@ -84,10 +84,13 @@ class Found:
 
 
 @task(name="find-stream", task_run_name="find-stream", **RETRIED)
-def find_stream(config: IngestConfig, path: str, stream_id: str | None, token: str) -> Found:
+def find_stream(
+    config: IngestConfig, path: str, stream_id: str | None, token: str, run_id: str = ""
+) -> Found:
     """Look the stream up (by id, or by the file's identity), creating its checkpoint
     for a new file, and take its lease. A completed stream whose file has grown or
-    changed since comes back as its next revision."""
+    changed since comes back as its next revision. A checkpoint this run creates names
+    it (`run_id`, Prefect's flow run id)."""
     store = config.checkpoints
     record = store.streams.get(stream_id) if stream_id else None
     path = os.path.abspath(path) if path else (record.original_path if record else "")
@@ -102,6 +105,9 @@ def find_stream(config: IngestConfig, path: str, stream_id: str | None, token: s
             original_path=str(path),
             watch_dir=os.path.abspath(config.watch_dir),
             identity=str(snap.identity),
+            # The run is named from the start: a run that dies before open-upload names
+            # it must leave a record the janitor fails once Prefect says the run is over.
+            flow_run_id=run_id,
         )
         sid, created = store.identities.claim(fresh.identity, fresh)
         record = store.streams.require(sid)
@@ -341,6 +347,11 @@ def open_upload(ctx: StreamContext, flow_run_id: str) -> Opened:
     with ListParts and keep every part both agree on."""
     log = get_run_logger()
     rec, store = ctx.record, ctx.store
+    if rec.salvage_key and rec.s3_upload_id:
+        # The object at the key may be the salvage's completion of a prefix: finishing
+        # the salvage (record_end) moves it to the partial key; confirming it below
+        # would pass the prefix off as the whole take.
+        raise SalvageUnfinished(rec.stream_id, rec.salvage_key)
     folder = rec.watch_dir or ctx.config.watch_dir
     # A revision copies unchanged parts from the completed object (see upload.put_part).
     prior = store.revisions.prior_parts(rec.stream_id) if rec.revision > 1 else {}

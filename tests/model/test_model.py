@@ -3,18 +3,23 @@ random recorder and operator actions and checks after every step, and at the end
 what must hold whatever happened (tests/model/world.py says what is real and what is
 abstracted, and what each check means):
 
-- every take still in the folder has its final bytes in exactly one completed object
-  (salvage, once built, will owe the takes that left the folder a `.partial`);
-- no object is completed that is not byte-identical to a state of a take;
+- every take still in the folder has its final bytes in exactly one completed object;
+- no object is completed that is not byte-identical to a state of a take, except a
+  salvage's `.partial` (a prefix of a take that left the folder);
 - no multipart upload of ours is open except a live or resumable stream's;
 - nothing outside the watch folder is read;
 - Redis keys per stream are bounded (the schema's, a record per part, ended streams
   expire).
 
+Finished small files also arrive in bursts (closed in place, or renamed in) and, in
+most examples, the sensor batches them: batch runs are searched like runs of their
+own. MODEL_BATCHES=0 leaves bursts and batches out (a run per file only).
+
 Budget: MODEL_EXAMPLES (default 200) examples of at most MODEL_STEPS (default 10)
 steps. The seed is fixed (MODEL_SEED, default below) so that a failure in CI is the
 change's, not a new draw's; MODEL_SEED=random explores, and the seed used is printed
-either way. Every failure the model finds is kept as a plain test in
+either way. MODEL_REPLAY=<blob> replays one failure from the blob Hypothesis printed
+(with the same MODEL_BATCHES). Every failure the model finds is kept as a plain test in
 test_regressions.py.
 """
 
@@ -25,8 +30,9 @@ import random
 import time
 from pathlib import Path
 
+import hypothesis
 import pytest
-from hypothesis import HealthCheck, Phase, seed, settings
+from hypothesis import HealthCheck, Phase, reproduce_failure, seed, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -37,7 +43,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from tests.model.world import MIB, NAMES, PART, World
+from tests.model.world import BURST_NAMES, COUNTS, MIB, NAMES, PART, World
 
 pytestmark = pytest.mark.usefixtures("registered")
 
@@ -46,7 +52,16 @@ WORLD: World | None = None  # the machine is built by Hypothesis, without argume
 
 names = st.sampled_from(NAMES)
 sizes = st.sampled_from([1, 777, 3 * MIB, PART, PART + 3])
-# What a recorder or a tool does to the folder (a new recording twice as likely).
+# A burst: finished files seen together, most of one part at most (a batch's), at
+# times one larger (a run of its own beside the batch).
+burst_files = st.lists(
+    st.tuples(st.sampled_from(BURST_NAMES), st.sampled_from([1, 777, 3 * MIB, PART, PART + 3])),
+    min_size=2,
+    max_size=3,
+    unique_by=lambda f: f[0],
+)
+# What a recorder or a tool does to the folder (a new recording, and a burst of
+# finished files, twice as likely).
 RECORDER = (
     st.tuples(st.just("record"), names, sizes),
     st.tuples(st.just("record"), names, sizes),
@@ -58,6 +73,12 @@ RECORDER = (
     st.tuples(st.just("rename"), names, names),
     st.tuples(st.just("swap_for_link"), names),
 )
+BATCHES = os.environ.get("MODEL_BATCHES", "1") != "0"
+if BATCHES:
+    RECORDER += (
+        st.tuples(st.just("burst"), burst_files, st.sampled_from(["closed", "moved"])),
+        st.tuples(st.just("burst"), burst_files, st.sampled_from(["closed", "moved"])),
+    )
 recorder_actions = st.one_of(*RECORDER)
 # What happens while a run polls its file: the above, the sensor handling its queue
 # (it also does at every poll), Redis restarting, nothing.
@@ -87,10 +108,16 @@ class IngestModel(RuleBasedStateMachine):
         assert WORLD is not None
         self.world = WORLD
 
-    @initialize(detect=st.booleans(), trust=st.booleans())
-    def setup(self, detect: bool, trust: bool) -> None:
+    # batch: the sensor's batch_small_files (0: a run per file, as before batches).
+    @initialize(
+        detect=st.booleans(),
+        trust=st.booleans(),
+        batch=st.sampled_from([2, 50, 0]) if BATCHES else st.just(0),
+    )
+    def setup(self, detect: bool, trust: bool, batch: int) -> None:
         self.world.reset()
         self.world.configure(detect_writers=detect, trust_close_hints=trust)
+        self.world.use_batches(batch)
 
     @rule(action=recorder_actions)
     def act(self, action: tuple) -> None:
@@ -163,6 +190,9 @@ def test_the_model(registered, restartable_redis, s3, tmp_path: Path, monkeypatc
     print(f"\nmodel: seed {chosen} (replay with MODEL_SEED={chosen}), {examples} examples")
     started = time.monotonic()
     seed(chosen)(IngestModel)
+    blob = os.environ.get("MODEL_REPLAY", "").strip()
+    if blob:  # one failure again, from the blob Hypothesis printed
+        reproduce_failure(hypothesis.__version__, blob.encode())(IngestModel)
     try:
         run_state_machine_as_test(
             IngestModel,
@@ -185,3 +215,4 @@ def test_the_model(registered, restartable_redis, s3, tmp_path: Path, monkeypatc
 
         for k, v in sorted(TIMES.items(), key=lambda kv: -sum(kv[1])):
             print(f"  {k}: {len(v)} calls, {sum(v):.1f} s, max {max(v):.1f}")
+        print("model: " + ", ".join(f"{n} {what}" for what, n in sorted(COUNTS.items())))

@@ -12,10 +12,10 @@ import pytest
 from stream_ingest.blocks.checkpoints import CheckpointStore
 from stream_ingest.flows.runs import RunRequest
 from stream_ingest.flows.source import snapshot
-from stream_ingest.records import StreamRecord
+from stream_ingest.records import PartRecord, StreamRecord
 from stream_ingest.sensors.events import FileAppeared, FileClosed, FileOpened
 from stream_ingest.sensors.trigger import StreamTrigger
-from stream_ingest.states import Status
+from stream_ingest.states import ACTIVE, Status
 from tests.flows.helpers import lose_redis_data
 
 
@@ -99,6 +99,34 @@ def test_a_field_written_to_a_lost_record_does_not_make_half_a_record(
     assert store.streams.get("s1") is None
     assert store.streams.list() == []
     assert not store.redis_client.exists(store.space.meta_key("s1"))
+
+
+def test_replacing_the_parts_of_a_lost_record_does_not_make_half_a_record(
+    store: CheckpointStore, watch: Path
+) -> None:
+    """Redis lost a stream's record between the run's find-stream and its open-upload,
+    which starts the parts afresh (`store.parts.replace`): the progress fields it
+    wrote made a meta hash without an id or a status, which every listing then failed
+    to read (TypeError), the sensor's and the janitor's included."""
+    store.streams.put(StreamRecord(stream_id="s1", original_path=str(watch / "a.mp4")))
+    lose_redis_data(store)
+
+    store.parts.replace("s1", [])
+
+    assert store.streams.get("s1") is None
+    assert store.streams.list() == []
+    assert not store.redis_client.exists(store.space.meta_key("s1"))
+
+
+def test_replacing_the_parts_still_counts_the_progress_of_a_record(
+    store: CheckpointStore,
+) -> None:
+    store.streams.put(StreamRecord(stream_id="s3", original_path="/w/c.mp4"))
+    part = PartRecord(number=1, etag="e1", offset=0, size=5, checksum="c1")
+    store.parts.replace("s3", [part])
+    record = store.streams.require("s3")
+    assert (record.bytes_uploaded, record.parts_count) == (5, 1)
+    assert store.parts.get("s3") == {1: part}
 
 
 def test_update_still_sets_fields_of_a_record_that_exists(store: CheckpointStore) -> None:
@@ -194,3 +222,109 @@ def test_an_upload_created_for_a_run_that_died_at_once_is_aborted(
     janitor()
 
     assert not s3.list_multipart_uploads(Bucket=registered.s3_bucket).get("Uploads")
+
+
+@pytest.mark.parametrize("dies_in", ["open-upload", "find-stream"])
+def test_a_stream_whose_run_rebuilt_its_lost_record_and_died_is_rerun(
+    registered, s3, store, monkeypatch, dies_in: str
+) -> None:
+    """Redis lost a new stream's record (and with it the sensor's flow_run_id) before
+    its run began; the run rebuilt the record from the file (find-stream) and died:
+    killed in open-upload (no failure recorded, the lease left held), or failing in
+    find-stream after the rebuild. The record said `detected` with no run: the janitor
+    fails only a detected stream whose run Prefect reports over, so it never did,
+    `rerun --failed` never found it, and the sensor, which knew the file, saw nothing
+    new in its writes. The take was in no object while that sensor lived."""
+    import stream_ingest.flows.ingest as ingest_module
+    from stream_ingest.blocks.store_leases import Leases
+    from stream_ingest.flows.ingest import stream_ingest
+    from stream_ingest.flows.janitor import janitor
+
+    watch = Path(registered.watch_dir)
+    video = watch / "a.mp4"
+    video.write_bytes(b"take one")
+    runs = Runs()
+    sensor = _trigger(store, watch, runs)
+    sensor.handle(FileAppeared(str(video), "created"))
+    sensor.handle(FileClosed(str(video)))
+    [(key, request)] = runs.started.items()
+    lose_redis_data(store)
+
+    def killed(*args, **kwargs):
+        raise RuntimeError("the run's process is killed")
+
+    with monkeypatch.context() as dying:
+        if dies_in == "open-upload":  # kill -9: nothing after it reaches Redis
+            dying.setattr(ingest_module, "open_upload", killed)
+            dying.setattr(ingest_module, "record_end", lambda *args: None)
+            dying.setattr(Leases, "release", lambda *args: None)
+        else:  # a call after the rebuild fails (a refusal, a bug)
+            dying.setattr(Leases, "acquire", killed)
+        state = stream_ingest(
+            path=request.sent_path, stream_id=request.stream_id, return_state=True
+        )
+    assert state.is_failed()
+    runs.end(key)
+    assert store.streams.require(request.stream_id).status == Status.DETECTED
+    with open(video, "ab") as fh:  # the recorder writes the file again
+        fh.write(b" and more")
+    sensor.handle(FileOpened(str(video)))
+    sensor.handle(FileClosed(str(video)))
+    assert list(runs.started) == [key]  # the sensor knows the file: nothing new
+
+    janitor()
+    for record in store.streams.list(Status.FAILED):  # `streams rerun --failed`
+        stream_ingest(stream_id=record.stream_id)
+
+    body = s3.get_object(Bucket=registered.s3_bucket, Key="rec/a.mp4")["Body"].read()
+    assert body == b"take one and more"
+
+
+def test_a_salvage_cut_short_after_its_completion_is_finished_not_confirmed(
+    registered, s3, store, monkeypatch
+) -> None:
+    """Another file was renamed over a take mid-upload; the run's salvage completed
+    the uploaded prefix at the stream's key and died there (before its copy to the
+    partial key, before any record of its end). A rerun then found the object made of
+    the stream's checkpointed parts and confirmed it as the completed take: a prefix
+    at the take's key, passed off as the whole recording."""
+    from stream_ingest.blocks.bucket import StreamBucket
+    from stream_ingest.flows.ingest import stream_ingest
+    from stream_ingest.flows.janitor import janitor
+    from stream_ingest.parts import MIB
+    from tests.conftest import edit_config
+    from tests.flows.helpers import payload
+
+    edit_config(max_parts_in_flight=1)  # the parts one after another: part 1 goes up
+    watch = Path(registered.watch_dir)
+    video, other = watch / "a.mp4", watch / "a.mp4.part"
+    take = payload(5 * MIB + 3)
+    video.write_bytes(take)
+    other.write_bytes(payload(5 * MIB, seed=1))
+    real_upload, real_complete = StreamBucket.upload_part, StreamBucket.complete_multipart_upload
+
+    def upload_part(self, key, upload_id, number, body):
+        out = real_upload(self, key, upload_id, number, body)
+        if number == 1 and other.exists():
+            os.rename(other, video)  # renamed over the take: its tail is gone
+        return out
+
+    def complete_then_die(self, *args, **kwargs):
+        real_complete(self, *args, **kwargs)
+        raise RuntimeError("the run's process is killed")
+
+    with monkeypatch.context() as dying:
+        dying.setattr(StreamBucket, "upload_part", upload_part)
+        dying.setattr(StreamBucket, "complete_multipart_upload", complete_then_die)
+        assert stream_ingest(path=str(video), return_state=True).is_failed()
+    [record] = store.streams.list()
+    assert record.salvage_key and record.status in ACTIVE  # cut short, its end unrecorded
+
+    janitor()  # the run is over: the stream is failed
+    stream_ingest(stream_id=record.stream_id, return_state=True)  # `streams rerun --failed`
+
+    record = store.streams.require(record.stream_id)
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=registered.s3_bucket)["Contents"]}
+    assert (record.status, keys) == (Status.SALVAGED, {record.salvage_key})
+    body = s3.get_object(Bucket=registered.s3_bucket, Key=record.salvage_key)["Body"].read()
+    assert body == take[: 5 * MIB]
