@@ -2,25 +2,26 @@
 (stream_ingest/sensors/batching.py), a row each in its table artifact.
 
 Each file is still its own stream and take: its record, lease, multipart upload,
-verification, conditional completion, SHA-256 and events are those of a run of its
-own, made by the same functions (opening, finalize). Its media facts are not read:
-ffprobe costs about 0.1 CPU-s per file here (mostly its start), as much as the rest of
-a small file's upload; `batch_small_files: 0` gives every file a run of its own, with
-its facts. What the Prefect
-server is told is per batch, not per file: on SQLite a task run costs it about 50 ms
-of CPU and a log line about 25 ms, several times what the upload of a small file
-costs here, so the files go up in threads of the run (no task run each) and their
-INFO lines stay on the worker's console (warnings and errors reach the UI as ever);
-each file's outcome, object, size and SHA-256 are a row of the run's table artifact,
-and the completed files are announced in one `stream-ingest.batch.completed` event
-(stream_ingest/batch_events.py; a file that fails sends its own events, as in a run of
-its own). What a batch cannot
-judge it hands on: a file that is
-not finished when its task looks (a writer has it open, it outgrew one part, its writers
-cannot be seen here), changed while it was read, or whose key another take got
-meanwhile gets a run of its own, which resumes its upload from the checkpoint. A file
-that fails is recorded failed (resumable) and announced, as in a run of its own; the
-batch run then ends Failed, naming them.
+verification, conditional completion and SHA-256 are those of a run of its own, made
+by the same functions (opening, finalize). Its media facts are not read: ffprobe costs
+about 0.1 CPU-s per file here (mostly its start), as much as the rest of a small
+file's upload; `batch_small_files: 0` gives every file a run of its own, with its
+facts.
+
+What the Prefect server is told is per batch, not per file: on SQLite a task run costs
+it about 50 ms of CPU, a log line about 25 ms and an event about 10 ms, as much as the
+upload of a small file here or more. So the files go up in threads of the run (no task
+run each), their INFO lines stay on the worker's console (warnings and errors reach
+the UI as ever), each file's outcome, object, size and SHA-256 are a row of the run's
+table artifact, and the completed files are announced in one
+`stream-ingest.batch.completed` event (stream_ingest/batch_events.py).
+
+What a batch cannot judge it hands on: a file that is not finished when its task looks
+(a writer has it open, it outgrew one part, its writers cannot be seen here), changed
+while it was read, or whose key another take got meanwhile gets a run of its own,
+which resumes its upload from the checkpoint. A file that fails is recorded failed
+(resumable) and announced with its own events, as in a run of its own; the batch run
+then ends Failed, naming them.
 """
 
 from __future__ import annotations

@@ -85,19 +85,27 @@ def test_a_live_recording_gets_its_own_run_at_once(
     assert call.batch == () and call.stream_id
 
 
-def test_files_written_and_closed_in_one_burst_are_batched(
-    watch: Path, store: CheckpointStore, prefect: FakePrefect, make_sensor: MakeSensor
-) -> None:
+def _burst_beside_a_live_recording(
+    watch: Path, store: CheckpointStore, prefect: FakePrefect, make_sensor: MakeSensor, n: int
+) -> list[Path]:
+    """`n` files written and closed while the sensor is busy creating a live
+    recording's run (live.mp4): their events queue up, as in any burst. Returns them
+    once every file has its run."""
     prefect.gate = threading.Event()
-    # The sensor is busy creating a live recording's run while ten files are written
-    # and closed: their events queue up, as in any burst.
     with running(make_sensor()), open(watch / "live.mp4", "wb") as live:
         live.write(b"\0" * 1024)
         live.flush()
         wait_until(lambda: prefect.calls, "the live recording's run requested")
-        clips = [write(watch / f"clip{i}.mp4", os.urandom(32 * 1024)) for i in range(10)]
+        clips = [write(watch / f"clip{i}.mp4", os.urandom(32 * 1024)) for i in range(n)]
         prefect.gate.set()
-        wait_until(lambda: len(prefect.covered(store)) >= 11, "runs for the 11 files", 10)
+        wait_until(lambda: len(prefect.covered(store)) >= n + 1, f"runs for {n + 1} files", 10)
+    return clips
+
+
+def test_files_written_and_closed_in_one_burst_are_batched(
+    watch: Path, store: CheckpointStore, prefect: FakePrefect, make_sensor: MakeSensor
+) -> None:
+    clips = _burst_beside_a_live_recording(watch, store, prefect, make_sensor, 10)
     batched = [p for c in prefect.calls if c.batch for p in prefect.covered_by(c, store)]
     assert sorted(batched) == sorted(map(str, clips))
     assert [c.path for c in prefect.calls if not c.batch] == [str(watch / "live.mp4")]
@@ -112,14 +120,7 @@ def test_a_batch_is_announced_in_one_event(
 ) -> None:
     """Each event costs the Prefect server about as much as a small file's upload:
     a batch's files are one `stream-ingest.batch.detected`, their closes included."""
-    prefect.gate = threading.Event()
-    with running(make_sensor()), open(watch / "live.mp4", "wb") as live:
-        live.write(b"\0" * 1024)
-        live.flush()
-        wait_until(lambda: prefect.calls, "the live recording's run requested")
-        clips = [write(watch / f"clip{i}.mp4", os.urandom(32 * 1024)) for i in range(6)]
-        prefect.gate.set()
-        wait_until(lambda: len(prefect.covered(store)) >= 7, "runs for the 7 files", 10)
+    clips = _burst_beside_a_live_recording(watch, store, prefect, make_sensor, 6)
     batches = [c for c in prefect.calls if c.batch]
     announced = events.named("stream-ingest.batch.detected")
     assert batches and len(announced) == len(batches)
