@@ -191,6 +191,55 @@ def burst_stages(
     return {k: [round(statistics.median(v), 2), p95(v)] for k, v in stages.items() if len(v) > 1}
 
 
+ENDED = "recording ended"  # the run's log line when it decides the take is over
+
+
+def ending_stages(
+    runs: dict[str, Any], closed: dict[str, float], objects: dict[str, float]
+) -> dict[str, list[float]]:
+    """Where close -> object went, p50 and p95 of each stage over the streams: the
+    close -> the run's "recording ended" log line (`close_to_end_seen`), that -> the
+    finalize task run's start (the windows drained: `end_seen_to_finalize`), that ->
+    the object (`finalize_to_object`: verify, the tail part, the completion), and the
+    object -> the finalize task's end (its SHA-256 and record, off the path). Wall
+    clock, read from each run's logs and task runs after the measurement."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        LogFilter,
+        LogFilterFlowRunId,
+        TaskRunFilter,
+        TaskRunFilterName,
+    )
+
+    stages: dict[str, list[float]] = {
+        "close_to_end_seen": [],
+        "end_seen_to_finalize": [],
+        "finalize_to_object": [],
+        "object_to_finalize_end": [],
+    }
+    with get_client(sync_client=True) as client:
+        for path, run_id in runs.items():
+            logs = client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id]))
+            )
+            seen = [entry.timestamp.timestamp() for entry in logs if ENDED in entry.message]
+            tasks = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])),
+                task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=["finalize"])),
+            )
+            began = [t.start_time.timestamp() for t in tasks if t.start_time]
+            ended = [t.end_time.timestamp() for t in tasks if t.end_time]
+            if not (seen and began and ended):
+                continue
+            # The last of each: a take that grew again during a finalize ends twice.
+            marks = [closed[path], max(seen), max(began), objects[path], max(ended)]
+            for name, (a, b) in zip(stages, itertools.pairwise(marks), strict=True):
+                stages[name].append(b - a)
+    return {k: [round(statistics.median(v), 2), p95(v)] for k, v in stages.items() if len(v) > 1}
+
+
 def run_all(
     stack: Stack,
     counts: list[int],
@@ -418,6 +467,8 @@ def _measure(stack: Stack, worker_pid: int, streams: int, size: int, rate: float
     }
     first_byte = [started[p] - triggered[p] for p in paths]
     stages = burst_stages(runs, triggered, started)
+    closed = {p: w.closed_wall for p, w in zip(paths, writers, strict=True)}
+    ending = ending_stages(runs, closed, dict(zip(paths, done, strict=True)))
     lone = lone_starts(stack)
     stack.drop_objects()
     for p in paths:
@@ -427,6 +478,7 @@ def _measure(stack: Stack, worker_pid: int, streams: int, size: int, rate: float
         "trigger_to_first_byte_s_p50": round(statistics.median(first_byte), 2),
         "trigger_to_first_byte_s_p95": p95(first_byte),
         "burst_stages_s_p50_p95": stages,
+        "ending_stages_s_p50_p95": ending,
         # The same, for single new recordings on the idle worker afterwards.
         "lone_trigger_to_first_byte_s": [round(x, 2) for x in lone],
         "cold_start_trigger_to_all_open_s": round(t_open - t_trigger, 1),
