@@ -42,7 +42,8 @@ from stream_ingest.bandwidth import (
     grants,
 )
 from stream_ingest.blocks.bandwidth import HostBucket
-from stream_ingest.blocks.config import IngestConfig, load_config
+from stream_ingest.blocks.config import IngestConfig
+from stream_ingest.flows.configs import read_config
 
 RELOAD_SECONDS = 10.0
 log = logging.getLogger(__name__)
@@ -156,7 +157,7 @@ class Follower:
     def __init__(
         self,
         limiter: Limiter,
-        load: Callable[[str], IngestConfig] = load_config,
+        load: Callable[[str], IngestConfig] = read_config,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.limiter, self._load, self._clock = limiter, load, clock

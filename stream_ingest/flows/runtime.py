@@ -17,7 +17,8 @@ from typing import Any
 from stream_ingest.bandwidth import Kind
 from stream_ingest.blocks.bucket import StreamBucket
 from stream_ingest.blocks.checkpoints import CheckpointStore
-from stream_ingest.blocks.config import IngestConfig, load_config
+from stream_ingest.blocks.config import IngestConfig
+from stream_ingest.flows.configs import read_config
 from stream_ingest.flows.digest import FileSha256
 from stream_ingest.flows.source import Owned
 from stream_ingest.lag import Stored
@@ -116,7 +117,7 @@ def early_config_read(run_id: str, parameters: Mapping[str, Any]) -> Callable[[]
 
     def load() -> None:
         try:
-            read.set_result(load_config(name))
+            read.set_result(read_config(name))
         except BaseException as exc:  # the flow raises it where it would have read
             read.set_exception(exc)
 
@@ -131,7 +132,7 @@ def config_of_run(run_id: str, name: str | None) -> IngestConfig:
         early = _read_early.pop(run_id, None)
     if early is not None and early[0] == name:
         return early[1].result()
-    return load_config(name)
+    return read_config(name)
 
 
 def forget_early_read(run_id: str) -> None:

@@ -19,6 +19,7 @@ from types import FrameType
 from stream_ingest import metrics
 from stream_ingest.blocks.checkpoints import CheckpointStore
 from stream_ingest.blocks.config import IngestConfig, load_config
+from stream_ingest.blocks.reload import Reloader
 from stream_ingest.errors import CheckpointUnavailable, ConfigurationError
 from stream_ingest.flows import telemetry
 from stream_ingest.options import IngestOptions
@@ -31,7 +32,6 @@ from stream_ingest.sensors.prefect_calls import (
     run_deployment_trigger,
     takes_batches,
 )
-from stream_ingest.sensors.reload import Reloader
 from stream_ingest.sensors.trigger import StreamTrigger, TriggerFailed
 from stream_ingest.sensors.watcher import EVENT_TYPES, EnqueueHandler, make_observer, scan
 from stream_ingest.settings import DEFAULT_CONFIG_BLOCK, config_block_name
@@ -185,7 +185,7 @@ class Sensor:
         except Exception as exc:
             log.warning("could not reload the IngestConfig block (%s); keeping the last", exc)
             return
-        if config is self._applied:  # unchanged (sensors/reload.py): nothing to compare
+        if config is self._applied:  # unchanged (blocks/reload.py): nothing to compare
             return
         self._applied = config
         new = config.options()

@@ -22,7 +22,7 @@ def reads(monkeypatch):
             raise ConfigurationError("ingest-config/broken is invalid")
         return f"config {name} #{len(made)}"
 
-    monkeypatch.setattr(runtime, "load_config", load)
+    monkeypatch.setattr(runtime, "read_config", load)
     monkeypatch.setenv("STREAM_INGEST_CONFIG_BLOCK", "site-default")
     yield made
     runtime._read_early.clear()

@@ -212,3 +212,31 @@ def test_sigint_sets_stop_and_a_second_one_gets_the_old_handler() -> None:
     except KeyboardInterrupt:
         pytest.fail("SIGINT was not handled by run_sensor's handler")
     assert all(signal.getsignal(sig) is before[sig] for sig in signals)
+
+
+def test_an_unchanged_block_is_not_compared_again(settings, make_sensor, monkeypatch) -> None:
+    """Comparing options (the block's model_dump, its JSON schema) was the idle
+    sensor's largest cost: the same block object is applied once."""
+    from stream_ingest.blocks.config import IngestConfig
+    from stream_ingest.blocks.registration import build_config
+    from tests.sensors.helpers import running, wait_until
+
+    config = build_config(settings)
+    reloads = {"n": 0}
+
+    def reload() -> IngestConfig:
+        reloads["n"] += 1
+        return config
+
+    compared = {"n": 0}
+    real = IngestConfig.options
+
+    def options(self: IngestConfig) -> object:
+        compared["n"] += 1
+        return real(self)
+
+    sensor = make_sensor(reload=reload, reload_seconds=0.05)
+    monkeypatch.setattr(IngestConfig, "options", options)
+    with running(sensor):
+        wait_until(lambda: reloads["n"] >= 4, "four reloads")
+    assert compared["n"] == 1

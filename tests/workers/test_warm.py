@@ -252,7 +252,7 @@ def test_a_run_goes_to_the_engine_as_polled_and_a_label_failure_is_only_logged(m
     loads: list[tuple[str, bool]] = []  # the config block's reads: (name, engine started?)
     configs: list[Any] = []  # what the flow's load got
     monkeypatch.setattr(
-        runtime, "load_config", lambda name: loads.append((name, bool(engine_got))) or name
+        runtime, "read_config", lambda name: loads.append((name, bool(engine_got))) or name
     )
     monkeypatch.setattr(runtime, "_read_early", {})  # this test's own
     monkeypatch.setattr(warm, "run_flow", engine)
