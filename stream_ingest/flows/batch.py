@@ -49,7 +49,7 @@ from stream_ingest.flows.opening import TakeSkipped, find_stream, open_upload
 from stream_ingest.flows.report import FAILED, Reporter, record_failed, stream_resource
 from stream_ingest.flows.runs import RunRequest, create_stream_run
 from stream_ingest.flows.runtime import StreamContext
-from stream_ingest.flows.source import snapshot
+from stream_ingest.flows.source import reading, snapshot
 from stream_ingest.flows.stopping import StopRequested
 from stream_ingest.flows.stopping import check as check_stop
 from stream_ingest.flows.stored import AlreadyStored, complete_as_stored
@@ -189,7 +189,7 @@ def _ingest(cfg: IngestConfig, config: str, sid: str, name: str, flow_run_id: st
     reporter = Reporter(record, flow_run_id, config)
     hand_on = ""
     keeper = LeaseKeeper(store, sid, token, cfg.lease_ttl_seconds, cfg.stuck_timeout_seconds, log)
-    with keeper:
+    with keeper, reading(record.original_path):
         try:
             opened = open_upload.fn(ctx, flow_run_id)
             ctx = ctx.with_record(opened.record).with_prior(opened.prior)

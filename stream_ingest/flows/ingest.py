@@ -50,7 +50,7 @@ from stream_ingest.flows.report import (
 )
 from stream_ingest.flows.runs import RunRequest, create_stream_run, run_name
 from stream_ingest.flows.runtime import StreamContext, config_of_run
-from stream_ingest.flows.source import snapshot
+from stream_ingest.flows.source import reading, snapshot
 from stream_ingest.flows.stopping import check as check_stop
 from stream_ingest.flows.stored import AlreadyStored, complete_as_stored
 from stream_ingest.flows.upload import WindowEnd, upload_part, upload_parts, upload_window
@@ -387,7 +387,7 @@ def stream_ingest(
     keeper = LeaseKeeper(
         store, record.stream_id, token, cfg.lease_ttl_seconds, cfg.stuck_timeout_seconds, log
     )
-    with keeper as lease:
+    with keeper as lease, reading(record.original_path):
         try:
             opened = open_upload(ctx, flow_run_id)
             ctx = ctx.with_record(opened.record).with_prior(opened.prior)

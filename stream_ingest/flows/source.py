@@ -36,6 +36,7 @@ from stream_ingest.errors import (
     SourceShrank,
     SourceUnreadable,
 )
+from stream_ingest.flows.held import HeldFiles
 from stream_ingest.flows.statx import birth_ns, birth_ns_of_fd
 from stream_ingest.identity import FileIdentity, same_file
 from stream_ingest.keys import printable
@@ -184,8 +185,14 @@ def read_into(
 
 @contextmanager
 def _source_fd(path: str, owned: Owned | None) -> Iterator[int]:
-    """The file to read: the run's own (`owned`), or whatever `path` names now."""
+    """The file to read: the run's own (`owned`), or whatever `path` names now. The
+    run's own file, known by its identity on a local filesystem, stays open for its
+    next read until the run lets go of it (`let_go`, stream_ingest/flows/held.py)."""
     if owned is not None:
+        if owned.identity and _holdable(path, owned):
+            with _HELD.borrow((path, owned)) as fd:
+                yield fd
+            return
         with _opened(path, owned) as (fd, _st, _identity):
             yield fd
         return
@@ -205,6 +212,14 @@ _FOLDER = os.O_RDONLY | os.O_CLOEXEC | os.O_DIRECTORY
 def _opened(path: str, owned: Owned) -> Iterator[tuple[int, os.stat_result, FileIdentity]]:
     """The run's file open, its fstat and identity; raises the domain error if the
     path leads out of the folder through a link or to a file other than `owned`."""
+    fd, st, identity = _open_owned(path, owned)
+    try:
+        yield fd, st, identity
+    finally:
+        os.close(fd)
+
+
+def _open_owned(path: str, owned: Owned) -> tuple[int, os.stat_result, FileIdentity]:
     if owned.follow_symlinks:
         fd = _open_step(path, None, path, _FILE)
     else:
@@ -216,9 +231,36 @@ def _opened(path: str, owned: Owned) -> Iterator[tuple[int, os.stat_result, File
         identity = FileIdentity.of_stat(st, birth_ns_of_fd(fd))
         if owned.identity and not same_file(owned.identity, str(identity)):
             raise SourceReplaced(path)
-        yield fd, st, identity
-    finally:
+    except BaseException:
         os.close(fd)
+        raise
+    return fd, st, identity
+
+
+def _holdable(path: str, owned: Owned) -> bool:
+    """Known by its identity, on a local filesystem: on a network one an open
+    revalidates what the client caches (close-to-open), so there each read opens."""
+    device = owned.identity.split(":", 1)[0]
+    return device.isdigit() and _local(int(device), path)
+
+
+_HELD: HeldFiles[tuple[str, Owned]] = HeldFiles(
+    lambda key: _open_owned(key[0], key[1])[0], os.close
+)
+
+
+def let_go(path: str) -> None:
+    """The run is done with its file at `path`: close what its reads kept open."""
+    _HELD.release(lambda key: key[0] != path)
+
+
+@contextmanager
+def reading(path: str) -> Iterator[None]:
+    """A run's time with its file: what its reads kept open is closed at the end."""
+    try:
+        yield
+    finally:
+        let_go(path)
 
 
 def _open_beneath(path: str, folder: str) -> int:

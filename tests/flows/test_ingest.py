@@ -74,6 +74,33 @@ def test_finished_file_is_uploaded_byte_identically(registered, s3, store, tmp_p
     assert _flow_run(result["flow_run_id"]).name == "ingest-täst.mp4"
 
 
+def test_a_run_reads_its_file_through_one_open_and_lets_go_of_it(registered, s3, monkeypatch):
+    """Every open of a recording is an IN_OPEN the sensor handles: a run's reads
+    (parts, their check at finalize, the SHA-256) share one descriptor, closed when
+    the run ends (a deleted recording's space is freed then)."""
+    import stream_ingest.flows.source as source
+
+    data = payload(17 * MIB + 12345, seed=3)
+    src = Path(registered.watch_dir) / "held.mp4"
+    src.write_bytes(data)
+    opened: list[str] = []
+    real = source._open_owned
+
+    def counted(path, owned):
+        opened.append(path)
+        return real(path, owned)
+
+    monkeypatch.setattr(source, "_open_owned", counted)
+
+    result = _ingest(src)
+
+    assert object_bytes(s3, registered.s3_bucket, result["s3_key"]) == data
+    # One open for the four parts (and one for a first look that found the name
+    # changed since the stream was claimed, if the stat by name could not tell).
+    assert opened in ([str(src)], [str(src)] * 2)
+    assert str(src) not in {path for path, _owned in source._HELD.kept()}
+
+
 @pytest.mark.on_ceph
 def test_file_growing_in_steps_is_uploaded_byte_identically(registered, s3, store):
     data = payload(23 * MIB + 777, seed=2)

@@ -5,25 +5,37 @@ and a file other than the run's is never read at all."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from stream_ingest.errors import SourceOutsideFolder, SourceReplaced
-from stream_ingest.flows.source import Owned, check_inside, read_into, read_range, snapshot
+from stream_ingest.flows.source import (
+    Owned,
+    check_inside,
+    let_go,
+    read_into,
+    read_range,
+    snapshot,
+)
 
 MINE = b"the recording's own bytes " * 40
 SECRET = b"another user's secret file" * 40  # as long: a read of it would not come short
 
 
 @pytest.fixture
-def folders(tmp_path: Path) -> tuple[Path, Path]:
-    """The watch folder and a folder outside it holding a secret file."""
+def folders(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """The watch folder and a folder outside it holding a secret file; what the
+    test's reads kept open is closed after it."""
+    import stream_ingest.flows.source as source
+
     watch, outside = tmp_path / "watch", tmp_path / "outside"
     watch.mkdir()
     outside.mkdir()
     (outside / "secret").write_bytes(SECRET)
-    return watch, outside
+    yield watch, outside
+    source._HELD.release(lambda key: not key[0].startswith(str(tmp_path)))
 
 
 def _owned(watch: Path, src: Path, known: bool = True, follow: bool = False) -> Owned:
@@ -134,6 +146,7 @@ def test_with_follow_symlinks_a_link_is_followed_to_the_same_file_only(folders) 
     src.rename(outside / "cam.mp4")  # the recording itself moved out, linked back:
     src.symlink_to(outside / "cam.mp4")  # following is what the operator allowed
     assert read_range(str(src), 0, len(MINE), owned) == MINE
+    let_go(str(src))  # a run that opens the file anew (this one kept it open)
 
     src.unlink()
     src.symlink_to(outside / "secret")  # but never to another file
@@ -165,3 +178,68 @@ def test_a_look_at_the_runs_own_file_opens_nothing(folders, monkeypatch) -> None
     monkeypatch.setattr(source, "_LOCAL", {os.stat(src).st_dev: False})
     assert snapshot(str(src), owned).size == len(MINE)
     assert opened == [str(src)]
+
+
+def test_a_run_s_reads_of_its_own_file_open_it_once(folders, monkeypatch) -> None:
+    """Each open is an IN_OPEN the sensor handles: a run's part reads share one
+    descriptor until the run lets go of the file, which closes it."""
+    import stream_ingest.flows.source as source
+
+    watch, _ = folders
+    src = watch / "cam.mp4"
+    src.write_bytes(MINE)
+    owned = _owned(watch, src)
+    opened = []
+    real = source._open_owned
+
+    def counted(path, owned):
+        opened.append(path)
+        return real(path, owned)
+
+    monkeypatch.setattr(source, "_open_owned", counted)
+    before = len(source._HELD)
+    buf = bytearray(len(MINE))
+    for offset in (0, 100, 200):
+        assert read_range(str(src), offset, 10, owned) == MINE[offset : offset + 10]
+        assert bytes(read_into(str(src), offset, 10, buf, owned)) == MINE[offset : offset + 10]
+    assert opened == [str(src)]
+    assert len(source._HELD) == before + 1
+    let_go(str(src))
+    assert len(source._HELD) == before
+    assert read_range(str(src), 0, 10, owned) == MINE[:10]
+    assert opened == [str(src)] * 2
+    let_go(str(src))
+
+
+def test_a_kept_file_is_read_as_itself_after_its_name_is_swapped(folders) -> None:
+    """What a run kept open is its own take: a name swapped since for a link to
+    another file reads the take's bytes, never the other file's, and the run's next
+    look at the name says it was replaced."""
+    watch, outside = folders
+    src = watch / "cam.mp4"
+    src.write_bytes(MINE)
+    owned = _owned(watch, src, follow=True)
+    assert read_range(str(src), 0, len(MINE), owned) == MINE  # kept open from here
+    src.rename(watch / "cam.old")
+    src.symlink_to(outside / "secret")
+    try:
+        assert read_range(str(src), 0, len(MINE), owned) == MINE
+        with pytest.raises(SourceReplaced):
+            snapshot(str(src), owned)
+    finally:
+        let_go(str(src))
+
+
+def test_on_a_network_filesystem_every_read_opens(folders, monkeypatch) -> None:
+    """There an open revalidates what the client caches (close-to-open)."""
+    import stream_ingest.flows.source as source
+
+    watch, _ = folders
+    src = watch / "cam.mp4"
+    src.write_bytes(MINE)
+    owned = _owned(watch, src)
+    monkeypatch.setattr(source, "_LOCAL", {os.stat(src).st_dev: False})
+    before = len(source._HELD)
+    for _ in range(3):
+        assert read_range(str(src), 0, 10, owned) == MINE[:10]
+    assert len(source._HELD) == before
