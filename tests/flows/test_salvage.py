@@ -204,3 +204,45 @@ def test_a_revision_with_new_bytes_is_never_aborted(registered, s3, store):
     assert store.streams.get(rec.stream_id).status == "failed"
     assert store.streams.get(rec.stream_id).salvage_key == ""
     assert object_bytes(s3, bucket, rec.s3_key) == first
+
+
+@pytest.mark.parametrize("replaced", [False, True], ids=["own-object", "another-take-at-key"])
+@pytest.mark.usefixtures("two_hours_later")
+def test_a_salvage_cut_short_before_its_delete_is_finished_by_the_next_sweep(
+    registered, s3, store, monkeypatch, replaced
+):
+    """The janitor's salvage died after copying the prefix to the partial key: S3
+    lists no upload of the stream any more. The next sweep finishes it: the stream
+    ends salvaged, the object at its key deleted only while it is the stream's own
+    (another take's object there is left as it is)."""
+    from stream_ingest.blocks.bucket import STREAM_ID, StreamBucket
+
+    bucket = registered.s3_bucket
+    data = payload(12 * MIB, seed=6)
+    rec = failed_stream(s3, store, registered, data, 3)
+
+    def killed(self, key, etag):
+        raise RuntimeError("the janitor's process is killed")
+
+    with monkeypatch.context() as dying:
+        dying.setattr(StreamBucket, "delete_object", killed)
+        assert janitor(return_state=True).is_failed()
+    cut = store.streams.get(rec.stream_id)
+    assert (cut.status, cut.salvage_key) == ("failed", "rec/cam1/take.partial.mkv")
+    assert _keys(s3, bucket) == ["rec/cam1/take.mkv", "rec/cam1/take.partial.mkv"]
+    assert _pending(s3, bucket) == set()
+    if replaced:
+        s3.put_object(Bucket=bucket, Key=rec.s3_key, Body=b"take", Metadata={STREAM_ID: "other"})
+
+    [action] = janitor()
+
+    salvaged = store.streams.get(rec.stream_id)
+    assert (salvaged.status, action["kind"]) == ("salvaged", "salvaged")
+    assert salvaged.salvage_key == action["target"] == "rec/cam1/take.partial.mkv"
+    assert salvaged.salvaged_bytes == 12 * MIB
+    assert object_bytes(s3, bucket, salvaged.salvage_key) == data
+    if replaced:
+        assert object_bytes(s3, bucket, rec.s3_key) == b"take"
+    else:
+        assert _keys(s3, bucket) == ["rec/cam1/take.partial.mkv"]
+    assert store.parts.uploads() == {}
