@@ -246,3 +246,36 @@ def test_a_salvage_cut_short_before_its_delete_is_finished_by_the_next_sweep(
     else:
         assert _keys(s3, bucket) == ["rec/cam1/take.partial.mkv"]
     assert store.parts.uploads() == {}
+
+
+@pytest.mark.usefixtures("two_hours_later")
+def test_a_salvage_whose_key_another_take_holds_keeps_the_upload_until_the_key_is_free(
+    registered, s3, store
+):
+    """S3 completes an upload only at its own key, and another take's object holds
+    it: the parts can become no object without replacing that take, so the upload is
+    kept, the stream and the registry still naming it (an operator sees it in the
+    report; `streams abort` is theirs to run). Once the key is free, the next sweep
+    salvages it."""
+    from stream_ingest.blocks.bucket import STREAM_ID
+
+    bucket = registered.s3_bucket
+    data = payload(12 * MIB, seed=7)
+    rec = failed_stream(s3, store, registered, data, 3)
+    s3.put_object(Bucket=bucket, Key=rec.s3_key, Body=b"take", Metadata={STREAM_ID: "other"})
+
+    [action] = janitor()
+
+    assert action["kind"] == "keep-upload" and "an object holds its key" in action["reason"]
+    kept = store.streams.get(rec.stream_id)
+    assert (kept.status, kept.s3_upload_id, kept.salvage_key) == ("failed", rec.s3_upload_id, "")
+    assert _pending(s3, bucket) == {rec.s3_upload_id}
+    assert store.parts.uploads()[rec.s3_upload_id]["stream_id"] == rec.stream_id
+    assert _keys(s3, bucket) == [rec.s3_key] and object_bytes(s3, bucket, rec.s3_key) == b"take"
+
+    s3.delete_object(Bucket=bucket, Key=rec.s3_key)
+    [action] = janitor()
+
+    assert (action["kind"], action["target"]) == ("salvaged", "rec/cam1/take.partial.mkv")
+    assert object_bytes(s3, bucket, action["target"]) == data
+    assert _keys(s3, bucket) == [action["target"]] and _pending(s3, bucket) == set()
