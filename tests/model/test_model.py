@@ -6,6 +6,9 @@ abstracted, and what each check means):
 - every take still in the folder has its final bytes in exactly one completed object;
 - no object is completed that is not byte-identical to a state of a take, except a
   salvage's `.partial` (a prefix of a take that left the folder);
+- every take that left the folder mid-upload (S3 took its part 1) kept what was
+  uploaded: in an object of one of its states, its `.partial`, or, where a salvage
+  cannot complete, its failed stream's open upload;
 - no multipart upload of ours is open except a live or resumable stream's;
 - nothing outside the watch folder is read;
 - Redis keys per stream are bounded (the schema's, a record per part, ended streams
