@@ -1,5 +1,5 @@
 """Pure decisions of the janitor: which uploads to abort, keep or salvage, which
-streams to fail.
+salvages to finish, which streams to fail.
 
 The janitor flow (stream_ingest/flows/janitor.py) gathers the facts (S3's pending uploads, the
 uploads registry, the streams, their leases, which runs Prefect reports over) and
@@ -66,6 +66,8 @@ def plan_uploads(
             last = max(last, _epoch(record.last_activity_at_utc))
         if now - last < ttl_seconds or sid in leased:
             continue
+        if owned and record is not None and record.salvage_key:
+            continue  # its salvage began: plan_unfinished finishes it
         if owned and record is not None:
             if record.status != Status.FAILED:
                 continue  # an active stream between runs: plan_streams handles it first
@@ -81,6 +83,24 @@ def plan_uploads(
             reason = f"stream is {record.status} with upload {record.s3_upload_id[:12] or 'none'}"
         actions.append(Action("abort-upload", sid, up.upload_id, reason))
     return actions
+
+
+def plan_unfinished(records: Mapping[str, StreamRecord], leased: set[str]) -> list[Action]:
+    """Pure: failed streams whose salvage began and was cut short (the record names
+    the partial key and still its upload), that no run holds. Nothing of them is
+    resumable and their file is not needed: the salvage goes on from what S3 holds
+    (the upload, or the prefix it completed at the stream's key), as a rerun would,
+    whatever the upload's age or whether S3 still lists it."""
+    return [
+        Action(
+            "salvage", sid, rec.s3_upload_id, f"its salvage into {rec.salvage_key} was cut short"
+        )
+        for sid, rec in records.items()
+        if rec.status == Status.FAILED
+        and rec.salvage_key
+        and rec.s3_upload_id
+        and sid not in leased
+    ]
 
 
 def plan_streams(

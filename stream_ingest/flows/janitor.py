@@ -7,7 +7,8 @@
    unreadable), its parts are salvaged into `<stem>.partial<ext>` (stream_ingest/flows/salvage.py).
    An upload that is not its stream's current one is aborted. Uploads that are not in
    the registry belong to some other application and are never touched, even under
-   our prefix.
+   our prefix. A failed stream whose salvage was cut short (its run killed part-way)
+   has it finished at once, from what S3 holds, as a rerun would.
 2. Marks streams whose run ended without finishing (crashed run, lost lease) as
    failed, so `stream-ingest streams rerun --failed` finds them.
 3. Drops the index entries of streams whose keys expired (after the uploads: an
@@ -32,7 +33,13 @@ from stream_ingest.flows.report import janitor_failed
 from stream_ingest.flows.runs import ended_runs
 from stream_ingest.flows.runtime import config_of_run
 from stream_ingest.flows.salvage import SALVAGED, end_unheld, source_lost
-from stream_ingest.janitor_plan import STALE_AFTER_LEASES, Action, plan_streams, plan_uploads
+from stream_ingest.janitor_plan import (
+    STALE_AFTER_LEASES,
+    Action,
+    plan_streams,
+    plan_unfinished,
+    plan_uploads,
+)
 from stream_ingest.retention import sweep_report
 from stream_ingest.settings import config_block_name
 from stream_ingest.states import Status
@@ -65,6 +72,10 @@ def sweep(config: str | None = None, now: float | None = None) -> list[Action]:
     registry = store.parts.uploads()
     owners = {str(u.get("stream_id", "")) for u in registry.values()}
     records = {r.stream_id: r for r in store.streams.many(owners - active.keys())} | active
+    # A salvage names its stream in the registry until it ends: a cut-short one is found
+    # here even once S3 no longer lists its upload (it completed the prefix).
+    unfinished = plan_unfinished(records, leased)
+    done = [_salvage(cfg, act, config_name) for act in unfinished]
     # Uploads are listed under the prefix when every key starts with it.
     prefix = cfg.s3_prefix if cfg.s3_key_template.startswith("{prefix}/") else ""
     pending = bucket.list_multipart_uploads(prefix)
@@ -78,7 +89,6 @@ def sweep(config: str | None = None, now: float | None = None) -> list[Action]:
     }
     uploads = plan_uploads(pending, registry, records, leased, now, ttl, lost)
     keys = {p.upload_id: p.key for p in pending}
-    done = []
     for act in uploads:
         if act.kind == "salvage":
             done.append(_salvage(cfg, act, config_name))
@@ -96,8 +106,9 @@ def sweep(config: str | None = None, now: float | None = None) -> list[Action]:
 
 
 def _salvage(cfg: IngestConfig, act: Action, config_name: str) -> Action:
-    """Salvage a failed stream whose file is gone (or abort an upload that holds
-    nothing to keep); where that cannot be done now, its upload is kept."""
+    """Salvage a failed stream whose file is gone, or finish its cut-short salvage (or
+    abort an upload that holds nothing to keep); where that cannot be done now, its
+    upload is kept."""
     log = get_run_logger()
     try:
         ended = end_unheld(

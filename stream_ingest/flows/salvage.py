@@ -11,7 +11,8 @@ completed there first, only if the key is free (If-None-Match), copied inside S3
 the partial key (UploadPartCopy, part by part: any size), and the object at the
 stream's key is deleted: that key never keeps a partial recording. The record names
 the partial key before the completion, so a try that crashed on the way is finished
-by the next one from the object. A revision's key holds the completed object of the
+by the next one from the object (a rerun, or the janitor: the uploads registry names
+the stream until its salvage ends). A revision's key holds the completed object of the
 revision before, which must not be replaced: its parts are kept, for an operator.
 """
 
@@ -234,7 +235,6 @@ def carry_out(
                 f"the store refuses to complete the upload without the {plan.left_out} "
                 f"parts after its gap (InvalidPart); upload kept",
             ) from None
-        store.parts.forget_upload(rec.s3_upload_id)
     head = bucket.head_object(rec.s3_key)
     if head is not None and _ours(head, plan):
         if not plan.copied:
@@ -245,6 +245,9 @@ def carry_out(
     store.streams.set_status(
         sid, Status.SALVAGED, salvage_key=plan.key, salvaged_bytes=plan.size, error=why
     )
+    # Only now: until the stream says salvaged, its entry is how the janitor finds a
+    # salvage cut short once S3 no longer lists the upload (stream_ingest/janitor_plan.py).
+    store.parts.forget_upload(rec.s3_upload_id)
     payload = {"salvage_key": plan.key, "bytes": plan.size, "left_out_parts": plan.left_out}
     summary = f"{plan.size:,} bytes kept in s3://{rec.s3_bucket}/{printable(plan.key)}"
     return Ended(store.streams.require(sid), SALVAGED, summary, payload)

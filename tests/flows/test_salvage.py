@@ -204,3 +204,78 @@ def test_a_revision_with_new_bytes_is_never_aborted(registered, s3, store):
     assert store.streams.get(rec.stream_id).status == "failed"
     assert store.streams.get(rec.stream_id).salvage_key == ""
     assert object_bytes(s3, bucket, rec.s3_key) == first
+
+
+@pytest.mark.parametrize("replaced", [False, True], ids=["own-object", "another-take-at-key"])
+@pytest.mark.usefixtures("two_hours_later")
+def test_a_salvage_cut_short_before_its_delete_is_finished_by_the_next_sweep(
+    registered, s3, store, monkeypatch, replaced
+):
+    """The janitor's salvage died after copying the prefix to the partial key: S3
+    lists no upload of the stream any more. The next sweep finishes it: the stream
+    ends salvaged, the object at its key deleted only while it is the stream's own
+    (another take's object there is left as it is)."""
+    from stream_ingest.blocks.bucket import STREAM_ID, StreamBucket
+
+    bucket = registered.s3_bucket
+    data = payload(12 * MIB, seed=6)
+    rec = failed_stream(s3, store, registered, data, 3)
+
+    def killed(self, key, etag):
+        raise RuntimeError("the janitor's process is killed")
+
+    with monkeypatch.context() as dying:
+        dying.setattr(StreamBucket, "delete_object", killed)
+        assert janitor(return_state=True).is_failed()
+    cut = store.streams.get(rec.stream_id)
+    assert (cut.status, cut.salvage_key) == ("failed", "rec/cam1/take.partial.mkv")
+    assert _keys(s3, bucket) == ["rec/cam1/take.mkv", "rec/cam1/take.partial.mkv"]
+    assert _pending(s3, bucket) == set()
+    if replaced:
+        s3.put_object(Bucket=bucket, Key=rec.s3_key, Body=b"take", Metadata={STREAM_ID: "other"})
+
+    [action] = janitor()
+
+    salvaged = store.streams.get(rec.stream_id)
+    assert (salvaged.status, action["kind"]) == ("salvaged", "salvaged")
+    assert salvaged.salvage_key == action["target"] == "rec/cam1/take.partial.mkv"
+    assert salvaged.salvaged_bytes == 12 * MIB
+    assert object_bytes(s3, bucket, salvaged.salvage_key) == data
+    if replaced:
+        assert object_bytes(s3, bucket, rec.s3_key) == b"take"
+    else:
+        assert _keys(s3, bucket) == ["rec/cam1/take.partial.mkv"]
+    assert store.parts.uploads() == {}
+
+
+@pytest.mark.usefixtures("two_hours_later")
+def test_a_salvage_whose_key_another_take_holds_keeps_the_upload_until_the_key_is_free(
+    registered, s3, store
+):
+    """S3 completes an upload only at its own key, and another take's object holds
+    it: the parts can become no object without replacing that take, so the upload is
+    kept, the stream and the registry still naming it (an operator sees it in the
+    report; `streams abort` is theirs to run). Once the key is free, the next sweep
+    salvages it."""
+    from stream_ingest.blocks.bucket import STREAM_ID
+
+    bucket = registered.s3_bucket
+    data = payload(12 * MIB, seed=7)
+    rec = failed_stream(s3, store, registered, data, 3)
+    s3.put_object(Bucket=bucket, Key=rec.s3_key, Body=b"take", Metadata={STREAM_ID: "other"})
+
+    [action] = janitor()
+
+    assert action["kind"] == "keep-upload" and "an object holds its key" in action["reason"]
+    kept = store.streams.get(rec.stream_id)
+    assert (kept.status, kept.s3_upload_id, kept.salvage_key) == ("failed", rec.s3_upload_id, "")
+    assert _pending(s3, bucket) == {rec.s3_upload_id}
+    assert store.parts.uploads()[rec.s3_upload_id]["stream_id"] == rec.stream_id
+    assert _keys(s3, bucket) == [rec.s3_key] and object_bytes(s3, bucket, rec.s3_key) == b"take"
+
+    s3.delete_object(Bucket=bucket, Key=rec.s3_key)
+    [action] = janitor()
+
+    assert (action["kind"], action["target"]) == ("salvaged", "rec/cam1/take.partial.mkv")
+    assert object_bytes(s3, bucket, action["target"]) == data
+    assert _keys(s3, bucket) == [action["target"]] and _pending(s3, bucket) == set()

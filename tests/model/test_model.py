@@ -6,6 +6,9 @@ abstracted, and what each check means):
 - every take still in the folder has its final bytes in exactly one completed object;
 - no object is completed that is not byte-identical to a state of a take, except a
   salvage's `.partial` (a prefix of a take that left the folder);
+- every take that left the folder mid-upload (S3 took its part 1) kept what was
+  uploaded: in an object of one of its states, its `.partial`, or, where a salvage
+  cannot complete, its failed stream's open upload;
 - no multipart upload of ours is open except a live or resumable stream's;
 - nothing outside the watch folder is read;
 - Redis keys per stream are bounded (the schema's, a record per part, ended streams
@@ -216,3 +219,24 @@ def test_the_model(registered, restartable_redis, s3, tmp_path: Path, monkeypatc
         for k, v in sorted(TIMES.items(), key=lambda kv: -sum(kv[1])):
             print(f"  {k}: {len(v)} calls, {sum(v):.1f} s, max {max(v):.1f}")
         print("model: " + ", ".join(f"{n} {what}" for what, n in sorted(COUNTS.items())))
+
+
+def test_a_take_deleted_mid_upload_is_owed_its_partial(
+    registered, restartable_redis, s3, tmp_path: Path, monkeypatch
+) -> None:
+    """One story of the model, without Hypothesis: a take is deleted while its run
+    uploads it, after S3 took its part 1. The final check owes it its `.partial`."""
+    world = World(
+        settings=registered, redis=restartable_redis, s3=s3, tmp=tmp_path, monkeypatch=monkeypatch
+    )
+    world.configure(settle_seconds=0.0, idle_timeout_seconds=1000.0, upload_ttl_hours=1e-6)
+    before = COUNTS.get("takes that left mid-upload, salvaged", 0)
+    try:
+        world.record("a.mp4", PART + 3)
+        world.sensor_tick()
+        world.run_next([("wait",), ("wait",), ("delete", "a.mp4")], None)
+        world.quiesce()
+        world.check(final=True)
+        assert COUNTS.get("takes that left mid-upload, salvaged", 0) == before + 1, world.log
+    finally:
+        world.reset()

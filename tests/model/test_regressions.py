@@ -280,17 +280,12 @@ def test_a_stream_whose_run_rebuilt_its_lost_record_and_died_is_rerun(
     assert body == b"take one and more"
 
 
-def test_a_salvage_cut_short_after_its_completion_is_finished_not_confirmed(
-    registered, s3, store, monkeypatch
-) -> None:
-    """Another file was renamed over a take mid-upload; the run's salvage completed
-    the uploaded prefix at the stream's key and died there (before its copy to the
-    partial key, before any record of its end). A rerun then found the object made of
-    the stream's checkpointed parts and confirmed it as the completed take: a prefix
-    at the take's key, passed off as the whole recording."""
+def _salvage_cut_short_after_its_completion(registered, store, monkeypatch):
+    """Another file is renamed over a take mid-upload; the run's salvage completes the
+    uploaded prefix at the stream's key and dies there (before its copy to the partial
+    key, before any record of its end). Returns the stream as left and the take."""
     from stream_ingest.blocks.bucket import StreamBucket
     from stream_ingest.flows.ingest import stream_ingest
-    from stream_ingest.flows.janitor import janitor
     from stream_ingest.parts import MIB
     from tests.conftest import edit_config
     from tests.flows.helpers import payload
@@ -319,12 +314,48 @@ def test_a_salvage_cut_short_after_its_completion_is_finished_not_confirmed(
         assert stream_ingest(path=str(video), return_state=True).is_failed()
     [record] = store.streams.list()
     assert record.salvage_key and record.status in ACTIVE  # cut short, its end unrecorded
+    return record, take
 
-    janitor()  # the run is over: the stream is failed
-    stream_ingest(stream_id=record.stream_id, return_state=True)  # `streams rerun --failed`
+
+def _only_the_partial(s3, store, record, take) -> None:
+    from stream_ingest.parts import MIB
 
     record = store.streams.require(record.stream_id)
-    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=registered.s3_bucket)["Contents"]}
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=record.s3_bucket)["Contents"]}
     assert (record.status, keys) == (Status.SALVAGED, {record.salvage_key})
-    body = s3.get_object(Bucket=registered.s3_bucket, Key=record.salvage_key)["Body"].read()
+    body = s3.get_object(Bucket=record.s3_bucket, Key=record.salvage_key)["Body"].read()
     assert body == take[: 5 * MIB]
+    assert not s3.list_multipart_uploads(Bucket=record.s3_bucket).get("Uploads")
+    assert store.parts.uploads() == {}
+
+
+def test_a_salvage_cut_short_after_its_completion_is_finished_not_confirmed(
+    registered, s3, store, monkeypatch
+) -> None:
+    """A rerun found the object at the stream's key made of its checkpointed parts
+    and confirmed it as the completed take: a prefix at the take's key, passed off as
+    the whole recording. (The rerun comes first here: the janitor would finish the
+    salvage itself.)"""
+    from stream_ingest.flows.ingest import stream_ingest
+
+    record, take = _salvage_cut_short_after_its_completion(registered, store, monkeypatch)
+
+    stream_ingest(stream_id=record.stream_id, return_state=True)  # `streams rerun ID`
+
+    _only_the_partial(s3, store, record, take)
+
+
+def test_the_janitor_finishes_a_salvage_cut_short_after_its_completion(
+    registered, s3, store, monkeypatch
+) -> None:
+    """S3 no longer lists the upload (it was completed), so the janitor, which looked
+    only at listed uploads, failed the stream and left the prefix at the take's key
+    until someone reran it."""
+    from stream_ingest.flows.janitor import janitor
+
+    record, take = _salvage_cut_short_after_its_completion(registered, store, monkeypatch)
+
+    actions = janitor()
+
+    assert [a["kind"] for a in actions] == ["mark-failed", "salvaged"]
+    _only_the_partial(s3, store, record, take)

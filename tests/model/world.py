@@ -294,6 +294,16 @@ class World:
             monkeypatch.setattr(module, "create_stream_run", self._flow_starts_run)
         monkeypatch.setattr(batch_module, "create_stream_run", self._batch_hands_on)
         self._patch_batch(monkeypatch, batch_module)
+        real_upload_part = StreamBucket.upload_part
+
+        @functools.wraps(real_upload_part)  # still the engine's method: armed below
+        def upload_part(self_: Any, key: str, upload_id: str, number: int, body: Any) -> Any:
+            out = real_upload_part(self_, key, upload_id, number, body)
+            if number == 1:  # S3 holds the take's first bytes: from here it is mid-upload
+                self.first_parts[upload_id] = (len(body), hashlib.sha256(body).hexdigest())
+            return out
+
+        monkeypatch.setattr(StreamBucket, "upload_part", upload_part)
         for cls in ENGINE_CLASSES:
             for name in _engine_methods(cls):
                 real = getattr(cls, name)
@@ -383,6 +393,8 @@ class World:
         self.arm.set(None)
         self.outside_reads.clear()
         self.wiped_uploads: set[str] = set()
+        # upload id -> size and SHA-256 of the part 1 S3 took (a prefix of some take)
+        self.first_parts: dict[str, tuple[int, str]] = {}
         self._digest_of: dict[tuple[str, str], str] = {}
         self.log: list[str] = []
         self.unexpected: list[str] = []
@@ -848,6 +860,7 @@ class World:
             self._check_keys(records)
             if final:
                 self._check_takes(digests)
+                self._check_left_takes(digests, records)
             if self.unexpected:
                 raise Violation(f"a run failed unexpectedly: {self.unexpected}")
 
@@ -959,3 +972,44 @@ class World:
         # for a link, renamed over) are owed no whole object: what was uploaded of them
         # is salvaged into a `.partial` object (checked in _check_objects: a prefix of
         # a take), or kept in its upload where salvage cannot complete it.
+
+    def _check_left_takes(self, digests: dict[str, str], records: list[Any]) -> None:
+        """Every take that left the folder after S3 took its part 1 (mid-upload) kept
+        what was uploaded of it: in an object of one of its states, in a salvaged
+        stream's `.partial` (its first bytes), or, where a salvage cannot complete,
+        in the upload itself, still open and its failed stream's. Not an upload whose
+        registry entry Redis lost (restart_redis: only the lifecycle rule ends it)."""
+        salvaged = [r.salvage_key for r in records if r.status == Status.SALVAGED]
+        partials = [
+            self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            for key in salvaged
+            if key in digests
+        ]
+        ups = self.s3.list_multipart_uploads(Bucket=self.bucket).get("Uploads", [])
+        failed = {r.s3_upload_id for r in records if r.status == Status.FAILED}
+        kept = {u["UploadId"] for u in ups} & failed
+        held = set(digests.values())
+        for take in self.takes:
+            if self.files.get(take.name) is take:
+                continue
+            started = {
+                uid
+                for uid, (n, digest) in self.first_parts.items()
+                if n <= len(take.content) and hashlib.sha256(take.content[:n]).hexdigest() == digest
+            }
+            if not started - self.wiped_uploads:
+                continue
+            count("takes that left the folder mid-upload")
+            if take.versions & held:
+                continue
+            if any(body and take.content.startswith(body) for body in partials):
+                count("takes that left mid-upload, salvaged")
+                continue
+            if started & kept:
+                count("takes that left mid-upload, kept in their upload")
+                continue
+            raise Violation(
+                f"take {take.number} ({len(take.content)} bytes, names {take.names}) left "
+                f"the folder mid-upload and is in no object, no .partial, no kept upload: "
+                f"{self.log}"
+            )

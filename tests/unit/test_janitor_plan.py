@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from stream_ingest.janitor_plan import plan_streams, plan_uploads
+import dataclasses
+
+from stream_ingest.janitor_plan import plan_streams, plan_unfinished, plan_uploads
 from stream_ingest.records import PendingUpload, StreamRecord
 from stream_ingest.states import Status
 
@@ -130,3 +132,24 @@ def test_unleased_streams_without_progress_are_failed_but_a_waiting_detected_one
 
     assert [a.stream_id for a in actions] == ["stale"]
     assert actions[0].reason == "lease lost, no progress"
+
+
+def test_a_failed_stream_whose_salvage_began_is_finished_whatever_s3_lists() -> None:
+    """Its upload may be completed (S3 no longer lists it) or not, old or not: the
+    salvage is finished once no run holds the stream, and only by plan_unfinished."""
+    cut = dataclasses.replace(
+        _rec("s", Status.FAILED, upload="u", last=RECENT_ISO), salvage_key="rec/a.partial.mp4"
+    )
+    records = {
+        "s": cut,
+        "held": dataclasses.replace(cut, stream_id="held"),
+        "live": dataclasses.replace(cut, stream_id="live", status=Status.UPLOADING),
+        "plain": _rec("plain", Status.FAILED, upload="p"),
+    }
+
+    [action] = plan_unfinished(records, {"held"})
+
+    assert (action.kind, action.stream_id, action.target) == ("salvage", "s", "u")
+    assert "rec/a.partial.mp4" in action.reason
+    registry = {"u": {"stream_id": "s"}}
+    assert plan_uploads(_pending("u"), registry, {"s": cut}, set(), NOW, 0.0, {"s": "gone"}) == []
