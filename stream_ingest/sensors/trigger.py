@@ -27,10 +27,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import PurePath
-from typing import Any
 
-from stream_ingest.batch_events import batch_events
 from stream_ingest.blocks.checkpoints import CheckpointStore
 from stream_ingest.errors import SourceMissing, SourceNotAFile, StreamError
 from stream_ingest.flows.runs import RunRequest, run_is_over
@@ -39,6 +36,7 @@ from stream_ingest.flows.writers import OpenFiles, open_files, writers_of
 from stream_ingest.identity import same_file
 from stream_ingest.keys import is_text, printable
 from stream_ingest.records import StreamRecord
+from stream_ingest.sensors.announce import Announcer
 from stream_ingest.sensors.batching import Waiting, plan_runs
 from stream_ingest.sensors.events import (
     Cause,
@@ -57,7 +55,6 @@ from stream_ingest.takes import Change, after_completion, is_new_take
 
 log = logging.getLogger("stream_ingest.sensor")
 
-EVENT_PREFIX = "stream-ingest.file"
 # Runs requested for one revision of one file state before the sensor gives up on it.
 REVISION_ATTEMPTS = 3
 
@@ -106,7 +103,7 @@ class StreamTrigger:
         self.follow_symlinks = follow_symlinks
         self.skipped: set[str] = set()  # symlinks out of the folder, logged once
         self.trigger = trigger
-        self.emit = emit
+        self.announce = Announcer(emit)
         # path -> Seen, least recently used first. It saves Redis round trips for
         # repeated events and rescans, and it is how a deleted file's identity is
         # known (a gone file cannot be stat'ed). Bounded: losing an entry costs one
@@ -281,7 +278,7 @@ class StreamTrigger:
         while len(self.revisions) > self.memory:
             self.revisions.popitem(last=False)
         log.info("%s: changed after completion; revision %d of stream %s", path, number, sid)
-        self._emit(
+        self.announce.file(
             "changed",
             path,
             record.identity,
@@ -353,7 +350,7 @@ class StreamTrigger:
             len(batch) - 1,
             run_id,
         )
-        self._emit_batch(batch, run_id)
+        self.announce.batch(batch, run_id)
 
     def _batches_taken(self) -> bool:
         """Whether the deployment's flow takes batches; if not (deployed from an older
@@ -427,7 +424,7 @@ class StreamTrigger:
         """A waiting stream's own run, and the close it heard while waiting."""
         self._start_now(w.path, w.stream_id, w.identity, w.cause)
         if w.close_heard:
-            self._emit("closed", w.path, w.identity, {"stream_id": w.stream_id})
+            self.announce.file("closed", w.path, w.identity, {"stream_id": w.stream_id})
 
     def _start_now(self, path: str, sid: str, identity: str, cause: Cause) -> None:
         # A name with bytes that are not UTF-8 cannot travel in JSON parameters: the
@@ -443,7 +440,7 @@ class StreamTrigger:
             # close-after-write will follow, so the flow need not wait its idle timeout.
             self._hint_closed(path, identity)
         log.info("%s: new recording (%s); stream %s, flow run %s", path, cause, sid, run_id)
-        self._emit(
+        self.announce.file(
             "detected",
             path,
             identity,
@@ -475,7 +472,7 @@ class StreamTrigger:
             # event for a whole batch: each costs the Prefect server about 10 ms).
             waiting.closed = waiting.close_heard = True
             return
-        self._emit("closed", path, identity, {"stream_id": self._sid(path)})
+        self.announce.file("closed", path, identity, {"stream_id": self._sid(path)})
 
     # -- gone -----------------------------------------------------------------
     def gone(self, path: str, moved_to: str | None = None) -> None:
@@ -489,7 +486,7 @@ class StreamTrigger:
             self.store.identities.forget(identity, sid)
         self.seen.pop(path, None)
         log.info("%s: %s", path, f"moved to {moved_to}" if moved_to else "deleted")
-        self._emit("deleted", path, identity, {"stream_id": sid, "moved_to": moved_to})
+        self.announce.file("deleted", path, identity, {"stream_id": sid, "moved_to": moved_to})
 
     def _owner_after_move(self, path: str, moved_to: str) -> tuple[str | None, str | None]:
         """A renamed file keeps its inode: read the identity at the new path and take
@@ -533,74 +530,6 @@ class StreamTrigger:
     def _sid(self, path: str) -> str | None:
         known = self.seen.get(path)
         return known.stream_id if known else None
-
-    def _emit_batch(self, batch: list[Waiting], run_id: str) -> None:
-        """`stream-ingest.batch.detected` in place of a `detected` (and `closed`) per
-        file (stream_ingest/batch_events.py)."""
-        files = [
-            {
-                "path": printable(w.path),
-                "identity": w.identity,
-                "stream_id": w.stream_id,
-                "cause": w.cause,
-                "closed": w.close_heard,
-            }
-            for w in batch
-        ]
-        related = [
-            {
-                "prefect.resource.id": f"{EVENT_PREFIX}.{f['identity']}",
-                "prefect.resource.role": "file",
-                "prefect.resource.name": PurePath(f["path"]).name,
-            }
-            for f in files
-        ]
-        for event in batch_events("detected", run_id, files, related):
-            try:
-                self.emit(**event)
-            except Exception as exc:
-                log.warning("could not emit %s (%s: %s)", event["event"], type(exc).__name__, exc)
-
-    def _emit(
-        self,
-        what: str,
-        path: str,
-        identity: str | None,
-        payload: dict[str, Any],
-        flow_run_id: str | None = None,
-    ) -> None:
-        """Emit `stream-ingest.file.{what}`; the UI is a convenience, so a failure
-        is logged and never stops the sensor."""
-        shown = printable(path)  # events are JSON: no undecodable bytes
-        resource = {
-            "prefect.resource.id": f"{EVENT_PREFIX}.{identity or 'unknown'}",
-            "prefect.resource.name": PurePath(shown).name,
-            "path": shown,
-        }
-        related = (
-            [
-                {
-                    "prefect.resource.id": f"prefect.flow-run.{flow_run_id}",
-                    "prefect.resource.role": "flow-run",
-                }
-            ]
-            if flow_run_id
-            else None
-        )
-        body = {"path": shown, "identity": identity, **payload}
-        try:
-            self.emit(
-                event=f"{EVENT_PREFIX}.{what}", resource=resource, payload=body, related=related
-            )
-        except Exception as exc:
-            log.warning(
-                "could not emit %s.%s for %s (%s: %s)",
-                EVENT_PREFIX,
-                what,
-                path,
-                type(exc).__name__,
-                exc,
-            )
 
 
 def _nobody_writes(path: str, walk: OpenFiles) -> bool:
