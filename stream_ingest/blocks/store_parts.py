@@ -165,8 +165,24 @@ class Parts:
         self._space.client.hdel(self._space.uploads_key, upload_id)
 
     @unavailable
+    def holders(self) -> dict[str, set[str]]:
+        """The streams with an upload registered at each key, from one read of the
+        registry (a new take's key choice: a key an unfinished take is to complete at
+        is not free, though no object is there yet)."""
+        return held_keys(self.uploads().values())
+
+    @unavailable
     def uploads(self) -> dict[str, dict[str, Any]]:
         return {
             k.decode(): json.loads(v)
             for k, v in self._space.client.hgetall(self._space.uploads_key).items()
         }
+
+
+def held_keys(entries: Iterable[dict[str, Any]]) -> dict[str, set[str]]:
+    """Registry entries grouped by key: key -> the ids of the streams whose uploads
+    are to complete there."""
+    out: dict[str, set[str]] = {}
+    for entry in entries:
+        out.setdefault(entry["key"], set()).add(entry["stream_id"])
+    return out

@@ -4,7 +4,8 @@ resume the multipart upload. Each step is a retried Prefect task.
 A completed stream whose file grew or was patched since is opened as its next
 revision (same key, unchanged parts copied server-side). A new take's key that another
 stream's object already has is resolved by `on_existing`: keep-both numbers the key
-(`cam1 (2).mp4`), skip ends the stream `skipped`, overwrite takes it."""
+(`cam1 (2).mp4`), skip ends the stream `skipped`, overwrite takes it. A key another
+unfinished stream's upload holds is never taken (free_key)."""
 
 from __future__ import annotations
 
@@ -315,19 +316,33 @@ def free_key(ctx: StreamContext, wanted: str) -> str:
     """The key this take gets: `wanted`, unless another stream's object has it
     (on_existing: keep-both -> the first free `name (n).ext`, skip -> TakeSkipped,
     overwrite -> `wanted`). An object of this very stream (a rerun) is its own; an
-    object another stream made of these very bytes ends the stream (AlreadyStored)."""
+    object another stream made of these very bytes ends the stream (AlreadyStored).
+
+    A key that another unfinished stream's open upload is to complete at is taken
+    under every policy, overwrite too: that take is not an object yet, and S3 can
+    complete its upload nowhere else, so a take completed there would leave its
+    bytes beyond salvage. The registry is read once per choice; the records only of
+    a key's holders."""
     policy, sid = ctx.config.on_existing, ctx.record.stream_id
-    if policy == "overwrite":
-        return wanted
+    holders = ctx.store.parts.holders()
     key, n = wanted, 1
-    while (owner := ctx.bucket.owner(key)) is not None and owner != sid:
-        if owner:  # another stream's take: maybe this very one, its checkpoint lost
-            check_stored(ctx, key)
+    while True:
+        owner = None if policy == "overwrite" else ctx.bucket.owner(key)
+        if owner is not None and owner != sid:
+            if owner:  # another stream's take: maybe this very one, its checkpoint lost
+                check_stored(ctx, key)
+        elif not _held(ctx.store, holders.get(key, set()) - {sid}):
+            return key
         if policy == "skip":
             raise TakeSkipped(wanted)
         n += 1
         key = numbered(wanted, n)
-    return key
+
+
+def _held(store: CheckpointStore, holders: set[str]) -> bool:
+    """Whether one of `holders` (streams with an upload registered at a key) is
+    unfinished: it may still complete there, or be salvaged from there."""
+    return bool(holders) and any(r.status not in TERMINAL for r in store.streams.many(holders))
 
 
 def _confirming(ctx: StreamContext, flow_run_id: str, prior: dict[int, PartRecord]) -> Opened:

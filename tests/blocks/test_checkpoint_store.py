@@ -349,6 +349,16 @@ def test_upload_registry(store: CheckpointStore) -> None:
     assert set(store.parts.uploads()) == {"up-2"}
 
 
+def test_holders_group_the_registered_uploads_by_key(store: CheckpointStore) -> None:
+    """A new take's key choice reads who is to complete at which key in one read."""
+    store.parts.register_upload("up-1", "s1", "rec/a.mp4")
+    store.parts.register_upload("up-2", "s2", "rec/a.mp4")
+    store.parts.register_upload("up-3", "s3", "rec/b.mp4")
+    assert store.parts.holders() == {"rec/a.mp4": {"s1", "s2"}, "rec/b.mp4": {"s3"}}
+    store.parts.forget_upload("up-2")
+    assert store.parts.holders()["rec/a.mp4"] == {"s1"}
+
+
 def test_closed_hint_only_for_the_matching_identity(store: CheckpointStore) -> None:
     path = "/w/cam 1/a.mp4"
     assert store.hints.closed_at(path, "1:2") is None

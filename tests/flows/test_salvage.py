@@ -279,3 +279,49 @@ def test_a_salvage_whose_key_another_take_holds_keeps_the_upload_until_the_key_i
     assert (action["kind"], action["target"]) == ("salvaged", "rec/cam1/take.partial.mkv")
     assert object_bytes(s3, bucket, action["target"]) == data
     assert _keys(s3, bucket) == [action["target"]] and _pending(s3, bucket) == set()
+
+
+@pytest.mark.parametrize(
+    ("policy", "salvager"),
+    [("keep-both", "janitor"), ("overwrite", "rerun"), ("skip", "janitor")],
+)
+def test_a_new_take_never_completes_at_the_key_of_an_unfinished_take(
+    registered, s3, store, monkeypatch, policy, salvager
+):
+    """A take's run crashed after S3 took its parts, its stream failed with the upload
+    open at `rec/cam1/take.mkv`, and a new file came to the same path. No object is at
+    that key, but the old take's upload can complete nowhere else: the new take gets
+    the next free key (overwrite too: there is nothing to replace; skip skips it), and
+    the old take's salvage, the janitor's or its rerun's, then lands its `.partial`."""
+    from stream_ingest.errors import SourceReplaced
+    from stream_ingest.flows.ingest import stream_ingest
+
+    edit_config(on_existing=policy)
+    bucket = registered.s3_bucket
+    old, new = payload(12 * MIB, seed=11), payload(7 * MIB, seed=12)
+    rec = failed_stream(s3, store, registered, old, 3)
+    store.streams.update(rec.stream_id, identity="1:1:1")  # the file it was
+    src = Path(rec.original_path)
+    src.parent.mkdir(parents=True)
+    src.write_bytes(new)
+
+    taken = stream_ingest(path=str(src))
+
+    assert taken["status"] == ("skipped" if policy == "skip" else "completed")
+    if salvager == "janitor":
+        janitor_runs_later(monkeypatch, hours=2)
+        [action] = janitor()
+        assert (action["kind"], action["target"]) == ("salvaged", "rec/cam1/take.partial.mkv")
+    else:
+        with pytest.raises(SourceReplaced):  # the rerun salvages, and its run fails
+            stream_ingest(stream_id=rec.stream_id)
+    salvaged = store.streams.require(rec.stream_id)
+    assert (salvaged.status, salvaged.salvage_key) == ("salvaged", "rec/cam1/take.partial.mkv")
+    assert object_bytes(s3, bucket, "rec/cam1/take.partial.mkv") == old
+    assert _pending(s3, bucket) == set() and store.parts.uploads() == {}
+    if policy == "skip":
+        assert _keys(s3, bucket) == ["rec/cam1/take.partial.mkv"]
+        return
+    assert taken["s3_key"] == "rec/cam1/take (2).mkv"
+    assert object_bytes(s3, bucket, "rec/cam1/take (2).mkv") == new
+    assert _keys(s3, bucket) == ["rec/cam1/take (2).mkv", "rec/cam1/take.partial.mkv"]

@@ -986,7 +986,9 @@ class World:
             if key in digests
         ]
         ups = self.s3.list_multipart_uploads(Bucket=self.bucket).get("Uploads", [])
-        failed = {r.s3_upload_id for r in records if r.status == Status.FAILED}
+        # Only a revision's salvage cannot complete in the model: its key holds the
+        # revision before. A first take's key is never another take's (free_key).
+        failed = {r.s3_upload_id for r in records if r.status == Status.FAILED and r.revision > 1}
         kept = {u["UploadId"] for u in ups} & failed
         held = set(digests.values())
         for take in self.takes:
