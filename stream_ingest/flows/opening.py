@@ -319,9 +319,11 @@ def free_key(ctx: StreamContext, wanted: str) -> str:
     object another stream made of these very bytes ends the stream (AlreadyStored).
 
     A key that another unfinished stream's open upload is to complete at is taken
-    under every policy, overwrite too: that take is not an object yet, and S3 can
-    complete its upload nowhere else, so a take completed there would leave its
-    bytes beyond salvage. The registry is read once per choice; the records only of
+    under every policy, and the take gets the next free key (under skip too: there
+    is no object to skip for, and the key may end up empty once that take is
+    salvaged to its `.partial`): that take is not an object yet, and S3 can complete
+    its upload nowhere else, so a take completed there would leave its bytes beyond
+    salvage. The registry is read once per choice; the records only of
     a key's holders."""
     policy, sid = ctx.config.on_existing, ctx.record.stream_id
     holders = ctx.store.parts.holders()
@@ -331,10 +333,10 @@ def free_key(ctx: StreamContext, wanted: str) -> str:
         if owner is not None and owner != sid:
             if owner:  # another stream's take: maybe this very one, its checkpoint lost
                 check_stored(ctx, key)
+            if policy == "skip":
+                raise TakeSkipped(wanted)
         elif not _held(ctx.store, holders.get(key, set()) - {sid}):
             return key
-        if policy == "skip":
-            raise TakeSkipped(wanted)
         n += 1
         key = numbered(wanted, n)
 
