@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 import random
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import hypothesis
@@ -221,51 +222,51 @@ def test_the_model(registered, restartable_redis, s3, tmp_path: Path, monkeypatc
         print("model: " + ", ".join(f"{n} {what}" for what, n in sorted(COUNTS.items())))
 
 
-def test_a_take_deleted_mid_upload_is_owed_its_partial(
-    registered, restartable_redis, s3, tmp_path: Path, monkeypatch
-) -> None:
-    """One story of the model, without Hypothesis: a take is deleted while its run
-    uploads it, after S3 took its part 1. The final check owes it its `.partial`."""
+@pytest.fixture
+def story(registered, restartable_redis, s3, tmp_path: Path, monkeypatch) -> Iterator[World]:
+    """A World for one story of the model, without Hypothesis, configured as the
+    model configures it; reset after the story."""
     world = World(
         settings=registered, redis=restartable_redis, s3=s3, tmp=tmp_path, monkeypatch=monkeypatch
     )
     world.configure(settle_seconds=0.0, idle_timeout_seconds=1000.0, upload_ttl_hours=1e-6)
-    before = COUNTS.get("takes that left mid-upload, salvaged", 0)
     try:
-        world.record("a.mp4", PART + 3)
-        world.sensor_tick()
-        world.run_next([("wait",), ("wait",), ("delete", "a.mp4")], None)
-        world.quiesce()
-        world.check(final=True)
-        assert COUNTS.get("takes that left mid-upload, salvaged", 0) == before + 1, world.log
+        yield world
     finally:
         world.reset()
+
+
+def test_a_take_deleted_mid_upload_is_owed_its_partial(story: World) -> None:
+    """One story of the model: a take is deleted while its run uploads it, after S3
+    took its part 1. The final check owes it its `.partial`."""
+    world = story
+    before = COUNTS.get("takes that left mid-upload, salvaged", 0)
+    world.record("a.mp4", PART + 3)
+    world.sensor_tick()
+    world.run_next([("wait",), ("wait",), ("delete", "a.mp4")], None)
+    world.quiesce()
+    world.check(final=True)
+    assert COUNTS.get("takes that left mid-upload, salvaged", 0) == before + 1, world.log
 
 
 def test_a_new_take_at_the_path_of_a_crashed_one_leaves_its_key_to_its_salvage(
-    registered, restartable_redis, s3, tmp_path: Path, monkeypatch
+    story: World,
 ) -> None:
-    """One story of the model, without Hypothesis: a take's run dies after S3 took its
-    part 1, its upload open at `rec/a.mp4`; a new take comes to the same path before
-    anyone salvages the first. The new take completes at `rec/a (2).mp4`, and the final
-    check owes the first its `.partial`, not an upload kept for good."""
-    world = World(
-        settings=registered, redis=restartable_redis, s3=s3, tmp=tmp_path, monkeypatch=monkeypatch
-    )
-    world.configure(settle_seconds=0.0, idle_timeout_seconds=1000.0, upload_ttl_hours=1e-6)
+    """One story of the model: a take's run dies after S3 took its part 1, its upload
+    open at `rec/a.mp4`; a new take comes to the same path before anyone salvages the
+    first. The new take completes at `rec/a (2).mp4`, and the final check owes the
+    first its `.partial`, not an upload kept for good."""
+    world = story
     before = COUNTS.get("takes that left mid-upload, salvaged", 0)
-    try:
-        world.record("a.mp4", PART + 3)
-        world.sensor_tick()
-        # The 22nd call to S3 or Redis: after part 1, before the completion.
-        world.run_next([("wait",), ("wait",), ("wait",)], (22, True, True))
-        assert world.first_parts, world.log
-        world.delete("a.mp4")
-        world.record("a.mp4", 777)
-        world.close("a.mp4")
-        world.quiesce()
-        world.check(final=True)
-        assert COUNTS.get("takes that left mid-upload, salvaged", 0) == before + 1, world.log
-        assert sorted(world.digests()) == ["rec/a (2).mp4", "rec/a.partial.mp4"]
-    finally:
-        world.reset()
+    world.record("a.mp4", PART + 3)
+    world.sensor_tick()
+    # The 22nd call to S3 or Redis: after part 1, before the completion.
+    world.run_next([("wait",), ("wait",), ("wait",)], (22, True, True))
+    assert world.first_parts, world.log
+    world.delete("a.mp4")
+    world.record("a.mp4", 777)
+    world.close("a.mp4")
+    world.quiesce()
+    world.check(final=True)
+    assert COUNTS.get("takes that left mid-upload, salvaged", 0) == before + 1, world.log
+    assert sorted(world.digests()) == ["rec/a (2).mp4", "rec/a.partial.mp4"]

@@ -42,6 +42,21 @@ def _owned(watch: Path, src: Path, known: bool = True, follow: bool = False) -> 
     return Owned(str(watch), str(snapshot(str(src)).identity) if known else "", follow)
 
 
+def _counted(monkeypatch: pytest.MonkeyPatch, name: str) -> list[str]:
+    """The paths source.py's opener `name` is called with from now on."""
+    import stream_ingest.flows.source as source
+
+    opened: list[str] = []
+    real = getattr(source, name)
+
+    def counted(path: str, owned: Owned):
+        opened.append(path)
+        return real(path, owned)
+
+    monkeypatch.setattr(source, name, counted)
+    return opened
+
+
 def _reads(src: Path, owned: Owned) -> list:
     """Every way a run reads its file: a range, into a reused buffer, a stat."""
     buf = bytearray(len(MINE))
@@ -164,14 +179,7 @@ def test_a_look_at_the_runs_own_file_opens_nothing(folders, monkeypatch) -> None
     src = watch / "cam.mp4"
     src.write_bytes(MINE)
     owned = _owned(watch, src)
-    opened = []
-    real = source._opened
-
-    def counted(path, owned):
-        opened.append(path)
-        return real(path, owned)
-
-    monkeypatch.setattr(source, "_opened", counted)
+    opened = _counted(monkeypatch, "_opened")
     assert snapshot(str(src), owned).size == len(MINE)
     assert opened == []
     # Where a stat may answer from a network client's cache, every look opens.
@@ -189,14 +197,7 @@ def test_a_run_s_reads_of_its_own_file_open_it_once(folders, monkeypatch) -> Non
     src = watch / "cam.mp4"
     src.write_bytes(MINE)
     owned = _owned(watch, src)
-    opened = []
-    real = source._open_owned
-
-    def counted(path, owned):
-        opened.append(path)
-        return real(path, owned)
-
-    monkeypatch.setattr(source, "_open_owned", counted)
+    opened = _counted(monkeypatch, "_open_owned")
     before = len(source._HELD)
     buf = bytearray(len(MINE))
     for offset in (0, 100, 200):
