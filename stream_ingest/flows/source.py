@@ -2,12 +2,13 @@
 
 A run's reads go through `Owned`: the watch-folder check happens by name before the
 upload starts, and a name (the file, or a folder on the way) can be swapped for a
-symlink to a file outside the folder any time after. So each read (and each stat of
-the run's) opens the file anew from the watch folder, one component at a time with
-O_NOFOLLOW, so that no link on the way is followed out of it, and checks the open
-file's identity before reading it: the bytes read are always the run's own file's,
-never what a name points to now. An open of a few components costs tens of
-microseconds, against milliseconds to read a part.
+symlink to a file outside the folder any time after. So a run opens the file from the
+watch folder, one component at a time with O_NOFOLLOW, so that no link on the way is
+followed out of it, and checks the open file's identity before reading it: the bytes
+read are always the run's own file's, never what a name points to now. On a local
+filesystem that descriptor serves the run's later reads until the run ends
+(stream_ingest/flows/held.py: every open is an IN_OPEN the sensor handles); on a
+network filesystem each read opens the file anew.
 
 A stat (the run's look at its file, five times a second) needs no open where the name
 still leads to the run's own file: its size and times are the run's own whatever the
