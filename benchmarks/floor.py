@@ -30,9 +30,11 @@ from benchmarks.common import (
     RssSampler,
     check_object,
     close_to_object,
+    cpu_seconds,
     identical_count,
     log,
 )
+from benchmarks.stack import pid_of
 from benchmarks.writer import SteadyWriter
 
 PART = 8 * MIB  # the product's default part size
@@ -143,6 +145,7 @@ def run(stack: Any, streams: int, size: int, rate: float, stagger: float) -> dic
             raise RuntimeError("the boto3 floor did not start its uploads")
         rss = RssSampler(proc.pid)
         rss.start()
+        moto_before = cpu_seconds(pid_of(stack.moto))
         for i, w in enumerate(writers):
             threading.Timer(stagger * i / max(1, streams - 1), w.start).start()
         done = {}
@@ -152,6 +155,7 @@ def run(stack: Any, streams: int, size: int, rate: float, stagger: float) -> dic
         if proc.wait(60) != 0 or len(done) != streams:
             raise RuntimeError(f"the boto3 floor failed: {len(done)} of {streams} completed")
         rss.stop()
+        moto_cpu = cpu_seconds(pid_of(stack.moto)) - moto_before
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -174,6 +178,7 @@ def run(stack: Any, streams: int, size: int, rate: float, stagger: float) -> dic
         "pss_per_stream_mib": round(rss.peak_pss / MIB / streams, 1),
         "byte_identical": same,
         "cpu_s_uploader": round(rss.cpu(), 1),
+        "cpu_s_moto": round(moto_cpu, 1),
         "stagger_s": stagger,
     }
 

@@ -273,6 +273,7 @@ VERSUS = (
     "aggregate_mb_s",
     "peak_pss_mib_worker_tree",
     "pss_per_stream_mib",
+    "cpu_s_moto",
 )
 
 
@@ -492,6 +493,8 @@ def _measure(stack: Stack, worker_pid: int, streams: int, size: int, rate: float
         "peak_rss_mib_one_process": round(rss.peak_one / MIB),
         "peak_processes": rss.peak_procs,
         "stagger_s": STAGGER_S,
+        # Writers start -> every run final: the S3 server's share (the floor's alike).
+        "cpu_s_moto": round(at_end.cpu_moto - at_open.cpu_moto, 1),
         # Writers start -> first close: what a part costs while recordings stream.
         "per_part_while_streaming": at_first_close.since(at_open, max(1, streamed)),
         "parts_while_streaming": streamed,

@@ -19,4 +19,9 @@ Buffer = bytes | bytearray | memoryview
 
 def crc32_b64(data: Buffer) -> str:
     """S3's form of a CRC32 checksum: base64 of the big-endian 4 bytes."""
-    return base64.b64encode(crc32(data).to_bytes(4, "big")).decode()
+    return crc32_value_b64(crc32(data))
+
+
+def crc32_value_b64(value: int) -> str:
+    """S3's form of a CRC32 value (one computed slice by slice: `crc32(data, value)`)."""
+    return base64.b64encode(value.to_bytes(4, "big")).decode()

@@ -14,8 +14,9 @@ import threading
 from collections.abc import Callable
 
 import xxhash
+from isal.isal_zlib import crc32
 
-from stream_ingest.checksums import crc32_b64
+from stream_ingest.checksums import crc32_b64, crc32_value_b64
 from stream_ingest.records import PartRecord
 
 Buffer = bytes | bytearray | memoryview
@@ -41,6 +42,23 @@ def unchanged(known: PartRecord, data: Buffer) -> bool:
     if known.checksum.startswith(PREFIX) or not known.crc32:
         return same_digest(known.checksum, data)
     return known.crc32 == crc32_b64(data)
+
+
+def unchanged_in_slices(
+    known: PartRecord, read: Callable[[int, int], Buffer], slice_size: int
+) -> bool:
+    """As `unchanged`, for the part's `known.size` bytes read `slice_size` at a time by
+    `read(offset_in_part, length)`: the check holds one slice, not the part."""
+    if known.checksum.startswith(PREFIX) or not known.crc32:
+        hasher = xxhash.xxh3_128() if known.checksum.startswith(PREFIX) else hashlib.sha256()
+        for offset in range(0, known.size, slice_size):
+            hasher.update(read(offset, min(slice_size, known.size - offset)))
+        prefix = PREFIX if known.checksum.startswith(PREFIX) else ""
+        return known.checksum == prefix + hasher.hexdigest()
+    value = 0
+    for offset in range(0, known.size, slice_size):
+        value = crc32(read(offset, min(slice_size, known.size - offset)), value)
+    return known.crc32 == crc32_value_b64(value)
 
 
 class FileSha256:

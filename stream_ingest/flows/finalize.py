@@ -1,9 +1,9 @@
 """Finalize: make the object byte-identical to the file, even when the recorder
 rewrote earlier bytes on close (MP4/MKV muxers patch the file's head).
 
-One pass reads the parts of the final plan, in a bounded window of threads over
-reused buffers: a part already uploaded is compared by its digest (xxh3) and uploaded
-again if it changed; a missing or short one is uploaded. A part read after the file's
+One pass reads the parts of the final plan, in a bounded window of threads: a part
+already uploaded is compared by its digest (xxh3), read a small slice at a time, and
+uploaded again from a part buffer if it changed; a missing or short one is uploaded. A part read after the file's
 last change cannot have changed and is not read again (a finished file dropped in is
 not re-read at all). The pass overlaps the settle: the file must still be what it was
 when the pass began, or the stream goes back to tailing; otherwise the upload is
@@ -18,6 +18,7 @@ one whose head was patched at close).
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -40,7 +41,7 @@ from stream_ingest.flows.completed import (
     mark_completed,
     record_object,
 )
-from stream_ingest.flows.digest import unchanged
+from stream_ingest.flows.digest import unchanged_in_slices
 from stream_ingest.flows.retry import RETRIED
 from stream_ingest.flows.runtime import StreamContext
 from stream_ingest.flows.source import read_into, snapshot
@@ -50,6 +51,11 @@ from stream_ingest.records import PartRecord, UploadedPart, utc_now
 from stream_ingest.states import Status
 from stream_ingest.tail import FileState, trusted_parts
 from stream_ingest.verify import multipart_etag
+
+# What a part's check at the end reads at a time (see _verify): small, as every
+# finalize thread of every ending stream holds one.
+CHECK_SLICE = 128 * 1024
+_SLICES = threading.local()
 
 
 @dataclass(frozen=True)
@@ -67,14 +73,32 @@ class Finalized:
 
 def _verify(ctx: StreamContext, pr: PartRange, known: PartRecord | None) -> PartRecord | None:
     """Read one planned part; re-upload it unless S3 already holds exactly these bytes
-    (then None). The bytes live in a buffer of the process's (stream_ingest/flows/buffers.py)."""
+    (then None). An uploaded part is first checked slice by slice in a small buffer of
+    the thread's own: at the end of many recordings at once, a check that borrowed a
+    part buffer (stream_ingest/flows/buffers.py) would wait behind every live stream's
+    parts in flight, and most parts have not changed. A part that changed, or was never
+    uploaded, is read into a part buffer and sent from it."""
+    if known and known.size == pr.size:
+        slice_buf = _check_slice()
+
+        def read(offset: int, length: int) -> memoryview:
+            return read_into(ctx.path, pr.offset + offset, length, slice_buf, ctx.owned)
+
+        if unchanged_in_slices(known, read, CHECK_SLICE):
+            return None
     with BUFFERS.borrow(pr.size) as buf:
         data = read_into(ctx.path, pr.offset, pr.size, buf, ctx.owned)
-        if known and known.size == pr.size and unchanged(known, data):
-            return None
         # As a live part (upload.py): a part that fills its buffer goes from the
         # buffer itself, not a copy (a dropped-in file's every part comes this way).
         return put_part(ctx, pr.number, buf if len(buf) == pr.size else bytes(data), pr.offset)
+
+
+def _check_slice() -> bytearray:
+    """This thread's buffer for checking parts slice by slice."""
+    buf = getattr(_SLICES, "buf", None)
+    if buf is None:
+        buf = _SLICES.buf = bytearray(CHECK_SLICE)
+    return buf
 
 
 def _is_final(pr: PartRange, part: PartRecord | None, final: set[int]) -> bool:

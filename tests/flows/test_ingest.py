@@ -115,6 +115,45 @@ def test_file_growing_in_steps_is_uploaded_byte_identically(registered, s3, stor
     assert sorted(p.offset for p in parts.values()) == [i * 5 * MIB for i in range(5)]
 
 
+def test_a_recording_s_parts_are_checked_at_its_end_without_part_buffers(
+    registered, s3, store, monkeypatch
+):
+    """At a recording's end its uploaded parts are checked slice by slice: a part
+    buffer (the process's bounded pool) is borrowed only for a part that is sent, so
+    many recordings ending at once do not wait behind each other's parts in flight."""
+    borrowed: list[int] = []
+    sent: list[int] = []
+    checked: list[bool] = []
+    pool = PartBuffers(PARTS_IN_MEMORY)
+    real_borrow, real_put = pool.borrow, finalize_module.put_part
+    real_check = finalize_module.unchanged_in_slices
+
+    def borrow(size):
+        borrowed.append(size)
+        return real_borrow(size)
+
+    def put(ctx, number, body, offset):
+        sent.append(number)
+        return real_put(ctx, number, body, offset)
+
+    def check(known, read, slice_size):
+        checked.append(real_check(known, read, slice_size))
+        return checked[-1]
+
+    monkeypatch.setattr(pool, "borrow", borrow)
+    monkeypatch.setattr(finalize_module, "BUFFERS", pool)
+    monkeypatch.setattr(finalize_module, "put_part", put)
+    monkeypatch.setattr(finalize_module, "unchanged_in_slices", check)
+    data = payload(17 * MIB + 99, seed=13)
+    src = Path(registered.watch_dir) / "checked.mkv"
+
+    result = _recorded(src, data, steps=9)
+
+    assert object_bytes(s3, registered.s3_bucket, result["s3_key"]) == data
+    assert checked and all(checked)  # the live parts, read before the last write
+    assert len(borrowed) == len(sent) >= 1  # the tail, never read before
+
+
 def test_under_the_fixed_policy_every_part_but_the_last_has_the_same_size(
     registered, s3, store, monkeypatch
 ):
