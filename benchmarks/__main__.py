@@ -90,7 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes (a few minutes)")
     parser.add_argument("--only", default=",".join(ALL), help=f"comma list of {ALL}")
     parser.add_argument(
-        "--repeat", type=int, help="throughput and rename repeats (median is reported)"
+        "--repeat",
+        type=int,
+        help="throughput, rename and many (rounds at each stream count) repeats; "
+        "the median is reported",
     )
     parser.add_argument("--sizes", help="latency sizes in MiB, comma list (default: the plan's)")
     parser.add_argument("--files", type=int, help="segments: how many small files (default 100)")
@@ -203,6 +206,7 @@ def _run_all(
                         plan.many_rate_mb_s,
                         workers,
                         args.profile,
+                        args.repeat or 1,
                     )
                 )
             elif name == "burst":

@@ -247,22 +247,50 @@ def run_all(
     rate_mb_s: float,
     workers: list[str],
     profile_dir: str | None = None,
+    rounds: int = 1,
 ) -> Iterator[dict[str, Any]]:
-    """Every worker model at each stream count, the order rotated from one count to the
-    next (none always runs on the fresher server), each line as it is measured; after
-    each count, the warm worker against the floor (`versus`) where both ran.
-    `profile_dir`: the warm worker runs under py-spy, its samples in
-    DIR/many-<streams>.txt (py-spy takes CPU of its own: not for the figures)."""
-    for i, streams in enumerate(counts):
-        lines: dict[str, dict[str, Any]] = {}
-        for worker in workers[i % len(workers) :] + workers[: i % len(workers)]:
-            profile = None
-            if profile_dir and worker == WARM:
-                profile = os.path.join(profile_dir, f"many-{streams}.txt")
-            lines[worker] = run(stack, streams, size_mib, rate_mb_s, worker, profile)
-            yield lines[worker]
-        if WARM in lines and FLOOR in lines:
-            yield versus(lines[WARM], lines[FLOOR])
+    """Every worker model at each stream count, the order rotated from one count (and
+    round) to the next (none always runs on the fresher server), each line as it is
+    measured; after each round, the warm worker against the floor (`versus`) where
+    both ran, and after `rounds` > 1 of a count, the median of each figure and ratio
+    over the rounds (`versus_median`): on 2 shared cores one round's floor moves by
+    several times between runs. `profile_dir`: the warm worker runs under py-spy, its
+    samples in DIR/many-<streams>.txt (py-spy takes CPU of its own: not for the
+    figures)."""
+    turn = 0
+    for streams in counts:
+        pairs: list[dict[str, Any]] = []
+        for _ in range(max(1, rounds)):
+            lines: dict[str, dict[str, Any]] = {}
+            for worker in workers[turn % len(workers) :] + workers[: turn % len(workers)]:
+                profile = None
+                if profile_dir and worker == WARM:
+                    profile = os.path.join(profile_dir, f"many-{streams}.txt")
+                lines[worker] = run(stack, streams, size_mib, rate_mb_s, worker, profile)
+                yield lines[worker]
+            turn += 1
+            if WARM in lines and FLOOR in lines:
+                pairs.append(versus(lines[WARM], lines[FLOOR]))
+                yield pairs[-1]
+        if len(pairs) > 1:
+            yield versus_median(pairs)
+
+
+def versus_median(pairs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median over rounds of each `many_vs_floor` figure and ratio, and each
+    round's p95 ratio."""
+    out: dict[str, Any] = {
+        "bench": "many_vs_floor_median",
+        "streams": pairs[0].get("streams"),
+        "rounds": len(pairs),
+    }
+    for key, value in pairs[0].items():
+        if key.startswith(("ours_", "floor_", "ratio_")) and isinstance(value, int | float):
+            values = [p[key] for p in pairs if isinstance(p.get(key), int | float)]
+            out[key] = round(statistics.median(values), 3)
+    out["ratio_close_to_object_s_p95_each"] = [p.get("ratio_close_to_object_s_p95") for p in pairs]
+    out["byte_identical"] = [p.get("byte_identical") for p in pairs]
+    return out
 
 
 # The figures set side by side in `versus`, each as ours, the floor's and ours/floor.

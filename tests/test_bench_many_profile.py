@@ -1,5 +1,6 @@
 """`./bench.sh --only many --profile DIR`: the warm worker of each stream count runs
-under py-spy into DIR/many-<streams>.txt; the floor (no worker) never does."""
+under py-spy into DIR/many-<streams>.txt; the floor (no worker) never does.
+`--repeat N`: N rounds of the pair at each count, and the median of their ratios."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def test_the_warm_worker_of_each_count_is_profiled_into_its_own_file(monkeypatch
 
 
 def test_the_command_line_hands_its_profile_folder_to_many(monkeypatch, tmp_path):
-    handed: list[str | None] = []
+    handed: list[tuple[str | None, int]] = []
 
     class FakeStack:
         workdir = str(tmp_path)
@@ -47,8 +48,8 @@ def test_the_command_line_hands_its_profile_folder_to_many(monkeypatch, tmp_path
         def __exit__(self, *exc: object) -> None:
             return None
 
-    def fake_run_all(stack, counts, size_mib, rate_mb_s, workers, profile_dir=None):
-        handed.append(profile_dir)
+    def fake_run_all(stack, counts, size_mib, rate_mb_s, workers, profile_dir=None, rounds=1):
+        handed.append((profile_dir, rounds))
         return iter(())
 
     import benchmarks.stack
@@ -60,4 +61,26 @@ def test_the_command_line_hands_its_profile_folder_to_many(monkeypatch, tmp_path
     monkeypatch.setattr(many, "run_all", fake_run_all)
     monkeypatch.setattr("benchmarks.__main__.environment", lambda quick: {"bench": "environment"})
     assert main(["--only", "many", "--streams", "3", "--profile", str(tmp_path)]) == 0
-    assert handed == [str(tmp_path)]
+    assert main(["--only", "many", "--streams", "3", "--repeat", "3"]) == 0
+    assert handed == [(str(tmp_path), 1), (None, 3)]
+
+
+def test_rounds_of_a_count_alternate_their_order_and_end_with_the_median(monkeypatch):
+    order: list[str] = []
+    p95 = iter([2.0, 4.0, 9.0, 2.0, 2.0, 6.0])  # in the order run: ours / floor 2, 4.5, 3
+
+    def fake_run(stack, streams, size_mib, rate_mb_s, worker_type=many.WARM, profile_to=None):
+        order.append(worker_type)
+        value = next(p95)
+        return {"bench": "many_streams", "worker": worker_type, "close_to_object_s_p95": value}
+
+    monkeypatch.setattr(many, "run", fake_run)
+    lines = list(many.run_all(None, [20], 1, 1.0, [many.FLOOR, many.WARM], rounds=3))
+
+    assert order == [many.FLOOR, many.WARM, many.WARM, many.FLOOR, many.FLOOR, many.WARM]
+    pairs = [line for line in lines if line["bench"] == "many_vs_floor"]
+    assert [p["ratio_close_to_object_s_p95"] for p in pairs] == [2.0, 4.5, 3.0]
+    median = lines[-1]
+    assert median["bench"] == "many_vs_floor_median" and median["rounds"] == 3
+    assert median["ratio_close_to_object_s_p95"] == 3.0
+    assert median["ratio_close_to_object_s_p95_each"] == [2.0, 4.5, 3.0]
