@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from importlib import metadata
 
 from benchmarks.common import emit, log
+from benchmarks.stack import S3_DESCRIPTIONS, S3_SERVERS
 from stream_ingest.devstack.services import redis_server_binary
 
 ALL = (
@@ -41,6 +42,8 @@ ALL = (
 )
 # Run before (and without) the stack: a process or a redis-server of their own.
 NO_SERVERS = ("buffers", "retention")
+# The benchmarks that run on any S3 server (`--s3`); the rest read moto's process.
+CEPH_READY = {"many"}
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,6 @@ def environment(quick: bool) -> dict[str, object]:
         },
         # The machine may be shared: a busy neighbour slows the CPU-heavier side more.
         "loadavg_1m": os.getloadavg()[0],
-        "s3": "moto server, own process, in memory, HTTP on 127.0.0.1",
     }
 
 
@@ -114,6 +116,13 @@ def main(argv: list[str] | None = None) -> int:
         help="a setting for every flow (experiments; the defaults are what is measured)",
     )
     parser.add_argument(
+        "--s3",
+        choices=S3_SERVERS,
+        default="moto",
+        help="many: the S3 server (default moto; ceph: Ceph's RADOS Gateway, "
+        "scripts/ceph-s3.sh, installed by scripts/ensure-test-tools.sh)",
+    )
+    parser.add_argument(
         "--prefect-database",
         metavar="URL",
         help="run Prefect on a PostgreSQL server you run, in a database of its own "
@@ -129,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     overrides = dict(kv.split("=", 1) for kv in args.set)
     if any(not k.startswith("STREAM_INGEST_") for k in overrides):
         parser.error("--set takes STREAM_INGEST_* variables only")
+    if args.s3 != "moto" and set(chosen) - CEPH_READY:
+        parser.error(f"--s3 {args.s3} runs {sorted(CEPH_READY)} only")
     # `timeout` and CI send SIGTERM: unwind like Ctrl-C so the servers are stopped.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     # STREAM_INGEST_* from the caller's shell would change what is measured.
@@ -143,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with database as scratch:
             env_line = environment(args.quick)
+            env_line["s3"] = S3_DESCRIPTIONS[args.s3]
             env_line["prefect_database"] = scratch[1] if scratch else "sqlite (the local stack's)"
             if overrides:
                 env_line["overrides"] = overrides
@@ -181,7 +193,7 @@ def _run_all(
         report(retention.run())
     if all(name in NO_SERVERS for name in chosen):
         return 0
-    with Stack(overrides, prefect_database) as stack:
+    with Stack(overrides, prefect_database, args.s3) as stack:
         log(f"servers up in {time.monotonic() - started:.0f} s (work dir {stack.workdir})")
         for name in chosen:
             if name == "throughput":

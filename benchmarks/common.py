@@ -13,7 +13,7 @@ import time
 from concurrent.futures import Future
 from typing import Any
 
-from benchmarks.stack import Stack
+from benchmarks.stack import Stack, cpu_seconds
 
 MIB = 1024 * 1024
 MB = 1_000_000
@@ -150,16 +150,6 @@ def _pss(pid: int) -> int:
     """Proportional set size: shared pages split between the processes sharing them
     (RSS counts them once per process, which overstates forked or warm workers)."""
     return _proc_bytes(f"/proc/{pid}/smaps_rollup", "Pss:")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of one process so far (0 if it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def tree_cpu_seconds(pid: int) -> float:

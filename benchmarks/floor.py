@@ -30,11 +30,9 @@ from benchmarks.common import (
     RssSampler,
     check_object,
     close_to_object,
-    cpu_seconds,
     identical_count,
     log,
 )
-from benchmarks.stack import pid_of
 from benchmarks.writer import SteadyWriter
 
 PART = 8 * MIB  # the product's default part size
@@ -120,14 +118,12 @@ def main(spec_path: str) -> None:
 
 
 def run(stack: Any, streams: int, size: int, rate: float, stagger: float) -> dict[str, Any]:
-    from benchmarks.stack import AWS
-
     paths = [os.path.join(stack.watch_dir, f"floor-{i:02d}.mkv") for i in range(streams)]
     writers = [SteadyWriter(p, size, rate) for p in paths]
     spec = {
-        "endpoint": stack.moto.url,
+        "endpoint": stack.s3_url,
         "bucket": stack.bucket,
-        "credentials": AWS,
+        "credentials": stack.s3_keys,
         "size": size,
         "files": [{"path": p, "key": stack.key_for(p)} for p in paths],
     }
@@ -145,7 +141,7 @@ def run(stack: Any, streams: int, size: int, rate: float, stagger: float) -> dic
             raise RuntimeError("the boto3 floor did not start its uploads")
         rss = RssSampler(proc.pid)
         rss.start()
-        moto_before = cpu_seconds(pid_of(stack.moto))
+        s3_before = stack.s3_cpu_seconds()
         for i, w in enumerate(writers):
             threading.Timer(stagger * i / max(1, streams - 1), w.start).start()
         done = {}
@@ -155,7 +151,7 @@ def run(stack: Any, streams: int, size: int, rate: float, stagger: float) -> dic
         if proc.wait(60) != 0 or len(done) != streams:
             raise RuntimeError(f"the boto3 floor failed: {len(done)} of {streams} completed")
         rss.stop()
-        moto_cpu = cpu_seconds(pid_of(stack.moto)) - moto_before
+        s3_cpu = stack.s3_cpu_seconds() - s3_before
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -178,7 +174,7 @@ def run(stack: Any, streams: int, size: int, rate: float, stagger: float) -> dic
         "pss_per_stream_mib": round(rss.peak_pss / MIB / streams, 1),
         "byte_identical": same,
         "cpu_s_uploader": round(rss.cpu(), 1),
-        "cpu_s_moto": round(moto_cpu, 1),
+        "cpu_s_s3_server": round(s3_cpu, 1),
         "stagger_s": stagger,
     }
 

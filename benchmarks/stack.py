@@ -1,5 +1,7 @@
 """The servers every benchmark runs against, each in its own process: a private
-redis-server, moto's S3 server, a Prefect server and the counting API proxy.
+redis-server, an S3 server (moto's, or with `s3="ceph"` Ceph's RADOS Gateway: a
+production S3 implementation, many threads in C++ where moto serves every request under
+one Python lock), a Prefect server and the counting API proxy.
 
 The benchmark process itself only drives writers, polls and runs boto3; the
 stream-ingest flows run in other processes (benchmarks.host, or a real worker).
@@ -20,11 +22,30 @@ from typing import Any
 import boto3
 import redis
 
+from stream_ingest.devstack.ceph import CephGateway
 from stream_ingest.devstack.services import MotoServer, PrefectServer, RedisServer, Service
 
 AWS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 # On a shared 2-core machine under load a Prefect server took over 90 s to start.
 STARTUP_S = 300.0
+# The benchmarks' Ceph: at the uploaders' priority (the tests' runs at nice 10), and room
+# in its OSD's memory for the largest `many` run's objects, both sides, several rounds.
+CEPH_ENV = {"NICE": "0", "MEMSTORE_BYTES": str(16 * 1024**3)}
+S3_SERVERS = ("moto", "ceph")
+S3_DESCRIPTIONS = {
+    "moto": "moto server, own process, in memory, HTTP on 127.0.0.1",
+    "ceph": "Ceph RADOS Gateway (beast), one monitor, one OSD (memstore), HTTP on 127.0.0.1",
+}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process so far (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pid_of(service: Service) -> int:
@@ -87,12 +108,18 @@ class Stack:
     names a PostgreSQL database (benchmarks/postgres.py)."""
 
     def __init__(
-        self, overrides: dict[str, str] | None = None, prefect_database: str | None = None
+        self,
+        overrides: dict[str, str] | None = None,
+        prefect_database: str | None = None,
+        s3: str = "moto",
     ) -> None:
+        if s3 not in S3_SERVERS:
+            raise ValueError(f"unknown S3 server {s3!r}: one of {S3_SERVERS}")
         self.overrides = dict(overrides or {})
         self.workdir = tempfile.mkdtemp(prefix="si-bench-")
         self.redis = RedisServer(workdir=self._dir("redis"))
         self.moto = MotoServer(workdir=self._dir("moto"))
+        self.ceph = CephGateway(CEPH_ENV) if s3 == "ceph" else None
         self.prefect = PrefectServer(workdir=self._dir("prefect"), database_url=prefect_database)
         self.proxy = CountingProxy(self.prefect.url, self._dir("proxy"))
         self.bucket = "bench"
@@ -108,7 +135,12 @@ class Stack:
 
     def __enter__(self) -> Stack:
         try:
-            for svc in (self.redis, self.moto, self.prefect, self.proxy):
+            services = [self.redis, self.prefect, self.proxy]
+            if self.ceph is None:
+                services.insert(1, self.moto)
+            else:
+                self.ceph.start()
+            for svc in services:
                 svc.start(STARTUP_S)
                 self._services.append(svc)
             self.s3().create_bucket(Bucket=self.bucket)
@@ -125,6 +157,8 @@ class Stack:
     def __exit__(self, et: object, *exc: object) -> None:
         for svc in reversed(self._services):
             svc.stop()
+        if self.ceph is not None:
+            self.ceph.stop()
         if et is None:  # keep the servers' and hosts' logs when something failed
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -140,9 +174,9 @@ class Stack:
             "STREAM_INGEST_REDIS_NAMESPACE": self.namespace,
             "STREAM_INGEST_S3_BUCKET": self.bucket,
             "STREAM_INGEST_S3_PREFIX": "bench",
-            "STREAM_INGEST_S3_ENDPOINT_URL": self.moto.url,
-            "STREAM_INGEST_AWS_ACCESS_KEY_ID": AWS["aws_access_key_id"],
-            "STREAM_INGEST_AWS_SECRET_ACCESS_KEY": AWS["aws_secret_access_key"],
+            "STREAM_INGEST_S3_ENDPOINT_URL": self.s3_url,
+            "STREAM_INGEST_AWS_ACCESS_KEY_ID": self.s3_keys["aws_access_key_id"],
+            "STREAM_INGEST_AWS_SECRET_ACCESS_KEY": self.s3_keys["aws_secret_access_key"],
         }
         env.update(self.overrides)
         env.update(overrides)
@@ -154,11 +188,29 @@ class Stack:
 
         return boto3.client(
             "s3",
-            endpoint_url=self.moto.url,
+            endpoint_url=self.s3_url,
             region_name="us-east-1",
             config=Config(**config) if config else None,
-            **AWS,
+            **self.s3_keys,
         )
+
+    @property
+    def s3_url(self) -> str:
+        return self.moto.url if self.ceph is None else self.ceph.server.url
+
+    @property
+    def s3_keys(self) -> dict[str, str]:
+        """boto3's credential arguments for the S3 server."""
+        if self.ceph is None:
+            return dict(AWS)
+        server = self.ceph.server
+        return {"aws_access_key_id": server.access_key, "aws_secret_access_key": server.secret_key}
+
+    def s3_cpu_seconds(self) -> float:
+        """The S3 server's CPU so far: moto's process, or Ceph's monitor, OSD and gateway."""
+        if self.ceph is None:
+            return cpu_seconds(pid_of(self.moto))
+        return sum(cpu_seconds(pid) for pid in self.ceph.pids())
 
     def store(self) -> Any:
         from stream_ingest.blocks.checkpoints import CheckpointStore
@@ -190,11 +242,25 @@ class Stack:
         """Free moto's memory between measurements: it keeps objects in RAM, and
         deleting them did not give it back (an 8 GiB run was OOM-killed at 22 GB), so
         its state is reset and the bucket made again. Clients keep working: the
-        server and its port stay."""
+        server and its port stay. On Ceph the objects and open uploads are deleted."""
+        if self.ceph is not None:
+            self._empty_bucket()
+            return
         req = urllib.request.Request(f"{self.moto.url}/moto-api/reset", method="POST")
         with urllib.request.urlopen(req, timeout=60):
             pass
         self.s3().create_bucket(Bucket=self.bucket)
+
+    def _empty_bucket(self) -> None:
+        s3 = self.s3()
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                s3.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
+        for upload in s3.list_multipart_uploads(Bucket=self.bucket).get("Uploads", []):
+            s3.abort_multipart_upload(
+                Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+            )
 
 
 class RedisStats:

@@ -9,6 +9,7 @@
 #       lines: S3_ENDPOINT, S3_ACCESS_KEY, S3_SECRET_KEY, CEPH_DIR, CEPH_VERSION,
 #       STARTUP_SECONDS. With --owner, the cluster stops by itself once process PID
 #       is gone (a test session killed with SIGKILL leaves no daemons behind).
+#       NICE (default 10) is radosgw's niceness, MEMSTORE_BYTES (4 GiB) the OSD's room.
 #   scripts/ceph-s3.sh stop DIR [--kill]
 #       Stops radosgw, the OSD, then the monitor, by the PIDs in DIR/pids only.
 #
@@ -18,6 +19,7 @@ set -euo pipefail
 ACCESS_KEY=${S3_ACCESS_KEY:-TESTACCESSKEY0000000}
 SECRET_KEY=${S3_SECRET_KEY:-testsecretkey0000000000000000000000000000}
 NICE=${NICE:-10}
+MEMSTORE_BYTES=${MEMSTORE_BYTES:-4294967296}  # the OSD keeps every object in memory
 
 alive() { local st; st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null); [ -n "$st" ] && [ "$st" != Z ]; }
 
@@ -119,7 +121,7 @@ mon cluster log file = $DIR/log/cluster.log
 [osd]
 osd data = $DIR/osd.\$id
 osd objectstore = memstore
-memstore device bytes = 4294967296
+memstore device bytes = $MEMSTORE_BYTES
 osd op num shards = 1
 osd op num threads per shard = 2
 osd max object name len = 460

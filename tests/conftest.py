@@ -2,7 +2,7 @@
 one Prefect test harness per session. Nothing here touches the machine's Redis.
 
 A test marked `on_ceph` runs against two S3 implementations: moto, and Ceph's RADOS
-Gateway (one cluster per session, tests/ceph.py). Its Ceph case is marked `ceph` and
+Gateway (one cluster per session, stream_ingest/devstack/ceph.py). Its Ceph case is marked `ceph` and
 `slow` (the full tier: the cluster takes seconds to start). Every S3 fixture below
 (`s3`, `bucket_name`, `settings_env`) follows the test's `s3_server`."""
 
@@ -39,8 +39,8 @@ import boto3  # noqa: E402
 import pytest  # noqa: E402
 
 from stream_ingest.blocks.checkpoints import CheckpointStore  # noqa: E402
+from stream_ingest.devstack.ceph import CephGateway, S3Server  # noqa: E402
 from stream_ingest.devstack.services import MotoServer, RedisServer  # noqa: E402
-from tests.ceph import CephGateway, S3Server  # noqa: E402
 
 TESTS = Path(__file__).resolve().parent
 # Folders whose tests run only in the full tier, one at a time: a real Prefect server

@@ -1,6 +1,7 @@
 """`./bench.sh --only many --profile DIR`: the warm worker of each stream count runs
 under py-spy into DIR/many-<streams>.txt; the floor (no worker) never does.
-`--repeat N`: N rounds of the pair at each count, and the median of their ratios."""
+`--repeat N`: N rounds of the pair at each count, and the median of their ratios;
+close -> object also as the seconds ours adds to the floor's."""
 
 from __future__ import annotations
 
@@ -84,3 +85,15 @@ def test_rounds_of_a_count_alternate_their_order_and_end_with_the_median(monkeyp
     assert median["bench"] == "many_vs_floor_median" and median["rounds"] == 3
     assert median["ratio_close_to_object_s_p95"] == 3.0
     assert median["ratio_close_to_object_s_p95_each"] == [2.0, 4.5, 3.0]
+
+
+def test_a_floor_done_before_the_close_gets_a_gap_not_a_ratio():
+    """On a store that completes at once the floor can land before the writer's close
+    returns: the seconds ours adds are reported, not a ratio to a negative floor."""
+    ours = {"streams": 20, "close_to_object_s_p50": 0.4, "close_to_object_s_p95": 0.9}
+    floor_line = {"close_to_object_s_p50": -0.05, "close_to_object_s_p95": 0.3}
+
+    line = many.versus(ours, floor_line)
+
+    assert line["gap_close_to_object_s_p50"] == 0.45 and "ratio_close_to_object_s_p50" not in line
+    assert line["gap_close_to_object_s_p95"] == 0.6 and line["ratio_close_to_object_s_p95"] == 3.0

@@ -25,6 +25,7 @@ import stream_ingest.blocks.bucket as bucket_module
 from stream_ingest.blocks.bucket import CREATED_BY, StreamBucket, _s3_errors
 from stream_ingest.blocks.registration import build_config
 from stream_ingest.capabilities import Capabilities
+from stream_ingest.devstack.ceph import S3Server
 from stream_ingest.devstack.services import MotoServer, free_port
 from stream_ingest.errors import (
     BucketMissing,
@@ -36,7 +37,6 @@ from stream_ingest.errors import (
 )
 from stream_ingest.settings import load_settings
 from stream_ingest.verify import multipart_etag
-from tests.ceph import S3Server
 
 MIB = 1024 * 1024
 

@@ -1,5 +1,6 @@
-"""Ceph's RADOS Gateway for the tests: a one-node cluster that scripts/ceph-s3.sh starts
-under a temp dir and stops, one per test session (tests/conftest.py `ceph_server`).
+"""Ceph's RADOS Gateway for the tests and the benchmarks: a one-node cluster that
+scripts/ceph-s3.sh starts under a temp dir and stops, one per test session
+(tests/conftest.py `ceph_server`) or benchmark run (`./bench.sh --s3 ceph`).
 
 A production S3 implementation next to moto: it differs where real stores differ
 (conditional completion ignored, checksums ignored, tags on create dropped, an empty
@@ -16,7 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ceph-s3.sh"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "ceph-s3.sh"
 PROGRAMS = ("ceph-mon", "ceph-osd", "ceph", "monmaptool", "radosgw", "radosgw-admin")
 PACKAGES = "ceph-mon ceph-osd ceph-common radosgw"
 
@@ -37,9 +38,11 @@ class CephGateway:
     """The cluster scripts/ceph-s3.sh starts. It stops with the test session, or by
     itself (the script's watchdog) if this process dies without stopping it."""
 
-    def __init__(self) -> None:
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        """`env`: the script's settings (NICE, MEMSTORE_BYTES) over this process's."""
         self.dir = tempfile.mkdtemp(prefix="si-ceph-")
         self.info: dict[str, str] = {}
+        self.env = {**os.environ, **(env or {})}
 
     def start(self) -> CephGateway:
         missing = [p for p in PROGRAMS if shutil.which(p) is None]
@@ -53,6 +56,7 @@ class CephGateway:
             capture_output=True,
             text=True,
             timeout=180,
+            env=self.env,
         )
         if done.returncode != 0:
             raise RuntimeError(f"{SCRIPT.name} start failed: {done.stderr.strip()[-2000:]}")
@@ -78,6 +82,15 @@ class CephGateway:
             self.info["S3_SECRET_KEY"],
             os.path.join(self.dir, "log", "rgw.log"),
         )
+
+    def pids(self) -> list[int]:
+        """The cluster's daemons (monitor, OSD, gateway), as the script recorded them."""
+        path = os.path.join(self.dir, "pids")
+        if not os.path.exists(path):
+            return []
+        with open(path) as fh:
+            rows = [line.split() for line in fh if line.strip()]
+        return [int(pid) for name, pid in rows if name != "watchdog"]
 
     @property
     def version(self) -> str:
