@@ -180,6 +180,18 @@ class WriterState(StrEnum):
     UNKNOWN = "unknown"  # cannot be known here (network mount, no permission, no /proc)
 
 
+def ask_writers(quiet: float, eager: bool, settle_seconds: float, known: bool) -> bool:
+    """Whether the tail loop asks the OS about the file's writers at this poll. Only
+    a quiet file can have ended; but while a writer is known (`known`: the last
+    answer named one, or none was asked yet), asking costs a stat and a read of that
+    writer's descriptor (stream_ingest/flows/writers.py WriterWatch.known), so an
+    eager loop asks at every poll and sees the recorder's close at the poll that
+    sees its last bytes, a poll sooner than the first quiet one."""
+    if not eager:
+        return quiet >= settle_seconds
+    return quiet > 0 or known
+
+
 def stream_ended(
     *,
     now: float,
@@ -200,12 +212,14 @@ def stream_ended(
     recorder that creates it first and opens it later): only the idle timeout ends it.
 
     `eager`: the caller waits out the settle itself while it verifies the file (the
-    finalize task does), so a file nobody writes may end as soon as it is quiet."""
+    finalize task does), so a file nobody writes may end at once, at the very look
+    that saw its last bytes: a writer that reopens it within the settle sends the
+    stream back to tailing."""
     quiet = now - last_change
     if writers == WriterState.WRITING:
         return False
     if writers == WriterState.CLOSED:
         if empty:
             return quiet >= idle_timeout_seconds
-        return quiet > 0 if eager else quiet >= settle_seconds
+        return eager or quiet >= settle_seconds
     return (closed_hint and quiet >= settle_seconds) or quiet >= idle_timeout_seconds

@@ -66,6 +66,7 @@ from stream_ingest.tail import (
     Growth,
     PartPlanner,
     WriterState,
+    ask_writers,
     plan_tasks,
     settled_state,
     slots,
@@ -135,8 +136,7 @@ def tail_and_finalize(
                     continue
             # Nothing in flight, or only windows waiting for bytes: has it ended?
             quiet = now - growth.changed_at
-            # Only a quiet file can have ended: ask the OS about its writers then.
-            look = quiet > 0 if eager else quiet >= s.settle_seconds
+            look = ask_writers(quiet, eager, s.settle_seconds, writers.known)
             try:
                 seen = writers.look(now, (snap.size, snap.mtime_ns)) if look else None
             except FileNotFoundError:  # deleted since the stat above

@@ -203,6 +203,13 @@ class WriterWatch:
         self._state: object = None
         self._kept = Remembered()
 
+    @property
+    def known(self) -> bool:
+        """Whether the next look is cheap and due at every poll: a writer was seen
+        (then a look is a stat and a read of its descriptor), or none was asked yet
+        (one /proc walk, which finds the recorder of a file that never goes quiet)."""
+        return self.last.state == WriterState.WRITING or self._at == float("-inf")
+
     def look(self, now: float, state: object = None) -> Writers:
         """What the OS says now; `state` is the file's (size, mtime) as last seen."""
         if not self.enabled:

@@ -275,3 +275,23 @@ def test_a_recorder_that_closes_without_writing_again_is_seen_at_the_next_look(
     walks = writers.shared_walk().looks
     assert watch.look(100.4, state).state == WriterState.CLOSED
     assert writers.shared_walk().looks == walks
+
+
+def test_a_watch_is_known_before_its_first_look_and_while_a_writer_holds_the_file(
+    tmp_path: Path,
+) -> None:
+    """`known`: the loop may look at every poll (the first look, or a known writer's
+    descriptor), not once a look found nobody writing (then only a quiet file is
+    looked at, a /proc walk each)."""
+    path = tmp_path / "rec.mp4"
+    path.write_bytes(b"x" * 10)
+    watch = writers.WriterWatch(str(path), enabled=True)
+    assert watch.known
+    proc = hold(path, "ab")
+    try:
+        assert watch.look(100.0).state == WriterState.WRITING
+        assert watch.known
+    finally:
+        release(proc)
+    assert watch.look(100.2).state == WriterState.CLOSED
+    assert not watch.known

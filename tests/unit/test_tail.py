@@ -16,6 +16,7 @@ from stream_ingest.tail import (
     Growth,
     PartPlanner,
     WriterState,
+    ask_writers,
     plan_tasks,
     settled_state,
     stream_ended,
@@ -174,9 +175,10 @@ def test_no_writer_ends_it_after_the_settle_even_without_a_close_hint() -> None:
     assert ended(101.0, 100.0, closed=False, writers=WriterState.CLOSED)
 
 
-def test_eager_ends_a_quiet_file_nobody_writes_before_the_settle() -> None:
+def test_eager_ends_a_file_nobody_writes_before_the_settle() -> None:
     """Finalize waits out the settle itself while it verifies: the loop hands over at
-    the first quiet look, but only when the OS says nobody writes the file."""
+    the look that saw the last bytes, but only when the OS says nobody writes the
+    file."""
 
     def eager(now: float, writers: WriterState, closed: bool = True) -> bool:
         return stream_ended(
@@ -185,10 +187,22 @@ def test_eager_ends_a_quiet_file_nobody_writes_before_the_settle() -> None:
         )  # fmt: skip
 
     assert eager(100.2, WriterState.CLOSED, closed=False)
-    assert not eager(100.0, WriterState.CLOSED)  # it changed at this very look
+    assert eager(100.0, WriterState.CLOSED)  # its last bytes came at this very look
     assert not eager(100.2, WriterState.WRITING)
     assert not eager(100.2, WriterState.UNKNOWN)  # a hint alone still needs the settle
     assert eager(101.0, WriterState.UNKNOWN)
+
+
+def test_an_eager_loop_asks_about_writers_at_every_poll_while_one_is_known() -> None:
+    """Asking about a known writer is cheap: the eager loop sees a recorder's close at
+    the poll that sees its last bytes (quiet 0), not a poll later; otherwise it asks
+    only once the file is quiet (eager) or settled (after a premature end)."""
+    assert ask_writers(0.0, eager=True, settle_seconds=0.25, known=True)
+    assert not ask_writers(0.0, eager=True, settle_seconds=0.25, known=False)
+    assert ask_writers(0.2, eager=True, settle_seconds=0.25, known=False)
+    assert not ask_writers(0.0, eager=False, settle_seconds=0.25, known=True)
+    assert not ask_writers(0.2, eager=False, settle_seconds=0.25, known=True)
+    assert ask_writers(0.25, eager=False, settle_seconds=0.25, known=False)
 
 
 def test_a_live_stream_gets_one_task_run_per_part() -> None:
