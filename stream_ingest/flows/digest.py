@@ -64,49 +64,27 @@ def unchanged_in_slices(
 class FileSha256:
     """A stream's file SHA-256, fed each part's bytes as they are read for upload.
 
-    Only bytes that continue what was fed count. A part read ahead of its turn (parts
-    read in parallel) is fed again once it has gone up (`feed_in_turn`), when the
-    part before it has been fed; one whose turn does not come soon is left for the
-    end. A part fed again over what counted (read again: its bytes may have changed)
-    starts the digest over. At the stream's end `finish` reads only the bytes past
-    what counted: none for a recording whose parts were fed in order and never
-    rewritten (a live stream, a finished file dropped in), the whole file for one
-    whose head was patched at close (MP4, MKV). Either way the digest is of the bytes
-    the object holds: every part fed was verified unchanged or uploaded again (which
-    starts it over) before the object was completed."""
+    Only bytes that continue what was fed count: a part fed ahead of its turn (parts
+    read in parallel) is left for the end, and a part fed again (read again: its
+    bytes may have changed) starts the digest over. At the stream's end `finish`
+    reads only the bytes past what counted: none for a recording whose parts went up
+    in order and were never rewritten (a live stream's window, MPEG-TS), the whole
+    file for one whose head was patched at close (MP4, MKV). Either way the digest is
+    of the bytes the object holds: every part fed was verified unchanged or uploaded
+    again (which starts it over) before the object was completed."""
 
     def __init__(self) -> None:
-        self._turn = threading.Condition()
+        self._lock = threading.Lock()
         self._sha = hashlib.sha256()
         self.covered = 0  # bytes [0, covered) are in the digest
 
-    def feed(self, offset: int, data: Buffer) -> bool:
-        """Feed a part's bytes at `offset`; False if they are ahead of their turn (not
-        fed: `feed_in_turn` may try again later)."""
-        with self._turn:
-            if offset > self.covered:
-                return False
+    def feed(self, offset: int, data: Buffer) -> None:
+        with self._lock:
             if offset == self.covered:
                 self._sha.update(data)
                 self.covered += len(data)
-                self._turn.notify_all()
-            else:
+            elif offset < self.covered:
                 self._sha, self.covered = hashlib.sha256(), 0
-            return True
-
-    def feed_in_turn(self, offset: int, data: Buffer, wait: float) -> bool:
-        """Feed bytes that were ahead of their turn once the bytes before them are in,
-        waiting up to `wait` seconds for that; False if their turn did not come (then
-        `finish` reads them). Never starts the digest over."""
-        with self._turn:
-            if not self._turn.wait_for(lambda: self.covered >= offset, wait):
-                return False
-            if offset != self.covered:
-                return False  # the digest moved past them, or started over
-            self._sha.update(data)
-            self.covered += len(data)
-            self._turn.notify_all()
-            return True
 
     def finish(
         self,
@@ -116,7 +94,7 @@ class FileSha256:
     ) -> str:
         """The SHA-256 of the first `size` bytes: what was fed, then the rest by
         `read(offset, length)`, calling `beat` after each 8 MiB read."""
-        with self._turn:
+        with self._lock:
             sha, start = (self._sha.copy(), self.covered) if self.covered <= size else (None, 0)
         sha = sha or hashlib.sha256()
         for offset in range(start, size, READ_CHUNK):

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
-import time
 
 from stream_ingest.flows.digest import READ_CHUNK, FileSha256
 
@@ -79,57 +77,3 @@ def test_a_digest_past_the_size_asked_for_is_read_again_from_the_start() -> None
     )
     assert sum(n for _, n in reads) == PART
     assert FileSha256().finish(0, _reader(b"", reads)) == hashlib.sha256(b"").hexdigest()
-
-
-def test_a_part_ahead_of_its_turn_is_fed_in_turn_once_the_one_before_is() -> None:
-    """Parts read in parallel: the one read first but ahead of its turn is fed again
-    after it went up, once the part before it is in: nothing is read at the end."""
-    content = os.urandom(3 * PART + 123)
-    (a, one), (b, two), (c, three), (d, four) = _parts(content)
-    digest, reads = FileSha256(), []
-    assert digest.feed(b, two) is False  # read before part 1
-    waiting = threading.Thread(target=lambda: fed.append(digest.feed_in_turn(b, two, 10)))
-    fed: list[bool] = []
-    waiting.start()
-    time.sleep(0.05)
-    assert digest.feed(a, one) is True
-    waiting.join(5)
-    for offset, data in ((c, three), (d, four)):
-        assert digest.feed(offset, data) is True
-
-    assert fed == [True]
-    assert (
-        digest.finish(len(content), _reader(content, reads)) == hashlib.sha256(content).hexdigest()
-    )
-    assert reads == []
-
-
-def test_a_part_whose_turn_does_not_come_is_read_at_the_end() -> None:
-    content = os.urandom(2 * PART + 5)
-    (a, one), (b, two), _ = _parts(content)
-    digest, reads = FileSha256(), []
-    assert digest.feed(b, two) is False
-    assert digest.feed_in_turn(b, two, 0.05) is False  # part 1 never came in time
-    digest.feed(a, one)
-
-    result = digest.finish(len(content), _reader(content, reads))
-
-    assert result == hashlib.sha256(content).hexdigest()
-    assert reads and reads[0][0] == PART
-
-
-def test_feeding_in_turn_never_starts_the_digest_over() -> None:
-    """A part fed again in turn after the digest moved past it is not fed (the
-    first feed's reset is for a part read again, not for a late one)."""
-    content = os.urandom(2 * PART + 5)
-    (a, one), (b, two), _ = _parts(content)
-    digest, reads = FileSha256(), []
-    digest.feed(a, one)
-    digest.feed(b, two)
-    assert digest.feed_in_turn(a, one, 0.05) is False
-
-    assert digest.covered == 2 * PART
-    assert (
-        digest.finish(len(content), _reader(content, reads)) == hashlib.sha256(content).hexdigest()
-    )
-    assert sum(n for _, n in reads) == 5
