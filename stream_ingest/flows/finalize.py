@@ -3,9 +3,9 @@ rewrote earlier bytes on close (MP4/MKV muxers patch the file's head).
 
 One pass reads the parts of the final plan, in a bounded window of threads: a part
 already uploaded is compared by its digest (xxh3), read a small slice at a time, and
-uploaded again from a part buffer if it changed; a missing or short one is uploaded. A part read after the file's
-last change cannot have changed and is not read again (a finished file dropped in is
-not re-read at all). The pass overlaps the settle: the file must still be what it was
+uploaded again from a part buffer if it changed; a missing or short one is uploaded.
+A part read after the file's last change cannot have changed and is not read again (a
+finished file dropped in is not re-read at all). The pass overlaps the settle: the file must still be what it was
 when the pass began, or the stream goes back to tailing; otherwise the upload is
 completed; S3's answer must name the parts' multipart ETag (else the object's HEAD is
 checked). Only then, with the object in S3, is the file's SHA-256 finished and
