@@ -274,7 +274,8 @@ def _completion(
     if head is None:
         return "replace" if policy == "overwrite" else "if-absent"
     etag, owner = head.get("ETag"), head.get("Metadata", {}).get(STREAM_ID)
-    if made_of(facts_of(head), rec, chosen):
+    facts = facts_of(head)
+    if made_of(facts, rec, chosen):
         return "done"
     if policy == "overwrite":
         return "replace"
@@ -284,8 +285,10 @@ def _completion(
         or (not rec.object_etag and etag == _etag_of(ctx.prior))
     ):
         return "replace"
-    if rec.revision == 1 and owner == rec.stream_id:
-        return "replace"  # this stream's own earlier completion
+    # This upload's own earlier completion, of fewer parts. The same stream's object
+    # from another upload may hold another take (a record Redis lost and a run rebuilt).
+    if rec.revision == 1 and owner == rec.stream_id and facts.mark == rec.upload_mark:
+        return "replace"
     raise KeyTaken(rec.s3_key)
 
 

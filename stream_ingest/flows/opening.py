@@ -313,10 +313,13 @@ def _same_digest(path: str, record: StreamRecord) -> bool:
 
 
 def free_key(ctx: StreamContext, wanted: str) -> str:
-    """The key this take gets: `wanted`, unless another stream's object has it
-    (on_existing: keep-both -> the first free `name (n).ext`, skip -> TakeSkipped,
-    overwrite -> `wanted`). An object of this very stream (a rerun) is its own; an
-    object another stream made of these very bytes ends the stream (AlreadyStored).
+    """The key this take gets: `wanted`, unless an object has it (on_existing:
+    keep-both -> the first free `name (n).ext`, skip -> TakeSkipped, overwrite ->
+    `wanted`). An object made of these very bytes ends the stream (AlreadyStored).
+    An object of this very stream is no exception: a stream chooses its key once, so
+    its own object at a key not yet chosen is what a take of it left before Redis lost
+    its record, maybe another take of the same file (`ffmpeg -y`) that only a new key
+    keeps.
 
     A key that another unfinished stream's open upload is to complete at is taken
     under every policy, and the take gets the next free key (under skip too: there
@@ -330,8 +333,8 @@ def free_key(ctx: StreamContext, wanted: str) -> str:
     key, n = wanted, 1
     while True:
         owner = None if policy == "overwrite" else ctx.bucket.owner(key)
-        if owner is not None and owner != sid:
-            if owner:  # another stream's take: maybe this very one, its checkpoint lost
+        if owner is not None:
+            if owner:  # a take of ours: maybe this very one, its checkpoint lost
                 check_stored(ctx, key)
             if policy == "skip":
                 raise TakeSkipped(wanted)

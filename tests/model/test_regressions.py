@@ -359,3 +359,27 @@ def test_the_janitor_finishes_a_salvage_cut_short_after_its_completion(
 
     assert [a["kind"] for a in actions] == ["mark-failed", "salvaged"]
     _only_the_partial(s3, store, record, take)
+
+
+def test_a_retake_whose_run_finds_redis_emptied_keeps_the_first_take(registered, s3, store) -> None:
+    """`ffmpeg -y` rewrote a completed take; its run, carrying the stream's id, finds
+    Redis emptied. The object at the key is that stream's, but of another take: the
+    retake goes to a key of its own, the first take's object stays."""
+    from stream_ingest.flows.ingest import stream_ingest
+
+    video = Path(registered.watch_dir) / "a.mp4"
+    video.write_bytes(b"take one")
+    first = stream_ingest(path=str(video))
+    assert first["status"] == "completed"
+    with open(video, "r+b") as fh:  # the same inode, truncated and written again
+        fh.truncate(0)
+        fh.write(b"take two")
+    lose_redis_data(store)
+    assert stream_ingest(path=str(video), stream_id=first["stream_id"])["status"] == "completed"
+
+    bucket = registered.s3_bucket
+    bodies = {
+        o["Key"]: s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
+        for o in s3.list_objects_v2(Bucket=bucket)["Contents"]
+    }
+    assert bodies == {"rec/a.mp4": b"take one", "rec/a (2).mp4": b"take two"}
