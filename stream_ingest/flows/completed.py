@@ -9,6 +9,7 @@ tag objects leaves it untagged; neither fails the stream, never mind aborts it.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,7 @@ from prefect import get_run_logger
 from stream_ingest.blocks.bucket import facts_of
 from stream_ingest.errors import SourceError, StreamError, StreamNotFound
 from stream_ingest.flows import stopping
-from stream_ingest.flows.digest import READ_CHUNK, Buffer, FileSha256
+from stream_ingest.flows.digest import READ_CHUNK, Buffer, unchanged_in_slices
 from stream_ingest.flows.retry import with_retries
 from stream_ingest.flows.runtime import StreamContext
 from stream_ingest.flows.source import Snapshot, read_into, snapshot
@@ -116,6 +117,31 @@ def digest_as_completed(ctx: StreamContext, completed: Snapshot) -> str:
     return digest
 
 
+def _digest_of_parts(ctx: StreamContext, parts: dict[int, PartRecord], size: int) -> str:
+    """The SHA-256 of the file's first `size` bytes, where they are still the object's:
+    the checkpointed parts cover them and each part's bytes are unchanged. "" where
+    they are not: the file may hold another take by now (`ffmpeg -y` wrote it again
+    while the stream waited for its rerun), whose digest would pass for the object's."""
+    ordered = [parts[n] for n in sorted(parts)]
+    end = 0
+    for part in ordered:
+        end = end + part.size if part.offset == end else -1
+    if end != size:
+        return _no_digest(ctx, "the parts that made the object are not known")
+    sha, read = hashlib.sha256(), _reader(ctx)
+    for part in ordered:
+
+        def fed(offset: int, n: int, at: int = part.offset) -> Buffer:
+            data = read(at + offset, n)
+            sha.update(data)
+            return data
+
+        if not unchanged_in_slices(part, fed, READ_CHUNK):
+            return _no_digest(ctx, f"the file no longer holds the object's part {part.number}")
+        stopping.beat(ctx.token)
+    return sha.hexdigest()
+
+
 def _reader(ctx: StreamContext) -> Callable[[int, int], Buffer]:
     """Reads of the run's file into one buffer, reused: the digest takes each read's
     bytes before the next (a new buffer per read is a page fault per 4 KiB)."""
@@ -155,9 +181,9 @@ def made_of(facts: ObjectFacts, record: StreamRecord, parts: Sequence[PartRecord
 
 def record_object(ctx: StreamContext) -> tuple[Completion, dict[int, PartRecord]]:
     """Record the completed object as the stream's, with the parts that made it: its
-    size from its HEAD, its SHA-256 from the file where the file still holds as many
-    bytes ("" if the file is gone, replaced or shorter: the object is complete either
-    way)."""
+    size from its HEAD, its SHA-256 from the file where the file still holds the
+    object's bytes ("" if the file is gone, replaced, shorter or written again: the
+    object is complete either way)."""
     parts = ctx.store.parts.get(ctx.record.stream_id)
     head = ctx.bucket.head_object(ctx.record.s3_key) or {}
     digest, snap = "", None
@@ -174,7 +200,7 @@ def record_object(ctx: StreamContext) -> tuple[Completion, dict[int, PartRecord]
         digest = _no_digest(ctx, "the file is shorter than the object")
     elif snap is not None:
         try:
-            digest = FileSha256().finish(size, _reader(ctx), lambda: stopping.beat(ctx.token))
+            digest = _digest_of_parts(ctx, parts, size)
         except SourceError as exc:
             digest = _no_digest(ctx, f"the file could not be read ({exc})")
     copied = sum(1 for p in parts.values() if p.copied)

@@ -17,11 +17,14 @@ from stream_ingest.flows.source import snapshot
 from stream_ingest.takes import Change
 
 
-def look_again(cfg: IngestConfig, config: str, stream_id: str) -> str | None:
-    """If a run asked (stream_ingest/blocks/store_leases.py ask_again), start the run for the change it saw;
-    returns what was done, None if nobody asked or nothing changed."""
+def look_again(cfg: IngestConfig, config: str, stream_id: str, unasked: bool = False) -> str | None:
+    """If a run asked (stream_ingest/blocks/store_leases.py ask_again), or `unasked`,
+    start the run for a change of the file since its completion; returns what was
+    done, None if nobody asked or nothing changed. `unasked`: the run confirmed an
+    earlier run's completion without looking at the file, which may have changed
+    while the stream waited, failed, for its rerun (a new take, by `ffmpeg -y`)."""
     store, log = cfg.checkpoints, get_run_logger()
-    if not store.leases.take_ask_again(stream_id):
+    if not store.leases.take_ask_again(stream_id) and not unasked:
         return None
     record = store.streams.require(stream_id)
     if change_since(store, record) == Change.NONE:
@@ -33,10 +36,10 @@ def look_again(cfg: IngestConfig, config: str, stream_id: str) -> str | None:
             cfg.deployment, record.original_path, stream_id, config, record.revision + 1, state
         )
         run = create_stream_run(request)
-        message = f"the file changed while this run held it: flow run {run.name}"
+        message = f"the file changed since: flow run {run.name}"
     except StreamError as exc:
-        message = f"the file changed while this run held it, and now {exc}"
+        message = f"the file changed since, and now {exc}"
     except Exception as exc:  # no deployment here (a run outside one), Prefect down
-        message = f"the file changed while this run held it (left to the sensor: {exc})"
+        message = f"the file changed since (left to the sensor: {exc})"
     log.info("stream %s: %s", stream_id, message)
     return message

@@ -387,6 +387,7 @@ def stream_ingest(
     keeper = LeaseKeeper(
         store, record.stream_id, token, cfg.lease_ttl_seconds, cfg.stuck_timeout_seconds, log
     )
+    confirmed = False  # an earlier run's completion, recorded without looking at the file
     with keeper as lease, reading(record.original_path):
         try:
             opened = open_upload(ctx, flow_run_id)
@@ -395,6 +396,7 @@ def stream_ingest(
             reporter.start()
             if opened.parts is None:
                 result = confirm_completed(ctx)
+                confirmed = True
             else:
                 parts, rekeys = opened.parts, 0
                 while True:
@@ -425,7 +427,9 @@ def stream_ingest(
         except Exception as exc:  # the facts are extra: the stream stays completed
             log.warning("stream %s: media facts not read: %s", record.stream_id, exc)
             media = None
-    look_again(cfg, config, record.stream_id)  # the lease is released: a change it hid
+    # The lease is released: a change it hid, or one made while the stream waited for
+    # this run (its events were spent on a failed stream).
+    look_again(cfg, config, record.stream_id, unasked=confirmed)
     reporter.completed(
         result.size, result.parts, result.reuploaded, result.sha256, media, uploaded_at
     )

@@ -221,3 +221,39 @@ def test_a_rerun_after_a_completion_the_run_did_not_record(
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=registered.s3_bucket)["Contents"]]
     assert keys == [record.s3_key]  # no salvage beside it
     assert aborts == []
+
+
+def test_a_take_written_over_a_completion_the_run_did_not_record_gets_its_own_object(
+    registered, s3, store, monkeypatch, aborts
+):
+    """A run died between S3's completion and the record; before its rerun, `ffmpeg
+    -y` wrote a longer take into the same file. The rerun records the object without
+    passing the new take's first bytes off as its SHA-256, and starts the run that
+    uploads the new take under a key of its own."""
+    import stream_ingest.flows.follow_up as follow_up_module
+
+    data = payload(6 * MIB + 7, seed=93)
+    src = Path(registered.watch_dir) / "retake.mp4"
+    src.write_bytes(data)
+    _die_after_completion(monkeypatch, src)
+    [first] = store.streams.list()
+    retake = payload(7 * MIB + 1, seed=94)
+    with open(src, "r+b") as fh:  # the same file: truncated and written again
+        fh.truncate(0)
+        fh.write(retake)
+    requests = []
+    for module in (ingest_module, follow_up_module):
+        monkeypatch.setattr(module, "create_stream_run", requests.append)
+
+    assert stream_ingest(stream_id=first.stream_id, path=str(src))["status"] == "completed"
+    record = store.streams.require(first.stream_id)
+    assert record.sha256 in ("", hashlib.sha256(data).hexdigest())
+    while requests:  # the runs started for the file's change, as a deployment would
+        request = requests.pop(0)
+        stream_ingest(path=request.sent_path, stream_id=request.stream_id)
+
+    bodies = {
+        o["Key"]: object_bytes(s3, registered.s3_bucket, o["Key"])
+        for o in s3.list_objects_v2(Bucket=registered.s3_bucket)["Contents"]
+    }
+    assert bodies == {"rec/retake.mp4": data, "rec/retake (2).mp4": retake}
