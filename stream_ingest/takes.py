@@ -22,6 +22,11 @@ class Change(StrEnum):
     NEW_TAKE = "new take"
 
 
+# A completed record's mtime that no file has: any look at the file is a change, for
+# a revision run to judge by content (the bytes were not shown to be the object's).
+UNCONFIRMED_MTIME = -1
+
+
 def after_completion(record: StreamRecord, size: int, mtime_ns: int) -> Change:
     """How the file (the same incarnation) stands against the completed stream.
 

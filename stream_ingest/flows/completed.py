@@ -26,6 +26,7 @@ from stream_ingest.flows.source import Snapshot, read_into, snapshot
 from stream_ingest.objects import our_tags
 from stream_ingest.records import PartRecord, Revision, StreamRecord, utc_now
 from stream_ingest.states import Status
+from stream_ingest.takes import UNCONFIRMED_MTIME
 from stream_ingest.verify import ObjectFacts, holds_parts
 
 
@@ -194,8 +195,6 @@ def record_object(ctx: StreamContext) -> tuple[Completion, dict[int, PartRecord]
             raise  # neither the object nor the file tells its size
         digest = _no_digest(ctx, f"the file could not be read ({exc})")
     size = int(head.get("ContentLength", snap.size if snap else 0))
-    # An mtime of 0 makes the size alone decide whether the file changed since.
-    mtime = snap.mtime_ns if snap is not None and size == snap.size else 0
     if snap is not None and snap.size < size:
         digest = _no_digest(ctx, "the file is shorter than the object")
     elif snap is not None:
@@ -203,6 +202,12 @@ def record_object(ctx: StreamContext) -> tuple[Completion, dict[int, PartRecord]
             digest = _digest_of_parts(ctx, parts, size)
         except SourceError as exc:
             digest = _no_digest(ctx, f"the file could not be read ({exc})")
+    # An mtime of 0 makes the size alone decide whether the file changed since; a
+    # file of the object's size whose bytes could not be shown to be the object's
+    # (another take of that size) changed, whatever its mtime.
+    mtime = 0
+    if snap is not None and size == snap.size:
+        mtime = snap.mtime_ns if digest else UNCONFIRMED_MTIME
     copied = sum(1 for p in parts.values() if p.copied)
     done = Completion(size, mtime, len(parts), 0, digest, copied)
     mark_completed(ctx, done, head.get("ETag", ""))

@@ -223,13 +223,14 @@ def test_a_rerun_after_a_completion_the_run_did_not_record(
     assert aborts == []
 
 
+@pytest.mark.parametrize("size", [7 * MIB + 1, 6 * MIB + 7], ids=["longer", "as-long"])
 def test_a_take_written_over_a_completion_the_run_did_not_record_gets_its_own_object(
-    registered, s3, store, monkeypatch, aborts
+    registered, s3, store, monkeypatch, aborts, size
 ):
     """A run died between S3's completion and the record; before its rerun, `ffmpeg
-    -y` wrote a longer take into the same file. The rerun records the object without
-    passing the new take's first bytes off as its SHA-256, and starts the run that
-    uploads the new take under a key of its own."""
+    -y` wrote another take into the same file, longer or just as long. The rerun
+    records the object without passing the new take's bytes off as its SHA-256, and
+    starts the run that uploads the new take under a key of its own."""
     import stream_ingest.flows.follow_up as follow_up_module
 
     data = payload(6 * MIB + 7, seed=93)
@@ -237,7 +238,7 @@ def test_a_take_written_over_a_completion_the_run_did_not_record_gets_its_own_ob
     src.write_bytes(data)
     _die_after_completion(monkeypatch, src)
     [first] = store.streams.list()
-    retake = payload(7 * MIB + 1, seed=94)
+    retake = payload(size, seed=94)
     with open(src, "r+b") as fh:  # the same file: truncated and written again
         fh.truncate(0)
         fh.write(retake)
