@@ -64,62 +64,27 @@ def unchanged_in_slices(
 class FileSha256:
     """A stream's file SHA-256, fed each part's bytes as they are read for upload.
 
-    Only bytes that continue what was fed count. A part read ahead of its turn (parts
-    read in parallel) gets a ticket and is fed again once it has gone up
-    (`feed_in_turn`), when the part before it has been fed; one whose turn does not
-    come soon is left for the end. A part fed again over what counted (read again:
-    its bytes may have changed) starts the digest over. Any feed at an offset voids
-    the tickets of earlier reads there: only the latest read of a part is what S3
-    keeps of it, so two reads waiting for the same turn can never both count, nor a
-    stale one after the digest started over. At the stream's end `finish` reads only
-    the bytes past what counted: none for a recording whose parts were fed in order
-    and never rewritten (a live stream, a finished file dropped in), the whole file
-    for one whose head was patched at close (MP4, MKV). Either way the digest is of
-    the bytes the object holds: every part fed was verified unchanged or uploaded
+    Only bytes that continue what was fed count: a part fed ahead of its turn (parts
+    read in parallel) is left for the end, and a part fed again (read again: its
+    bytes may have changed) starts the digest over. At the stream's end `finish`
+    reads only the bytes past what counted: none for a recording whose parts went up
+    in order and were never rewritten (a live stream's window, MPEG-TS), the whole
+    file for one whose head was patched at close (MP4, MKV). Either way the digest is
+    of the bytes the object holds: every part fed was verified unchanged or uploaded
     again (which starts it over) before the object was completed."""
 
     def __init__(self) -> None:
-        self._turn = threading.Condition()
+        self._lock = threading.Lock()
         self._sha = hashlib.sha256()
         self.covered = 0  # bytes [0, covered) are in the digest
-        self._ahead: dict[int, int] = {}  # offset -> the ticket of its latest read
-        self._tickets = 0
 
-    def feed(self, offset: int, data: Buffer) -> int:
-        """Feed a part's bytes at `offset`. Returns 0 if they counted (or started
-        the digest over), else the ticket `feed_in_turn` needs: they are ahead of
-        their turn."""
-        with self._turn:
-            self._ahead.pop(offset, None)
-            if offset > self.covered:
-                self._tickets += 1
-                self._ahead[offset] = self._tickets
-                return self._tickets
+    def feed(self, offset: int, data: Buffer) -> None:
+        with self._lock:
             if offset == self.covered:
                 self._sha.update(data)
                 self.covered += len(data)
-                self._turn.notify_all()
-            else:
+            elif offset < self.covered:
                 self._sha, self.covered = hashlib.sha256(), 0
-            return 0
-
-    def feed_in_turn(self, offset: int, data: Buffer, ticket: int, wait: float) -> bool:
-        """Feed bytes that were ahead of their turn (`ticket`, from `feed`) once the
-        bytes before them are in, waiting up to `wait` seconds for that; False if
-        their turn did not come, or a later read of the same part voided the ticket
-        (then `finish` reads them). Never starts the digest over."""
-        with self._turn:
-            if not self._turn.wait_for(
-                lambda: self.covered >= offset or self._ahead.get(offset) != ticket, wait
-            ):
-                return False
-            if offset != self.covered or self._ahead.get(offset) != ticket:
-                return False  # the digest moved past them, or a later read took over
-            del self._ahead[offset]
-            self._sha.update(data)
-            self.covered += len(data)
-            self._turn.notify_all()
-            return True
 
     def finish(
         self,
@@ -129,7 +94,7 @@ class FileSha256:
     ) -> str:
         """The SHA-256 of the first `size` bytes: what was fed, then the rest by
         `read(offset, length)`, calling `beat` after each 8 MiB read."""
-        with self._turn:
+        with self._lock:
             sha, start = (self._sha.copy(), self.covered) if self.covered <= size else (None, 0)
         sha = sha or hashlib.sha256()
         for offset in range(start, size, READ_CHUNK):

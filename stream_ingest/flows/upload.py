@@ -25,17 +25,13 @@ from stream_ingest.flows.source import read_into
 from stream_ingest.parts import PartPlan, part_offset, part_size
 from stream_ingest.records import PartRecord
 
-# How long a part that went up ahead of an earlier one waits for that one's bytes to
-# be in the file's SHA-256, holding its buffer: short, as a wait holds a part buffer.
-FEED_WAIT_SECONDS = 1.0
-
 
 def put_part(ctx: StreamContext, number: int, data: bytes | bytearray, offset: int) -> PartRecord:
     """Upload `data` as part `number` and record it with the stream's progress in
     one atomic, lease-fenced checkpoint write. In a revision, a part with exactly
     these bytes at this offset in the completed object is copied from it instead."""
     rec = ctx.record
-    ticket = ctx.sha256.feed(offset, data)
+    ctx.sha256.feed(offset, data)
     checksum = part_digest(data)
     before = ctx.prior.get(number)
     part, seconds = None, 0.0
@@ -55,11 +51,6 @@ def put_part(ctx: StreamContext, number: int, data: bytes | bytearray, offset: i
     ctx.store.parts.record(rec, ctx.token, part, ctx.config.lease_ttl_seconds)
     metrics.part_done(part.size, part.copied, seconds)  # once checkpointed, counted once
     ctx.stored.add(part.number, part.offset, part.size)  # in S3 and checkpointed: safe
-    if ticket:
-        # Read in parallel ahead of an earlier part: its bytes are still here, and the
-        # earlier part's are usually in the digest by now; else they are read again
-        # at the end (stream_ingest/flows/digest.py FileSha256).
-        ctx.sha256.feed_in_turn(offset, data, ticket, FEED_WAIT_SECONDS)
     return part
 
 

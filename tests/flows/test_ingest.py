@@ -16,7 +16,6 @@ import pytest
 import stream_ingest.flows.completed as completed_module
 import stream_ingest.flows.finalize as finalize_module
 import stream_ingest.flows.ingest as ingest_module
-import stream_ingest.flows.upload as upload_module
 import stream_ingest.parts as parts_module
 from stream_ingest.blocks.bucket import StreamBucket
 from stream_ingest.flows.buffers import PARTS_IN_MEMORY, PartBuffers
@@ -253,37 +252,6 @@ def test_the_sha256_is_read_at_the_end_only_where_the_parts_did_not_give_it(
     assert object_bytes(s3, registered.s3_bucket, result["s3_key"]) == expected
     assert result["sha256"] == hashlib.sha256(expected).hexdigest()
     assert sum(read_for_digest) == (len(expected) if patch else 0)
-
-
-def test_a_dropped_in_file_read_in_parallel_is_not_read_again_for_its_sha256(
-    registered, s3, store, monkeypatch
-):
-    """Parts read in parallel reach the file's SHA-256 out of order: one read ahead of
-    its turn is fed once the part before it is in, so the digest needs no second read
-    of the file at its end."""
-    read_for_digest: list[int] = []
-    real_digest_read, real_part_read = completed_module.read_into, upload_module.read_into
-
-    def counted(path: str, offset: int, size: int, buf: bytearray, owned=None) -> memoryview:
-        read_for_digest.append(size)
-        return real_digest_read(path, offset, size, buf, owned)
-
-    def first_part_late(path: str, offset: int, size: int, buf: bytearray, owned=None):
-        if offset == 0:
-            time.sleep(0.3)  # the other parts are read, and fed, ahead of it
-        return real_part_read(path, offset, size, buf, owned)
-
-    monkeypatch.setattr(completed_module, "read_into", counted)
-    monkeypatch.setattr(upload_module, "read_into", first_part_late)
-    data = payload(20 * MIB + 4321, seed=14)
-    src = Path(registered.watch_dir) / "parallel.mp4"
-    _dropped_in(src, data)
-
-    result = _ingest(src)
-
-    assert object_bytes(s3, registered.s3_bucket, result["s3_key"]) == data
-    assert result["sha256"] == hashlib.sha256(data).hexdigest()
-    assert read_for_digest == []
 
 
 def test_a_rewrite_during_finalize_is_caught(registered, s3, store, monkeypatch):
