@@ -109,7 +109,9 @@ def digest_as_completed(ctx: StreamContext, completed: Snapshot) -> str:
     own digest) or can no longer be read as the stream's (deleted, replaced): the
     object is complete and correct either way."""
     try:
-        digest = ctx.sha256.finish(completed.size, _reader(ctx), lambda: stopping.beat(ctx.token))
+        digest = ctx.sha256.finish(
+            completed.size, _reader(ctx, completed.size), lambda: stopping.beat(ctx.token)
+        )
         now = snapshot(ctx.path, ctx.owned)
     except SourceError as exc:
         return _no_digest(ctx, f"the file could not be read after completion ({exc})")
@@ -129,7 +131,7 @@ def _digest_of_parts(ctx: StreamContext, parts: dict[int, PartRecord], size: int
         end = end + part.size if part.offset == end else -1
     if end != size:
         return _no_digest(ctx, "the parts that made the object are not known")
-    sha, read = hashlib.sha256(), _reader(ctx)
+    sha, read = hashlib.sha256(), _reader(ctx, size)
     for part in ordered:
 
         def fed(offset: int, n: int, at: int = part.offset) -> Buffer:
@@ -143,10 +145,12 @@ def _digest_of_parts(ctx: StreamContext, parts: dict[int, PartRecord], size: int
     return sha.hexdigest()
 
 
-def _reader(ctx: StreamContext) -> Callable[[int, int], Buffer]:
-    """Reads of the run's file into one buffer, reused: the digest takes each read's
-    bytes before the next (a new buffer per read is a page fault per 4 KiB)."""
-    buf = bytearray(READ_CHUNK)
+def _reader(ctx: StreamContext, size: int) -> Callable[[int, int], Buffer]:
+    """Reads of the run's file (`size` bytes) into one buffer, reused: the digest
+    takes each read's bytes before the next (a new buffer per read is a page fault per
+    4 KiB). No read is longer than READ_CHUNK or the file: a small file's buffer is
+    its size, not READ_CHUNK zeroed (in a batch of small files, 5 % of the CPU)."""
+    buf = bytearray(max(1, min(READ_CHUNK, size)))
     return lambda at, n: read_into(ctx.path, at, n, buf, ctx.owned)
 
 

@@ -19,7 +19,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -36,6 +36,12 @@ class _Held:
     dropped: bool = False  # let go of or evicted: closed by its last user
 
 
+@dataclass
+class _Gate:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    waiting: int = 0
+
+
 class HeldFiles(Generic[K]):
     """Descriptors by key, opened by `open_fd(key)` on first use and closed by
     `close_fd`."""
@@ -45,31 +51,43 @@ class HeldFiles(Generic[K]):
     ) -> None:
         self._open, self._close, self.limit = open_fd, close_fd, limit
         self._held: OrderedDict[K, _Held] = OrderedDict()
+        self._gates: dict[K, _Gate] = {}  # keys being opened, and who waits for them
         self._lock = threading.Lock()
 
     @contextmanager
     def borrow(self, key: K) -> Iterator[int]:
         """The descriptor of `key`, kept open for the next read."""
-        held = self._take(key)
-        if held is None:
-            fd = self._open(key)  # outside the lock: an open may fail or be slow
-            with self._lock:
-                held = self._held.get(key)
-                if held is None:
-                    held = self._held[key] = _Held(fd)
-                    spare = None
-                else:  # opened meanwhile by another read: keep that one
-                    spare = fd
-                held.users += 1
-                evicted = self._evict()
-            if spare is not None:
-                self._close(spare)
-            for fd_ in evicted:
-                self._close(fd_)
+        held = self._take(key) or self._open_once(key)
         try:
             yield held.fd
         finally:
             self._put_back(held)
+
+    def _open_once(self, key: K) -> _Held:
+        """Open `key` for a read (one user): the parts of a file read in parallel
+        find it unopened together, and each open would be an IN_OPEN of its own. The
+        first opens it, outside the lock (an open may fail or be slow); the others of
+        that key wait for it, and then share its descriptor."""
+        with self._lock:
+            gate = self._gates.setdefault(key, _Gate())
+            gate.waiting += 1
+        try:
+            with gate.lock:
+                held = self._take(key)
+                if held is not None:
+                    return held
+                fd = self._open(key)
+                with self._lock:
+                    held = self._held[key] = _Held(fd, users=1)
+                    evicted = self._evict()
+                for fd_ in evicted:
+                    self._close(fd_)
+                return held
+        finally:
+            with self._lock:
+                gate.waiting -= 1
+                if not gate.waiting:
+                    del self._gates[key]
 
     def release(self, keep: Callable[[K], bool]) -> None:
         """Let go of every descriptor whose key `keep` refuses."""

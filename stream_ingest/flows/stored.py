@@ -49,8 +49,8 @@ def check_stored(ctx: StreamContext, key: str) -> None:
 
 def file_sha256(path: str, size: int, owned: Owned | None = None) -> str:
     """The SHA-256 of the file's first `size` bytes, read from the start into one
-    reused buffer."""
-    buf = bytearray(READ_CHUNK)
+    reused buffer (no longer than the file)."""
+    buf = bytearray(max(1, min(READ_CHUNK, size)))
     return FileSha256().finish(size, lambda at, n: read_into(path, at, n, buf, owned))
 
 

@@ -77,3 +77,30 @@ def test_a_digest_past_the_size_asked_for_is_read_again_from_the_start() -> None
     )
     assert sum(n for _, n in reads) == PART
     assert FileSha256().finish(0, _reader(b"", reads)) == hashlib.sha256(b"").hexdigest()
+
+
+def test_the_digest_reads_a_small_file_into_a_buffer_of_its_size(tmp_path, monkeypatch) -> None:
+    """A batch digests many small files: a READ_CHUNK buffer zeroed for each was
+    5 % of its CPU. The reader's buffer is the file's size, up to READ_CHUNK."""
+    from types import SimpleNamespace
+
+    from stream_ingest.flows.completed import _reader
+    from stream_ingest.flows.stored import file_sha256
+
+    small = tmp_path / "seg.ts"
+    small.write_bytes(os.urandom(1000))
+    ctx = SimpleNamespace(path=str(small), owned=None)
+    assert len(_reader(ctx, 1000)(0, 1000).obj) == 1000
+    assert len(_reader(ctx, 3 * READ_CHUNK)(0, 1000).obj) == READ_CHUNK
+    import stream_ingest.flows.stored as stored
+
+    buffers: list[int] = []
+    real = stored.read_into
+
+    def read_into(path, at, n, buf, owned=None):
+        buffers.append(len(buf))
+        return real(path, at, n, buf, owned)
+
+    monkeypatch.setattr(stored, "read_into", read_into)
+    assert file_sha256(str(small), 1000) == hashlib.sha256(small.read_bytes()).hexdigest()
+    assert buffers == [1000]

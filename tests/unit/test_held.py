@@ -55,3 +55,33 @@ def test_past_the_limit_the_least_recently_read_is_closed() -> None:
     with held.borrow("c"), held.borrow("d"), held.borrow("e"):
         assert fds.closed == [102, 101]  # "a"; "c", in use, stays open past the limit...
     assert sorted(fds.closed) == [101, 102, 103]  # ...until its read ends
+
+
+def test_reads_of_an_unopened_file_at_once_share_one_open() -> None:
+    """Parts read in parallel find the file unopened together: one opens it (each
+    open is an IN_OPEN the sensor handles), the others wait and share it."""
+    import threading
+    import time
+
+    fds = Fds()
+
+    def slow_open(key: str) -> int:
+        time.sleep(0.05)  # every reader arrives while the first open is under way
+        return fds.open(key)
+
+    held = HeldFiles(slow_open, fds.close)
+    start, got = threading.Barrier(8), []
+
+    def read() -> None:
+        start.wait()
+        with held.borrow("a") as fd:
+            got.append(fd)
+
+    readers = [threading.Thread(target=read) for _ in range(8)]
+    for reader in readers:
+        reader.start()
+    for reader in readers:
+        reader.join()
+    assert fds.opened == ["a"] and got == [101] * 8
+    held.release(lambda key: False)
+    assert fds.closed == [101]
