@@ -1,6 +1,6 @@
 """Run the benchmarks: `./bench.sh [--quick] [--only latency,throughput,overhead,many,burst,
 buffers,retention,bandwidth,
-recorders,segments,cpu,rename]`.
+recorders,segments,cpu,rename,reads]`.
 
 Every benchmark prints one JSON line on stdout (progress goes to stderr), preceded
 by one `environment` line. Servers (redis-server, moto, Prefect, the counting
@@ -39,9 +39,10 @@ ALL = (
     "segments",
     "cpu",
     "rename",
+    "reads",
 )
 # Run before (and without) the stack: a process or a redis-server of their own.
-NO_SERVERS = ("buffers", "retention")
+NO_SERVERS = ("buffers", "retention", "reads")
 # The benchmarks that run on any S3 server (`--s3`); the rest read moto's process.
 CEPH_READY = {"many"}
 
@@ -191,6 +192,10 @@ def _run_all(
         from benchmarks import retention
 
         report(retention.run())
+    if "reads" in chosen:
+        from benchmarks import reads
+
+        report(reads.run())
     if all(name in NO_SERVERS for name in chosen):
         return 0
     with Stack(overrides, prefect_database, args.s3) as stack:

@@ -19,7 +19,7 @@ from prefect import get_run_logger
 from stream_ingest.blocks.bucket import facts_of
 from stream_ingest.errors import SourceError, StreamError, StreamNotFound
 from stream_ingest.flows import stopping
-from stream_ingest.flows.digest import READ_CHUNK, Buffer, unchanged_in_slices
+from stream_ingest.flows.digest import READ_CHUNK, Buffer, chunk_buffer, unchanged_in_slices
 from stream_ingest.flows.retry import with_retries
 from stream_ingest.flows.runtime import StreamContext
 from stream_ingest.flows.source import Snapshot, read_into, snapshot
@@ -148,9 +148,8 @@ def _digest_of_parts(ctx: StreamContext, parts: dict[int, PartRecord], size: int
 def _reader(ctx: StreamContext, size: int) -> Callable[[int, int], Buffer]:
     """Reads of the run's file (`size` bytes) into one buffer, reused: the digest
     takes each read's bytes before the next (a new buffer per read is a page fault per
-    4 KiB). No read is longer than READ_CHUNK or the file: a small file's buffer is
-    its size, not READ_CHUNK zeroed (in a batch of small files, 5 % of the CPU)."""
-    buf = bytearray(max(1, min(READ_CHUNK, size)))
+    4 KiB). No read is longer than READ_CHUNK (digest.chunk_buffer)."""
+    buf = chunk_buffer(size)
     return lambda at, n: read_into(ctx.path, at, n, buf, ctx.owned)
 
 

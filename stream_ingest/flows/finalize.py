@@ -32,7 +32,7 @@ from prefect.runtime import task_run
 from stream_ingest.blocks.bucket import STREAM_ID, facts_of
 from stream_ingest.errors import KeyTaken, SourceError, StreamNotFound, UploadGone
 from stream_ingest.flows import stopping
-from stream_ingest.flows.buffers import BUFFERS
+from stream_ingest.flows.buffers import BUFFERS, aligned
 from stream_ingest.flows.completed import (
     Completion,
     digest_as_completed,
@@ -97,7 +97,7 @@ def _check_slice() -> bytearray:
     """This thread's buffer for checking parts slice by slice."""
     buf = getattr(_SLICES, "buf", None)
     if buf is None:
-        buf = _SLICES.buf = bytearray(CHECK_SLICE)
+        buf = _SLICES.buf = aligned(CHECK_SLICE)
     return buf
 
 

@@ -16,7 +16,7 @@ from prefect import get_run_logger
 
 from stream_ingest.errors import StreamError
 from stream_ingest.flows.completed import Completion, mark_completed
-from stream_ingest.flows.digest import READ_CHUNK, FileSha256
+from stream_ingest.flows.digest import FileSha256, chunk_buffer
 from stream_ingest.flows.runtime import StreamContext
 from stream_ingest.flows.source import Owned, read_into, snapshot
 from stream_ingest.states import Status
@@ -50,7 +50,7 @@ def check_stored(ctx: StreamContext, key: str) -> None:
 def file_sha256(path: str, size: int, owned: Owned | None = None) -> str:
     """The SHA-256 of the file's first `size` bytes, read from the start into one
     reused buffer (no longer than the file)."""
-    buf = bytearray(max(1, min(READ_CHUNK, size)))
+    buf = chunk_buffer(size)
     return FileSha256().finish(size, lambda at, n: read_into(path, at, n, buf, owned))
 
 
