@@ -20,6 +20,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.settings import get_current_settings
+from prefect.utilities.annotations import quote
 
 from stream_ingest import metrics
 from stream_ingest.alerts import progress_every
@@ -362,7 +363,9 @@ def stream_ingest(
         return upload_batch(cfg, config, stream_ids, flow_run_id)
     token = flow_run_id or str(uuid.uuid4())
     try:
-        found = find_stream(cfg, path, stream_id, token, flow_run_id)
+        # quote: Prefect would otherwise walk and rebuild the whole config block (S3
+        # and Redis blocks inside) looking for futures: 6 % of a short run's CPU.
+        found = find_stream(quote(cfg), path, stream_id, token, flow_run_id)
     except (SourceMissing, SourceNotAFile, SourceUnreadable, SourceOutsideFolder) as exc:
         sid = stream_id or record_failure(store, path, exc)
         metrics.FAILURES.labels(metrics.error_name(exc)).inc()

@@ -91,6 +91,26 @@ def fast_bucket(s3_server: S3Server, bucket_name: str) -> StreamBucket:
     return block_for(s3_server, bucket_name)
 
 
+def test_the_client_is_made_once_per_credentials(
+    fast_bucket: StreamBucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """prefect-aws finds its cached client by hashing the whole credentials block:
+    the bucket keeps its client instead, and makes a new one for new credentials."""
+    made: list[AwsCredentials] = []
+    real = AwsCredentials.get_s3_client
+
+    def counted(self: AwsCredentials) -> object:
+        made.append(self)
+        return real(self)
+
+    monkeypatch.setattr(AwsCredentials, "get_s3_client", counted)
+    first = fast_bucket.s3
+    assert fast_bucket.s3 is first and fast_bucket.s3 is first
+    assert len(made) == 1
+    fast_bucket.credentials = fast_bucket.credentials.model_copy()
+    assert fast_bucket.s3 is not None and len(made) == 2
+
+
 # Measured: moto keeps part checksums; Ceph's gateway (16.2) accepts and ignores them.
 KEEPS_CHECKSUMS = {"moto": True, "ceph": False}
 

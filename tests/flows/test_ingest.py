@@ -101,6 +101,28 @@ def test_a_run_reads_its_file_through_one_open_and_lets_go_of_it(registered, s3,
     assert str(src) not in {path for path, _owned in source._HELD.kept()}
 
 
+def test_prefect_does_not_walk_the_config_blocks_of_a_task_s_inputs(registered, monkeypatch):
+    """Prefect walks (and rebuilds) every task input looking for futures: the config
+    block, with its S3 and Redis blocks inside, was 6 % of a short run's CPU. The
+    tasks get it quoted; no visit reaches the blocks inside it."""
+    import prefect.utilities.collections as collections
+
+    visited: list[type] = []
+    real = collections.visit_collection
+
+    def recording(expr, *args, **kwargs):
+        visited.append(type(expr))
+        return real(expr, *args, **kwargs)
+
+    monkeypatch.setattr(collections, "visit_collection", recording)
+    src = Path(registered.watch_dir) / "quoted.mp4"
+    src.write_bytes(payload(MIB, seed=7))
+
+    assert _ingest(src)["status"] == "completed"
+    assert visited, "the recording saw no visit: the test would prove nothing"
+    assert StreamBucket not in visited
+
+
 @pytest.mark.on_ceph
 def test_file_growing_in_steps_is_uploaded_byte_identically(registered, s3, store):
     data = payload(23 * MIB + 777, seed=2)
