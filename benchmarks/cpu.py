@@ -15,7 +15,9 @@ file. Then, in the same run and against the same moto server, boto3's
 `upload_file` (s3transfer's defaults) uploads the same file, its CPU per GiB beside
 ours and the ratio. Every object, ours and boto3's, is compared with its file byte
 for byte. The Prefect server's CPU while the live recording is written, per hour of
-recording, says what a stream costs the server for as long as it lasts.
+recording, says what a stream costs the server for as long as it lasts; beside it, what
+each process spends per hour with nothing to do, measured for IDLE_SECONDS before the
+live recording starts.
 
 Each case has a warm worker and a sensor of its own, warmed up by a small file
 dropped in first. `profile_dir`: each case's worker runs under py-spy, which writes
@@ -41,6 +43,8 @@ GIB = 1024 * MIB
 LIVE_RATE = 40 * MB
 TIMEOUT = 1800.0
 COMPARE_CHUNK = 8 * MIB
+IDLE_SECONDS = 10.0  # the idle baseline, measured before the live recording
+SETTLE_SECONDS = 3.0
 
 
 def run(
@@ -113,6 +117,7 @@ def _per_gib(cpu: dict[str, float], size: int) -> dict[str, float]:
 
 
 def _live(stack: Stack, path: str, size: int, pids: dict[str, int]) -> dict[str, Any]:
+    idle = _idle_rates(pids)
     log(f"cpu: live, {size // MIB} MiB at {LIVE_RATE / MB:.0f} MB/s")
     cpu0, t0 = _cpu(pids), time.monotonic()
     writer = SteadyWriter(path, size, LIVE_RATE)  # creates the file: the sensor sees it
@@ -132,11 +137,24 @@ def _live(stack: Stack, path: str, size: int, pids: dict[str, int]) -> dict[str,
         "cpu_s": {k: round(v, 2) for k, v in spent.items()},
         "cpu_s_per_gib": _per_gib(spent, size),
         "server_cpu_s_per_stream_hour": round(server_live / recording_h, 1),
+        # What the server spends with no stream at all (its own loops, the worker's
+        # polls), per hour: the part of the figure above that one stream does not add.
+        "server_idle_cpu_s_per_hour": round(idle["prefect_server"] * 3600, 1),
+        "idle_cpu_s_per_hour": {k: round(v * 3600, 1) for k, v in idle.items()},
         "creation_to_completed_s": round(t1 - t0, 2),
         "close_to_completed_s": round(t1 - writer.closed_at, 2),
         "parts": record.parts_count,
         "byte_identical": _identical(stack, stack.key_for(path), path),
     }
+
+
+def _idle_rates(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds per second of each process over IDLE_SECONDS with nothing to do."""
+    time.sleep(SETTLE_SECONDS)  # the warm-up's run may still be ending
+    before, t0 = _cpu(pids), time.monotonic()
+    time.sleep(IDLE_SECONDS)
+    after, seconds = _cpu(pids), time.monotonic() - t0
+    return {k: (after[k] - before[k]) / seconds for k in pids}
 
 
 def _dropped(stack: Stack, staged: str, path: str, pids: dict[str, int]) -> dict[str, Any]:
