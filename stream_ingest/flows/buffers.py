@@ -50,7 +50,7 @@ Schedule = Callable[[float, Callable[[], None]], Any]
 
 # Where a read lands decides what the kernel's copy costs. glibc puts every large
 # malloc 16 bytes past a page, so every large bytearray starts there, and reads into
-# such a buffer took 0.45 CPU-s/GiB here (AMD EPYC) against 0.11 into one starting on
+# such a buffer took 0.38 CPU-s/GiB here (AMD EPYC) against 0.067 into one starting on
 # a 64-byte boundary (benchmarks/reads.py). Every buffer the file is read into starts
 # on one.
 ALIGN = 64
