@@ -44,7 +44,7 @@ LIVE_RATE = 40 * MB
 TIMEOUT = 1800.0
 COMPARE_CHUNK = 8 * MIB
 IDLE_SECONDS = 10.0  # the idle baseline, measured before the live recording
-SETTLE_SECONDS = 3.0
+SETTLE_SECONDS = 10.0
 
 
 def run(
