@@ -17,7 +17,7 @@ ours and the ratio. Every object, ours and boto3's, is compared with its file by
 for byte. The Prefect server's CPU while the live recording is written, per hour of
 recording, says what a stream costs the server for as long as it lasts; beside it, what
 each process spends per hour with nothing to do, measured for IDLE_SECONDS before the
-live recording starts.
+live recording starts (SETTLE_SECONDS after the warm-up).
 
 Each case has a warm worker and a sensor of its own, warmed up by a small file
 dropped in first. `profile_dir`: each case's worker runs under py-spy, which writes
@@ -44,7 +44,7 @@ LIVE_RATE = 40 * MB
 TIMEOUT = 1800.0
 COMPARE_CHUNK = 8 * MIB
 IDLE_SECONDS = 10.0  # the idle baseline, measured before the live recording
-SETTLE_SECONDS = 10.0
+SETTLE_SECONDS = 10.0  # before it: 3 s still held the warm-up run's tail
 
 
 def run(

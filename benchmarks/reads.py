@@ -14,7 +14,6 @@ fed to SHA-256.
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import mmap
 import os
@@ -24,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from benchmarks.common import MIB, emit, ratio
-from stream_ingest.flows.buffers import aligned
+from stream_ingest.flows.buffers import address, aligned
 
 SIZE_MIB = 512
 ROUNDS = 5
@@ -46,7 +45,7 @@ def run(size_mib: int = SIZE_MIB) -> dict[str, Any]:
                 "size_mib": size_mib,
                 "rounds": ROUNDS,
                 "fresh_bytearray_page_offsets": {
-                    str(n): [_start(b) % PAGE for b in [bytearray(n) for _ in range(4)]]
+                    str(n): [address(b) % PAGE for b in [bytearray(n) for _ in range(4)]]
                     for n in (8 * MIB, 128 * 1024)
                 },
             }
@@ -60,7 +59,7 @@ def run(size_mib: int = SIZE_MIB) -> dict[str, Any]:
                     out[name + ("_sha256" if digest else "")] = {
                         "past_page_cpu_s_per_gib": round(slow * GIB / (size_mib * MIB), 3),
                         "aligned_cpu_s_per_gib": round(fast * GIB / (size_mib * MIB), 3),
-                        "aligned_page_offset": _start(ours) % PAGE,
+                        "aligned_page_offset": address(ours) % PAGE,
                         "ratio_past_page_vs_aligned": ratio(slow, fast),
                     }
                 past_page.release()
@@ -87,10 +86,6 @@ def _cpu(action: Callable[[], None]) -> float:
     before = time.process_time()
     action()
     return time.process_time() - before
-
-
-def _start(buf: bytearray) -> int:
-    return ctypes.addressof(ctypes.c_char.from_buffer(buf))
 
 
 if __name__ == "__main__":

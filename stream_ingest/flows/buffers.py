@@ -48,10 +48,11 @@ TIMER_STEP = 0.1
 
 Schedule = Callable[[float, Callable[[], None]], Any]
 
-# Where a read lands decides what the kernel's copy costs. glibc puts every large
-# malloc 16 bytes past a page, so every large bytearray starts there, and reads into
-# such a buffer took 0.38 CPU-s/GiB here (AMD EPYC) against 0.067 into one starting on
-# a 64-byte boundary (benchmarks/reads.py). Every buffer the file is read into starts
+# Where a read lands decides what the kernel's copy costs. glibc maps a block of its
+# own for a large malloc and starts it 16 bytes past a page, so an 8 MiB bytearray
+# starts there (a smaller one wherever the heap has room), and reads into such a
+# buffer took 0.38 CPU-s/GiB here (AMD EPYC) against 0.067 into one starting on a
+# 64-byte boundary (benchmarks/reads.py). Every buffer the file is read into starts
 # on one.
 ALIGN = 64
 
@@ -62,12 +63,13 @@ def aligned(size: int) -> bytearray:
     buf = bytearray(size + ALIGN)
     # CPython deletes a bytearray's head by moving its start, and a tail of less than
     # half by shortening it: neither moves the bytes, so the start stays aligned.
-    del buf[: -_address(buf) % ALIGN]
+    del buf[: -address(buf) % ALIGN]
     del buf[size:]
     return buf
 
 
-def _address(buf: bytearray) -> int:
+def address(buf: bytearray) -> int:
+    """Where `buf`'s bytes start in memory."""
     return ctypes.addressof(ctypes.c_char.from_buffer(buf))
 
 
