@@ -19,6 +19,11 @@ recording, says what a stream costs the server for as long as it lasts; beside i
 each process spends per hour with nothing to do, measured for IDLE_SECONDS before the
 live recording starts (SETTLE_SECONDS after the warm-up).
 
+Both cases run twice: with the product's defaults, then with `s3_payload_signing`
+false (moto is an http:// endpoint, where botocore otherwise hashes every request's
+body for its signature). boto3 runs with the same botocore setting as ours each time,
+and the unsigned lines also give the ratio to boto3 as a user writes it (signing).
+
 Each case has a warm worker and a sensor of its own, warmed up by a small file
 dropped in first. `profile_dir`: each case's worker runs under py-spy, which writes
 its samples (raw folded stacks, the warm-up's too) to `<case>.txt` there.
@@ -37,7 +42,9 @@ from benchmarks.many import IDLE_TIMEOUT, WARM, worker_on_pool
 from benchmarks.sensing import SensorProcess
 from benchmarks.stack import Stack, configure, pid_of
 from benchmarks.writer import SteadyWriter, fill, identity_of
+from stream_ingest.blocks.registration import register_blocks
 from stream_ingest.devstack.services import wait_for
+from stream_ingest.settings import load_settings
 
 GIB = 1024 * MIB
 LIVE_RATE = 40 * MB
@@ -50,47 +57,68 @@ SETTLE_SECONDS = 10.0  # before it: 3 s still held the warm-up run's tail
 def run(
     stack: Stack, live_mib: int, dropped_mib: int, profile_dir: str | None = None
 ) -> list[dict[str, Any]]:
-    configure(idle_timeout_seconds=IDLE_TIMEOUT)  # recordings end by their close
     staging = os.path.join(stack.workdir, "cpu-staging")
     os.makedirs(staging, exist_ok=True)
-    lines = []
-    for case in ("live", "dropped"):
-        path = os.path.join(stack.watch_dir, f"{case}.mp4")
-        profile = os.path.join(profile_dir, f"{case}.txt") if profile_dir else None
-        # A warm worker of its own per case, so that a profile holds one case.
-        with worker_on_pool(stack, WARM, profile) as worker, SensorProcess(stack) as sensor:
-            pids = {"worker": worker, "sensor": sensor, "prefect_server": pid_of(stack.prefect)}
-            warm = os.path.join(staging, f"warm-up-{case}.mp4")
-            fill(warm, 6 * MIB)
-            _dropped(stack, warm, os.path.join(stack.watch_dir, f"warm-up-{case}.mp4"), pids)
-            stack.drop_objects()
-            if case == "live":
-                ours = _live(stack, path, live_mib * MIB, pids)
-            else:
-                staged = os.path.join(staging, f"{case}.mp4")
-                fill(staged, dropped_mib * MIB)
-                ours = _dropped(stack, staged, path, pids)
-            stack.drop_objects()
-        boto = _boto3(stack, path, f"boto3/{case}.mp4")
-        stack.drop_objects()
-        stack.remove_file(path)
-        per_gib = ours["cpu_s_per_gib"]
-        lines.append(
-            {
-                "bench": "cpu",
-                "case": case,
-                **ours,
-                "boto3_upload_file": boto,
-                "ratio_total_client_vs_boto3": ratio(
-                    per_gib["total_client"], boto["cpu_s_per_gib"]
-                ),
-                "ratio_worker_vs_boto3": ratio(per_gib["worker"], boto["cpu_s_per_gib"]),
-                "loadavg_1m": os.getloadavg()[0],
-                "profiled": bool(profile_dir),
-            }
-        )
+    lines: list[dict[str, Any]] = []
+    boto_signed: dict[str, float] = {}  # case -> boto3's CPU per GiB, signing as by default
+    for signing in (True, False):
+        register_blocks(load_settings(s3_payload_signing=signing))
+        configure(idle_timeout_seconds=IDLE_TIMEOUT)  # recordings end by their close
+        for case in ("live", "dropped"):
+            line = _case(stack, case, signing, live_mib, dropped_mib, staging, profile_dir)
+            boto_per_gib = line["boto3_upload_file"]["cpu_s_per_gib"]
+            boto_signed.setdefault(case, boto_per_gib)
+            if not signing:
+                line["ratio_total_client_vs_boto3_signing"] = ratio(
+                    line["cpu_s_per_gib"]["total_client"], boto_signed[case]
+                )
+            lines.append(line)
     shutil.rmtree(staging, ignore_errors=True)
     return lines
+
+
+def _case(
+    stack: Stack,
+    case: str,
+    signing: bool,
+    live_mib: int,
+    dropped_mib: int,
+    staging: str,
+    profile_dir: str | None,
+) -> dict[str, Any]:
+    path = os.path.join(stack.watch_dir, f"{case}.mp4")
+    name = case if signing else f"{case}-unsigned"
+    profile = os.path.join(profile_dir, f"{name}.txt") if profile_dir else None
+    # A warm worker of its own per case, so that a profile holds one case.
+    with worker_on_pool(stack, WARM, profile) as worker, SensorProcess(stack) as sensor:
+        pids = {"worker": worker, "sensor": sensor, "prefect_server": pid_of(stack.prefect)}
+        warm = os.path.join(staging, f"warm-up-{name}.mp4")
+        fill(warm, 6 * MIB)
+        _dropped(stack, warm, os.path.join(stack.watch_dir, f"warm-up-{name}.mp4"), pids)
+        stack.drop_objects()
+        if case == "live":
+            ours = _live(stack, path, live_mib * MIB, pids)
+        else:
+            staged = os.path.join(staging, f"{case}.mp4")
+            fill(staged, dropped_mib * MIB)
+            ours = _dropped(stack, staged, path, pids)
+        stack.drop_objects()
+    config = {} if signing else {"s3": {"payload_signing_enabled": False}}
+    boto = _boto3(stack, path, f"boto3/{case}.mp4", config)
+    stack.drop_objects()
+    stack.remove_file(path)
+    per_gib = ours["cpu_s_per_gib"]
+    return {
+        "bench": "cpu",
+        "case": case,
+        "payload_signing": signing,
+        **ours,
+        "boto3_upload_file": boto,
+        "ratio_total_client_vs_boto3": ratio(per_gib["total_client"], boto["cpu_s_per_gib"]),
+        "ratio_worker_vs_boto3": ratio(per_gib["worker"], boto["cpu_s_per_gib"]),
+        "loadavg_1m": os.getloadavg()[0],
+        "profiled": bool(profile_dir),
+    }
 
 
 def _cpu(pids: dict[str, int]) -> dict[str, float]:
@@ -176,10 +204,10 @@ def _dropped(stack: Stack, staged: str, path: str, pids: dict[str, int]) -> dict
     }
 
 
-def _boto3(stack: Stack, path: str, key: str) -> dict[str, Any]:
+def _boto3(stack: Stack, path: str, key: str, config: dict[str, Any]) -> dict[str, Any]:
     size = os.path.getsize(path)
     os.sync()
-    done = peers.boto3_upload(stack, path, key)
+    done = peers.boto3_upload(stack, path, key, **config)
     return {
         "seconds": round(done.seconds, 2),
         "cpu_s": round(done.cpu_seconds, 2),

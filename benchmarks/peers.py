@@ -36,11 +36,11 @@ def _children_cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def boto3_upload(stack: Stack, path: str, key: str) -> Upload:
+def boto3_upload(stack: Stack, path: str, key: str, **config: Any) -> Upload:
     """boto3's `upload_file`, default TransferConfig (8 MiB parts, 10 threads); the
-    client is made before the clock starts. CPU is this process's (nothing else
-    runs in it meanwhile)."""
-    s3 = stack.s3()
+    client (botocore `config`, default if none) is made before the clock starts. CPU
+    is this process's (nothing else runs in it meanwhile)."""
+    s3 = stack.s3(**config)
     spans: list[float] = []
     started: dict[int, float] = {}
 

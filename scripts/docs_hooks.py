@@ -36,6 +36,8 @@ SEED_TARGETS = {
     "aws_access_key_id": "`stream-bucket/NAME`: credentials (unset: boto3's default chain)",
     "aws_secret_access_key": "`stream-bucket/NAME`: credentials (a secret value)",
     "aws_region": "`stream-bucket/NAME`: the credentials' `region_name`",
+    "s3_payload_signing": "`stream-bucket/NAME`: false adds `s3.payload_signing_enabled: "
+    "false` to the credentials' client `config` (see below)",
 }
 
 # Why a stream moves, for the diagram's arrows; a transition without a reason here is

@@ -40,6 +40,12 @@ class Settings(IngestOptions, BaseSettings):
     aws_access_key_id: SecretStr | None = None
     aws_secret_access_key: SecretStr | None = None
     aws_region: str = "us-east-1"
+    s3_payload_signing: bool = Field(
+        True,
+        description="Sign each request's body (its SHA-256) on an http:// endpoint, as "
+        "botocore does. false saves about 0.7 CPU-s per GiB there; parts keep their CRC32. "
+        "No effect on https://.",
+    )
 
     @field_validator("s3_endpoint_url")
     @classmethod

@@ -265,6 +265,28 @@ def test_doctor_shows_what_the_store_can_do(registered, capsys, s3_server, s3, s
     assert not s3.list_multipart_uploads(Bucket=registered.s3_bucket).get("Uploads")
     where = StreamBucket.load(registered.config_block).store_id
     assert store.hints.cached_capabilities(where) is not None
+    assert "payload signing" not in lines  # signed, botocore's default
+
+
+@pytest.mark.on_ceph
+def test_doctor_says_what_unsigned_bodies_leave(
+    registered, capsys, s3_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Registered with STREAM_INGEST_S3_PAYLOAD_SIGNING=false on an http:// endpoint:
+    doctor says what is given up, and whether this store keeps the parts' CRC32."""
+    from stream_ingest.blocks.registration import register_blocks
+    from stream_ingest.settings import load_settings
+
+    monkeypatch.setenv("STREAM_INGEST_S3_PAYLOAD_SIGNING", "false")
+    register_blocks(load_settings())
+
+    _, lines = _doctor(capsys)
+
+    [shown] = lines["payload signing"]
+    assert shown.startswith("ok off on this http:// endpoint")
+    assert "changed unseen" in shown
+    keeps = "for the store to check" if s3_server.name == "moto" else "this store keeps none"
+    assert shown.endswith(keeps)
 
 
 def test_doctor_names_a_missing_bucket_and_folder(registered, capsys) -> None:

@@ -161,6 +161,15 @@ class StreamBucket(ObjectOptions, S3Bucket):
         endpoint = getattr(params, "endpoint_url", None) or "aws"
         return f"{endpoint}/{self.bucket_name}"
 
+    @property
+    def unsigned_over_http(self) -> bool:
+        """Whether request bodies go unsigned to a plain http:// endpoint
+        (`s3_payload_signing` false, i.e. botocore's s3.payload_signing_enabled)."""
+        params = getattr(self.credentials, "aws_client_parameters", None)
+        endpoint = getattr(params, "endpoint_url", None) or ""
+        s3_config = (getattr(params, "config", None) or {}).get("s3") or {}
+        return endpoint.startswith("http://") and s3_config.get("payload_signing_enabled") is False
+
     def capabilities(
         self, near: str = "", cache: CapabilityCache | None = None, fresh: bool = False
     ) -> Capabilities:

@@ -30,9 +30,20 @@ BOTO_CONFIG = {
 }
 
 
+def boto_config(settings: Settings) -> dict[str, object]:
+    """botocore's config for the bucket's client. Over https:// botocore already leaves
+    a body that carries a checksum unsigned; over http:// it hashes every body for the
+    signature, a second SHA-256 of every part beside the file's own (docs/configure.md)."""
+    if settings.s3_payload_signing:
+        return BOTO_CONFIG
+    return {**BOTO_CONFIG, "s3": {"payload_signing_enabled": False}}
+
+
 def build_config(settings: Settings) -> IngestConfig:
     """The blocks the settings describe, unsaved."""
-    params = AwsClientParameters(endpoint_url=settings.s3_endpoint_url, config=BOTO_CONFIG)
+    params = AwsClientParameters(
+        endpoint_url=settings.s3_endpoint_url, config=boto_config(settings)
+    )
     credentials = AwsCredentials(
         aws_access_key_id=(
             settings.aws_access_key_id.get_secret_value() if settings.aws_access_key_id else None

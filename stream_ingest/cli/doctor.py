@@ -146,6 +146,14 @@ def capability_checks(config: IngestConfig, near: str) -> Iterator[Check]:
     with contextlib.suppress(StreamError, redis.RedisError):
         config.checkpoints.hints.cache_capabilities(config.bucket.store_id, caps.to_json())
     yield Check("s3 capabilities", True, caps.summary())
+    if config.bucket.unsigned_over_http:
+        crc = "for the store to check" if caps.checksums else "but this store keeps none"
+        yield Check(
+            "payload signing",
+            True,
+            f"off on this http:// endpoint (s3_payload_signing): a body on the way could be "
+            f"changed unseen; each part carries its CRC32, {crc}",
+        )
     for missing in caps.missing():
         yield Check("s3 lacks", True, missing)
 

@@ -150,6 +150,61 @@ def test_upload_part_sends_its_own_crc32_and_botocore_computes_none(
 
 
 @pytest.mark.on_ceph
+@pytest.mark.parametrize("signing", [True, False], ids=["signed", "unsigned"])
+def test_payload_signing_decides_whether_botocore_hashes_a_part(
+    s3_server: S3Server, s3, bucket_name: str, signing: bool
+) -> None:
+    """On an http:// endpoint botocore puts the SHA-256 of each body in the signature
+    (a second pass over every part) unless `s3_payload_signing` is false; the part's
+    CRC32 goes with it either way, and the store takes both kinds of request."""
+    bucket = build_config(
+        settings_for(
+            s3_server.url,
+            bucket_name,
+            aws_access_key_id=s3_server.access_key,
+            aws_secret_access_key=s3_server.secret_key,
+            s3_payload_signing=signing,
+        )
+    ).bucket
+    sent: list[dict[str, str]] = []
+
+    def seen(request, **_: object) -> None:
+        sent.append({k.lower(): _text(v) for k, v in request.headers.items()})
+
+    bucket.s3.meta.events.register("before-send.s3.UploadPart", seen)
+    k, data = key(), os.urandom(MIB)
+    upload_id = bucket.create_multipart_upload(k)
+    part = bucket.upload_part(k, upload_id, 1, bytearray(data))
+    bucket.complete_multipart_upload(k, upload_id, [part])
+
+    [headers] = sent
+    signed = hashlib.sha256(data).hexdigest()
+    assert headers["x-amz-content-sha256"] == (signed if signing else "UNSIGNED-PAYLOAD")
+    assert headers["x-amz-checksum-crc32"] == crc32_b64(data)
+    assert bucket.unsigned_over_http is not signing
+    assert s3.get_object(Bucket=bucket_name, Key=k)["Body"].read() == data
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def test_payload_signing_off_changes_nothing_on_https() -> None:
+    """Over TLS botocore leaves a body with a checksum unsigned anyway: the setting
+    is about http:// endpoints only, and the bucket says so."""
+    https = build_config(
+        settings_for("https://s3.example.test", "recordings", s3_payload_signing=False)
+    ).bucket
+    http = build_config(
+        settings_for("http://s3.example.test", "recordings", s3_payload_signing=False)
+    ).bucket
+    assert https.unsigned_over_http is False and http.unsigned_over_http is True
+    config = http.credentials.aws_client_parameters.config
+    assert config["s3"] == {"payload_signing_enabled": False}
+    assert config["retries"] == {"max_attempts": 4, "mode": "standard"}
+
+
+@pytest.mark.on_ceph
 def test_multipart_upload_round_trip(
     bucket: StreamBucket, s3, bucket_name: str, s3_server: S3Server
 ) -> None:
