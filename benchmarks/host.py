@@ -41,6 +41,16 @@ from stream_ingest.blocks.store_parts import Parts  # noqa: E402
 from stream_ingest.flows import finalize as finalize_mod  # noqa: E402
 from stream_ingest.flows.ingest import stream_ingest  # noqa: E402
 
+# What the probe times, by the attribute it wraps: (where, attribute, span name).
+TIMED: tuple[tuple[Any, str, str], ...] = (
+    (StreamBucket, "upload_part", "s3_upload_part"),
+    (StreamBucket, "complete_multipart_upload", "s3_complete"),
+    (Parts, "record", "redis_record_part"),
+    (upload_mod, "read_into", "read"),
+    (upload_mod, "part_digest", "digest"),
+    (finalize_mod, "_verify", "verify"),
+)
+
 
 def peak_rss_reset() -> None:
     """Reset VmHWM so each command reports its own peak (Linux clear_refs 5)."""
@@ -93,15 +103,9 @@ class Probe:
         if self.installed:
             return
         self.installed = True
-        StreamBucket.upload_part = self.timed("s3_upload_part", StreamBucket.upload_part)
-        StreamBucket.complete_multipart_upload = self.timed(
-            "s3_complete", StreamBucket.complete_multipart_upload
-        )
-        Parts.record = self.timed("redis_record_part", Parts.record)
-        upload_mod.read_range = self.timed("read", upload_mod.read_range)
-        upload_mod.part_digest = self.timed("digest", upload_mod.part_digest)
+        for owner, attr, name in TIMED:
+            setattr(owner, attr, self.timed(name, getattr(owner, attr)))
         finalize_mod.finalize.fn = self.timed("finalize", finalize_mod.finalize.fn)
-        finalize_mod._verify = self.timed("verify", finalize_mod._verify)
         for task in (upload_mod.upload_part, upload_mod.upload_parts):
             task.fn = self.timed("task_body", task.fn)
             task.submit = self._timed_submit(task.submit)  # type: ignore[method-assign]

@@ -17,6 +17,7 @@ import xxhash
 from isal.isal_zlib import crc32
 
 from stream_ingest.checksums import crc32_b64, crc32_value_b64
+from stream_ingest.errors import StreamError
 from stream_ingest.flows.buffers import aligned
 from stream_ingest.records import PartRecord
 
@@ -24,6 +25,7 @@ Buffer = bytes | bytearray | memoryview
 
 PREFIX = "xxh3-128:"
 READ_CHUNK = 8 * 1024 * 1024
+CATCH_UP_CHUNK = 1024 * 1024
 
 
 def chunk_buffer(size: int) -> bytearray:
@@ -72,27 +74,65 @@ def unchanged_in_slices(
 class FileSha256:
     """A stream's file SHA-256, fed each part's bytes as they are read for upload.
 
-    Only bytes that continue what was fed count: a part fed ahead of its turn (parts
-    read in parallel) is left for the end, and a part fed again (read again: its
-    bytes may have changed) starts the digest over. At the stream's end `finish`
-    reads only the bytes past what counted: none for a recording whose parts went up
-    in order and were never rewritten (a live stream's window, MPEG-TS), the whole
-    file for one whose head was patched at close (MP4, MKV). Either way the digest is
-    of the bytes the object holds: every part fed was verified unchanged or uploaded
-    again (which starts it over) before the object was completed."""
+    Only bytes that continue what was fed count. A part fed ahead of its turn (parts
+    read in parallel: a run that starts behind its file) is remembered by its xxh3
+    digest; once the parts before it are in, it is read again from the file (`read`,
+    CATCH_UP_CHUNK at a time) and counted if its bytes are still the ones sent, else
+    left for the end. A part fed again (read again: its bytes may have changed)
+    starts the digest over. At the stream's end `finish` reads only the bytes past
+    what counted: none for a recording whose parts went up in order, or were caught
+    up, and were never rewritten (a live stream, MPEG-TS); the whole file for one whose
+    head was patched at close (MP4, MKV). Either way the digest is of the bytes the
+    object holds: every part fed was verified unchanged or uploaded again (which starts
+    it over) before the object was completed."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._sha = hashlib.sha256()
         self.covered = 0  # bytes [0, covered) are in the digest
+        self._ahead: dict[int, tuple[int, str]] = {}  # offset -> (size, xxh3) fed ahead
 
-    def feed(self, offset: int, data: Buffer) -> None:
+    def feed(
+        self,
+        offset: int,
+        data: Buffer,
+        digest: str = "",
+        read: Callable[[int, int, bytearray], Buffer] | None = None,
+    ) -> None:
+        """Count `data`, the bytes at `offset`, if they continue the digest. `digest`
+        (part_digest of `data`) keeps a part fed ahead for a catch-up; `read(offset,
+        length, buf)` reads the file, for catching up with the parts fed ahead."""
         with self._lock:
             if offset == self.covered:
                 self._sha.update(data)
                 self.covered += len(data)
+                if read is not None:
+                    self._catch_up(read)
             elif offset < self.covered:
                 self._sha, self.covered = hashlib.sha256(), 0
+                self._ahead.clear()
+            elif digest.startswith(PREFIX):
+                self._ahead[offset] = (len(data), digest)
+
+    def _catch_up(self, read: Callable[[int, int, bytearray], Buffer]) -> None:
+        """Count the parts fed ahead that now continue the digest, while their bytes
+        in the file are still those sent (same xxh3). The file is read in small
+        chunks: at the start of many recordings at once, each run may catch up."""
+        buf: bytearray | None = None
+        while (ahead := self._ahead.pop(self.covered, None)) is not None:
+            size, digest = ahead
+            buf = buf if buf is not None else aligned(min(CATCH_UP_CHUNK, size))
+            sha, check = self._sha.copy(), xxhash.xxh3_128()
+            try:
+                for at in range(self.covered, self.covered + size, len(buf)):
+                    chunk = read(at, min(len(buf), self.covered + size - at), buf)
+                    sha.update(chunk)
+                    check.update(chunk)
+            except (OSError, StreamError):  # gone, replaced: `finish` says what it finds
+                return
+            if PREFIX + check.hexdigest() != digest:
+                return  # rewritten since it was sent: it is sent again, or read by finish
+            self._sha, self.covered = sha, self.covered + size
 
     def finish(
         self,

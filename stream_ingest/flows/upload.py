@@ -31,8 +31,10 @@ def put_part(ctx: StreamContext, number: int, data: bytes | bytearray, offset: i
     one atomic, lease-fenced checkpoint write. In a revision, a part with exactly
     these bytes at this offset in the completed object is copied from it instead."""
     rec = ctx.record
-    ctx.sha256.feed(offset, data)
     checksum = part_digest(data)
+    ctx.sha256.feed(
+        offset, data, checksum, lambda at, n, buf: read_into(ctx.path, at, n, buf, ctx.owned)
+    )
     before = ctx.prior.get(number)
     part, seconds = None, 0.0
     if (

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 
-from stream_ingest.flows.digest import READ_CHUNK, FileSha256
+from stream_ingest.flows.digest import CATCH_UP_CHUNK, READ_CHUNK, FileSha256, part_digest
 
 PART = 5 * 1024 * 1024
 
@@ -104,3 +104,77 @@ def test_the_digest_reads_a_small_file_into_a_buffer_of_its_size(tmp_path, monke
     monkeypatch.setattr(stored, "read_into", read_into)
     assert file_sha256(str(small), 1000) == hashlib.sha256(small.read_bytes()).hexdigest()
     assert buffers == [1000]
+
+
+def _file(content: bytearray, reads: list[tuple[int, int]]):
+    """`read(offset, length, buf)` over `content`, as the flow reads its file."""
+
+    def read(offset: int, size: int, buf: bytearray) -> memoryview:
+        reads.append((offset, size))
+        view = memoryview(buf)[:size]
+        view[:] = content[offset : offset + size]
+        return view
+
+    return read
+
+
+def test_parts_fed_ahead_are_caught_up_once_their_turn_comes() -> None:
+    """A run that starts behind its file sends its first parts in parallel: those fed
+    before their turn are read again (in small chunks) when the parts before them are
+    in, and the digest goes on in order; nothing is left for the end."""
+    content = bytearray(os.urandom(4 * PART + 123))
+    (a, one), (b, two), (c, three), (d, four), (e, five) = _parts(bytes(content))
+    digest, caught, reads = FileSha256(), [], []
+    read = _file(content, caught)
+    digest.feed(c, three, part_digest(three), read)
+    digest.feed(b, two, part_digest(two), read)
+    digest.feed(a, one, part_digest(one), read)  # parts 2 and 3 follow it now
+    digest.feed(d, four, part_digest(four), read)  # in turn
+    digest.feed(e, five, part_digest(five), read)
+
+    assert (
+        digest.finish(len(content), _reader(bytes(content), reads))
+        == hashlib.sha256(content).hexdigest()
+    )
+    assert reads == []
+    assert sum(n for _, n in caught) == 2 * PART and caught[0][0] == PART
+    assert max(n for _, n in caught) == CATCH_UP_CHUNK
+
+
+def test_a_part_rewritten_since_it_was_sent_is_not_caught_up() -> None:
+    """The file's bytes of a part fed ahead changed after it was read for upload (a
+    head patched, a take rewritten): the catch-up stops there, and the end reads
+    from there, whatever the file holds then."""
+    content = bytearray(os.urandom(3 * PART))
+    (a, one), (b, two), (c, three) = _parts(bytes(content))
+    digest, caught, reads = FileSha256(), [], []
+    read = _file(content, caught)
+    digest.feed(b, two, part_digest(two), read)
+    content[b + 10] ^= 0xFF  # rewritten after part 2 went
+    digest.feed(a, one, part_digest(one), read)
+    digest.feed(c, three, part_digest(three), read)  # not in turn: part 2 is missing
+
+    assert digest.covered == PART
+    result = digest.finish(len(content), _reader(bytes(content), reads))
+    assert result == hashlib.sha256(content).hexdigest()
+    assert reads[0][0] == PART and sum(n for _, n in reads) == 2 * PART
+
+
+def test_a_catch_up_that_cannot_read_leaves_the_rest_to_the_end() -> None:
+    from stream_ingest.errors import SourceReplaced
+
+    content = os.urandom(2 * PART)
+    (a, one), (b, two) = _parts(content)
+    digest, reads = FileSha256(), []
+
+    def replaced(offset: int, size: int, buf: bytearray) -> memoryview:
+        raise SourceReplaced("/rec/cam.mp4")
+
+    digest.feed(b, two, part_digest(two), replaced)
+    digest.feed(a, one, part_digest(one), replaced)
+
+    assert digest.covered == PART
+    assert (
+        digest.finish(len(content), _reader(content, reads)) == hashlib.sha256(content).hexdigest()
+    )
+    assert reads[0][0] == PART
