@@ -26,6 +26,7 @@ Buffer = bytes | bytearray | memoryview
 PREFIX = "xxh3-128:"
 READ_CHUNK = 8 * 1024 * 1024
 CATCH_UP_CHUNK = 1024 * 1024
+CATCH_UP_LIMIT = 64 * 1024 * 1024  # bytes read again by one feed, at most (one part more)
 
 
 def chunk_buffer(size: int) -> bytearray:
@@ -106,20 +107,26 @@ class FileSha256:
             if offset == self.covered:
                 self._sha.update(data)
                 self.covered += len(data)
-                if read is not None:
-                    self._catch_up(read)
+                self._ahead.pop(offset, None)  # what was sent before at this offset
             elif offset < self.covered:
                 self._sha, self.covered = hashlib.sha256(), 0
                 self._ahead.clear()
             elif digest.startswith(PREFIX):
                 self._ahead[offset] = (len(data), digest)
+            if read is not None and self.covered in self._ahead:
+                self._catch_up(read)
 
     def _catch_up(self, read: Callable[[int, int, bytearray], Buffer]) -> None:
         """Count the parts fed ahead that now continue the digest, while their bytes
-        in the file are still those sent (same xxh3). The file is read in small
-        chunks: at the start of many recordings at once, each run may catch up."""
+        in the file are still those sent (same xxh3), up to CATCH_UP_LIMIT bytes: the
+        next feed goes on from there. The lock is held meanwhile, and a run that
+        started the digest over (a part sent again) may find most of its file ahead.
+        The file is read in small chunks: at the start of many recordings at once,
+        each run may catch up."""
         buf: bytearray | None = None
-        while (ahead := self._ahead.pop(self.covered, None)) is not None:
+        budget = CATCH_UP_LIMIT
+        while budget > 0 and (ahead := self._ahead.pop(self.covered, None)) is not None:
+            budget -= ahead[0]
             size, digest = ahead
             buf = buf if buf is not None else aligned(min(CATCH_UP_CHUNK, size))
             sha, check = self._sha.copy(), xxhash.xxh3_128()

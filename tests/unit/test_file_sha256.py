@@ -178,3 +178,67 @@ def test_a_catch_up_that_cannot_read_leaves_the_rest_to_the_end() -> None:
         digest.finish(len(content), _reader(content, reads)) == hashlib.sha256(content).hexdigest()
     )
     assert reads[0][0] == PART
+
+
+def test_a_catch_up_reads_at_most_its_limit_per_feed(monkeypatch) -> None:
+    """A part sent again mid-stream starts the digest over, and every later part is
+    fed ahead: when the first part comes again (a head patched at close) the file
+    is not read whole under the lock, only CATCH_UP_LIMIT of it (one part more);
+    each later feed goes on from there."""
+    import stream_ingest.flows.digest as digest_module
+
+    monkeypatch.setattr(digest_module, "CATCH_UP_LIMIT", 2 * PART)
+    content = bytearray(os.urandom(6 * PART))
+    parts = _parts(bytes(content))
+    digest, caught, reads = FileSha256(), [], []
+    read = _file(content, caught)
+    digest.feed(*parts[0], part_digest(parts[0][1]), read)
+    digest.feed(*parts[0], part_digest(parts[0][1]), read)  # a retry: over again
+    for offset, data in parts[1:]:
+        digest.feed(offset, data, part_digest(data), read)
+    assert digest.covered == 0 and caught == []
+
+    digest.feed(*parts[0], part_digest(parts[0][1]), read)
+    assert digest.covered == 3 * PART and sum(n for _, n in caught) == 2 * PART
+    digest.feed(*parts[4], part_digest(parts[4][1]), read)  # fed again, ahead: goes on
+    assert digest.covered == 5 * PART and sum(n for _, n in caught) == 4 * PART
+    digest.feed(*parts[5], part_digest(parts[5][1]), read)  # fed again, in turn
+    assert digest.covered == 6 * PART
+
+    result = digest.finish(len(content), _reader(bytes(content), reads))
+    assert result == hashlib.sha256(content).hexdigest() and reads == []
+
+
+def test_a_caught_up_part_sent_again_starts_the_digest_over() -> None:
+    content = bytearray(os.urandom(2 * PART))
+    (a, one), (b, two) = _parts(bytes(content))
+    digest, caught, reads = FileSha256(), [], []
+    read = _file(content, caught)
+    digest.feed(b, two, part_digest(two), read)
+    digest.feed(a, one, part_digest(one), read)
+    assert digest.covered == 2 * PART
+    content[b] ^= 0xFF  # rewritten: finalize sends it again
+    digest.feed(b, bytes(content[b:]), part_digest(bytes(content[b:])), read)
+
+    assert digest.covered == 0
+    result = digest.finish(len(content), _reader(bytes(content), reads))
+    assert result == hashlib.sha256(content).hexdigest() and sum(n for _, n in reads) == 2 * PART
+
+
+def test_what_was_fed_ahead_before_a_part_went_in_turn_is_forgotten() -> None:
+    """Part 2 fed ahead with bytes A, then in turn with bytes B: the object holds B.
+    After the digest starts over, a file holding A there again must not let the old
+    record of A count for part 2."""
+    content = bytearray(os.urandom(2 * PART))
+    (a, one), (b, old) = _parts(bytes(content))
+    new = os.urandom(PART)
+    digest, caught = FileSha256(), []
+    read = _file(content, caught)
+    digest.feed(b, old, part_digest(old), read)  # ahead: remembered as A
+    digest.feed(a, one)  # in turn, no catch-up asked for
+    digest.feed(b, new, part_digest(new), read)  # in turn: B counts
+    digest.feed(a, one, part_digest(one), read)  # sent again: over again
+
+    assert digest.covered == 0
+    digest.feed(a, one, part_digest(one), read)
+    assert digest.covered == PART and caught == []  # the file's A is not B
