@@ -126,8 +126,8 @@ class FileSha256:
         buf: bytearray | None = None
         budget = CATCH_UP_LIMIT
         while budget > 0 and (ahead := self._ahead.pop(self.covered, None)) is not None:
-            budget -= ahead[0]
             size, digest = ahead
+            budget -= size
             buf = buf if buf is not None else aligned(min(CATCH_UP_CHUNK, size))
             sha, check = self._sha.copy(), xxhash.xxh3_128()
             try:
