@@ -42,7 +42,7 @@ from benchmarks.many import IDLE_TIMEOUT, WARM, worker_on_pool
 from benchmarks.sensing import SensorProcess
 from benchmarks.stack import Stack, configure, pid_of
 from benchmarks.writer import SteadyWriter, fill, identity_of
-from stream_ingest.blocks.registration import register_blocks
+from stream_ingest.blocks.registration import UNSIGNED_PAYLOAD, register_blocks
 from stream_ingest.devstack.services import wait_for
 from stream_ingest.settings import load_settings
 
@@ -107,7 +107,7 @@ def _case(
             fill(staged, dropped_mib * MIB)
             ours = _dropped(stack, staged, path, pids)
         stack.drop_objects()
-    config = {} if signing else {"s3": {"payload_signing_enabled": False}}
+    config = {} if signing else {"s3": UNSIGNED_PAYLOAD}
     boto = _boto3(stack, path, f"boto3/{case}.mp4", config)
     stack.drop_objects()
     stack.remove_file(path)

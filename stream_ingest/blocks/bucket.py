@@ -155,17 +155,21 @@ class StreamBucket(ObjectOptions, S3Bucket):
         return held[1]
 
     @property
+    def _client_params(self) -> Any:
+        """The credentials' AwsClientParameters (None for credentials without them)."""
+        return getattr(self.credentials, "aws_client_parameters", None)
+
+    @property
     def store_id(self) -> str:
         """Which store this is, for the capability caches: endpoint and bucket."""
-        params = getattr(self.credentials, "aws_client_parameters", None)
-        endpoint = getattr(params, "endpoint_url", None) or "aws"
+        endpoint = getattr(self._client_params, "endpoint_url", None) or "aws"
         return f"{endpoint}/{self.bucket_name}"
 
     @property
     def unsigned_over_http(self) -> bool:
         """Whether request bodies go unsigned to a plain http:// endpoint
         (`s3_payload_signing` false, i.e. botocore's s3.payload_signing_enabled)."""
-        params = getattr(self.credentials, "aws_client_parameters", None)
+        params = self._client_params
         endpoint = getattr(params, "endpoint_url", None) or ""
         s3_config = (getattr(params, "config", None) or {}).get("s3") or {}
         return endpoint.startswith("http://") and s3_config.get("payload_signing_enabled") is False

@@ -30,13 +30,17 @@ BOTO_CONFIG = {
 }
 
 
+# botocore's S3 setting that leaves request bodies out of the signature.
+UNSIGNED_PAYLOAD = {"payload_signing_enabled": False}
+
+
 def boto_config(settings: Settings) -> dict[str, object]:
     """botocore's config for the bucket's client. Over https:// botocore already leaves
     a body that carries a checksum unsigned; over http:// it hashes every body for the
     signature, a second SHA-256 of every part beside the file's own (docs/configure.md)."""
     if settings.s3_payload_signing:
         return BOTO_CONFIG
-    return {**BOTO_CONFIG, "s3": {"payload_signing_enabled": False}}
+    return {**BOTO_CONFIG, "s3": UNSIGNED_PAYLOAD}
 
 
 def build_config(settings: Settings) -> IngestConfig:

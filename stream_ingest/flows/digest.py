@@ -29,11 +29,11 @@ CATCH_UP_CHUNK = 1024 * 1024
 CATCH_UP_LIMIT = 64 * 1024 * 1024  # bytes read again by one feed, at most (one part more)
 
 
-def chunk_buffer(size: int) -> bytearray:
-    """A buffer to read a file of `size` bytes into READ_CHUNK at a time, reused: no
-    longer than the file (a small file's is its size, not READ_CHUNK zeroed: in a
-    batch of small files that was 5 % of the CPU) and aligned (buffers.aligned)."""
-    return aligned(max(1, min(READ_CHUNK, size)))
+def chunk_buffer(size: int, chunk: int = READ_CHUNK) -> bytearray:
+    """A buffer to read `size` bytes into `chunk` at a time, reused: no longer than
+    they are (a small file's is its size, not READ_CHUNK zeroed: in a batch of small
+    files that was 5 % of the CPU) and aligned (buffers.aligned)."""
+    return aligned(max(1, min(chunk, size)))
 
 
 def part_digest(data: Buffer) -> str:
@@ -128,7 +128,7 @@ class FileSha256:
         while budget > 0 and (ahead := self._ahead.pop(self.covered, None)) is not None:
             size, digest = ahead
             budget -= size
-            buf = buf if buf is not None else aligned(min(CATCH_UP_CHUNK, size))
+            buf = buf if buf is not None else chunk_buffer(size, CATCH_UP_CHUNK)
             sha, check = self._sha.copy(), xxhash.xxh3_128()
             try:
                 for at in range(self.covered, self.covered + size, len(buf)):
